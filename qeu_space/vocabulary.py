@@ -189,6 +189,12 @@ def class_label_of(findings: Sequence[Finding]) -> str:
 # --------------------------------------------------------------------------- answer text
 
 PASSED_ANSWER = "Passed. No defects found."
+INSPECTION_QUESTION = (
+    "The upper connector is a good reference; the lower one is under inspection. "
+    "Compare their pins and name every bent or missing pin of the lower connector by its grid "
+    "position (rows U, C, D; columns 1-9)."
+)
+OD_PROMPT = "<OD>"
 
 
 def format_answer(findings: Iterable[Finding]) -> str:
