@@ -1,0 +1,337 @@
+"""Task metrics as pure functions: Q/A answers scored against findings, OD boxes scored by COCO mAP.
+
+Nothing here loads a model or touches disk: :mod:`qeu_space.evaluate` produces the predictions and
+hands them over. Where a maintained library computes a number it does (scikit-learn for accuracy,
+the confusion matrix, micro precision / recall / F1 and exact match; faster-coco-eval for mAP;
+sacrebleu / rouge_score for the optional text scores); the few lines written by hand say why.
+
+Example:
+    >>> from qeu_space.vocabulary import Finding
+    >>> truth = [[Finding("C7", "missing pin")], []]
+    >>> m = qa_metrics(truth, ["Defective. 1 defect: C7 missing pin.", "Passed."])
+    >>> (m.verdict_accuracy, m.f1, m.exact_match)
+    (1.0, 1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from qeu_space.vocabulary import (
+    ALL_POSITIONS,
+    Box,
+    DefectKind,
+    Finding,
+    ParsedAnswer,
+    parse_answer,
+    verdict_of,
+)
+
+#: Verdict classes of the confusion matrix; ``unparsed`` is an answer that says neither verdict.
+VERDICT_CLASSES: tuple[str, ...] = ("passed", "defective", "unparsed")
+#: A labelled box as the OD metric takes it: ``(label, (x1, y1, x2, y2))`` in image pixels.
+LabelledBox = tuple[str, Box]
+#: OD categories, in COCO category-id order (id = index + 1): the defect kinds' names.
+OD_CATEGORIES: tuple[str, ...] = tuple(kind.value for kind in DefectKind)
+
+
+# --------------------------------------------------------------------------- Q/A
+
+
+@dataclass(frozen=True)
+class QAMetrics:
+    """Scores of answer texts against the true findings of the same samples.
+
+    Attributes:
+        n: number of samples.
+        verdict_accuracy: share of samples whose stated verdict equals the truth's
+            (an unparsed answer counts as wrong).
+        precision, recall, f1: findings micro-averaged over all samples; a predicted finding is
+            a hit when its position and kind both match a true one (direction is not required).
+        exact_match: share of samples whose set of (position, kind) equals the truth's.
+        direction_accuracy: among hits on bent pins whose truth has a direction, the share whose
+            stated direction matches; ``None`` when there was no such hit.
+        parse_failure_rate: share of answers whose verdict could not be read.
+        true_positives, false_positives, false_negatives: finding counts behind the micro scores.
+        verdict_confusion: rows = true verdict, columns = stated verdict, both in
+            :data:`VERDICT_CLASSES` order (the ``unparsed`` row is always zero).
+        bleu: corpus BLEU (0-100) from sacrebleu against the reference answers, if installed.
+        rouge_l: mean ROUGE-L F-measure (0-1) from rouge_score, if installed.
+    """
+
+    n: int
+    verdict_accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    exact_match: float
+    direction_accuracy: float | None
+    parse_failure_rate: float
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    verdict_confusion: list[list[int]] = field(default_factory=list)
+    bleu: float | None = None
+    rouge_l: float | None = None
+
+
+def _finding_key(f: Finding) -> str:
+    return f"{f.position.name} {f.kind.value}"
+
+
+def _all_keys() -> list[str]:
+    return [f"{p.name} {k.value}" for p in ALL_POSITIONS for k in DefectKind]
+
+
+def qa_metrics(
+    truths: Sequence[Sequence[Finding]],
+    answers: Sequence[str | ParsedAnswer],
+    references: Sequence[str] | None = None,
+) -> QAMetrics:
+    """Score answers (raw model text or already parsed) against each sample's true findings.
+
+    Findings become a multi-label indicator over every (position, kind) of the grid, so
+    scikit-learn's micro precision / recall / F1 and subset accuracy (= exact match) apply as they
+    are. A sample with no true and no predicted finding adds nothing to the micro counts; when the
+    whole set has no predicted (or no true) finding the matching score is defined as 1.0
+    (``zero_division=1``: predicting nothing is no false alarm), so a model that correctly passes
+    every sample of an all-good set scores 1.0, not 0.
+
+    Args:
+        truths: per sample, its true findings (empty = passed).
+        answers: per sample, the model's answer text or a :class:`ParsedAnswer`.
+        references: per sample, the reference answer text; enables BLEU / ROUGE-L when
+            ``sacrebleu`` / ``rouge_score`` are installed.
+
+    Raises:
+        ValueError: when the lengths differ or there are no samples.
+    """
+    if len(truths) != len(answers):
+        raise ValueError(f"{len(truths)} truths but {len(answers)} answers; give one per sample")
+    if not truths:
+        raise ValueError("no samples to score")
+    if references is not None and len(references) != len(answers):
+        raise ValueError(f"{len(references)} references but {len(answers)} answers")
+    parsed = [a if isinstance(a, ParsedAnswer) else parse_answer(a) for a in answers]
+
+    true_verdicts = [verdict_of(t) for t in truths]
+    said_verdicts = [p.verdict or "unparsed" for p in parsed]
+    confusion = confusion_matrix(true_verdicts, said_verdicts, labels=list(VERDICT_CLASSES))
+
+    binarizer = MultiLabelBinarizer(classes=_all_keys())
+    y_true = binarizer.fit_transform([{_finding_key(f) for f in t} for t in truths])
+    y_pred = binarizer.transform([{_finding_key(f) for f in p.findings} for p in parsed])
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="micro", zero_division=1.0
+    )
+    tp = int((y_true & y_pred).sum())
+    fp = int(((1 - y_true) & y_pred).sum())
+    fn = int((y_true & (1 - y_pred)).sum())
+
+    bleu, rouge_l = (None, None)
+    if references is not None:
+        texts = [a.strip() if isinstance(a, str) else "" for a in answers]
+        bleu, rouge_l = text_scores(texts, list(references))
+
+    return QAMetrics(
+        n=len(truths),
+        verdict_accuracy=float(accuracy_score(true_verdicts, said_verdicts)),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(f1),
+        exact_match=float(accuracy_score(y_true, y_pred)),
+        direction_accuracy=direction_accuracy(truths, [p.findings for p in parsed]),
+        parse_failure_rate=float(np.mean([p.verdict is None for p in parsed])),
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        verdict_confusion=confusion.tolist(),
+        bleu=bleu,
+        rouge_l=rouge_l,
+    )
+
+
+def direction_accuracy(
+    truths: Sequence[Sequence[Finding]], predictions: Sequence[Sequence[Finding]]
+) -> float | None:
+    """Share of matched bent-pin findings whose stated direction is the true one.
+
+    Hand-written: it pairs findings by (position, kind) first and then compares a third field,
+    which no metric library models. Only pairs whose truth carries a direction count; a predicted
+    bent pin with no direction counts as wrong. ``None`` when no such pair exists.
+    """
+    right = total = 0
+    for truth, pred in zip(truths, predictions, strict=True):
+        said = {(f.position, f.kind): f.direction for f in pred}
+        for f in truth:
+            if f.direction is None or (f.position, f.kind) not in said:
+                continue
+            total += 1
+            right += said[(f.position, f.kind)] == f.direction
+    return right / total if total else None
+
+
+def optional_text_metrics() -> dict[str, bool]:
+    """Which optional text-metric libraries are importable (``sacrebleu``, ``rouge_score``)."""
+    return {
+        name: importlib.util.find_spec(name) is not None for name in ("sacrebleu", "rouge_score")
+    }
+
+
+def text_scores(predictions: list[str], references: list[str]) -> tuple[float | None, float | None]:
+    """Corpus BLEU (sacrebleu, 0-100) and mean ROUGE-L F (rouge_score, 0-1); ``None`` if absent.
+
+    ``evaluate.load`` would fetch these from the Hub, which the offline rule forbids, so the two
+    libraries are called directly and are optional.
+    """
+    available = optional_text_metrics()
+    bleu = rouge_l = None
+    if available["sacrebleu"]:
+        import sacrebleu
+
+        bleu = float(sacrebleu.corpus_bleu(predictions, [references]).score)
+    if available["rouge_score"]:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        pairs = zip(predictions, references, strict=True)
+        scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in pairs]
+        rouge_l = float(np.mean(scores))
+    return bleu, rouge_l
+
+
+# --------------------------------------------------------------------------- OD
+
+
+@dataclass(frozen=True)
+class ODMetrics:
+    """COCO box metrics, class-aware (a box only matches a true box of its own kind).
+
+    Attributes:
+        n_images: images scored.
+        map_50: mAP at IoU 0.5; ``None`` when no image has a true box (COCO's -1).
+        map_50_95: mAP averaged over IoU 0.50:0.05:0.95; ``None`` likewise.
+        ap_50_per_class: AP at IoU 0.5 per category with at least one true box.
+        n_true, n_pred: boxes counted; predictions with an unknown label are left out and
+            counted in ``n_unknown_label``.
+    """
+
+    n_images: int
+    map_50: float | None
+    map_50_95: float | None
+    ap_50_per_class: dict[str, float]
+    n_true: int
+    n_pred: int
+    n_unknown_label: int
+
+
+def xywh_to_xyxy(box: Sequence[float]) -> Box:
+    """The dataset's ``objects.bbox`` ``[x, y, w, h]`` as ``(x1, y1, x2, y2)``."""
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)
+
+
+def boxes_from_findings(findings: Sequence[Finding]) -> list[LabelledBox]:
+    """Labelled boxes of findings (those without a box are skipped: they cannot be scored)."""
+    return [(f.kind.value, f.box) for f in findings if f.box is not None]
+
+
+def od_metrics(
+    truths: Sequence[Sequence[LabelledBox]],
+    predictions: Sequence[Sequence[LabelledBox]],
+    categories: Sequence[str] = OD_CATEGORIES,
+) -> ODMetrics:
+    """mAP@0.5 and mAP@0.5:0.95 with faster-coco-eval over COCO dicts built in memory.
+
+    Florence-2's ``<OD>`` output carries no confidence, so every predicted box gets score 1.0;
+    COCO then ranks a sample's boxes in the order the model said them (a stable sort), and the
+    precision/recall curve has a single operating point per image set. Boxes are
+    ``(x1, y1, x2, y2)`` pixels in both inputs; labels are category names (e.g. ``bent pin``).
+
+    Raises:
+        ValueError: when the lengths differ or there are no images.
+    """
+    if len(truths) != len(predictions):
+        raise ValueError(f"{len(truths)} truths but {len(predictions)} predictions; one per image")
+    if not truths:
+        raise ValueError("no images to score")
+    cat_id = {name: i + 1 for i, name in enumerate(categories)}
+    images, gt_anns, dt_anns = [], [], []
+    unknown = 0
+    for image_id, (truth, pred) in enumerate(zip(truths, predictions, strict=True), start=1):
+        images.append({"id": image_id})
+        for label, box in truth:
+            if label not in cat_id:
+                raise ValueError(f"true box label {label!r} is not a category {tuple(categories)}")
+            gt_anns.append(_coco_ann(len(gt_anns) + 1, image_id, cat_id[label], box))
+        for label, box in pred:
+            if label not in cat_id:
+                unknown += 1
+                continue
+            ann = _coco_ann(len(dt_anns) + 1, image_id, cat_id[label], box)
+            ann["score"] = 1.0
+            dt_anns.append(ann)
+    stats, per_class = _coco_bbox_eval(images, gt_anns, dt_anns, categories)
+    return ODMetrics(
+        n_images=len(truths),
+        map_50=_defined(stats[1]),
+        map_50_95=_defined(stats[0]),
+        ap_50_per_class=per_class,
+        n_true=len(gt_anns),
+        n_pred=len(dt_anns),
+        n_unknown_label=unknown,
+    )
+
+
+def _coco_ann(ann_id: int, image_id: int, category_id: int, box: Box) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x1, y1, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }
+
+
+def _silent(*_args: object, **_kwargs: object) -> None:
+    """faster-coco-eval prints its summary table; the report carries the numbers instead."""
+
+
+def _coco_bbox_eval(
+    images: list[dict], gt_anns: list[dict], dt_anns: list[dict], categories: Sequence[str]
+) -> tuple[np.ndarray, dict[str, float]]:
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    gt = COCO(print_function=_silent)
+    gt.dataset = {
+        "images": images,
+        "annotations": gt_anns,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)],
+    }
+    gt.createIndex()
+    dt = gt.loadRes(dt_anns)
+    coco_eval = COCOeval_faster(gt, dt, iouType="bbox", print_function=_silent)
+    coco_eval.run()
+    # precision: [iou thresholds, recall thresholds, categories, area ranges, max dets]
+    precision = coco_eval.eval["precision"]
+    per_class = {}
+    for k, name in enumerate(categories):
+        curve = precision[0, :, k, 0, -1]
+        if (curve > -1).any():
+            per_class[name] = float(curve[curve > -1].mean())
+    return np.asarray(coco_eval.stats, dtype=float), per_class
+
+
+def _defined(value: float) -> float | None:
+    """COCO writes -1 where a mean has nothing to average (no true boxes): that is ``None``."""
+    return None if value < 0 or math.isnan(value) else float(value)
