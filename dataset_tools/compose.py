@@ -1,0 +1,139 @@
+"""The composite: a good reference on top, the product under inspection below, grid labels on both.
+
+A :class:`Sample` is the one object that flows from here into every dataset builder: the composite
+image, its truth (findings with boxes in composite pixels) and how it was made.
+
+Example:
+    >>> import numpy as np
+    >>> spec = SampleSpec("s0", "standard", "square", (Finding("C7", "missing pin"),), True)
+    >>> sample = make_sample(spec, np.random.default_rng(0))
+    >>> sample.image.size, sample.findings[0].position.name
+    ((448, 448), 'C7')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dataset_tools.render import ConnectorSpec, Nuisances, render_connector
+from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.vocabulary import Finding
+
+_CANVAS = (24, 26, 30)
+_LABEL = (236, 236, 228)
+REFERENCE_POOL = 4
+"""Good references per (housing, pins, size, nuisances): a line keeps a few golden images."""
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What one sample shows; the builders draw it from the row's seed."""
+
+    id: str
+    housing: str
+    pins: str
+    findings: tuple[Finding, ...]
+    labels_drawn: bool
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One inspection sample: composite image, truth in composite pixels, and its making.
+
+    Attributes:
+        image: the composite (RGB, ``layout.size`` square).
+        findings: the truth, boxes in composite pixels (empty = passed).
+        reference / test: the two connector images as drawn (uint8 RGB), before composing.
+    """
+
+    id: str
+    image: Image.Image
+    findings: tuple[Finding, ...]
+    housing: str
+    pins: str
+    labels_drawn: bool
+    layout: CompositeLayout
+    reference: np.ndarray
+    test: np.ndarray
+    variant: str = "plain"
+
+
+@lru_cache(maxsize=8)
+def _canvas(size: int, labels_drawn: bool) -> np.ndarray:
+    """The background with the coordinate labels, drawn once per size (read-only)."""
+    layout = CompositeLayout(size)
+    img = Image.new("RGB", (size, size), _CANVAS)
+    if labels_drawn:
+        draw = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=max(9, round(size * 0.034)))
+        for panel in ("reference", "test"):
+            for text, x, y in layout.label_anchors(panel):
+                draw.text((x, y), text, fill=_LABEL, font=font, anchor="mm")
+    arr = np.asarray(img).copy()
+    arr.setflags(write=False)
+    return arr
+
+
+def compose(
+    reference: np.ndarray, test: np.ndarray, layout: CompositeLayout, labels_drawn: bool = True
+) -> Image.Image:
+    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas."""
+    conn = layout.connector
+    for name, arr in (("reference", reference), ("test", test)):
+        if arr.shape != (conn.height, conn.width, 3) or arr.dtype != np.uint8:
+            raise ValueError(
+                f"{name} image must be uint8 RGB of {conn.width} x {conn.height} for a "
+                f"{layout.size} composite, got shape {arr.shape} {arr.dtype}"
+            )
+    canvas = _canvas(layout.size, labels_drawn).copy()
+    for panel, arr in (("reference", reference), ("test", test)):
+        x1, y1, x2, y2 = layout.crop_box(panel)
+        canvas[y1:y2, x1:x2] = arr
+    return Image.fromarray(canvas)
+
+
+@lru_cache(maxsize=256)
+def reference_image(
+    housing: str, pins: str, geometry: ConnectorGeometry, nuisances: Nuisances, k: int
+) -> np.ndarray:
+    """Good reference number ``k`` of the pool: deterministic, independent of sample order."""
+    rng = np.random.default_rng([k, geometry.width, geometry.height, *map(ord, housing + pins)])
+    arr = render_connector(ConnectorSpec(housing, pins), geometry, nuisances, rng).image
+    arr.setflags(write=False)
+    return arr
+
+
+def make_sample(
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    *,
+    layout: CompositeLayout | None = None,
+    nuisances: Nuisances | None = None,
+) -> Sample:
+    """Render the product under inspection, pick a pool reference, compose, move boxes."""
+    layout = layout or CompositeLayout()
+    nuisances = Nuisances() if nuisances is None else nuisances
+    geo = layout.connector
+    reference = reference_image(
+        spec.housing, spec.pins, geo, nuisances, int(rng.integers(REFERENCE_POOL))
+    )
+    rendered = render_connector(
+        ConnectorSpec(spec.housing, spec.pins, spec.findings), geo, nuisances, rng
+    )
+    findings = tuple(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
+    image = compose(reference, rendered.image, layout, spec.labels_drawn)
+    return Sample(
+        id=spec.id,
+        image=image,
+        findings=findings,
+        housing=spec.housing,
+        pins=spec.pins,
+        labels_drawn=spec.labels_drawn,
+        layout=layout,
+        reference=reference,
+        test=rendered.image,
+    )

@@ -1,0 +1,444 @@
+"""Procedural renderer of a connector: housing, 3 x 9 sockets, pins, defects and nuisances.
+
+The seeds rendered terminals in Blender at seconds per image; this draws the same scene as
+anti-aliased 2-D shapes in numpy, fast enough for hundreds of composites per second per core:
+
+* the clean product (housing variant + all pins) is drawn once per (housing, pins, size) and cached;
+* a defect is a small patch pasted over one pin cell, strictly inside the finding's box, so with
+  nuisances off a defective image differs from its reference only inside the truth boxes;
+* nuisances (gain and gradient lighting, sensor noise, blur, sub-pixel shift, rotation, JPEG) are
+  applied per image, each switchable and drawn from the sample's seeded generator. A geometric
+  nuisance moves the truth boxes with the pixels (:func:`render_connector` returns the moved boxes).
+
+Example:
+    >>> import numpy as np
+    >>> from qeu_space.geometry import ConnectorGeometry
+    >>> geo = ConnectorGeometry(423, 204)
+    >>> out = render_connector(ConnectorSpec(findings=(Finding("C7", "missing pin"),)), geo,
+    ...                        Nuisances.off(), np.random.default_rng(0))
+    >>> out.image.shape, out.findings[0].box is not None
+    ((204, 423, 3), True)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numba
+import numpy as np
+from PIL import Image
+
+from qeu_space.geometry import ConnectorGeometry
+from qeu_space.vocabulary import ALL_POSITIONS, Box, DefectKind, Direction, Finding, Position
+
+HOUSINGS: tuple[str, ...] = ("standard", "ribbed", "stepped", "latched")
+"""Housing variants. ``latched`` is kept out of training splits (``test_unseen_housing``)."""
+SEEN_HOUSINGS: tuple[str, ...] = ("standard", "ribbed", "stepped")
+UNSEEN_HOUSING = "latched"
+PIN_STYLES: tuple[str, ...] = ("square", "round", "mixed")
+"""``mixed`` puts round terminals in row C and square ones in rows U and D."""
+
+_BACKGROUND = np.array([38, 41, 47], np.float32)
+_HOUSING_COLOURS = {
+    "standard": np.array([206, 200, 184], np.float32),
+    "ribbed": np.array([224, 222, 214], np.float32),
+    "stepped": np.array([150, 152, 156], np.float32),
+    "latched": np.array([186, 176, 150], np.float32),
+}
+_SOCKET = np.array([22, 20, 19], np.float32)
+_METAL = np.array([228, 196, 112], np.float32)  # tin-gold plating
+_SHAFT = np.array([150, 124, 64], np.float32)  # the side of a leaning pin, in shadow
+
+
+@dataclass(frozen=True)
+class Nuisances:
+    """Per-image disturbances; each one is off at 0 (or ``None`` for JPEG).
+
+    Attributes:
+        gain: relative gain drawn from ``1 +- gain`` (a brighter or darker lamp).
+        gradient: amplitude of a linear lighting gradient across the image.
+        noise: sensor noise sigma, in grey levels.
+        blur: largest Gaussian blur radius, in pixels (drawn from ``[0, blur]``).
+        shift: largest sub-pixel shift along each axis, in pixels.
+        rotation: largest rotation, in degrees.
+        jpeg: JPEG quality range ``(low, high)``, or ``None`` for no compression.
+        jpeg_probability: share of images saved as JPEG (cameras differ; also halves its cost).
+    """
+
+    gain: float = 0.15
+    gradient: float = 0.12
+    noise: float = 3.0
+    blur: float = 0.7
+    shift: float = 1.0
+    rotation: float = 2.0
+    jpeg: tuple[int, int] | None = (75, 95)
+    jpeg_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("gain", "gradient", "noise", "blur", "shift", "rotation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"nuisance {name} must be >= 0, got {getattr(self, name)}")
+        if self.gain >= 1:
+            raise ValueError(f"gain must be < 1 (a factor 1 +- gain), got {self.gain}")
+        if self.rotation > 2.0:
+            raise ValueError(f"rotation is at most 2 degrees, got {self.rotation}")
+        if not 0 <= self.jpeg_probability <= 1:
+            raise ValueError(f"jpeg_probability must be in [0, 1], got {self.jpeg_probability}")
+        if self.jpeg is not None and not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
+            raise ValueError(
+                f"jpeg quality range must satisfy 1 <= low <= high <= 100: {self.jpeg}"
+            )
+
+    @classmethod
+    def off(cls) -> Nuisances:
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, 0.0)
+
+    @property
+    def geometric(self) -> bool:
+        return self.shift > 0 or self.rotation > 0
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """What to draw: the housing variant, the pin style, and the defects (boxes are ignored)."""
+
+    housing: str = "standard"
+    pins: str = "square"
+    findings: tuple[Finding, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.housing not in HOUSINGS:
+            raise ValueError(f"unknown housing {self.housing!r}; choose from {HOUSINGS}")
+        if self.pins not in PIN_STYLES:
+            raise ValueError(f"unknown pin style {self.pins!r}; choose from {PIN_STYLES}")
+        positions = [f.position for f in self.findings]
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"one defect per pin site, got {[str(p) for p in positions]}")
+        for f in self.findings:
+            if f.kind is DefectKind.BENT and f.direction is None:
+                raise ValueError(f"bent pin at {f.position} needs a direction to be drawn")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered connector: RGB uint8 pixels and its findings with boxes in these pixels."""
+
+    image: np.ndarray
+    findings: tuple[Finding, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _coverage(sd: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage from a signed distance (pixels; negative inside)."""
+    return np.clip(0.5 - sd, 0.0, 1.0)
+
+
+def _grid(h: int, w: int, y0: float = 0.0, x0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates of an ``h x w`` block whose top-left pixel is at ``(x0, y0)``."""
+    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5 + y0
+    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5 + x0
+    return ys, xs
+
+
+def _box_sd(ys, xs, cx, cy, hw, hh, radius=0.0):
+    """Signed distance to an axis-aligned rectangle with rounded corners."""
+    qx = np.abs(xs - cx) - (hw - radius)
+    qy = np.abs(ys - cy) - (hh - radius)
+    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
+    inside = np.minimum(np.maximum(qx, qy), 0)
+    return outside + inside - radius
+
+
+def _paint(img: np.ndarray, cov: np.ndarray, colour: np.ndarray) -> None:
+    """Blend ``colour`` (per pixel or constant) into ``img`` with coverage ``cov``, in place."""
+    c = cov[..., None]
+    img *= 1.0 - c
+    img += c * colour
+
+
+def _pin_is_round(pins: str, position: Position) -> bool:
+    return pins == "round" or (pins == "mixed" and position.row == "C")
+
+
+def _draw_pin(img, ys, xs, cx, cy, size, round_pin, colour=_METAL):
+    """A pin seen from above: a metal face with a bevel lit from the top left."""
+    half = size / 2
+    if round_pin:
+        sd = np.hypot(xs - cx, ys - cy) - half
+    else:
+        sd = _box_sd(ys, xs, cx, cy, half, half, radius=size * 0.12)
+    # shading: brighter towards the top-left, a specular spot, darker rim
+    t = ((xs - cx) + (ys - cy)) / (size + 1e-6)
+    shade = 1.08 - 0.45 * np.clip(t + 0.5, 0, 1)
+    rim = np.clip(1.0 + sd / (0.22 * size), 0.0, 1.0)  # 0 in the middle, 1 at the edge
+    shade = shade * (1.0 - 0.25 * rim)
+    spot = np.exp(
+        -(((xs - cx + 0.18 * size) ** 2 + (ys - cy + 0.18 * size) ** 2) / (0.05 * size**2))
+    )
+    colour_px = np.clip(colour * shade[..., None] + 60.0 * spot[..., None], 0, 255)
+    _paint(img, _coverage(sd), colour_px)
+
+
+def _draw_socket(img, ys, xs, cx, cy, size):
+    half = size / 2
+    sd = _box_sd(ys, xs, cx, cy, half, half, radius=size * 0.15)
+    # the cavity is darkest at the bottom right (inner shadow)
+    depth = 0.75 + 0.25 * np.clip(((xs - cx) + (ys - cy)) / size + 0.5, 0, 1)
+    _paint(img, _coverage(sd), _SOCKET[None, None, :] * (2.0 - depth[..., None]))
+
+
+def _draw_housing(img: np.ndarray, geo: ConnectorGeometry, housing: str) -> None:
+    h, w = img.shape[:2]
+    ys, xs = _grid(h, w)
+    x1, y1, x2, y2 = geo.housing_box
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    base = _HOUSING_COLOURS[housing]
+    # moulded plastic: soft vertical light fall-off and a darker edge
+    sd = _box_sd(ys, xs, cx, cy, hw, hh, radius=0.06 * h)
+    light = 1.04 - 0.10 * (ys - y1) / max(y2 - y1, 1) - 0.06 * np.clip(1 + sd / (0.04 * h), 0, 1)
+    _paint(img, _coverage(sd), base * light[..., None])
+    px, py = geo.pitch
+    if housing == "ribbed":  # the seeds' housing with bumps: ribs along the top and bottom rims
+        for column in range(1, 10):
+            rx, _ = geo.pin_center(Position("U", column))
+            for ry in (y1 + 0.035 * h, y2 - 0.035 * h):
+                rib = _box_sd(ys, xs, rx, ry, 0.16 * px, 0.03 * h, radius=0.01 * h)
+                _paint(img, _coverage(rib), base * 0.80)
+    elif housing == "stepped":  # a raised shoulder along the top third
+        step_y = y1 + 0.13 * (y2 - y1)
+        band = _box_sd(ys, xs, cx, (y1 + step_y) / 2, hw - 0.01 * w, (step_y - y1) / 2)
+        _paint(img, _coverage(band), base * 1.18)
+        edge = _box_sd(ys, xs, cx, step_y, hw - 0.01 * w, 0.8)
+        _paint(img, _coverage(edge), base * 0.6)
+    elif housing == "latched":  # a latch tab on the right end and a key notch at the top
+        tab = _box_sd(ys, xs, x2 - 0.012 * w, cy, 0.016 * w, 0.22 * h, radius=0.01 * h)
+        _paint(img, _coverage(tab), base * 0.68)
+        notch = _box_sd(ys, xs, cx, y1 + 0.02 * h, 0.05 * w, 0.03 * h)
+        _paint(img, _coverage(notch), _BACKGROUND * 1.3)
+
+
+@lru_cache(maxsize=64)
+def _clean_connector(housing: str, pins: str, width: int, height: int) -> np.ndarray:
+    """The defect-free product as float32 RGB, drawn once and cached (read-only)."""
+    geo = ConnectorGeometry(width, height)
+    img = _bare_housing(housing, width, height).copy()
+    for position in ALL_POSITIONS:
+        _draw_site(img, geo, position, pins, None)
+    img.setflags(write=False)
+    return img
+
+
+def _site_window(geo: ConnectorGeometry, position: Position) -> tuple[int, int, int, int]:
+    """Integer pixel window (x1, y1, x2, y2) that holds everything a defect at ``position`` draws."""
+    boxes = [geo.defect_box(position, DefectKind.BENT, d, pad=0.0) for d in Direction]
+    x1 = math.floor(min(b[0] for b in boxes))
+    y1 = math.floor(min(b[1] for b in boxes))
+    x2 = math.ceil(max(b[2] for b in boxes))
+    y2 = math.ceil(max(b[3] for b in boxes))
+    return max(x1, 0), max(y1, 0), min(x2, geo.width), min(y2, geo.height)
+
+
+def _draw_site(img, geo, position, pins, finding: Finding | None):
+    """Draw one pin site (socket + pin as the finding says) into ``img`` (the whole image)."""
+    x1, y1, x2, y2 = _site_window(geo, position)
+    block = img[y1:y2, x1:x2]
+    ys, xs = _grid(y2 - y1, x2 - x1, y1, x1)
+    cx, cy = geo.pin_center(position)
+    _draw_socket(block, ys, xs, cx, cy, geo.socket_size)
+    round_pin = _pin_is_round(pins, position)
+    if finding is None:
+        _draw_pin(block, ys, xs, cx, cy, geo.pin_size, round_pin)
+    elif finding.kind is DefectKind.BENT:
+        dx, dy = geo.bend_offset(finding.direction)
+        # the leaning shaft, seen from above, joins the socket to the displaced tip
+        sw = geo.pin_size * 0.36
+        shaft = _box_sd(
+            ys, xs, cx + dx / 2, cy + dy / 2, abs(dx) / 2 + sw, abs(dy) / 2 + sw, radius=sw * 0.5
+        )
+        _paint(block, _coverage(shaft), _SHAFT)
+        _draw_pin(block, ys, xs, cx + dx, cy + dy, geo.pin_size * 0.92, round_pin)
+    # a missing pin leaves the empty socket drawn above
+
+
+@lru_cache(maxsize=64)
+def _bare_housing(housing: str, width: int, height: int) -> np.ndarray:
+    """The housing with no sockets or pins: what a defect's site is redrawn on."""
+    img = np.empty((height, width, 3), np.float32)
+    img[:] = _BACKGROUND
+    _draw_housing(img, ConnectorGeometry(width, height), housing)
+    img.setflags(write=False)
+    return img
+
+
+def draw_clean_with_defects(spec: ConnectorSpec, geo: ConnectorGeometry) -> np.ndarray:
+    """The product with its defects and no nuisance, float32 RGB in [0, 255]."""
+    clean = _clean_connector(spec.housing, spec.pins, geo.width, geo.height)
+    if not spec.findings:
+        return clean
+    bare = _bare_housing(spec.housing, geo.width, geo.height)
+    img = clean.copy()
+    for finding in spec.findings:
+        x1, y1, x2, y2 = _site_window(geo, finding.position)
+        img[y1:y2, x1:x2] = bare[y1:y2, x1:x2]
+        _draw_site(img, geo, finding.position, spec.pins, finding)
+    return img
+
+
+# --------------------------------------------------------------------------- nuisances
+
+
+@numba.njit(cache=True, fastmath=True)
+def _blur3(img, a):  # pragma: no cover - compiled
+    """Separable 3-tap Gaussian ``[a, 1 - 2a, a]`` (the blur nuisance; sigma <= 1 px)."""
+    h, w, c = img.shape
+    a = np.float32(a)
+    b = np.float32(1.0) - 2 * a
+    flat = img.reshape(h, w * c)
+    tmp = np.empty((h, w * c), np.float32)
+    for y in range(h):
+        row = flat[y]
+        t = tmp[y]
+        for i in range(c):
+            t[i] = b * row[i] + a * (row[i] + row[i + c])
+        for i in range(c, (w - 1) * c):
+            t[i] = b * row[i] + a * (row[i - c] + row[i + c])
+        for i in range((w - 1) * c, w * c):
+            t[i] = b * row[i] + a * (row[i - c] + row[i])
+    out = np.empty((h, w * c), np.float32)
+    for y in range(h):
+        yu = max(y - 1, 0)
+        yd = min(y + 1, h - 1)
+        for i in range(w * c):
+            out[y, i] = b * tmp[y, i] + a * (tmp[yu, i] + tmp[yd, i])
+    return out.reshape(h, w, c)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _finish(src, inv, warp, gain, gx, gy, bank, offset, sigma, fill):  # pragma: no cover
+    """Warp (bilinear), lighting, noise and rounding to uint8, fused in one numba pass.
+
+    ``inv`` maps output pixel centres to source pixel centres (a 2x3 affine, flattened). Noise is
+    read from a fixed bank of standard normals from ``offset`` on (one grey value for all three
+    channels, like a luminance-dominated sensor).
+    """
+    h, w, c = src.shape
+    out = np.empty((h, w, c), np.uint8)
+    n_bank = bank.shape[0]
+    for y in range(h):
+        fy = gy * ((y + 0.5) / h - 0.5)
+        for x in range(w):
+            f = np.float32(gain * (1.0 + gx * ((x + 0.5) / w - 0.5) + fy))
+            n = np.float32(sigma) * bank[(offset + y * w + x) % n_bank]
+            if warp:
+                sx = inv[0] * (x + 0.5) + inv[1] * (y + 0.5) + inv[2] - 0.5
+                sy = inv[3] * (x + 0.5) + inv[4] * (y + 0.5) + inv[5] - 0.5
+                x0 = int(np.floor(sx))
+                y0 = int(np.floor(sy))
+                ax = np.float32(sx - x0)
+                ay = np.float32(sy - y0)
+                inside = 0 <= x0 and x0 + 1 < w and 0 <= y0 and y0 + 1 < h
+            for k in range(c):
+                if not warp:
+                    v = src[y, x, k]
+                elif inside:
+                    top = (1 - ax) * src[y0, x0, k] + ax * src[y0, x0 + 1, k]
+                    bot = (1 - ax) * src[y0 + 1, x0, k] + ax * src[y0 + 1, x0 + 1, k]
+                    v = (1 - ay) * top + ay * bot
+                else:
+                    v = fill[k]
+                v = v * f + n
+                out[y, x, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v + 0.5))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed bank of standard normals; an image's noise starts at a random offset in it."""
+    return np.random.default_rng(20240308).standard_normal(1 << 21, dtype=np.float32)
+
+
+_IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def _affine(size: tuple[int, int], angle_deg: float, tx: float, ty: float) -> np.ndarray:
+    """Forward 2x3 matrix: rotate about the image centre, then translate."""
+    w, h = size
+    a = math.radians(angle_deg)
+    c, s = math.cos(a), math.sin(a)
+    cx, cy = w / 2, h / 2
+    return np.array(
+        [[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty]], np.float64
+    )
+
+
+def _move_box(box: Box, m: np.ndarray, size: tuple[int, int]) -> Box:
+    x1, y1, x2, y2 = box
+    pts = np.array([[x1, y1, 1], [x2, y1, 1], [x1, y2, 1], [x2, y2, 1]], np.float64) @ m.T
+    w, h = size
+    return (
+        float(np.clip(pts[:, 0].min(), 0, w)),
+        float(np.clip(pts[:, 1].min(), 0, h)),
+        float(np.clip(pts[:, 0].max(), 0, w)),
+        float(np.clip(pts[:, 1].max(), 0, h)),
+    )
+
+
+def render_connector(
+    spec: ConnectorSpec,
+    geo: ConnectorGeometry,
+    nuisances: Nuisances,
+    rng: np.random.Generator,
+    *,
+    box_pad: float = 2.0,
+) -> Rendered:
+    """Render one product under ``nuisances`` drawn from ``rng``.
+
+    Returns the uint8 RGB image and ``spec.findings`` with boxes in this image's pixels (moved by
+    any shift or rotation, and grown by ``box_pad``).
+    """
+    img = draw_clean_with_defects(spec, geo)
+    size = (geo.width, geo.height)
+    boxes = [geo.defect_box(f.position, f.kind, f.direction, pad=box_pad) for f in spec.findings]
+    n = nuisances
+    gain = 1.0 + rng.uniform(-n.gain, n.gain) if n.gain else 1.0
+    gx, gy = (float(v) for v in rng.uniform(-n.gradient, n.gradient, 2)) if n.gradient else (0, 0)
+    sigma_blur = rng.uniform(0, n.blur) if n.blur else 0.0
+    blur_a = 0.0
+    if sigma_blur > 0.25:
+        side = math.exp(-1.0 / (2 * sigma_blur**2))
+        blur_a = side / (1 + 2 * side)
+    inv = _IDENTITY
+    if n.geometric:
+        angle = rng.uniform(-n.rotation, n.rotation) if n.rotation else 0.0
+        tx, ty = rng.uniform(-n.shift, n.shift, 2) if n.shift else (0.0, 0.0)
+        m = _affine(size, angle, tx, ty)
+        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2].ravel()
+        boxes = [_move_box(b, m, size) for b in boxes]
+    offset = int(rng.integers(0, 1 << 21))
+    out = _finish(
+        img,
+        inv,
+        blur_a,
+        gain,
+        float(gx),
+        float(gy),
+        _noise_bank(),
+        offset,
+        float(n.noise),
+        _BACKGROUND,
+    )
+    if n.jpeg is not None and rng.random() < n.jpeg_probability:
+        buf = io.BytesIO()
+        Image.fromarray(out).save(
+            buf, format="JPEG", quality=int(rng.integers(n.jpeg[0], n.jpeg[1] + 1))
+        )
+        buf.seek(0)
+        with Image.open(buf) as decoded:
+            out = np.asarray(decoded.convert("RGB"))
+    findings = tuple(replace(f, box=b) for f, b in zip(spec.findings, boxes, strict=True))
+    return Rendered(out, findings)
