@@ -234,7 +234,7 @@ def _clean_connector(housing: str, pins: str, width: int, height: int) -> np.nda
 
 
 def _site_window(geo: ConnectorGeometry, position: Position) -> tuple[int, int, int, int]:
-    """Integer pixel window (x1, y1, x2, y2) that holds everything a defect at ``position`` draws."""
+    """Pixel window (x1, y1, x2, y2) holding everything a defect at ``position`` draws."""
     boxes = [geo.defect_box(position, DefectKind.BENT, d, pad=0.0) for d in Direction]
     x1 = math.floor(min(b[0] for b in boxes))
     y1 = math.floor(min(b[1] for b in boxes))

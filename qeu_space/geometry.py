@@ -42,7 +42,9 @@ class ConnectorGeometry:
 
     def __post_init__(self) -> None:
         if self.width < 40 or self.height < 16:
-            raise ValueError(f"connector image too small: {self.width} x {self.height} (min 40 x 16)")
+            raise ValueError(
+                f"connector image too small: {self.width} x {self.height} (min 40 x 16)"
+            )
 
     @property
     def pitch(self) -> tuple[float, float]:

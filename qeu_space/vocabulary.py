@@ -144,7 +144,9 @@ class Finding:
         if self.box is not None:
             box = tuple(float(v) for v in self.box)
             if len(box) != 4 or not all(math.isfinite(v) for v in box):
-                raise ValueError(f"box must be four finite numbers (x1, y1, x2, y2), got {self.box}")
+                raise ValueError(
+                    f"box must be four finite numbers (x1, y1, x2, y2), got {self.box}"
+                )
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box}")
             object.__setattr__(self, "box", box)
@@ -281,11 +283,11 @@ def parse_answer(text: str) -> ParsedAnswer:
     pending: list[Position] = []  # positions whose clause named no kind ("C7: missing" splits)
     for clause in _CLAUSE_SPLIT.split(text):
         positions = _find_positions(clause)
-        kinds = [
-            (kind, m.start()) for kind, rx in _KIND_WORDS.items() for m in rx.finditer(clause)
+        kinds = [(kind, m.start()) for kind, rx in _KIND_WORDS.items() for m in rx.finditer(clause)]
+        directions = [
+            (Direction(_direction_root(m.group(1))), m.start())
+            for m in _DIRECTION_WORDS.finditer(clause)
         ]
-        directions = [(Direction(_direction_root(m.group(1))), m.start())
-                      for m in _DIRECTION_WORDS.finditer(clause)]
         if not positions:
             if kinds and pending:
                 positions_here = [(p, 0, 0) for p in pending]
@@ -355,7 +357,12 @@ def format_bbox_str(findings: Iterable[Finding], image_size: tuple[int, int]) ->
         if f.box is None:
             raise ValueError(f"finding {f.describe()} has no box; OD targets need boxes")
         x1, y1, x2, y2 = f.box
-        locs = (quantize(x1, width), quantize(y1, height), quantize(x2, width), quantize(y2, height))
+        locs = (
+            quantize(x1, width),
+            quantize(y1, height),
+            quantize(x2, width),
+            quantize(y2, height),
+        )
         parts.append(f.kind.value + "".join(f"<loc_{v}>" for v in locs))
     return "".join(parts)
 
@@ -370,7 +377,11 @@ def parse_bbox_str(text: str, image_size: tuple[int, int]) -> list[tuple[str, Bo
     for m in _BBOX_ITEM.finditer(text.replace("</s>", "").replace("<s>", "")):
         label = m.group(1).strip()
         x1, y1, x2, y2 = (int(m.group(i)) for i in range(2, 6))
-        box = (dequantize(x1, width), dequantize(y1, height),
-               dequantize(x2, width), dequantize(y2, height))
+        box = (
+            dequantize(x1, width),
+            dequantize(y1, height),
+            dequantize(x2, width),
+            dequantize(y2, height),
+        )
         out.append((label, box))
     return out
