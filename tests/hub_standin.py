@@ -438,7 +438,8 @@ def _handler_for(standin: HubStandin) -> type[BaseHTTPRequestHandler]:
                     given = authorization[len("Bearer ") :]
                     if not hmac.compare_digest(given.encode(), standin.token.encode()):
                         raise _error(401, "Invalid credentials in Authorization header")
-                status, reply, headers = *standin.handle(method, route, match, query, body), {}
+                status, reply = standin.handle(method, route, match, query, body)
+                headers: dict[str, str] = {}
             except _Reply as answer:
                 status, reply, headers = answer.status, answer.body, answer.headers
             except (KeyError, TypeError, ValueError) as err:
