@@ -1,0 +1,182 @@
+"""``python -m dataset_tools``: build synthetic connector datasets and push them to the Hub.
+
+Every error is one line on stderr with what to do, and exit code 2; nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from dataset_tools.builders import VARIANTS, BuildConfig
+from dataset_tools.render import Nuisances
+from dataset_tools.sampling import CONFIGS
+
+EXAMPLES = """examples:
+  python -m dataset_tools build --config qa --num 1000 --seed 0 --out data/qa
+  python -m dataset_tools build --config od --num 2000 --num-proc 2 --out data/od \\
+      --push-to me/qeu-connectors-od
+  python -m dataset_tools build --config cls --num 3000 --out data/cls --overwrite
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m dataset_tools",
+        description="Synthetic connector-inspection datasets for VLMs, Florence-2 and ViTs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    build = sub.add_parser(
+        "build",
+        help="render, compose and write a dataset (parquet + dataset card)",
+        description=(
+            "Render connector pairs, compose them and write a DatasetDict with the splits train, "
+            "validation, test (defects at held-out pin positions) and test_unseen_housing as "
+            "parquet shards under OUT/CONFIG/ plus OUT/README.md, a dataset card that "
+            "datasets.load_dataset(OUT) reads. The same command always gives the same rows."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument(
+        "--config",
+        required=True,
+        choices=CONFIGS,
+        help="qa: question/answer rows for chat VLMs; od: bbox_str rows for Florence-2 <OD>; "
+        "cls: single-connector classification rows (OK, BENDNG, NUKENG) for a ViT",
+    )
+    build.add_argument(
+        "--num",
+        required=True,
+        type=int,
+        help="rows in the train split; validation, test and test_unseen_housing get "
+        "--eval-fraction of that each (at least 1)",
+    )
+    build.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    build.add_argument("--out", required=True, type=Path, help="folder to write (must be empty)")
+    build.add_argument(
+        "--num-proc", type=int, default=1, help="worker processes sharing the rendering (default 1)"
+    )
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (swapped in only once the new dataset is complete)",
+    )
+    build.add_argument(
+        "--push-to",
+        metavar="REPO",
+        help="also push to this Hub dataset repo (token from HF_TOKEN or `hf auth login`)",
+    )
+    build.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    build.add_argument("--size", type=int, default=448, help="composite side in pixels (448)")
+    build.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        default="plain",
+        help="plain composites, or nsoart: the SOARTC map blended over the lower product",
+    )
+    build.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.1,
+        help="rows of each held-out split as a share of --num (default 0.1)",
+    )
+    build.add_argument(
+        "--unlabelled-fraction",
+        type=float,
+        default=0.15,
+        help="share of qa/od composites without coordinate labels (default 0.15)",
+    )
+    build.add_argument(
+        "--no-nuisances",
+        action="store_true",
+        help="clean renders: no lighting change, noise, blur, shift, rotation or JPEG",
+    )
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _build(args: argparse.Namespace, prog: str) -> int:
+    from qeu_space.hub import HubError, check_repo_id, push_folder, resolve_token
+
+    try:
+        cfg = BuildConfig(
+            config=args.config,
+            num=args.num,
+            seed=args.seed,
+            size=args.size,
+            eval_fraction=args.eval_fraction,
+            variant=args.variant,
+            unlabelled_fraction=args.unlabelled_fraction,
+            nuisances=Nuisances.off() if args.no_nuisances else Nuisances(),
+            num_proc=args.num_proc,
+        )
+    except ValueError as e:
+        return _fail(prog, str(e))
+
+    from dataset_tools.save import OutputDirError, build_to_folder, check_output_dir
+
+    token = None
+    try:
+        check_output_dir(args.out, args.overwrite)
+        if args.push_to:  # before any work, so a missing token loses nothing
+            check_repo_id(args.push_to)
+            token = resolve_token()
+    except (OutputDirError, HubError, ValueError) as e:
+        return _fail(prog, str(e))
+
+    if args.quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+    command = "python -m dataset_tools " + shlex.join(
+        sys.argv[1:] if args.argv is None else args.argv
+    )
+    try:
+        rows = build_to_folder(cfg, args.out, command=command, overwrite=args.overwrite)
+    except OutputDirError as e:
+        return _fail(prog, str(e))
+    except OSError as e:
+        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+    print(f"wrote {args.out}: " + ", ".join(f"{s} {n}" for s, n in rows.items()))
+    if args.push_to:
+        try:
+            url = push_folder(
+                args.out,
+                args.push_to,
+                repo_type="dataset",
+                private=args.private,
+                token=token,
+                commit_message=f"Upload {cfg.config} dataset ({command})",
+            )
+        except HubError as e:
+            return _fail(prog, f"{e} (the dataset is saved in {args.out}; push again later)")
+        print(f"pushed to {url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.command == "build":
+        return _build(args, f"{parser.prog} build")
+    return parser.error(f"unknown command {args.command}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Dataset rows for the three configs, and the ``DatasetDict`` builder.
+
+``qa`` rows teach a chat VLM to answer in the canonical text, ``od`` rows teach Florence-2 ``<OD>``
+with ``bbox_str`` targets, ``cls`` rows teach a ViT one connector's label. All three come from the
+same :class:`~dataset_tools.compose.Sample`, so their truths agree by construction.
+
+Example:
+    >>> dd = build_dataset(BuildConfig("qa", num=4, seed=0, size=224))
+    >>> sorted(dd), dd["train"][0]["answer"][:6] in ("Passed", "Defect")
+    (['test', 'test_unseen_housing', 'train', 'validation'], True)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import datasets
+from datasets import ClassLabel, Features, List, Value
+from PIL import Image
+
+from dataset_tools.compose import Sample, make_sample
+from dataset_tools.render import Nuisances
+from dataset_tools.sampling import CONFIGS, SPLITS, Config, Split, draw_spec, row_rng
+from qeu_space.geometry import CompositeLayout
+from qeu_space.vocabulary import (
+    CLASS_LABELS,
+    INSPECTION_QUESTION,
+    OD_PROMPT,
+    class_label_of,
+    format_answer,
+    format_bbox_str,
+    verdict_of,
+)
+
+_FINDING = {
+    "position": Value("string"),
+    "kind": Value("string"),
+    "direction": Value("string"),
+    "box": List(Value("float32"), length=4),
+}
+_COMMON = {
+    "id": Value("string"),
+    "image": datasets.Image(),
+    "housing": Value("string"),
+    "pins": Value("string"),
+    "labels_drawn": Value("bool"),
+    "variant": Value("string"),
+}
+FEATURES: dict[Config, Features] = {
+    "qa": Features(
+        {
+            **_COMMON,
+            "question": Value("string"),
+            "answer": Value("string"),
+            "findings": List(_FINDING),
+            "verdict": Value("string"),
+        }
+    ),
+    "od": Features(
+        {
+            **_COMMON,
+            "prompt": Value("string"),
+            "bbox_str": Value("string"),
+            "objects": {
+                "bbox": List(List(Value("float32"), length=4)),
+                "category": List(Value("string")),
+            },
+        }
+    ),
+    "cls": Features(
+        {**_COMMON, "label": ClassLabel(names=list(CLASS_LABELS)), "findings": List(_FINDING)}
+    ),
+}
+
+
+def _nsoart(sample: Sample) -> Image.Image:
+    from dataset_tools.nsoart import nsoart_image  # needs SOARTC: import only when asked for
+
+    return nsoart_image(sample.image, sample.layout)
+
+
+VARIANTS: dict[str, Callable[[Sample], Image.Image]] = {
+    "plain": lambda sample: sample.image,
+    "nsoart": _nsoart,
+}
+"""Image variants of a composite: ``plain``, or ``nsoart`` (SOARTC map blended over the test)."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One dataset build; the CLI's options map one to one onto these fields.
+
+    Attributes:
+        config: ``qa``, ``od`` or ``cls``.
+        num: rows in ``train``; ``validation``, ``test`` and ``test_unseen_housing`` get
+            ``eval_fraction * num`` rows each (at least one).
+        seed: the same seed gives the same rows, whatever ``num_proc``.
+        size: composite side in pixels (``cls`` images are the lower connector of it).
+        variant: ``plain`` or ``nsoart``.
+        unlabelled_fraction: share of ``qa``/``od`` composites drawn without coordinate labels.
+        nuisances: lighting, noise, blur, shift, rotation and JPEG settings.
+        num_proc: worker processes.
+    """
+
+    config: Config
+    num: int
+    seed: int = 0
+    size: int = 448
+    eval_fraction: float = 0.1
+    variant: str = "plain"
+    unlabelled_fraction: float = 0.15
+    nuisances: Nuisances = field(default_factory=Nuisances)
+    num_proc: int = 1
+
+    def __post_init__(self) -> None:
+        if self.config not in CONFIGS:
+            raise ValueError(f"unknown config {self.config!r}; choose one of {', '.join(CONFIGS)}")
+        if self.num < 1:
+            raise ValueError(f"--num must be at least 1 (rows in the train split), got {self.num}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
+        if self.variant != "plain" and self.config == "cls":
+            raise ValueError("cls rows are single connectors: only the plain variant applies")
+        if not 0 < self.eval_fraction <= 1:
+            raise ValueError(f"eval_fraction must be in (0, 1], got {self.eval_fraction}")
+        if not 0 <= self.unlabelled_fraction <= 1:
+            raise ValueError(
+                f"unlabelled_fraction must be in [0, 1], got {self.unlabelled_fraction}"
+            )
+        if self.num_proc < 1:
+            raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
+        CompositeLayout(self.size)  # validates the size
+
+    @property
+    def split_sizes(self) -> dict[Split, int]:
+        held_out = max(1, math.ceil(self.num * self.eval_fraction))
+        return {s: (self.num if s == "train" else held_out) for s in SPLITS}
+
+
+def _png(image: Image.Image) -> dict:
+    """PNG bytes for the ``Image()`` feature (fast compression: rows are rebuilt, not archived)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _common(sample: Sample, image: Image.Image, variant: str) -> dict:
+    return {
+        "id": sample.id,
+        "image": _png(image),
+        "housing": sample.housing,
+        "pins": sample.pins,
+        "labels_drawn": sample.labels_drawn,
+        "variant": variant,
+    }
+
+
+def qa_row(sample: Sample, variant: str = "plain") -> dict:
+    return {
+        **_common(sample, VARIANTS[variant](sample), variant),
+        "question": INSPECTION_QUESTION,
+        "answer": format_answer(sample.findings),
+        "findings": [f.to_dict() for f in sample.findings],
+        "verdict": verdict_of(sample.findings),
+    }
+
+
+def od_row(sample: Sample, variant: str = "plain") -> dict:
+    image = VARIANTS[variant](sample)
+    boxes = [f.box for f in sample.findings]
+    return {
+        **_common(sample, image, variant),
+        "prompt": OD_PROMPT,
+        "bbox_str": format_bbox_str(sample.findings, image.size),
+        "objects": {
+            "bbox": [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in boxes],
+            "category": [f.kind.value for f in sample.findings],
+        },
+    }
+
+
+def cls_row(sample: Sample, variant: str = "plain") -> dict:
+    """One connector (the lower product) and its label; findings in that image's pixels."""
+    ox, oy = sample.layout.origin("test")
+    findings = [f.to_dict() for f in sample.findings]
+    for f in findings:
+        x1, y1, x2, y2 = f["box"]
+        f["box"] = [x1 - ox, y1 - oy, x2 - ox, y2 - oy]
+    return {
+        **_common(sample, Image.fromarray(sample.test), variant),
+        "label": CLASS_LABELS.index(class_label_of(sample.findings)),
+        "findings": findings,
+    }
+
+
+ROW_BUILDERS: dict[Config, Callable[[Sample, str], dict]] = {
+    "qa": qa_row,
+    "od": od_row,
+    "cls": cls_row,
+}
+
+
+def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
+    """Row ``index`` of ``split``: a pure function of ``(cfg, split, index)``."""
+    rng = row_rng(cfg.seed, split, index)
+    spec = draw_spec(cfg.config, split, index, rng, unlabelled_fraction=cfg.unlabelled_fraction)
+    sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
+    return ROW_BUILDERS[cfg.config](sample, cfg.variant)
+
+
+def _generate_rows(indices: list[int], cfg: BuildConfig, split: Split) -> Iterator[dict]:
+    for index in indices:
+        yield make_row(cfg, split, index)
+
+
+def build_dataset(cfg: BuildConfig, *, cache_dir: str | None = None) -> datasets.DatasetDict:
+    """Build all four splits with ``datasets.Dataset.from_generator`` (sharded over processes).
+
+    ``cache_dir`` holds the Arrow files ``datasets`` writes (and must outlive the result); without
+    it the rows are kept in memory and a temporary folder is used, so a renderer change can never
+    be served a stale cache. Progress bars are ``datasets``' own (``disable_progress_bars()``).
+    """
+    with tempfile.TemporaryDirectory(prefix="qeu-build-") as tmp:
+        splits = {}
+        for split, n in cfg.split_sizes.items():
+            splits[split] = datasets.Dataset.from_generator(
+                _generate_rows,
+                features=FEATURES[cfg.config],
+                gen_kwargs={"indices": list(range(n)), "cfg": cfg, "split": split},
+                num_proc=min(cfg.num_proc, n) if cfg.num_proc > 1 else None,
+                cache_dir=cache_dir or tmp,
+                split=datasets.NamedSplit(split),
+                keep_in_memory=cache_dir is None,
+            )
+        return datasets.DatasetDict(splits)

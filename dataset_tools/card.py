@@ -1,0 +1,110 @@
+"""The dataset card: YAML metadata the Hub and ``load_dataset`` read, and a page people read.
+
+The card names the exact command that regenerates the data, so a dataset on the Hub is a recipe
+as much as a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from dataset_tools.builders import FEATURES, BuildConfig
+from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
+from dataset_tools.sampling import SPLIT_POSITIONS
+
+TASKS = {
+    "qa": (["image-text-to-text", "visual-question-answering"], "question / answer"),
+    "od": (["object-detection"], "Florence-2 `<OD>` (`bbox_str`)"),
+    "cls": (["image-classification"], "classification (`OK`, `BENDNG`, `NUKENG`)"),
+}
+
+
+def dataset_card(
+    cfg: BuildConfig,
+    split_files: Mapping[str, list[str]],
+    split_rows: Mapping[str, int],
+    command: str,
+    split_bytes: Mapping[str, int] | None = None,
+) -> DatasetCard:
+    """A card whose YAML lists the config, its split files and features, task and licence."""
+    task_categories, task_name = TASKS[cfg.config]
+    data = DatasetCardData(
+        license="cc-by-4.0",
+        language=["en"],
+        pretty_name=f"QEU connector inspection ({cfg.config})",
+        task_categories=task_categories,
+        tags=["synthetic", "visual-inspection", "connector", "qeu-inspection-space"],
+        size_categories=[_size_category(sum(split_rows.values()))],
+        configs=[
+            {
+                "config_name": cfg.config,
+                "default": True,
+                "data_files": [
+                    {"split": split, "path": f"{cfg.config}/{split}-*.parquet"}
+                    for split in split_files
+                ],
+            }
+        ],
+        dataset_info={
+            "config_name": cfg.config,
+            "features": FEATURES[cfg.config]._to_yaml_list(),
+            "splits": [
+                {"name": s, "num_bytes": (split_bytes or {}).get(s, 0), "num_examples": n}
+                for s, n in split_rows.items()
+            ],
+        },
+    )
+    positions = "\n".join(
+        f"| `{split}` | {split_rows[split]} | {', '.join(p.name for p in SPLIT_POSITIONS[split])} |"
+        for split in split_rows
+    )
+    body = f"""
+# QEU connector inspection: `{cfg.config}` ({task_name})
+
+Synthetic images of a connector (a housing with a 3 x 9 pin grid: rows U, C, D by columns 1-9)
+with bent and missing pins, rendered by `dataset_tools` of QEU Inspection Space.
+Q/A and OD images are composites: a good reference on top, the product under inspection below,
+coordinate labels on both (left out on a share of rows, so models also learn unlabelled images).
+
+## Regenerate
+
+```bash
+{command}
+```
+
+Same command, same rows (every row depends only on the seed, the split and its index).
+
+## Splits
+
+Defects sit at disjoint pin positions per split, so scores on `validation` and `test` measure
+reading the grid, not remembering where defects were. Housings `{", ".join(SEEN_HOUSINGS)}`
+appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{UNSEEN_HOUSING}`.
+
+| split | rows | defect positions |
+|---|---|---|
+{positions}
+
+## Settings
+
+- composite size: {cfg.size} x {cfg.size}; variant: `{cfg.variant}`; seed: {cfg.seed}
+- nuisances: {cfg.nuisances}
+- unlabelled share: {cfg.unlabelled_fraction}
+
+## Columns
+
+`id`, `image`, `housing`, `pins` (pin style), `labels_drawn`, `variant`, and per config:
+`qa`: `question`, `answer` (canonical text, e.g. `Defective. 2 defects: U3 bent pin (left); C7
+missing pin.`), `findings` (position, kind, direction, box in composite pixels), `verdict`;
+`od`: `prompt` (`<OD>`), `bbox_str` (1000 bins per axis, Florence-2's floor rule), `objects`
+(`bbox` as [x, y, w, h], `category`); `cls`: `label`, `findings` (boxes in the connector image).
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M"

@@ -1,0 +1,88 @@
+"""Which sample each row is: splits, held-out defect positions, and the draw from a row's seed.
+
+A row's content depends only on ``(seed, split, index)``, never on which process made it or in what
+order, so ``--num-proc`` can shard the work and the same command always gives the same rows.
+
+The seeds shifted the validation pins away from the training pins; here the three splits place
+their defects at three disjoint sets of positions, so a model has to read the grid rather than
+remember where defects were. ``test_unseen_housing`` puts defects anywhere, on the housing that no
+other split shows.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from dataset_tools.compose import SampleSpec
+from dataset_tools.render import PIN_STYLES, SEEN_HOUSINGS, UNSEEN_HOUSING
+from qeu_space.vocabulary import ALL_POSITIONS, DefectKind, Direction, Finding, Position
+
+Split = Literal["train", "validation", "test", "test_unseen_housing"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test", "test_unseen_housing")
+Config = Literal["qa", "od", "cls"]
+CONFIGS: tuple[Config, ...] = ("qa", "od", "cls")
+
+TEST_POSITIONS = tuple(Position.parse(p) for p in ("U2", "U7", "C4", "C9", "D1", "D6"))
+VALIDATION_POSITIONS = tuple(Position.parse(p) for p in ("U5", "C2", "C7", "D4", "D9"))
+TRAIN_POSITIONS = tuple(
+    p for p in ALL_POSITIONS if p not in TEST_POSITIONS and p not in VALIDATION_POSITIONS
+)
+SPLIT_POSITIONS: dict[Split, tuple[Position, ...]] = {
+    "train": TRAIN_POSITIONS,
+    "validation": VALIDATION_POSITIONS,
+    "test": TEST_POSITIONS,
+    "test_unseen_housing": ALL_POSITIONS,
+}
+
+DEFECT_COUNTS = (0, 1, 2, 3)
+DEFECT_COUNT_WEIGHTS = (0.30, 0.45, 0.18, 0.07)
+"""Q/A and OD rows: share of passed, one-, two- and three-defect products."""
+BENT_SHARE = 0.6
+
+
+def row_rng(seed: int, split: Split, index: int) -> np.random.Generator:
+    """The generator of one row: everything about it (content and nuisances) comes from here."""
+    return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+def draw_spec(
+    config: Config,
+    split: Split,
+    index: int,
+    rng: np.random.Generator,
+    *,
+    unlabelled_fraction: float = 0.15,
+) -> SampleSpec:
+    """Draw what row ``index`` of ``split`` shows.
+
+    ``cls`` rows are balanced over ``OK`` / ``BENDNG`` / ``NUKENG`` with at most one defect;
+    ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`.
+    """
+    housing = UNSEEN_HOUSING if split == "test_unseen_housing" else str(rng.choice(SEEN_HOUSINGS))
+    pins = str(rng.choice(PIN_STYLES))
+    positions = SPLIT_POSITIONS[split]
+    if config == "cls":
+        label = int(rng.integers(3))  # 0 OK, 1 bent, 2 missing
+        count = 0 if label == 0 else 1
+        kinds = [DefectKind.BENT if label == 1 else DefectKind.MISSING]
+    else:
+        count = int(rng.choice(DEFECT_COUNTS, p=DEFECT_COUNT_WEIGHTS))
+        kinds = [
+            DefectKind.BENT if rng.random() < BENT_SHARE else DefectKind.MISSING
+            for _ in range(count)
+        ]
+    chosen = rng.choice(len(positions), size=count, replace=False) if count else []
+    findings = []
+    for kind, i in zip(kinds, chosen, strict=False):
+        direction = rng.choice(list(Direction)) if kind is DefectKind.BENT else None
+        findings.append(Finding(positions[int(i)], kind, direction))
+    labels_drawn = config != "cls" and bool(rng.random() >= unlabelled_fraction)
+    return SampleSpec(
+        id=f"{config}-{split}-{index:06d}",
+        housing=housing,
+        pins=pins,
+        findings=tuple(findings),
+        labels_drawn=labels_drawn,
+    )
