@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import total_ordering
 from typing import Literal
@@ -245,6 +245,7 @@ _PASSED_WORDS = re.compile(
 )
 _DEFECTIVE_WORDS = re.compile(r"\b(defective|defects? found|fail(?:ed)?|ng|reject(?:ed)?)\b", re.I)
 _COUNT = re.compile(r"\b(\d+)\s+defects?\b", re.I)
+_CONJUNCTION = re.compile(r"\b(?:and|also|while|but|plus)\b", re.I)
 _CLAUSE_SPLIT = re.compile(r"[;.\n]|,(?!\s*(?:and\s+)?col)")
 
 
@@ -261,6 +262,17 @@ def _find_positions(text: str) -> list[tuple[Position, int, int]]:
             col = int(m.group(3 - row_group))
             hits.append((Position(row, col), m.start(), m.end()))
     return sorted(hits, key=lambda h: h[1])
+
+
+def _clauses(text: str) -> Iterator[str]:
+    """Clauses that each name one thing: split at ``;`` ``.`` commas and new lines, and at
+    ``and``/``also``/``while``/``but`` where several positions meet several defect words."""
+    for clause in _CLAUSE_SPLIT.split(text):
+        kinds = sum(len(rx.findall(clause)) for rx in _KIND_WORDS.values())
+        if kinds > 1 and len(_find_positions(clause)) > 1:
+            yield from _CONJUNCTION.split(clause)
+        else:
+            yield clause
 
 
 def _nearest(targets: list[tuple[object, int]], at: int) -> object | None:
@@ -280,30 +292,33 @@ def parse_answer(text: str) -> ParsedAnswer:
     if not isinstance(text, str):
         return ParsedAnswer(None, ())
     findings: dict[tuple[Position, DefectKind], Finding] = {}
-    pending: list[Position] = []  # positions whose clause named no kind ("C7: missing" splits)
-    for clause in _CLAUSE_SPLIT.split(text):
-        positions = _find_positions(clause)
+    pending: list[Position] = []  # positions whose clause named no kind ("C7:\nmissing")
+    undirected: list[tuple[Position, DefectKind]] = []  # bent pins still without a direction
+    for clause in _clauses(text):
+        positions = [(p, (s + e) // 2) for p, s, e in _find_positions(clause)]
         kinds = [(kind, m.start()) for kind, rx in _KIND_WORDS.items() for m in rx.finditer(clause)]
         directions = [
             (Direction(_direction_root(m.group(1))), m.start())
             for m in _DIRECTION_WORDS.finditer(clause)
         ]
+        if not positions and kinds and pending:
+            positions, pending = [(p, 0) for p in pending], []
         if not positions:
-            if kinds and pending:
-                positions_here = [(p, 0, 0) for p in pending]
-                positions, pending = positions_here, []
-            else:
-                continue
-        if not kinds:
-            pending = [p for p, _, _ in positions]
+            if directions and not kinds:  # "U3: bent pin, pointing left"
+                for key in undirected:
+                    findings[key] = replace(findings[key], direction=directions[0][0])
+            undirected = []
             continue
-        pending = []
-        for position, start, end in positions:
-            kind = _nearest(kinds, (start + end) // 2) if len(kinds) > 1 else kinds[0][0]
-            direction = None
-            if kind.has_direction:
-                direction = _nearest(directions, (start + end) // 2)
+        if not kinds:
+            pending = [p for p, _ in positions]
+            continue
+        pending, undirected = [], []
+        for position, at in positions:
+            kind = kinds[0][0] if len(kinds) == 1 else _nearest(kinds, at)
+            direction = _nearest(directions, at) if kind.has_direction else None
             findings.setdefault((position, kind), Finding(position, kind, direction))
+            if kind.has_direction and direction is None:
+                undirected.append((position, kind))
     ordered = tuple(sort_findings(findings.values()))
     count = _COUNT.search(text)
     stated = int(count.group(1)) if count else None
