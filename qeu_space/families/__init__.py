@@ -1,0 +1,72 @@
+"""Model families: one module per family, all with the same few functions.
+
+A family knows how its models are prompted and scored, never how they are loaded (that is one
+path for all, :func:`qeu_space.loading.load_model`). Each module offers:
+
+- ``NAME``, ``TASKS`` (dataset configs it trains on), ``BEST_METRIC`` (validation metric name);
+- ``matches(model_type, config_dict) -> bool``;
+- ``lora_target_modules(scope) -> str``: a PEFT ``target_modules`` regex over full module names
+  for ``scope`` in :data:`SCOPES`;
+- ``collate(processor, rows) -> BatchFeature``: a training batch whose ``labels`` hold -100 on
+  every prompt, image and padding token;
+- ``generate(loaded, images, *, max_new_tokens=64) -> list[str]``: greedy answers to the family's
+  own prompt;
+- ``parse(text, image_size) -> list[Finding]``: findings read back from one generated text.
+
+The registry is this explicit dict; nothing registers itself on import.
+
+Example:
+    >>> family_for({"model_type": "florence2"}).NAME
+    'florence2'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from qeu_space.families import chat_vlm, florence2
+from qeu_space.families._common import SCOPES
+
+#: Family name -> module. Order matters: the first family whose ``matches`` accepts a model wins.
+FAMILIES: dict[str, ModuleType] = {
+    florence2.NAME: florence2,
+    chat_vlm.NAME: chat_vlm,
+}
+
+
+__all__ = ["FAMILIES", "SCOPES", "UnknownFamilyError", "family_for"]
+
+
+class UnknownFamilyError(ValueError):
+    """The model is none of the families this project trains and runs."""
+
+
+def family_for(model_or_config: Any) -> ModuleType:
+    """The family module of a model, a ``PeftModel``, a ``LoadedModel``, a config or a config dict.
+
+    Raises:
+        UnknownFamilyError: when no family accepts the model type.
+    """
+    config = _config_dict(model_or_config)
+    model_type = str(config.get("model_type") or "")
+    for module in FAMILIES.values():
+        if module.matches(model_type, config):
+            return module
+    raise UnknownFamilyError(
+        f"model type {model_type or '(none)'!r} is not a supported family: use a native "
+        "Florence-2 (model_type 'florence2') or an image-text-to-text chat VLM such as "
+        "SmolVLM / Idefics3"
+    )
+
+
+def _config_dict(obj: Any) -> Mapping[str, Any]:
+    if isinstance(obj, Mapping):
+        return obj
+    if hasattr(obj, "family") and hasattr(obj, "processor") and hasattr(obj, "model"):
+        obj = obj.model  # a LoadedModel
+    config = getattr(obj, "config", obj)  # a model (PeftModel forwards .config) or a config
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    raise TypeError(f"cannot tell the model family of a {type(obj).__name__}")

@@ -1,0 +1,306 @@
+"""One loading path for every model: ``(base id or folder, adapter id or folder | None)``.
+
+Training, evaluation, the adapter tools and the Space all load through :func:`load_model`, so
+the safety rules hold everywhere: weights come from safetensors only, remote code runs only when
+the caller turns it on for the model it names, and an adapter is refused (with the base it was
+trained for in the message) when it belongs to another base.
+
+Base vs fine-tuned on one loaded model: when an adapter is given, ``loaded.model`` is a
+``peft.PeftModel`` and the base answers inside ``with loaded.model.disable_adapter(): ...``;
+:meth:`LoadedModel.base_only` does the same and is a no-op without an adapter.
+
+Example:
+    >>> loaded = load_model("tiny/florence2", "runs/od-lora")
+    >>> family = family_for(loaded.model)
+    >>> tuned = family.generate(loaded, images)
+    >>> with loaded.base_only():
+    ...     base = family.generate(loaded, images)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from huggingface_hub import hf_hub_download
+from peft import PeftConfig, PeftModel, get_peft_model_state_dict
+from safetensors import safe_open
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PretrainedConfig,
+)
+
+from qeu_space.families import FAMILIES, family_for
+
+__all__ = [
+    "ADAPTER_WEIGHTS",
+    "AdapterMismatchError",
+    "LoadedModel",
+    "RemoteCodeError",
+    "UnsafeWeightsError",
+    "default_device",
+    "load_model",
+    "read_config",
+    "same_base",
+    "trained_for",
+]
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class RemoteCodeError(ValueError):
+    """The model's config asks for code from its repository and the caller did not allow it."""
+
+
+class AdapterMismatchError(ValueError):
+    """The adapter was trained for another base model, or its tensors do not fit this one."""
+
+
+class UnsafeWeightsError(ValueError):
+    """Weights are only available as pickles (``.bin``); this project loads safetensors only."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to generate, with what is needed to prompt it and to say what it is.
+
+    Attributes:
+        model: the transformers model, or a ``peft.PeftModel`` wrapping it when ``adapter`` is set.
+        processor: its ``AutoProcessor`` (tokenizer, image processor, chat template).
+        family: key of :data:`qeu_space.families.FAMILIES` (``"florence2"``, ``"chat_vlm"``).
+        base: the base id or folder as given.
+        adapter: the adapter id or folder as given, or ``None``.
+        device: where the weights are (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    """
+
+    model: Any
+    processor: Any
+    family: str
+    base: str
+    adapter: str | None
+    device: str
+
+    @property
+    def family_module(self) -> ModuleType:
+        return FAMILIES[self.family]
+
+    @property
+    def has_adapter(self) -> bool:
+        return isinstance(self.model, PeftModel)
+
+    @contextlib.contextmanager
+    def base_only(self) -> Iterator[None]:
+        """Run the base model: ``disable_adapter()`` with an adapter, nothing without one."""
+        if self.has_adapter:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def read_config(base: str | Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The base's ``config.json`` as a dict, refusing remote code unless it is allowed.
+
+    Raises:
+        FileNotFoundError: ``base`` looks like a path but is not a folder.
+        RemoteCodeError: the config has an ``auto_map`` (code shipped with the model) and
+            ``trust_remote_code`` is off.
+    """
+    name = str(base)
+    if _looks_like_path(name) and not Path(name).is_dir():
+        raise FileNotFoundError(f"base model folder {name!r} does not exist")
+    config, _ = PretrainedConfig.get_config_dict(name)
+    auto_map = config.get("auto_map")
+    if auto_map and not trust_remote_code:
+        classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
+        raise RemoteCodeError(
+            f"{name} needs code from its repository (config.json auto_map: {classes}); pass "
+            "--trust-remote-code (trust_remote_code=True) only if you trust that code"
+        )
+    return config
+
+
+def load_model(
+    base: str | Path,
+    adapter: str | Path | None = None,
+    *,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a base model (Hub id or local folder) and, optionally, a PEFT adapter on top.
+
+    Hub ids are only fetched when the caller names them; tests pass folders. Weights load with
+    ``use_safetensors=True`` (a ``.bin``-only model or adapter is refused). The model is put in
+    eval mode on ``device``.
+
+    Args:
+        base: Hub id (``"florence-community/Florence-2-base"``) or folder of the base model; a
+            fully fine-tuned output folder is a base too.
+        adapter: Hub id or folder holding ``adapter_config.json`` + ``adapter_model.safetensors``.
+        trust_remote_code: allow code shipped with the model (configs with ``auto_map``, such
+            as Phi-3-vision); off unless the user turns it on for a model they name.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available, else CPU.
+        dtype: weight dtype; default bfloat16 on a CUDA device that supports it, else float32.
+
+    Returns:
+        A :class:`LoadedModel`; ``family_for(loaded.model)`` is its family module.
+
+    Raises:
+        RemoteCodeError: the config needs remote code and ``trust_remote_code`` is off.
+        UnknownFamilyError: the model is neither Florence-2 nor a chat VLM.
+        AdapterMismatchError: the adapter names another base, or its tensors do not fit.
+        UnsafeWeightsError: only pickled weights are available.
+    """
+    base_name = str(base)
+    config = read_config(base_name, trust_remote_code=trust_remote_code)
+    family = family_for(config)
+    adapter_name = str(adapter) if adapter is not None else None
+    if adapter_name is not None:
+        _check_adapter_base(adapter_name, base_name)
+    device = device or default_device()
+    dtype = dtype or _default_dtype(device)
+    _check_safetensors(base_name)
+
+    model_class = _model_class(config, trust_remote_code)
+    model = model_class.from_pretrained(
+        base_name, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
+    )
+    processor = AutoProcessor.from_pretrained(base_name, trust_remote_code=trust_remote_code)
+    if adapter_name is not None:
+        model = _attach_adapter(model, adapter_name, base_name)
+    model.to(device)
+    model.eval()
+    return LoadedModel(model, processor, family.NAME, base_name, adapter_name, device)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def _model_class(config: dict[str, Any], trust_remote_code: bool) -> type:
+    auto_map = config.get("auto_map") or {}
+    if trust_remote_code and isinstance(auto_map, dict) and auto_map:
+        if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:
+            return AutoModelForCausalLM  # e.g. Phi-3-vision registers only a causal-LM class
+    return AutoModelForImageTextToText
+
+
+def _check_safetensors(name: str) -> None:
+    folder = Path(name)
+    if not folder.is_dir():
+        return  # a Hub id: from_pretrained(use_safetensors=True) refuses pickles itself
+    if any(folder.glob("*.safetensors")):
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise UnsafeWeightsError(
+            f"{name} has weights only as pickles (.bin/.pt); convert them to safetensors "
+            "(this project never unpickles weights)"
+        )
+
+
+def _adapter_file(adapter: str, filename: str) -> str:
+    folder = Path(adapter)
+    if folder.is_dir():
+        path = folder / filename
+        if not path.is_file():
+            hint = (
+                "; a fully fine-tuned model loads as the base, not as an adapter"
+                if filename == ADAPTER_CONFIG and (folder / "config.json").is_file()
+                else ""
+            )
+            if filename == ADAPTER_WEIGHTS and any(folder.glob("adapter_model.bin")):
+                raise UnsafeWeightsError(
+                    f"adapter {adapter} has only adapter_model.bin (a pickle); save it as "
+                    "safetensors (peft's default)"
+                )
+            raise FileNotFoundError(f"adapter folder {adapter} has no {filename}{hint}")
+        return str(path)
+    if _looks_like_path(adapter):
+        raise FileNotFoundError(f"adapter folder {adapter!r} does not exist")
+    return hf_hub_download(adapter, filename)
+
+
+def trained_for(adapter: str | Path) -> str | None:
+    """The base an adapter was trained on (``base_model_name_or_path`` of its config)."""
+    with open(_adapter_file(str(adapter), ADAPTER_CONFIG), encoding="utf-8") as f:
+        return json.load(f).get("base_model_name_or_path")
+
+
+def _check_adapter_base(adapter: str, base: str) -> None:
+    recorded = trained_for(adapter)
+    if recorded and not same_base(recorded, base):
+        raise AdapterMismatchError(
+            f"adapter {adapter} was trained for base {recorded!r}, not {base!r}; "
+            f"load it with --base {recorded}"
+        )
+
+
+def same_base(recorded: str, base: str) -> bool:
+    """Whether an adapter's recorded base and the given base name the same model.
+
+    Equal names, the same local folder, or a Hub id ``org/name`` and a local copy of it (a
+    folder called ``name`` or a Hub cache snapshot of ``org/name``).
+    """
+    if recorded == base:
+        return True
+    a, b = Path(recorded).expanduser(), Path(base).expanduser()
+    if a.exists() and b.exists():
+        return a.resolve() == b.resolve()
+    for hub_id, local in ((recorded, b), (base, a)):
+        if local.exists() and not Path(hub_id).exists() and hub_id.count("/") == 1:
+            resolved = local.resolve()
+            cache_name = "models--" + hub_id.replace("/", "--")
+            if resolved.name == hub_id.split("/")[1] or cache_name in resolved.parts:
+                return True
+    return False
+
+
+def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
+    weights = _adapter_file(adapter, ADAPTER_WEIGHTS)
+    recorded = trained_for(adapter) or "an unrecorded base"
+    try:
+        PeftConfig.from_pretrained(adapter)
+        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AdapterMismatchError(
+            f"adapter {adapter} (trained for {recorded}) does not fit base {base}: {reason}"
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
+    with safe_open(weights, framework="pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    missing = sorted(k for k in saved if _strip_adapter_name(k) not in _stripped(expected))
+    if missing:
+        raise AdapterMismatchError(
+            f"adapter {adapter} (trained for {recorded}) does not fit base {base}: "
+            f"{len(missing)} adapter tensors have no module here (e.g. {missing[0]})"
+        )
+    return peft_model
+
+
+def _strip_adapter_name(key: str) -> str:
+    return key.replace(".default.", ".").replace(".default", "")
+
+
+def _stripped(keys: dict[str, tuple]) -> set[str]:
+    return {_strip_adapter_name(k) for k in keys}
