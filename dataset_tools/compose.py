@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dataset_tools.render import ConnectorSpec, Nuisances, render_connector
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
-from qeu_space.vocabulary import Finding
+from qeu_space.vocabulary import Finding, sort_findings
 
 _CANVAS = (24, 26, 30)
 _LABEL = (236, 236, 228)
@@ -46,7 +46,7 @@ class Sample:
 
     Attributes:
         image: the composite (RGB, ``layout.size`` square).
-        findings: the truth, boxes in composite pixels (empty = passed).
+        findings: the truth in canonical order, boxes in composite pixels (empty = passed).
         reference / test: the two connector images as drawn (uint8 RGB), before composing.
     """
 
@@ -124,7 +124,9 @@ def make_sample(
     rendered = render_connector(
         ConnectorSpec(spec.housing, spec.pins, spec.findings), geo, nuisances, rng
     )
-    findings = tuple(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
+    findings = tuple(
+        sort_findings(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
+    )
     image = compose(reference, rendered.image, layout, spec.labels_drawn)
     return Sample(
         id=spec.id,

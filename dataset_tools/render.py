@@ -296,8 +296,8 @@ def draw_clean_with_defects(spec: ConnectorSpec, geo: ConnectorGeometry) -> np.n
 def _blur3(img, a):  # pragma: no cover - compiled
     """Separable 3-tap Gaussian ``[a, 1 - 2a, a]`` (the blur nuisance; sigma <= 1 px)."""
     h, w, c = img.shape
+    b = np.float32(1.0 - 2.0 * a)
     a = np.float32(a)
-    b = np.float32(1.0) - 2 * a
     flat = img.reshape(h, w * c)
     tmp = np.empty((h, w * c), np.float32)
     for y in range(h):
@@ -328,12 +328,13 @@ def _finish(src, inv, warp, gain, gx, gy, bank, offset, sigma, fill):  # pragma:
     """
     h, w, c = src.shape
     out = np.empty((h, w, c), np.uint8)
-    n_bank = bank.shape[0]
+    one = np.float32(1.0)
     for y in range(h):
         fy = gy * ((y + 0.5) / h - 0.5)
+        row = offset + y * w
         for x in range(w):
             f = np.float32(gain * (1.0 + gx * ((x + 0.5) / w - 0.5) + fy))
-            n = np.float32(sigma) * bank[(offset + y * w + x) % n_bank]
+            n = np.float32(sigma) * bank[row + x]
             if warp:
                 sx = inv[0] * (x + 0.5) + inv[1] * (y + 0.5) + inv[2] - 0.5
                 sy = inv[3] * (x + 0.5) + inv[4] * (y + 0.5) + inv[5] - 0.5
@@ -346,20 +347,23 @@ def _finish(src, inv, warp, gain, gx, gy, bank, offset, sigma, fill):  # pragma:
                 if not warp:
                     v = src[y, x, k]
                 elif inside:
-                    top = (1 - ax) * src[y0, x0, k] + ax * src[y0, x0 + 1, k]
-                    bot = (1 - ax) * src[y0 + 1, x0, k] + ax * src[y0 + 1, x0 + 1, k]
-                    v = (1 - ay) * top + ay * bot
+                    top = (one - ax) * src[y0, x0, k] + ax * src[y0, x0 + 1, k]
+                    bot = (one - ax) * src[y0 + 1, x0, k] + ax * src[y0 + 1, x0 + 1, k]
+                    v = (one - ay) * top + ay * bot
                 else:
                     v = fill[k]
                 v = v * f + n
-                out[y, x, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v + 0.5))
+                out[y, x, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v + np.float32(0.5)))
     return out
+
+
+_NOISE_BANK = 1 << 22  # > 4 x the pixels of a 2048 x 512 connector image
 
 
 @lru_cache(maxsize=1)
 def _noise_bank() -> np.ndarray:
     """A fixed bank of standard normals; an image's noise starts at a random offset in it."""
-    return np.random.default_rng(20240308).standard_normal(1 << 21, dtype=np.float32)
+    return np.random.default_rng(20240308).standard_normal(_NOISE_BANK, dtype=np.float32)
 
 
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -419,19 +423,11 @@ def render_connector(
         m = _affine(size, angle, tx, ty)
         inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2].ravel()
         boxes = [_move_box(b, m, size) for b in boxes]
-    offset = int(rng.integers(0, 1 << 21))
-    out = _finish(
-        img,
-        inv,
-        blur_a,
-        gain,
-        float(gx),
-        float(gy),
-        _noise_bank(),
-        offset,
-        float(n.noise),
-        _BACKGROUND,
-    )
+    offset = int(rng.integers(0, _NOISE_BANK - geo.width * geo.height))
+    if blur_a > 0:
+        img = _blur3(img, blur_a)
+    noise = float(n.noise)
+    out = _finish(img, inv, n.geometric, gain, gx, gy, _noise_bank(), offset, noise, _BACKGROUND)
     if n.jpeg is not None and rng.random() < n.jpeg_probability:
         buf = io.BytesIO()
         Image.fromarray(out).save(

@@ -1,0 +1,165 @@
+"""Dataset rows: the columns of DESIGN.md, truths that read back, held-out positions, determinism."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+from transformers import Florence2Processor
+from transformers.models.clip import CLIPImageProcessorPil
+
+from dataset_tools.builders import FEATURES, BuildConfig, build_dataset, make_row
+from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
+from dataset_tools.sampling import SPLIT_POSITIONS, SPLITS
+from qeu_space.geometry import CompositeLayout
+from qeu_space.local_tokenizer import florence2_tokenizer
+from qeu_space.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
+from qeu_space.vocabulary import CLASS_LABELS, Finding, parse_answer, quantize
+
+COMMON = {"image", "id", "housing", "labels_drawn", "variant"}
+DESIGN_COLUMNS = {
+    "qa": COMMON | {"question", "answer", "findings", "verdict"},
+    "od": COMMON | {"prompt", "bbox_str", "objects"},
+    "cls": COMMON | {"label"},
+}
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, datasets.DatasetDict]:
+    return {
+        config: build_dataset(BuildConfig(config, num=24, seed=3, size=224, eval_fraction=0.25))
+        for config in ("qa", "od", "cls")
+    }
+
+
+@pytest.mark.parametrize("config", ["qa", "od", "cls"])
+def test_splits_and_columns_follow_the_design(built, config):
+    dd = built[config]
+    assert list(dd) == list(SPLITS)
+    assert [len(dd[s]) for s in SPLITS] == [24, 6, 6, 6]
+    for ds in dd.values():
+        assert DESIGN_COLUMNS[config] <= set(ds.column_names)
+        assert ds.features == FEATURES[config]
+    row = dd["train"][0]
+    assert row["image"].mode == "RGB"
+    conn = CompositeLayout(224).connector
+    assert row["image"].size == ((224, 224) if config != "cls" else (conn.width, conn.height))
+
+
+def _findings(rows) -> list[Finding]:
+    return [Finding.from_dict(f) for f in rows]
+
+
+def test_every_qa_answer_parses_back_to_its_findings(built):
+    for ds in built["qa"].values():
+        for row in ds:
+            truth = _findings(row["findings"])
+            parsed = parse_answer(row["answer"])
+            assert set(parsed.findings) == set(truth)
+            assert [f.direction for f in sorted(parsed.findings, key=lambda f: f.sort_key)] == [
+                f.direction for f in sorted(truth, key=lambda f: f.sort_key)
+            ]
+            assert parsed.verdict == row["verdict"]
+            for f in truth:  # boxes lie in the lower (test) panel of the composite
+                assert (
+                    CompositeLayout(224).position_at(
+                        (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+                    )
+                    == f.position
+                )
+
+
+def _florence2_processor() -> Florence2Processor:
+    """Built locally (no Hub): our tokenizer with Florence-2's location tokens."""
+    return Florence2Processor(
+        image_processor=CLIPImageProcessorPil(size={"height": 64, "width": 64}, image_seq_length=5),
+        tokenizer=florence2_tokenizer(),
+        post_processor_config=FLORENCE2_POST_PROCESSOR_CONFIG,
+    )
+
+
+def test_every_bbox_str_reads_back_through_transformers_florence2_processor(built):
+    processor = _florence2_processor()
+    checked = 0
+    for ds in built["od"].values():
+        for row in ds:
+            size = row["image"].size
+            result = processor.post_process_generation(
+                row["bbox_str"], task="<OD>", image_size=size
+            )["<OD>"]
+            objects = row["objects"]
+            assert result["labels"] == objects["category"]
+            for got, (x, y, w, h) in zip(result["bboxes"], objects["bbox"], strict=True):
+                for value, true, side in zip(got, (x, y, x + w, y + h), size * 2, strict=True):
+                    # transformers returns whole pixels (the bin centre truncated): one bin + 1 px
+                    assert abs(value - true) <= side / 1000 + 1, "more than one bin off"
+                    assert 0 <= quantize(true, side) <= 999
+            checked += len(objects["bbox"])
+    assert checked > 10
+
+
+def test_cls_rows_are_single_connectors_with_matching_labels(built):
+    labels = []
+    for ds in built["cls"].values():
+        for row in ds:
+            findings = _findings(row["findings"])
+            assert len(findings) <= 1
+            expected = findings[0].kind.label if findings else "OK"
+            assert CLASS_LABELS[row["label"]] == expected
+            labels.append(expected)
+    assert set(labels) == set(CLASS_LABELS)
+
+
+@pytest.mark.parametrize("config", ["qa", "od"])
+def test_defects_sit_at_the_split_positions_and_housings(built, config):
+    for split, ds in built[config].items():
+        housings = set(ds["housing"])
+        if split == "test_unseen_housing":
+            assert housings == {UNSEEN_HOUSING}
+        else:
+            assert housings <= set(SEEN_HOUSINGS)
+        if config == "qa":
+            for row in ds:
+                for f in _findings(row["findings"]):
+                    assert f.position in SPLIT_POSITIONS[split], (split, f.position)
+    assert set(SPLIT_POSITIONS["train"]).isdisjoint(SPLIT_POSITIONS["test"])
+    assert set(SPLIT_POSITIONS["validation"]).isdisjoint(SPLIT_POSITIONS["test"])
+
+
+def test_some_composites_are_unlabelled():
+    cfg = BuildConfig("qa", num=40, seed=0, size=224, unlabelled_fraction=0.5)
+    drawn = [make_row(cfg, "train", i)["labels_drawn"] for i in range(40)]
+    assert 0 < sum(drawn) < 40
+
+
+def test_rows_are_deterministic_whatever_the_number_of_processes(built):
+    again = build_dataset(
+        BuildConfig("qa", num=24, seed=3, size=224, eval_fraction=0.25, num_proc=2)
+    )
+    for split in SPLITS:
+        a, b = built["qa"][split], again[split]
+        assert a["id"] == b["id"] and a["answer"] == b["answer"]
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(np.asarray(x["image"]), np.asarray(y["image"]))
+    other_seed = make_row(BuildConfig("qa", num=24, seed=4, size=224), "train", 0)
+    assert (
+        other_seed["image"]["bytes"]
+        != make_row(BuildConfig("qa", num=24, seed=3, size=224), "train", 0)["image"]["bytes"]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"config": "qa", "num": 0}, "at least 1"),
+        ({"config": "seg", "num": 5}, "unknown config"),
+        ({"config": "cls", "num": 5, "variant": "nsoart"}, "plain variant"),
+        ({"config": "qa", "num": 5, "variant": "sepia"}, "unknown variant"),
+        ({"config": "qa", "num": 5, "size": 100 + 1}, "even"),
+        ({"config": "qa", "num": 5, "num_proc": 0}, "at least 1"),
+        ({"config": "qa", "num": 5, "eval_fraction": 0}, "eval_fraction"),
+    ],
+)
+def test_build_config_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BuildConfig(**kwargs)
