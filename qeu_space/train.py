@@ -1,0 +1,156 @@
+"""``python -m qeu_space.train``: LoRA / DoRA / full fine-tuning for ``qa`` (chat VLM) or ``od``.
+
+Builds a :class:`~qeu_space.training.TrainConfig` from the flags and calls
+:func:`~qeu_space.training.train`. Runs as it is on one device, and under
+``accelerate launch`` for several (CPU processes use gloo). Errors are one line with what to do,
+exit code 2; nothing is trained when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from qeu_space.families import SCOPES
+from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
+
+PROG = "python -m qeu_space.train"
+EXAMPLES = """examples:
+  python -m qeu_space.train --task od --base florence-community/Florence-2-base \\
+      --dataset data/od --out runs/od-lora --scope all --epochs 10
+  python -m qeu_space.train --task qa --base HuggingFaceTB/SmolVLM-256M-Instruct \\
+      --dataset data/qa --out runs/qa-dora --dora --rank 32 --push-to me/qeu-smolvlm-qa
+  python -m qeu_space.train --task od --base florence-community/Florence-2-base \\
+      --dataset data/od --out runs/od-full --full-finetune --learning-rate 1e-5
+  accelerate launch --num_processes 2 -m qeu_space.train --task qa --base ... --out ...
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(AdapterOptions) if f.name == name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Fine-tune Florence-2 (<OD>, --task od) or a chat VLM (Q/A, --task qa) on "
+        "a dataset built by `python -m dataset_tools build`, with validation by generation "
+        "every epoch, the best checkpoint kept, and the loss history as JSON + PNG.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=TASKS, help="qa: chat VLM; od: Florence-2")
+    p.add_argument("--base", required=True, help="base model: Hub id or folder")
+    p.add_argument("--dataset", required=True, help="dataset folder or Hub dataset id")
+    p.add_argument("--dataset-config", help="config name of a Hub dataset with several")
+    p.add_argument("--out", required=True, help="output folder (adapter, history, checkpoints)")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over train (default 3)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides epochs)")
+    p.add_argument("--push-to", metavar="REPO", help="push the result to this model repo")
+    p.add_argument("--private", action="store_true", help="create the pushed repo private")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the base's own code")
+
+    a = p.add_argument_group("adapter")
+    a.add_argument("--rank", type=int, default=16, help=_help("rank") + " (default 16)")
+    a.add_argument("--alpha", type=int, default=32, help=_help("alpha") + " (default 32)")
+    a.add_argument("--dropout", type=float, default=0.05, help=_help("dropout") + " (0.05)")
+    a.add_argument("--scope", choices=SCOPES, default="language", help=_help("scope"))
+    a.add_argument("--dora", action="store_true", help=_help("dora"))
+    a.add_argument("--modules-to-save", nargs="+", default=[], metavar="MODULE",
+                   help=_help("modules_to_save"))  # fmt: skip
+    a.add_argument("--full-finetune", action="store_true", help=_help("full_finetune"))
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--learning-rate", "--lr", type=float,
+                   help="default 2e-4 (adapters) or 2e-5 (--full-finetune)")  # fmt: skip
+    o.add_argument("--batch-size", type=int, default=2, help="per device (default 2)")
+    o.add_argument("--eval-batch-size", type=int, default=4, help="per device (default 4)")
+    o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    o.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps warming up")
+    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (CUDA only)")
+    o.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
+    o.add_argument("--resume-from-checkpoint", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue a run (no value: the latest checkpoint in OUT)")  # fmt: skip
+
+    v = p.add_argument_group("validation")
+    v.add_argument("--eval-steps", type=int, help="validate every N steps (default: per epoch)")
+    v.add_argument("--eval-samples", type=int, default=64,
+                   help="rows scored by generation (0: loss only; default 64)")  # fmt: skip
+    v.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    adapter = AdapterOptions(
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        scope=args.scope,
+        dora=args.dora,
+        modules_to_save=tuple(args.modules_to_save),
+        full_finetune=args.full_finetune,
+    )
+    return TrainConfig(
+        task=args.task,
+        base=args.base,
+        dataset=args.dataset,
+        out=args.out,
+        adapter=adapter,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        grad_accum=args.grad_accum,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        eval_steps=args.eval_steps,
+        eval_samples=args.eval_samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        trust_remote_code=args.trust_remote_code,
+        push_to=args.push_to,
+        private=args.private,
+        dataset_config=args.dataset_config,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from qeu_space.hub import HubError
+    from qeu_space.training import train
+
+    try:
+        config = config_from_args(args)
+        result = train(config, command=[*PROG.split(), *argv])
+    except (ValueError, FileNotFoundError, HubError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":
+        best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+        print(
+            f"trained {result.global_step} steps; best {result.history.best_metric} = {best} "
+            f"({result.best_checkpoint}); saved to {result.out}"
+            + (f"; pushed: {result.pushed}" if result.pushed else "")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Training data: read the dataset, check its columns, and collate rows through the family.
+
+The dataset is what ``python -m dataset_tools build`` writes (a folder ``datasets.load_dataset``
+reads), a ``DatasetDict.save_to_disk`` folder, or a Hub dataset id named by the user. Rows keep
+their PIL images until the collator: the family's processor does all image work, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import datasets
+from transformers import BatchFeature
+
+#: Columns each task reads (DESIGN.md's rows); others (``id``, ``housing``, ...) pass through.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "qa": ("image", "question", "answer", "findings"),
+    "od": ("image", "bbox_str", "objects"),
+}
+
+
+class DatasetError(ValueError):
+    """The dataset cannot train this task (missing split or columns)."""
+
+
+def load_splits(
+    source: str | Path,
+    task: str,
+    *,
+    config_name: str | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+) -> datasets.DatasetDict:
+    """``train`` and ``validation`` splits of ``source``, with the task's columns checked.
+
+    Without a ``validation`` split, ``validation_fraction`` of ``train`` is held out (seeded),
+    as the seeds did with ``train_test_split``.
+
+    Raises:
+        DatasetError: no ``train`` split, or required columns missing (all of them named).
+    """
+    dd = _read(str(source), config_name)
+    if "train" not in dd:
+        raise DatasetError(f"dataset {source} has no 'train' split (splits: {sorted(dd)})")
+    if "validation" not in dd:
+        if len(dd["train"]) < 2:
+            raise DatasetError(f"dataset {source} has no 'validation' split and too few rows")
+        held = dd["train"].train_test_split(test_size=validation_fraction, seed=seed)
+        dd = datasets.DatasetDict({"train": held["train"], "validation": held["test"]})
+    for split in ("train", "validation"):
+        check_columns(dd[split], task, name=f"{source} [{split}]")
+    return datasets.DatasetDict({"train": dd["train"], "validation": dd["validation"]})
+
+
+def check_columns(dataset: datasets.Dataset, task: str, *, name: str = "dataset") -> None:
+    missing = [c for c in REQUIRED_COLUMNS[task] if c not in dataset.column_names]
+    if missing:
+        raise DatasetError(
+            f"{name} lacks the column(s) {', '.join(missing)} that --task {task} needs "
+            f"(it has: {', '.join(dataset.column_names)}); build it with "
+            f"`python -m dataset_tools build --config {task}`"
+        )
+
+
+def _read(source: str, config_name: str | None) -> datasets.DatasetDict:
+    path = Path(source)
+    if path.is_dir() and (path / "dataset_dict.json").is_file():
+        loaded = datasets.load_from_disk(source)
+    elif path.is_dir() or not source.startswith((".", "/", "~")):
+        loaded = datasets.load_dataset(source, name=config_name)
+    else:
+        raise DatasetError(f"dataset folder {source!r} does not exist")
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DatasetError(f"dataset {source} has no named splits; expected train/validation")
+    return loaded
+
+
+@dataclass(frozen=True)
+class Collator:
+    """``data_collator`` for ``Trainer``: rows -> the family's batch with masked labels."""
+
+    family: ModuleType
+    processor: Any
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
+        return self.family.collate(self.processor, rows)

@@ -1,0 +1,255 @@
+"""One training run, from a :class:`TrainConfig` to an adapter folder (and a Hub repo).
+
+Order matters for not losing work: everything that can fail cheaply (task vs model family,
+GPU-only options, the Hub token and repo id, the dataset's columns) is checked before the model
+is loaded, and the loss history is written at every validation.
+
+Output folder ``out``::
+
+    adapter_config.json, adapter_model.safetensors   (or config.json + model.safetensors)
+    processor / tokenizer files                      (the base's, so the folder is complete)
+    training_args.json, trainer_state.json           (what was run; read by the model card)
+    loss_history.json, loss_history.png              (train/validation loss, task metric)
+    checkpoints/checkpoint-N/                        (Trainer checkpoints; not pushed)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model
+from transformers import TrainerCallback, TrainingArguments, set_seed
+
+from qeu_space.families import family_for
+from qeu_space.loading import load_model, read_config
+from qeu_space.training.callbacks import LossHistoryCallback
+from qeu_space.training.config import TrainConfig
+from qeu_space.training.data import Collator, load_splits
+from qeu_space.training.history import LossHistory
+from qeu_space.training.trainer import InspectionTrainer
+
+CHECKPOINTS = "checkpoints"
+TRAINING_ARGS = "training_args.json"
+TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run left behind.
+
+    Attributes:
+        out: the output folder (adapter or full model, processor, history).
+        global_step: optimizer steps done (counting those before a resume).
+        best_checkpoint: checkpoint whose weights were kept (``load_best_model_at_end``).
+        best_metric: its value of ``history.best_metric``.
+        history: the loss history.
+        model: the trained model in memory (a ``PeftModel`` unless full fine-tuning), holding
+            the weights saved in ``out``.
+        pushed: commit URL when ``push_to`` was set.
+    """
+
+    out: Path
+    global_step: int
+    best_checkpoint: str | None
+    best_metric: float | None
+    history: LossHistory
+    model: Any = None
+    pushed: str | None = None
+
+
+def train(
+    config: TrainConfig,
+    *,
+    command: Sequence[str] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
+    """Train an adapter (or the whole model) on ``config.task`` rows and save it to ``config.out``.
+
+    Args:
+        config: the run.
+        command: the command line, recorded in ``training_args.json`` for the model card.
+        callbacks: extra ``TrainerCallback`` objects.
+
+    Raises:
+        ValueError: task / family mismatch, GPU-only options without a GPU, bad dataset.
+        qeu_space.hub.MissingTokenError: ``push_to`` without a token (before any training).
+    """
+    family = family_for(read_config(config.base, trust_remote_code=config.trust_remote_code))
+    if config.task not in family.TASKS:
+        raise ValueError(
+            f"--task {config.task} does not fit {config.base} (a {family.NAME} model, which "
+            f"trains on --task {'/'.join(family.TASKS)})"
+        )
+    _check_gpu_options(config)
+    token = _hub_token(config.push_to)
+    splits = load_splits(
+        config.dataset, config.task, config_name=config.dataset_config, seed=config.seed
+    )
+
+    out = Path(config.out)
+    args = training_arguments(config, best_metric=family.BEST_METRIC)
+    set_seed(config.seed)
+    loaded = load_model(
+        config.base,
+        trust_remote_code=config.trust_remote_code,
+        device=str(args.device),
+        dtype=torch.float32,
+    )
+    model = _trainable(loaded.model, config, family)
+    history_callback = LossHistoryCallback(out, title=f"{config.task}: {config.base}")
+    trainer = InspectionTrainer(
+        model=model,
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        data_collator=Collator(family, loaded.processor),
+        processing_class=loaded.processor,
+        callbacks=[history_callback, *callbacks],
+        family=family,
+        task=config.task,
+        eval_samples=config.eval_samples,
+        max_new_tokens=config.max_new_tokens,
+    )
+    resume: str | bool | None = config.resume_from_checkpoint
+    if resume == "latest":
+        resume = True
+    trainer.train(resume_from_checkpoint=resume)
+
+    trainer.save_model(str(out))
+    history = LossHistory.from_log(
+        trainer.state.log_history,
+        best_metric=args.metric_for_best_model,
+        best_checkpoint=trainer.state.best_model_checkpoint,
+    )
+    pushed = None
+    if trainer.is_world_process_zero():
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON below says it
+        record = config.training_args(list(command) if command is not None else None)
+        _write_json(out / TRAINING_ARGS, record)
+        trainer.state.save_to_json(str(out / TRAINER_STATE))
+        history_callback.write(args, trainer.state)
+        if config.push_to:
+            pushed = _push(out, config, token)
+    return TrainResult(
+        out=out,
+        global_step=trainer.state.global_step,
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        best_metric=trainer.state.best_metric,
+        history=history,
+        model=trainer.model,
+        pushed=pushed,
+    )
+
+
+def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArguments:
+    """``TrainingArguments`` for a run: validation + checkpoint per epoch (or every N steps)."""
+    strategy = "steps" if config.eval_steps else "epoch"
+    scored = config.eval_samples > 0
+    return TrainingArguments(
+        output_dir=str(Path(config.out) / CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
+        weight_decay=config.weight_decay,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{best_metric}" if scored else "eval_loss",
+        greater_is_better=scored,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        remove_unused_columns=False,  # the collator needs image/question/answer
+        label_names=["labels"],
+        prediction_loss_only=True,  # the task metric comes from generation, not logits
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=config.adapter.full_finetune,
+        report_to="none",
+    )
+
+
+def _trainable(model: Any, config: TrainConfig, family: Any) -> Any:
+    """Wrap the base in a LoRA/DoRA ``PeftModel``, or make every weight trainable."""
+    model.train()
+    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope))
+    if lora is None:
+        model.requires_grad_(True)
+        return model
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        raise ValueError(
+            f"--scope {config.adapter.scope} / --modules-to-save match nothing in "
+            f"{config.base}: {str(err).splitlines()[0]}"
+        ) from None
+
+
+def _check_gpu_options(config: TrainConfig) -> None:
+    wanted = [f for f, on in (("--bf16", config.bf16), ("--gradient-checkpointing",
+              config.gradient_checkpointing)) if on]  # fmt: skip
+    if wanted and not torch.cuda.is_available():
+        raise ValueError(f"{' and '.join(wanted)} need a CUDA GPU; none is available here")
+
+
+def _hub_token(repo_id: str | None) -> str | None:
+    """Check the push target and the token now, so that no training is lost to a late failure."""
+    if not repo_id:
+        return None
+    from qeu_space.hub import check_repo_id, resolve_token
+
+    check_repo_id(repo_id)
+    return resolve_token()
+
+
+def _push(out: Path, config: TrainConfig, token: str | None) -> str:
+    """Upload the output folder's files (not its checkpoints) to ``config.push_to``."""
+    from qeu_space.hub import push_folder
+
+    with tempfile.TemporaryDirectory(prefix="qeu-push-") as stage:
+        for item in out.iterdir():
+            if item.is_file():
+                _link_or_copy(item, Path(stage) / item.name)
+        return push_folder(
+            stage,
+            config.push_to,
+            repo_type="model",
+            private=config.private,
+            token=token,
+            commit_message=f"Train {config.task} adapter on {config.dataset} with qeu_space",
+        )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # full fine-tunes are large: no second copy when possible
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def default_command() -> list[str]:
+    return [Path(sys.executable).name, "-m", "qeu_space.train", *sys.argv[1:]]

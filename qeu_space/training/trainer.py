@@ -1,0 +1,90 @@
+"""``transformers.Trainer`` with a generation-based task metric at every validation.
+
+``Trainer`` computes the validation loss; :class:`InspectionTrainer` adds the task metric to the
+same metrics dict inside ``evaluation_loop``, so it is logged, seen by callbacks and used by
+``load_best_model_at_end`` exactly like the loss. Under ``accelerate launch`` each process
+generates on its share of the validation rows and the pairs are pooled before scoring.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import datasets
+from accelerate.utils import gather_object
+from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput
+
+from qeu_space.loading import LoadedModel
+from qeu_space.training import validation
+
+
+class InspectionTrainer(Trainer):
+    """A ``Trainer`` that also scores generated answers on the validation split.
+
+    Args:
+        family: the model's family module (generates and parses).
+        task: ``qa`` or ``od``.
+        eval_samples: validation rows to generate on (0: loss only).
+        max_new_tokens: generation length.
+        *args, **kwargs: as for ``Trainer``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        family: ModuleType,
+        task: str,
+        eval_samples: int = 64,
+        max_new_tokens: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.family = family
+        self.task = task
+        self.eval_samples = eval_samples
+        self.max_new_tokens = max_new_tokens
+
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        dataset = getattr(dataloader, "dataset", None)
+        if self.eval_samples and isinstance(dataset, datasets.Dataset) and len(dataset):
+            scores = self.task_metrics(dataset.select(range(min(self.eval_samples, len(dataset)))))
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        return output
+
+    def task_metrics(self, rows: datasets.Dataset) -> dict[str, float]:
+        """Generate on ``rows`` (this process's share) and score the pooled predictions."""
+        world, rank = self.args.world_size, self.args.process_index
+        share = rows.shard(num_shards=world, index=rank, contiguous=True) if world > 1 else rows
+        loaded = LoadedModel(
+            model=self.model,
+            processor=self.processing_class,
+            family=self.family.NAME,
+            base=str(getattr(self.model, "name_or_path", "")),
+            adapter=None,
+            device=str(self.args.device),
+        )
+        texts = (
+            self.family.generate(
+                loaded,
+                list(share["image"]),
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.args.per_device_eval_batch_size,
+            )
+            if len(share)
+            else []
+        )
+        pairs = validation.counts(self.task, self.family, list(share), texts)
+        pooled = gather_object(pairs) if world > 1 else pairs
+        return validation.score(self.task, pooled)
