@@ -1,0 +1,238 @@
+"""The model card of a published adapter: Hub metadata (YAML) plus a short page a person reads.
+
+The YAML is written by ``huggingface_hub.ModelCardData`` so the Hub reads it as it expects:
+``base_model`` (the model-tree link), ``datasets``, ``library_name: peft`` and the evaluation
+results as ``model-index`` (the adapter's own scores; the base's are in the page's table, which
+is what the seeds never had: a before/after on the same split). The page adds the adapter's size,
+the training arguments, the loss plot and the commands that reproduce and evaluate it.
+
+Example:
+    >>> card = build_model_card(CardInputs(base_model="microsoft/Florence-2-base",
+    ...                                    datasets=["me/qeu-connectors"], task="od"))
+    >>> card.data.base_model
+    'microsoft/Florence-2-base'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from qeu_space.evaluate import HEADLINE, EvalReport
+
+if TYPE_CHECKING:
+    from qeu_space.adapters import AdapterSummary
+
+PROJECT_TAG = "qeu-inspection-space"
+#: How each headline metric is typed in ``model-index`` (free-form ids, Hub metric names where
+#: one exists).
+METRIC_TYPES: dict[str, str] = {
+    "verdict_accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "f1",
+    "exact_match": "exact_match",
+    "direction_accuracy": "accuracy",
+    "parse_failure_rate": "parse_failure_rate",
+    "bleu": "bleu",
+    "rouge_l": "rouge",
+    "map_50": "mAP@0.5",
+    "map_50_95": "mAP@0.5:0.95",
+}
+TASK_NAMES = {
+    "qa": "Connector inspection Q/A (findings by grid position)",
+    "od": "Connector defect detection (<OD> boxes)",
+}
+#: Training arguments shown on the page (the full set stays in ``training_args.json``).
+SHOWN_TRAINING_ARGS = (
+    "task",
+    "base",
+    "dataset",
+    "scope",
+    "rank",
+    "alpha",
+    "dropout",
+    "use_dora",
+    "full_finetune",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "bf16",
+    "gradient_checkpointing",
+)
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """Everything a card says; all but ``base_model`` may be absent.
+
+    Attributes:
+        base_model: Hub id of the base model (the model-tree link).
+        datasets: Hub ids of the training/evaluation datasets.
+        task: ``qa`` or ``od`` (taken from ``report`` when not given).
+        repo_id: the model repo the card belongs to (title, usage snippet, model-index name).
+        report: an evaluation report; its ``adapter`` run (else its only run) feeds model-index.
+        training_args: ``training_args.json`` as a dict.
+        trainer_state: ``trainer_state.json`` as a dict (steps, epochs, best checkpoint, losses).
+        loss_plot: file name of the loss plot inside the pushed folder.
+        reproduce: the shell command that trained this adapter.
+        adapter: the adapter's inspection summary (rank, modules, parameter counts).
+    """
+
+    base_model: str | None
+    datasets: list[str] = field(default_factory=list)
+    task: str | None = None
+    repo_id: str | None = None
+    report: EvalReport | None = None
+    training_args: Mapping[str, Any] = field(default_factory=dict)
+    trainer_state: Mapping[str, Any] = field(default_factory=dict)
+    loss_plot: str | None = None
+    reproduce: str | None = None
+    adapter: AdapterSummary | None = None
+
+
+def eval_results(report: EvalReport, dataset_id: str | None = None) -> list[EvalResult]:
+    """``model-index`` entries for the report's adapter run (or its only run)."""
+    run = report.runs[-1]  # the adapter run comes last when both were scored
+    dataset = dataset_id or report.dataset
+    results = []
+    for name, title in HEADLINE[report.task]:
+        value = getattr(run.metrics, name)
+        if value is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type="image-text-to-text",
+                task_name=TASK_NAMES.get(report.task, report.task),
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_config=report.task,
+                dataset_split=report.split,
+                metric_type=METRIC_TYPES[name],
+                metric_name=title,
+                metric_value=round(float(value), 4),
+            )
+        )
+    return results
+
+
+def build_model_card(inputs: CardInputs) -> ModelCard:
+    """The card: YAML metadata from :class:`ModelCardData` and a markdown page."""
+    task = inputs.task or (inputs.report.task if inputs.report else None)
+    name = inputs.repo_id or "qeu-inspection-adapter"
+    results = eval_results(inputs.report, _first(inputs.datasets)) if inputs.report else None
+    data = ModelCardData(
+        base_model=inputs.base_model,
+        datasets=list(inputs.datasets) or None,
+        library_name="peft",
+        pipeline_tag="image-text-to-text",
+        tags=[PROJECT_TAG, "lora", "peft", *([f"task:{task}"] if task else [])],
+        model_name=name if results else None,
+        eval_results=results or None,
+    )
+    sections = [
+        f"# {name}",
+        _intro(inputs, task),
+        _adapter_section(inputs.adapter),
+        _eval_section(inputs.report),
+        _training_section(inputs),
+        _usage_section(inputs, task),
+    ]
+    body = "\n\n".join(s for s in sections if s)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+
+
+def _first(items: list[str]) -> str | None:
+    return items[0] if items else None
+
+
+def _intro(inputs: CardInputs, task: str | None) -> str:
+    what = TASK_NAMES.get(task or "", "connector terminal inspection")
+    base = f"`{inputs.base_model}`" if inputs.base_model else "its base model"
+    data = ", ".join(f"`{d}`" for d in inputs.datasets) or "a synthetic connector dataset"
+    return (
+        f"A PEFT adapter for {base}, trained on {data} for **{what}**: it names bent and missing "
+        "pins of a 3 x 9 connector by grid position (rows U, C, D; columns 1-9), comparing a "
+        "good reference with the product under inspection. Made with QEU Inspection Space."
+    )
+
+
+def _adapter_section(adapter: AdapterSummary | None) -> str:
+    if adapter is None:
+        return ""
+    share = (
+        f"{adapter.share_of_base:.4%} of the base's {adapter.base_params:,}"
+        if adapter.share_of_base is not None
+        else "share of the base not measured (base not available locally)"
+    )
+    rows = [
+        ("PEFT type", adapter.peft_type),
+        ("rank / alpha", f"{adapter.rank} / {adapter.alpha}"),
+        ("target modules", f"`{adapter.target_modules}`"),
+        ("modules saved whole", ", ".join(adapter.modules_to_save) or "none"),
+        ("adapter parameters", f"{adapter.trainable_params:,} ({share})"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## Adapter\n\n| | |\n|---|---|\n{table}"
+
+
+def _eval_section(report: EvalReport | None) -> str:
+    if report is None:
+        return ""
+    note = (
+        "Base and adapter were scored in one run on the same loaded weights "
+        "(`disable_adapter()`), so the rows differ only by the adapter."
+        if len(report.runs) > 1
+        else ""
+    )
+    return f"## Evaluation\n\n{report.to_markdown()}\n{note}".rstrip()
+
+
+def _training_section(inputs: CardInputs) -> str:
+    parts = []
+    shown = {k: inputs.training_args[k] for k in SHOWN_TRAINING_ARGS if k in inputs.training_args}
+    if not shown:  # unknown layout: show every scalar argument
+        shown = {
+            k: v for k, v in inputs.training_args.items() if isinstance(v, str | int | float | bool)
+        }
+    if shown:
+        rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in shown.items())
+        parts.append(f"| argument | value |\n|---|---|\n{rows}")
+    state = inputs.trainer_state
+    facts = []
+    if "global_step" in state:
+        facts.append(f"{state['global_step']} optimizer steps")
+    if state.get("epoch") is not None:
+        facts.append(f"{float(state['epoch']):.2f} epochs")
+    if state.get("best_metric") is not None:
+        facts.append(f"best validation metric {float(state['best_metric']):.4f}")
+    losses = [e["loss"] for e in state.get("log_history", []) if "loss" in e]
+    if losses:
+        facts.append(f"training loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    if facts:
+        parts.append("Trained for " + ", ".join(facts) + ".")
+    if inputs.loss_plot:
+        parts.append(f"![training and validation loss]({inputs.loss_plot})")
+    if inputs.reproduce:
+        parts.append(f"Reproduce:\n\n```bash\n{inputs.reproduce}\n```")
+    return "## Training\n\n" + "\n\n".join(parts) if parts else ""
+
+
+def _usage_section(inputs: CardInputs, task: str | None) -> str:
+    adapter = inputs.repo_id or "ADAPTER_DIR_OR_REPO"
+    base = inputs.base_model or "BASE_MODEL"
+    data = _first(inputs.datasets) or "DATASET"
+    return (
+        "## Use\n\n```python\nfrom qeu_space.loading import load_model\n\n"
+        f'loaded = load_model("{base}", "{adapter}")\n```\n\n'
+        "Evaluate against the base on the held-out split:\n\n```bash\n"
+        f"python -m qeu_space.evaluate --task {task or 'qa'} --base {base} --adapter {adapter} "
+        f"--dataset {data} --split test --report eval.json\n```"
+    )
