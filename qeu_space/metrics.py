@@ -54,7 +54,8 @@ class QAMetrics:
         verdict_accuracy: share of samples whose stated verdict equals the truth's
             (an unparsed answer counts as wrong).
         precision, recall, f1: findings micro-averaged over all samples; a predicted finding is
-            a hit when its position and kind both match a true one (direction is not required).
+            a hit when its position and kind both match a true one (direction is not required);
+            ``None`` where undefined (nothing predicted / nothing true / neither).
         exact_match: share of samples whose set of (position, kind) equals the truth's.
         direction_accuracy: among hits on bent pins whose truth has a direction, the share whose
             stated direction matches; ``None`` when there was no such hit.
@@ -68,9 +69,9 @@ class QAMetrics:
 
     n: int
     verdict_accuracy: float
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     exact_match: float
     direction_accuracy: float | None
     parse_failure_rate: float
@@ -99,10 +100,10 @@ def qa_metrics(
 
     Findings become a multi-label indicator over every (position, kind) of the grid, so
     scikit-learn's micro precision / recall / F1 and subset accuracy (= exact match) apply as they
-    are. A sample with no true and no predicted finding adds nothing to the micro counts; when the
-    whole set has no predicted (or no true) finding the matching score is defined as 1.0
-    (``zero_division=1``: predicting nothing is no false alarm), so a model that correctly passes
-    every sample of an all-good set scores 1.0, not 0.
+    are. A score whose denominator is zero is undefined and reported as ``None``, not as a number
+    that reads as good or bad: precision when nothing was predicted, recall when nothing was true,
+    F1 when neither (an all-good set answered all-passed: verdict accuracy and exact match say
+    so). Predicting nothing when something was true gives F1 = 0.
 
     Args:
         truths: per sample, its true findings (empty = passed).
@@ -129,7 +130,7 @@ def qa_metrics(
     y_true = binarizer.fit_transform([{_finding_key(f) for f in t} for t in truths])
     y_pred = binarizer.transform([{_finding_key(f) for f in p.findings} for p in parsed])
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="micro", zero_division=1.0
+        y_true, y_pred, average="micro", zero_division=np.nan
     )
     tp = int((y_true & y_pred).sum())
     fp = int(((1 - y_true) & y_pred).sum())
@@ -143,9 +144,9 @@ def qa_metrics(
     return QAMetrics(
         n=len(truths),
         verdict_accuracy=float(accuracy_score(true_verdicts, said_verdicts)),
-        precision=float(precision),
-        recall=float(recall),
-        f1=float(f1),
+        precision=_defined(precision),
+        recall=_defined(recall),
+        f1=_defined(f1),
         exact_match=float(accuracy_score(y_true, y_pred)),
         direction_accuracy=direction_accuracy(truths, [p.findings for p in parsed]),
         parse_failure_rate=float(np.mean([p.verdict is None for p in parsed])),
@@ -333,5 +334,5 @@ def _coco_bbox_eval(
 
 
 def _defined(value: float) -> float | None:
-    """COCO writes -1 where a mean has nothing to average (no true boxes): that is ``None``."""
+    """Undefined scores (COCO's -1 without true boxes, sklearn's NaN on 0/0) become ``None``."""
     return None if value < 0 or math.isnan(value) else float(value)

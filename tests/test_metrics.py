@@ -53,18 +53,25 @@ QA_CASES = {
         (1 / 3, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 0.0, 1 / 3, 2, 1, 1),
     ),
     # Everything passed: the model says so for s1 and names a missing C7 in s2 (fp 1).
-    # tp=0 fp=1 fn=0 -> precision 0/1 = 0, recall 0/0 -> 1 (zero_division=1), F1 = 0;
+    # tp=0 fp=1 fn=0 -> precision 0/1 = 0, recall 0/0 undefined, F1 = 2*0/(0+1+0) = 0;
     # verdicts 1/2, exact 1/2, no bent hit -> direction None.
     "false alarm on a good set": (
         [[], []],
         ["Passed. No defects found.", "C7 missing pin."],
-        (0.5, 0.0, 1.0, 0.0, 0.5, None, 0.0, 0, 1, 0),
+        (0.5, 0.0, None, 0.0, 0.5, None, 0.0, 0, 1, 0),
     ),
-    # Nothing to find and nothing found: all matching scores are 1 by the zero_division rule.
+    # Nothing to find and nothing found: precision, recall and F1 are all 0/0 -> undefined.
     "all good, all passed": (
         [[], []],
         ["Passed.", "no defects found"],
-        (1.0, 1.0, 1.0, 1.0, 1.0, None, 0.0, 0, 0, 0),
+        (1.0, None, None, None, 1.0, None, 0.0, 0, 0, 0),
+    ),
+    # Something to find, nothing said (gibberish): precision 0/0 undefined, recall 0/2, F1 0;
+    # both unparsed -> parse failures 2/2, verdicts 0/2; exact 0/2.
+    "gibberish": (
+        [[C7_MISSING], [D9_MISSING]],
+        ["llllllll", ""],
+        (0.0, None, 0.0, 0.0, 0.0, None, 1.0, 0, 0, 2),
     ),
     # Two right directions out of three bent hits: D1 up right, U3 left right, a bent C7 whose
     # truth is missing (fp 1, fn 1: kind must match). tp=2 fp=1 fn=1.
@@ -76,25 +83,27 @@ QA_CASES = {
 }
 
 
+FIELDS = (
+    "verdict_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "exact_match",
+    "direction_accuracy",
+    "parse_failure_rate",
+    "true_positives",
+    "false_positives",
+    "false_negatives",
+)
+
+
 @pytest.mark.parametrize("case", list(QA_CASES), ids=list(QA_CASES))
 def test_qa_metrics_hand_checked(case: str) -> None:
     truths, answers, expected = QA_CASES[case]
     m = qa_metrics(truths, answers)
-    got = (
-        m.verdict_accuracy,
-        m.precision,
-        m.recall,
-        m.f1,
-        m.exact_match,
-        m.direction_accuracy,
-        m.parse_failure_rate,
-        m.true_positives,
-        m.false_positives,
-        m.false_negatives,
-    )
-    assert got[:5] == pytest.approx(expected[:5])
-    assert got[5] == (None if expected[5] is None else pytest.approx(expected[5]))
-    assert got[6:] == pytest.approx(expected[6:])
+    got = tuple(getattr(m, name) for name in FIELDS)
+    for name, value, want in zip(FIELDS, got, expected, strict=True):
+        assert value == (None if want is None else pytest.approx(want)), name
     assert m.n == len(truths)
 
 
