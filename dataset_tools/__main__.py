@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dataset_tools.builders import VARIANTS, BuildConfig
-from dataset_tools.render import Nuisances
+from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import CONFIGS
 
 EXAMPLES = """examples:
@@ -106,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="clean renders: no lighting change, noise, blur, shift, rotation or JPEG",
     )
+    build.add_argument(
+        "--housings",
+        nargs="+",
+        choices=HOUSINGS,
+        default=list(SEEN_HOUSINGS),
+        metavar="HOUSING",
+        help=f"housing variants of train/validation/test (default: {' '.join(SEEN_HOUSINGS)}; "
+        f"choices: {', '.join(HOUSINGS)})",
+    )
+    build.add_argument(
+        "--unseen-housing",
+        choices=HOUSINGS,
+        default=UNSEEN_HOUSING,
+        help=f"the housing of test_unseen_housing, not among --housings (default {UNSEEN_HOUSING})",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -123,6 +138,8 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             variant=args.variant,
             unlabelled_fraction=args.unlabelled_fraction,
             nuisances=Nuisances.off() if args.no_nuisances else Nuisances(),
+            housings=tuple(args.housings),
+            unseen_housing=args.unseen_housing,
             num_proc=args.num_proc,
         )
     except ValueError as e:

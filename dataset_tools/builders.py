@@ -23,7 +23,7 @@ from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
 from dataset_tools.compose import Sample, make_sample
-from dataset_tools.render import Nuisances
+from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import CONFIGS, SPLITS, Config, Split, draw_spec, row_rng
 from qeu_space.geometry import CompositeLayout
 from qeu_space.vocabulary import (
@@ -103,6 +103,8 @@ class BuildConfig:
         variant: ``plain`` or ``nsoart``.
         unlabelled_fraction: share of ``qa``/``od`` composites drawn without coordinate labels.
         nuisances: lighting, noise, blur, shift, rotation and JPEG settings.
+        housings: housing variants of ``train``, ``validation`` and ``test``.
+        unseen_housing: the one housing of ``test_unseen_housing`` (not among ``housings``).
         num_proc: worker processes.
     """
 
@@ -114,6 +116,8 @@ class BuildConfig:
     variant: str = "plain"
     unlabelled_fraction: float = 0.15
     nuisances: Nuisances = field(default_factory=Nuisances)
+    housings: tuple[str, ...] = SEEN_HOUSINGS
+    unseen_housing: str = UNSEEN_HOUSING
     num_proc: int = 1
 
     def __post_init__(self) -> None:
@@ -130,6 +134,15 @@ class BuildConfig:
         if not 0 <= self.unlabelled_fraction <= 1:
             raise ValueError(
                 f"unlabelled_fraction must be in [0, 1], got {self.unlabelled_fraction}"
+            )
+        unknown = [h for h in (*self.housings, self.unseen_housing) if h not in HOUSINGS]
+        if unknown or not self.housings:
+            raise ValueError(
+                f"housings must be some of {', '.join(HOUSINGS)}; got {unknown or 'none'}"
+            )
+        if self.unseen_housing in self.housings:
+            raise ValueError(
+                f"the unseen housing {self.unseen_housing!r} must not be among --housings"
             )
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
@@ -207,7 +220,15 @@ ROW_BUILDERS: dict[Config, Callable[[Sample, str], dict]] = {
 def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
     """Row ``index`` of ``split``: a pure function of ``(cfg, split, index)``."""
     rng = row_rng(cfg.seed, split, index)
-    spec = draw_spec(cfg.config, split, index, rng, unlabelled_fraction=cfg.unlabelled_fraction)
+    spec = draw_spec(
+        cfg.config,
+        split,
+        index,
+        rng,
+        unlabelled_fraction=cfg.unlabelled_fraction,
+        housings=cfg.housings,
+        unseen_housing=cfg.unseen_housing,
+    )
     sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
     return ROW_BUILDERS[cfg.config](sample, cfg.variant)
 

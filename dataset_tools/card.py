@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from dataset_tools.builders import FEATURES, BuildConfig
-from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
 from dataset_tools.sampling import SPLIT_POSITIONS
 
 TASKS = {
@@ -79,8 +78,8 @@ Same command, same rows (every row depends only on the seed, the split and its i
 ## Splits
 
 Defects sit at disjoint pin positions per split, so scores on `validation` and `test` measure
-reading the grid, not remembering where defects were. Housings `{", ".join(SEEN_HOUSINGS)}`
-appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{UNSEEN_HOUSING}`.
+reading the grid, not remembering where defects were. Housings `{", ".join(cfg.housings)}`
+appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{cfg.unseen_housing}`.
 
 | split | rows | defect positions |
 |---|---|---|

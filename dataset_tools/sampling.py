@@ -54,13 +54,16 @@ def draw_spec(
     rng: np.random.Generator,
     *,
     unlabelled_fraction: float = 0.15,
+    housings: tuple[str, ...] = SEEN_HOUSINGS,
+    unseen_housing: str = UNSEEN_HOUSING,
 ) -> SampleSpec:
     """Draw what row ``index`` of ``split`` shows.
 
     ``cls`` rows are balanced over ``OK`` / ``BENDNG`` / ``NUKENG`` with at most one defect;
-    ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`.
+    ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`. ``housings`` appear in every split but
+    ``test_unseen_housing``, which shows only ``unseen_housing``.
     """
-    housing = UNSEEN_HOUSING if split == "test_unseen_housing" else str(rng.choice(SEEN_HOUSINGS))
+    housing = unseen_housing if split == "test_unseen_housing" else str(rng.choice(housings))
     pins = str(rng.choice(PIN_STYLES))
     positions = SPLIT_POSITIONS[split]
     if config == "cls":

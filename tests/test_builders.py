@@ -126,6 +126,13 @@ def test_defects_sit_at_the_split_positions_and_housings(built, config):
     assert set(SPLIT_POSITIONS["validation"]).isdisjoint(SPLIT_POSITIONS["test"])
 
 
+def test_housings_can_be_chosen_for_a_variant_dataset():
+    cfg = BuildConfig("qa", num=8, seed=0, size=224, housings=("latched",), unseen_housing="ribbed")
+    dd = build_dataset(cfg)
+    assert set(dd["train"]["housing"]) == set(dd["test"]["housing"]) == {"latched"}
+    assert set(dd["test_unseen_housing"]["housing"]) == {"ribbed"}
+
+
 def test_some_composites_are_unlabelled():
     cfg = BuildConfig("qa", num=40, seed=0, size=224, unlabelled_fraction=0.5)
     drawn = [make_row(cfg, "train", i)["labels_drawn"] for i in range(40)]
@@ -158,6 +165,9 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
         ({"config": "qa", "num": 5, "size": 100 + 1}, "even"),
         ({"config": "qa", "num": 5, "num_proc": 0}, "at least 1"),
         ({"config": "qa", "num": 5, "eval_fraction": 0}, "eval_fraction"),
+        ({"config": "qa", "num": 5, "housings": ("standard", "oval")}, "oval"),
+        ({"config": "qa", "num": 5, "housings": ()}, "housings must be"),
+        ({"config": "qa", "num": 5, "housings": ("latched",)}, "must not be among"),
     ],
 )
 def test_build_config_refuses_bad_settings(kwargs, message):
