@@ -19,8 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -410,7 +413,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def push_adapter(options: PushOptions, token: str | None = None) -> str:
-    """Check the token, write the card, then upload the folder; returns the commit URL."""
+    """Check the token, write the card, then upload the folder's files; returns the commit URL.
+
+    Only the files at the top of the folder go up (adapter, processor, card, training record,
+    loss plot): Trainer's ``checkpoints/`` stay local.
+    """
     from qeu_space.hub import check_repo_id, push_folder, resolve_token
 
     resolved = resolve_token(token)  # fail before any work when there is no token
@@ -423,9 +430,25 @@ def push_adapter(options: PushOptions, token: str | None = None) -> str:
             "must be a Hub id: pass --base-model OWNER/NAME"
         )
     write_model_card(options, summary)
-    return push_folder(
-        options.folder, options.repo_id, repo_type="model", private=options.private, token=resolved
-    )
+    with tempfile.TemporaryDirectory(prefix="qeu-adapter-push-") as stage:
+        for item in Path(options.folder).iterdir():
+            if item.is_file():
+                _link_or_copy(item, Path(stage) / item.name)
+        return push_folder(
+            stage,
+            options.repo_id,
+            repo_type="model",
+            private=options.private,
+            token=resolved,
+            commit_message=f"Upload adapter {Path(options.folder).resolve().name} with qeu_space",
+        )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 # --------------------------------------------------------------------------- CLI

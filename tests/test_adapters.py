@@ -265,7 +265,9 @@ def trained_folder(tiny_base: Path, tmp_path: Path) -> Path:
     (folder / "trainer_state.json").write_text(
         json.dumps({"global_step": 7, "epoch": 1.0, "log_history": [{"loss": 1.0}]})
     )
-    (folder / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "loss_history.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "checkpoints" / "checkpoint-7").mkdir(parents=True)
+    (folder / "checkpoints" / "checkpoint-7" / "optimizer.pt").write_bytes(b"local only")
     return folder
 
 
@@ -283,7 +285,7 @@ def test_write_model_card_reads_the_folder(trained_folder: Path, tmp_path: Path)
     assert card.data.base_model == "org/tiny-llama"
     assert card.data.datasets == ["me/qeu"]
     assert "python -m qeu_space.train --task qa --out run" in card.text
-    assert "![training and validation loss](loss.png)" in card.text
+    assert "![training and validation loss](loss_history.png)" in card.text
     assert "Trained for 7 optimizer steps, 1.00 epochs" in card.text
     assert f"adapter parameters | {summary.trainable_params:,}" in card.text
     # a second write without --dataset keeps the datasets the card already names
@@ -303,8 +305,14 @@ def test_push_over_the_hub_standin(
     assert hub_standin.token not in out.out + out.err
     repo = hub_standin.repo_path("me/qeu-qa-lora", "model")
     pushed = {p.name for p in repo.iterdir()}
-    assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "loss.png"} <= pushed
-    assert "training_args.json" in pushed and "trainer_state.json" in pushed
+    assert pushed == {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "loss_history.png",
+        "training_args.json",
+        "trainer_state.json",
+    }  # checkpoints/ stays local
     meta = yaml.safe_load((repo / "README.md").read_text().split("---\n")[1])
     assert meta["base_model"] == "org/tiny-llama" and meta["datasets"] == ["me/qeu"]
     assert "model-index" in meta
