@@ -1,0 +1,501 @@
+"""Numba kernels of SOART3 and SOARTC: pure array functions, parallel over windows.
+
+Every kernel here has a plain-numpy twin of the same name and signature in :mod:`._reference`;
+the tests compare the two, and ``soartc(..., backend="numpy")`` runs the twin. Inputs are
+validated and converted in :mod:`.core` (C-contiguous float64, sizes checked), so nothing here
+checks its arguments.
+
+Why the loops look the way they do: the innermost loop always runs over neighbouring windows (the
+``gj`` axis), not over the pixels of one window, so it reads contiguous memory and LLVM vectorises
+it; four window rows are folded into one pass to halve the loads and stores of the accumulators;
+and ``cache=True`` keeps a new process from compiling again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+EPS = 1e-4
+"""The seeds' regulariser in ``beta = (x.y + EPS) / (x.x + EPS)``."""
+BETA_FLOOR = 1e-6
+"""``log beta`` is ``log(max(beta, BETA_FLOOR))``: about -13.8 for ``beta <= 0``, never an error."""
+LOG_BETA_FLOOR = math.log(BETA_FLOOR)
+N_SELFSIM = 10
+"""Entries of the self-similarity descriptor: upper triangle of a 4 x 4 Gram matrix."""
+MAX_SAMPLES = 4096
+"""The unit space is estimated from a regular subsample of at most this many windows."""
+SCALE_FLOOR = 1e-3
+"""Smallest robust spread of a metric (log units): identical images give a flat map, not 0/0."""
+CHI2_975_3 = 9.348403604496148
+"""``scipy.stats.chi2.ppf(0.975, 3)``: windows beyond it are left out of the unit space."""
+TRIM_CONSISTENCY = 1.078478718355326
+"""``0.975 / chi2.cdf(CHI2_975_3, 5)``: rescales a covariance of trimmed normal data."""
+MAD_TO_SD = 1.482602218505602
+"""``1 / Phi^-1(3/4)``: median absolute deviation -> standard deviation for normal data."""
+C_STEPS = 2
+"""Reweighting steps of the robust unit-space estimate."""
+SHIFT_ITERATIONS = 6
+"""Gauss-Newton steps that refine the sub-pixel shift of a profile."""
+
+
+@njit(cache=True, inline="always")
+def _log_beta(beta):
+    return math.log(beta) if beta > BETA_FLOOR else LOG_BETA_FLOOR
+
+
+# --------------------------------------------------------------------------- SOART3
+
+
+@njit(cache=True, parallel=True)
+def soart3_rows(x, y):  # pragma: no cover - compiled
+    """SOART3 of each row pair ``(x[i], y[i])``: ``(n, d), (n, d) -> (n, 3)``."""
+    n, d = x.shape
+    out = np.empty((n, 3))
+    for i in prange(n):
+        xx = 0.0
+        xy = 0.0
+        for k in range(d):
+            xx += x[i, k] * x[i, k]
+            xy += x[i, k] * y[i, k]
+        beta = (xy + EPS) / (xx + EPS)
+        eta = 0.0
+        v = 0.0
+        for k in range(d):
+            r = abs(y[i, k] - beta * x[i, k])
+            eta += r
+            v = max(v, r)
+        log_eta = math.log(eta + 1.0)
+        out[i, 0] = _log_beta(beta)
+        out[i, 1] = log_eta
+        out[i, 2] = math.log(v + 1.0) - log_eta
+    return out
+
+
+@njit(cache=True, inline="always")
+def _residual1(r0, t0, beta, eta, v, n):  # pragma: no cover - compiled
+    for j in range(n):
+        a0 = abs(t0[j] - beta[j] * r0[j])
+        eta[j] += a0
+        v[j] = max(v[j], a0)
+
+
+@njit(cache=True, inline="always")
+def _residual4(r0, r1, r2, r3, t0, t1, t2, t3, beta, eta, v, n):  # pragma: no cover - compiled
+    for j in range(n):
+        bt = beta[j]
+        a0 = abs(t0[j] - bt * r0[j])
+        a1 = abs(t1[j] - bt * r1[j])
+        a2 = abs(t2[j] - bt * r2[j])
+        a3 = abs(t3[j] - bt * r3[j])
+        eta[j] += (a0 + a1) + (a2 + a3)
+        v[j] = max(max(max(v[j], a0), max(a1, a2)), a3)
+
+
+@njit(cache=True, parallel=True)
+def pixel_metrics(ref, test, w, s):  # pragma: no cover - compiled
+    """SOART3 of every ``w x w`` window pair at stride ``s``, descriptor = the window's pixels.
+
+    Returns ``(3, gh, gw)``: ``log beta``, ``log(eta + 1)``, ``log(v + 1) - log(eta + 1)``.
+    """
+    h, wd = ref.shape
+    gh = (h - w) // s + 1
+    gw = (wd - w) // s + 1
+    span = (gw - 1) * s + 1
+    out = np.empty((3, gh, gw))
+    for gi in prange(gh):
+        i0 = gi * s
+        # x.x and x.y: column sums over the window's rows, then sums over its columns
+        cxx = np.zeros(wd)
+        cxy = np.zeros(wd)
+        for a in range(w):
+            rr = ref[i0 + a]
+            tr = test[i0 + a]
+            for x in range(wd):
+                cxx[x] += rr[x] * rr[x]
+                cxy[x] += rr[x] * tr[x]
+        xx = np.zeros(gw)
+        xy = np.zeros(gw)
+        for b in range(w):
+            sx = cxx[b : b + span : s]
+            sy = cxy[b : b + span : s]
+            for j in range(gw):
+                xx[j] += sx[j]
+                xy[j] += sy[j]
+        beta = np.empty(gw)
+        for j in range(gw):
+            beta[j] = (xy[j] + EPS) / (xx[j] + EPS)
+        # eta = sum |y - beta x| and v = max |y - beta x|, four window rows per pass
+        eta = np.zeros(gw)
+        v = np.zeros(gw)
+        a = 0
+        while a + 4 <= w:
+            r0, r1, r2, r3 = ref[i0 + a], ref[i0 + a + 1], ref[i0 + a + 2], ref[i0 + a + 3]
+            t0, t1, t2, t3 = test[i0 + a], test[i0 + a + 1], test[i0 + a + 2], test[i0 + a + 3]
+            for b in range(w):
+                e = b + span
+                _residual4(
+                    r0[b:e:s], r1[b:e:s], r2[b:e:s], r3[b:e:s],
+                    t0[b:e:s], t1[b:e:s], t2[b:e:s], t3[b:e:s],
+                    beta, eta, v, gw,
+                )  # fmt: skip
+            a += 4
+        while a < w:
+            for b in range(w):
+                _residual1(ref[i0 + a, b : b + span : s], test[i0 + a, b : b + span : s],
+                           beta, eta, v, gw)  # fmt: skip
+            a += 1
+        for j in range(gw):
+            log_eta = math.log(eta[j] + 1.0)
+            out[0, gi, j] = _log_beta(beta[j])
+            out[1, gi, j] = log_eta
+            out[2, gi, j] = math.log(v[j] + 1.0) - log_eta
+    return out
+
+
+# --------------------------------------------------------------------------- self-similarity
+
+
+@njit(cache=True, parallel=True)
+def selfsim_descriptors(img, w, s):  # pragma: no cover - compiled
+    """Self-similarity descriptor of every window: ``(10, gh, gw)``.
+
+    Four 3 x 3 filter responses per pixel (intensity, d/dx, d/dy, Laplacian; edges replicated);
+    a window's descriptor is the upper triangle of their Gram matrix summed over the window (how
+    alike its responses are), which moves little when the content shifts inside the window.
+    """
+    h, wd = img.shape
+    gh = (h - w) // s + 1
+    gw = (wd - w) // s + 1
+    span = (gw - 1) * s + 1
+    prod = np.empty((N_SELFSIM, h, wd))
+    for y in prange(h):
+        ym = max(y - 1, 0)
+        yp = min(y + 1, h - 1)
+        for x in range(wd):
+            xm = max(x - 1, 0)
+            xp = min(x + 1, wd - 1)
+            r0 = img[y, x]
+            r1 = 0.5 * (img[y, xp] - img[y, xm])
+            r2 = 0.5 * (img[yp, x] - img[ym, x])
+            r3 = img[y, xm] + img[y, xp] + img[ym, x] + img[yp, x] - 4.0 * r0
+            resp = (r0, r1, r2, r3)
+            k = 0
+            for i in range(4):
+                for j in range(i, 4):
+                    prod[k, y, x] = resp[i] * resp[j]
+                    k += 1
+    out = np.zeros((N_SELFSIM, gh, gw))
+    for gi in prange(gh):
+        i0 = gi * s
+        col = np.empty(wd)
+        for c in range(N_SELFSIM):
+            col[:] = 0.0
+            for a in range(w):
+                pr = prod[c, i0 + a]
+                for x in range(wd):
+                    col[x] += pr[x]
+            oc = out[c, gi]
+            for b in range(w):
+                sc = col[b : b + span : s]
+                for j in range(gw):
+                    oc[j] += sc[j]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def descriptor_metrics(x, y):  # pragma: no cover - compiled
+    """SOART3 of descriptor pairs laid out ``(d, gh, gw)``: ``(3, gh, gw)``."""
+    d, gh, gw = x.shape
+    out = np.empty((3, gh, gw))
+    for gi in prange(gh):
+        xx = np.zeros(gw)
+        xy = np.zeros(gw)
+        for k in range(d):
+            xr = x[k, gi]
+            yr = y[k, gi]
+            for j in range(gw):
+                xx[j] += xr[j] * xr[j]
+                xy[j] += xr[j] * yr[j]
+        beta = np.empty(gw)
+        for j in range(gw):
+            beta[j] = (xy[j] + EPS) / (xx[j] + EPS)
+        eta = np.zeros(gw)
+        v = np.zeros(gw)
+        for k in range(d):
+            _residual1(x[k, gi], y[k, gi], beta, eta, v, gw)
+        for j in range(gw):
+            log_eta = math.log(eta[j] + 1.0)
+            out[0, gi, j] = _log_beta(beta[j])
+            out[1, gi, j] = log_eta
+            out[2, gi, j] = math.log(v[j] + 1.0) - log_eta
+    return out
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+@njit(cache=True)
+def _interp(p, t):  # pragma: no cover - compiled
+    """Linear interpolation of profile ``p`` at fractional index ``t`` (edges clamped)."""
+    n = p.shape[0]
+    if t <= 0.0:
+        return p[0]
+    if t >= n - 1:
+        return p[n - 1]
+    i = int(t)
+    f = t - i
+    return p[i] * (1.0 - f) + p[i + 1] * f
+
+
+@njit(cache=True)
+def profile_shift(p, q, max_shift):  # pragma: no cover - compiled
+    """Sub-pixel ``d`` with ``q(x + d) ~ g * p(x) + c``: how far ``q`` is moved against ``p``.
+
+    Integer lag by the best Pearson correlation within ``+-max_shift``, then Gauss-Newton steps
+    on the shift with the gain ``g`` and offset ``c`` refitted each step (so a lighting change
+    does not bias the estimate). The result is clamped to ``+-(max_shift + 1)``.
+    """
+    n = p.shape[0]
+    best = 0.0
+    d = 0.0
+    for idx in range(2 * max_shift + 1):
+        k = (idx + 1) // 2 if idx % 2 else -(idx // 2)  # 0, 1, -1, 2, -2, ...: ties go to small
+        lo = max(0, -k)
+        hi = min(n, n - k)
+        m = hi - lo
+        if m < 3:
+            continue
+        sp = 0.0
+        sq = 0.0
+        for i in range(lo, hi):
+            sp += p[i]
+            sq += q[i + k]
+        mp = sp / m
+        mq = sq / m
+        cpq = 0.0
+        cpp = 0.0
+        cqq = 0.0
+        for i in range(lo, hi):
+            a = p[i] - mp
+            b = q[i + k] - mq
+            cpq += a * b
+            cpp += a * a
+            cqq += b * b
+        r = cpq / math.sqrt(cpp * cqq) if cpp > 0.0 and cqq > 0.0 else 0.0
+        if r > best:
+            best = r
+            d = float(k)
+    limit = max_shift + 1.0
+    for _ in range(SHIFT_ITERATIONS):
+        lo = max(0, int(math.ceil(-d)) + 1)
+        hi = min(n, int(math.floor(n - 1 - d)) - 1)
+        m = hi - lo
+        if m < 3:
+            break
+        # least-squares gain and offset of the resampled q against p
+        sp = 0.0
+        sq = 0.0
+        spp = 0.0
+        spq = 0.0
+        for i in range(lo, hi):
+            qi = _interp(q, i + d)
+            sp += p[i]
+            sq += qi
+            spp += p[i] * p[i]
+            spq += p[i] * qi
+        den = m * spp - sp * sp
+        if den <= 1e-12 * m * spp:  # a flat profile: nothing to align on
+            break
+        g = (m * spq - sp * sq) / den
+        c = (sq - g * sp) / m
+        num = 0.0
+        gg = 0.0
+        for i in range(lo, hi):
+            t = i + d
+            e = _interp(q, t) - g * p[i] - c
+            dq = 0.5 * (_interp(q, t + 1.0) - _interp(q, t - 1.0))
+            num += e * dq
+            gg += dq * dq
+        if gg <= 1e-12 * m:
+            break
+        step = -num / gg
+        d = min(max(d + step, -limit), limit)
+        if abs(step) < 1e-4:
+            break
+    return d
+
+
+@njit(cache=True, parallel=True)
+def profiles(img):  # pragma: no cover - compiled
+    """Row means and column means of ``img``."""
+    h, wd = img.shape
+    rows = np.empty(h)
+    cols = np.zeros(wd)
+    for y in prange(h):
+        acc = 0.0
+        for x in range(wd):
+            acc += img[y, x]
+        rows[y] = acc / wd
+    for y in range(h):
+        for x in range(wd):
+            cols[x] += img[y, x]
+    for x in range(wd):
+        cols[x] /= h
+    return rows, cols
+
+
+@njit(cache=True)
+def estimate_shift(ref, test, max_shift):  # pragma: no cover - compiled
+    """Global translation ``(dy, dx)`` of ``test`` against ``ref``: ``test(p) ~ ref(p - d)``."""
+    rr, rc = profiles(ref)
+    tr, tc = profiles(test)
+    return profile_shift(rr, tr, max_shift), profile_shift(rc, tc, max_shift)
+
+
+@njit(cache=True, parallel=True)
+def shift_image(img, dy, dx):  # pragma: no cover - compiled
+    """Move ``img``'s content by ``(dy, dx)`` pixels: bilinear, edges replicated.
+
+    Same numbers as ``scipy.ndimage.shift(img, (dy, dx), order=1, mode="nearest")``.
+    """
+    h, wd = img.shape
+    out = np.empty((h, wd))
+    fy = math.floor(-dy)
+    fx = math.floor(-dx)
+    wy = -dy - fy
+    wx = -dx - fx
+    for y in prange(h):
+        y0 = min(max(y + int(fy), 0), h - 1)
+        y1 = min(max(y + int(fy) + 1, 0), h - 1)
+        for x in range(wd):
+            x0 = min(max(x + int(fx), 0), wd - 1)
+            x1 = min(max(x + int(fx) + 1, 0), wd - 1)
+            top = img[y0, x0] * (1.0 - wx) + img[y0, x1] * wx
+            bottom = img[y1, x0] * (1.0 - wx) + img[y1, x1] * wx
+            out[y, x] = top * (1.0 - wy) + bottom * wy
+    return out
+
+
+# --------------------------------------------------------------------------- anomaly stage
+
+
+@njit(cache=True)
+def robust_unit_space(samples):  # pragma: no cover - compiled
+    """Robust centre and covariance of metric vectors laid out ``(3, n)`` (MCD-like).
+
+    A regular subsample of at most ``MAX_SAMPLES`` columns; start from the median and the scaled
+    median absolute deviation, then ``C_STEPS`` times keep the vectors inside the 97.5 %
+    chi-square ellipse and take their mean and (consistency-corrected) covariance. Every spread
+    is at least ``SCALE_FLOOR``. Deterministic: no random subsets.
+    """
+    n = samples.shape[1]
+    step = max(1, -(-n // MAX_SAMPLES))
+    m = -(-n // step)
+    sub = np.empty((3, m))
+    for c in range(3):
+        for i in range(m):
+            sub[c, i] = samples[c, i * step]
+    loc = np.empty(3)
+    cov = np.zeros((3, 3))
+    for c in range(3):
+        med = np.median(sub[c])
+        loc[c] = med
+        mad = np.median(np.abs(sub[c] - med)) * MAD_TO_SD
+        sd = max(mad, SCALE_FLOOR)
+        cov[c, c] = sd * sd
+    keep = np.empty(m, np.bool_)
+    for _ in range(C_STEPS):
+        prec = np.linalg.inv(cov)
+        count = 0
+        for i in range(m):
+            d0 = sub[0, i] - loc[0]
+            d1 = sub[1, i] - loc[1]
+            d2 = sub[2, i] - loc[2]
+            q = prec[0, 0] * d0 * d0 + prec[1, 1] * d1 * d1 + prec[2, 2] * d2 * d2
+            q += 2.0 * (prec[0, 1] * d0 * d1 + prec[0, 2] * d0 * d2) + 2.0 * prec[1, 2] * d1 * d2
+            keep[i] = q <= CHI2_975_3
+            count += keep[i]
+        if count < 4:
+            break
+        new_loc = np.zeros(3)
+        for i in range(m):
+            if keep[i]:
+                for c in range(3):
+                    new_loc[c] += sub[c, i]
+        new_loc /= count
+        new_cov = np.zeros((3, 3))
+        for i in range(m):
+            if keep[i]:
+                for a in range(3):
+                    for b in range(3):
+                        new_cov[a, b] += (sub[a, i] - new_loc[a]) * (sub[b, i] - new_loc[b])
+        new_cov *= TRIM_CONSISTENCY / count
+        for c in range(3):
+            new_cov[c, c] += SCALE_FLOOR * SCALE_FLOOR
+        loc = new_loc
+        cov = new_cov
+    return loc, cov
+
+
+@njit(cache=True, parallel=True)
+def mahalanobis_grid(metrics, loc, precision):  # pragma: no cover - compiled
+    """``sqrt((m - loc)^T P (m - loc))`` for each window's metrics ``m``: ``(gh, gw)``."""
+    _, gh, gw = metrics.shape
+    out = np.empty((gh, gw))
+    p00, p11, p22 = precision[0, 0], precision[1, 1], precision[2, 2]
+    p01, p02, p12 = precision[0, 1], precision[0, 2], precision[1, 2]
+    for gi in prange(gh):
+        for j in range(gw):
+            d0 = metrics[0, gi, j] - loc[0]
+            d1 = metrics[1, gi, j] - loc[1]
+            d2 = metrics[2, gi, j] - loc[2]
+            q = p00 * d0 * d0 + p11 * d1 * d1 + p22 * d2 * d2
+            q += 2.0 * (p01 * d0 * d1 + p02 * d0 * d2) + 2.0 * p12 * d1 * d2
+            out[gi, j] = math.sqrt(max(q, 0.0))
+    return out
+
+
+@njit(cache=True)
+def _cover_ranges(n, w, s, g):  # pragma: no cover - compiled
+    """For each pixel index, the first and last window (of ``g``) that contains it.
+
+    A pixel no window covers (past the last window, or in a gap when ``s > w``) takes the
+    windows on either side of it.
+    """
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
+    for p in range(n):
+        a = -(-(p - w + 1) // s)
+        b = p // s
+        if a > b:
+            a, b = b, a
+        lo[p] = min(max(a, 0), g - 1)
+        hi[p] = min(max(b, 0), g - 1)
+    return lo, hi
+
+
+@njit(cache=True, parallel=True)
+def cover_mean(grid, h, wd, w, s):  # pragma: no cover - compiled
+    """Each pixel's mean over the windows that contain it: ``(gh, gw) -> (h, wd)``."""
+    gh, gw = grid.shape
+    acc = np.zeros((gh + 1, gw + 1))
+    for i in range(gh):
+        run = 0.0
+        for j in range(gw):
+            run += grid[i, j]
+            acc[i + 1, j + 1] = acc[i, j + 1] + run
+    ylo, yhi = _cover_ranges(h, w, s, gh)
+    xlo, xhi = _cover_ranges(wd, w, s, gw)
+    out = np.empty((h, wd))
+    for y in prange(h):
+        a = ylo[y]
+        b = yhi[y] + 1
+        for x in range(wd):
+            c = xlo[x]
+            d = xhi[x] + 1
+            total = acc[b, d] - acc[a, d] - acc[b, c] + acc[a, c]
+            out[y, x] = total / ((b - a) * (d - c))
+    return out

@@ -1,0 +1,404 @@
+"""SOART3 and SOARTC: validation and conversion at the edge, kernels inside.
+
+SOART3 compares a reference vector ``x`` with a signal vector ``y`` exactly as the seeds did::
+
+    beta = (x.y + 1e-4) / (x.x + 1e-4)     eta = sum |y - beta x|     v = max |y - beta x|
+    metrics = (log beta, log(eta + 1), log(v + 1) - log(eta + 1))
+
+``beta <= 0`` (which crashed the seeds' ``math.log``) gives ``log beta = log(1e-6)`` (about
+-13.8): the metric is ``log(max(beta, 1e-6))``, defined for every input and never an exception.
+
+SOARTC draws where a test image departs from a good reference, in two stages:
+
+1. *Convolution stage*: a ``window x window`` window slides with ``stride`` over both images
+   (grayscale float); SOART3 of each (reference window, test window) pair gives three maps on the
+   window grid. The descriptor of a window is its pixels (``"pixels"``, the default) or the
+   self-similarity matrix of four filter responses inside it (``"selfsim"``).
+2. *Anomaly stage*: each window's three metrics are measured against the unit space, the normal
+   variation, as a Mahalanobis distance. Without ``references`` the unit space is estimated
+   robustly from the bulk of this pair's windows (so a global gain change, which ``beta``
+   absorbs into one constant, is not an anomaly); with good ``references`` each window is first
+   taken relative to the good images' metrics at the same window and the spread comes from how
+   the good images vary. Each pixel of the heatmap is the mean distance of the windows that
+   contain it; the heatmap's maximum is the image score.
+
+Before stage 1 (``align=True``) the global sub-pixel translation between the two images (up to
+``MAX_SHIFT`` pixels) is estimated from their row and column profiles and split between them, so a
+product that sits a pixel off does not light up every edge; the heatmap is returned in the test
+image's frame.
+
+Example:
+    >>> import numpy as np
+    >>> ref = np.full((40, 60), 0.2); ref[10:20, 10:20] = 0.9
+    >>> test = ref * 1.3; test[10:20, 40:50] = 0.9 * 1.3
+    >>> result = soartc(ref, test, window=8)
+    >>> x, y = result.argmax
+    >>> bool(38 <= x <= 52 and 8 <= y <= 22)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from qeu_space.soartc import _kernels, _reference
+from qeu_space.soartc._kernels import BETA_FLOOR, EPS, LOG_BETA_FLOOR
+
+__all__ = [
+    "BETA_FLOOR",
+    "DEFAULT_DESCRIPTOR",
+    "DESCRIPTORS",
+    "EPS",
+    "LOG_BETA_FLOOR",
+    "MAX_SHIFT",
+    "METRIC_NAMES",
+    "ImageLike",
+    "Soart3",
+    "SoartcResult",
+    "UnitSpace",
+    "soart3",
+    "soart3_batch",
+    "soartc",
+    "to_gray",
+]
+
+Descriptor = Literal["pixels", "selfsim"]
+Backend = Literal["numba", "numpy"]
+ImageLike = Image.Image | np.ndarray
+
+DESCRIPTORS: tuple[str, ...] = ("pixels", "selfsim")
+DEFAULT_DESCRIPTOR: Descriptor = "pixels"
+"""Measured better than ``selfsim`` on the quality benchmark (``benchmarks/RESULTS_soartc.md``)."""
+BACKENDS: dict[str, ModuleType] = {"numba": _kernels, "numpy": _reference}
+MAX_SHIFT = 4
+"""Largest global translation (pixels, per axis) that ``align=True`` looks for."""
+METRIC_NAMES: tuple[str, str, str] = ("log beta", "log(eta + 1)", "log(v + 1) - log(eta + 1)")
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's "L" mode
+
+
+class Soart3(NamedTuple):
+    """The three SOART3 metrics of one (reference, signal) pair."""
+
+    log_beta: float
+    log_eta: float
+    log_gamma: float
+
+
+@dataclass(frozen=True)
+class UnitSpace:
+    """The normal variation the anomaly stage measures against.
+
+    Attributes:
+        location: centre of the three metrics, shape ``(3,)``.
+        covariance: their robust covariance, shape ``(3, 3)``.
+        n_references: good images the spread came from (0: the pair's own windows).
+    """
+
+    location: np.ndarray
+    covariance: np.ndarray
+    n_references: int = 0
+
+    def __post_init__(self) -> None:
+        if self.location.shape != (3,) or self.covariance.shape != (3, 3):
+            raise ValueError(
+                f"unit space needs location (3,) and covariance (3, 3), got "
+                f"{self.location.shape} and {self.covariance.shape}"
+            )
+        _freeze(self.location, self.covariance)
+
+
+@dataclass(frozen=True)
+class SoartcResult:
+    """What SOARTC found for one (reference, test) pair; arrays are read-only.
+
+    Attributes:
+        heatmap: float32, the test image's height x width; larger = more anomalous.
+        image_score: the heatmap's maximum.
+        metrics: the three SOART3 maps on the window grid, ``(3, gh, gw)`` (see ``METRIC_NAMES``).
+        anomaly: Mahalanobis distance of each window to the unit space, ``(gh, gw)``.
+        unit_space: the centre and covariance used.
+        shift: ``(dy, dx)`` translation of the test against the reference that alignment
+            removed (``(0.0, 0.0)`` with ``align=False``).
+        window, stride, descriptor, backend: the parameters used.
+    """
+
+    heatmap: np.ndarray
+    image_score: float
+    metrics: np.ndarray
+    anomaly: np.ndarray
+    unit_space: UnitSpace
+    shift: tuple[float, float]
+    window: int
+    stride: int
+    descriptor: str
+    backend: str
+
+    def __post_init__(self) -> None:
+        if self.heatmap.ndim != 2 or self.heatmap.dtype != np.float32:
+            raise ValueError(f"heatmap must be 2-D float32, got {self.heatmap.dtype} "
+                             f"{self.heatmap.shape}")  # fmt: skip
+        if self.metrics.shape != (3, *self.anomaly.shape):
+            raise ValueError(
+                f"metrics {self.metrics.shape} do not match the window grid {self.anomaly.shape}"
+            )
+        _freeze(self.heatmap, self.metrics, self.anomaly)
+
+    @property
+    def argmax(self) -> tuple[int, int]:
+        """``(x, y)`` pixel of the heatmap's maximum."""
+        y, x = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
+        return int(x), int(y)
+
+
+def _freeze(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        a.setflags(write=False)
+
+
+# --------------------------------------------------------------------------- input conversion
+
+
+def to_gray(image: ImageLike, name: str = "image") -> np.ndarray:
+    """A PIL image or array as a C-contiguous float64 grayscale array.
+
+    uint8 is scaled by 1/255 and uint16 by 1/65535; float is kept as it is. RGB becomes ITU-R 601
+    luma (PIL's ``L``); an alpha channel is ignored. Raises ``ValueError``/``TypeError`` with a
+    one-line reason for anything else (other dtypes, wrong ndim, NaN or inf, empty).
+    """
+    if isinstance(image, Image.Image):
+        arr = _pil_array(image, name)
+    elif isinstance(image, np.ndarray):
+        arr = image
+    else:
+        raise TypeError(f"{name} must be a PIL image or a numpy array, got {type(image).__name__}")
+    if arr.ndim == 3 and arr.shape[2] in (1, 2, 3, 4):
+        arr = arr[..., 0] if arr.shape[2] <= 2 else arr[..., :3]
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"{name} has shape {arr.shape}: expected H x W or H x W x C with C = 1-4 "
+            "(channels last)"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        gray = arr.astype(np.float64) / 255.0
+    elif arr.dtype == np.uint16:
+        gray = arr.astype(np.float64) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        gray = arr.astype(np.float64)
+        if not np.isfinite(gray).all():
+            raise ValueError(f"{name} contains NaN or inf: replace them before comparing")
+    else:
+        raise TypeError(f"{name} has dtype {arr.dtype}: pass uint8, uint16 or float pixels")
+    if gray.ndim == 3:
+        gray = gray @ _LUMA
+    return np.ascontiguousarray(gray)
+
+
+def _pil_array(image: Image.Image, name: str) -> np.ndarray:
+    mode = image.mode
+    if mode in ("L", "F") or mode.startswith("I;16"):
+        arr = np.asarray(image)
+        return arr.astype(np.uint16) if mode.startswith("I;16") else arr
+    if mode == "I":
+        arr = np.asarray(image)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"{name} is a 32-bit integer image outside 0..65535: save it as "
+                             "8- or 16-bit")  # fmt: skip
+        return arr.astype(np.uint16)
+    if mode == "LA":
+        return np.asarray(image)[..., 0]
+    return np.asarray(image.convert("RGB"))
+
+
+# --------------------------------------------------------------------------- SOART3
+
+
+def soart3(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float]) -> Soart3:
+    """SOART3 of reference vector ``x`` and signal vector ``y`` (the seeds' formula).
+
+    Example:
+        >>> soart3([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]).log_beta  # y = 2x
+        0.6931...
+    """
+    xv = _vector(x, "x")
+    yv = _vector(y, "y")
+    if xv.shape != yv.shape:
+        raise ValueError(f"x and y must have the same length, got {xv.size} and {yv.size}")
+    out = _kernels.soart3_rows(xv[None, :], yv[None, :])[0]
+    return Soart3(float(out[0]), float(out[1]), float(out[2]))
+
+
+def soart3_batch(x: np.ndarray, y: np.ndarray, *, backend: Backend = "numba") -> np.ndarray:
+    """SOART3 of each row pair of ``x`` and ``y`` (both ``(n, d)``): ``(n, 3)`` float64."""
+    ops = _backend(backend)
+    xa = _matrix(x, "x")
+    ya = _matrix(y, "y")
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y must have the same shape, got {xa.shape} and {ya.shape}")
+    return ops.soart3_rows(xa, ya)
+
+
+def _vector(v: np.ndarray | Sequence[float], name: str) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D vector, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(a)
+
+
+def _matrix(v: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 2 or 0 in a.shape:
+        raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(a)
+
+
+def _backend(backend: str) -> ModuleType:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend]
+
+
+# --------------------------------------------------------------------------- SOARTC
+
+
+def soartc(
+    reference: ImageLike,
+    test: ImageLike,
+    *,
+    window: int = 8,
+    stride: int = 1,
+    references: Sequence[ImageLike] | None = None,
+    descriptor: Descriptor = DEFAULT_DESCRIPTOR,
+    align: bool = True,
+    backend: Backend = "numba",
+) -> SoartcResult:
+    """SOARTC heatmap of ``test`` against the good ``reference`` (see the module docstring).
+
+    Args:
+        reference: the good product (PIL image or array; uint8, uint16 or float; gray/RGB/RGBA).
+        test: the product under inspection, the same size as ``reference``.
+        window: side of the sliding window, in pixels (at least 2).
+        stride: step of the window, in pixels (at least 1).
+        references: other good images of the same size; when given, the unit space is their
+            variation around ``reference`` instead of the bulk of this pair.
+        descriptor: ``"pixels"`` or ``"selfsim"``.
+        align: remove a global sub-pixel translation (up to ``MAX_SHIFT`` px) first.
+        backend: ``"numba"`` (parallel kernels) or ``"numpy"`` (the plain twin, same numbers).
+    """
+    ops = _backend(backend)
+    if descriptor not in DESCRIPTORS:
+        raise ValueError(f"descriptor must be one of {DESCRIPTORS}, got {descriptor!r}")
+    for name, value, low in (("window", window, 2), ("stride", stride, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    w, s = int(window), int(stride)
+    ref = to_gray(reference, "reference")
+    tst = to_gray(test, "test")
+    if tst.shape != ref.shape:
+        raise ValueError(
+            f"reference is {ref.shape[1]} x {ref.shape[0]} but test is {tst.shape[1]} x "
+            f"{tst.shape[0]}: compare images of the same size"
+        )
+    h, wd = ref.shape
+    if h < w or wd < w:
+        raise ValueError(
+            f"images are {wd} x {h} pixels, smaller than the {w} x {w} window: "
+            "use a smaller window or larger images"
+        )
+    goods = []
+    for i, good in enumerate(references or ()):
+        g = to_gray(good, f"references[{i}]")
+        if g.shape != ref.shape:
+            raise ValueError(
+                f"references[{i}] is {g.shape[1]} x {g.shape[0]}, reference is {wd} x {h}: "
+                "every good image must have the reference's size"
+            )
+        goods.append(g)
+
+    metrics, shift = _pair_metrics(ops, ref, tst, w, s, descriptor, align)
+    if goods:
+        good_metrics = [_pair_metrics(ops, ref, g, w, s, descriptor, align)[0] for g in goods]
+        unit = _unit_from_references(ops, metrics, good_metrics)
+        centred = metrics - np.mean(good_metrics, axis=0)
+    else:
+        loc, cov = ops.robust_unit_space(metrics.reshape(3, -1))
+        unit = UnitSpace(loc, cov)
+        centred = metrics
+    anomaly = ops.mahalanobis_grid(
+        np.ascontiguousarray(centred), unit.location, np.linalg.inv(unit.covariance)
+    )
+    heat = ops.cover_mean(anomaly, h, wd, w, s)
+    if shift != (0.0, 0.0):  # from the halfway frame back to the test image's frame
+        heat = ops.shift_image(heat, shift[0] / 2, shift[1] / 2)
+    heatmap = heat.astype(np.float32)
+    return SoartcResult(
+        heatmap=heatmap,
+        image_score=float(heatmap.max()),
+        metrics=metrics,
+        anomaly=anomaly,
+        unit_space=unit,
+        shift=shift,
+        window=w,
+        stride=s,
+        descriptor=descriptor,
+        backend=backend,
+    )
+
+
+def _pair_metrics(
+    ops: ModuleType,
+    ref: np.ndarray,
+    test: np.ndarray,
+    w: int,
+    s: int,
+    descriptor: str,
+    align: bool,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Stage 1 for one pair, after splitting their translation between them."""
+    shift = (0.0, 0.0)
+    if align:
+        dy, dx = ops.estimate_shift(ref, test, MAX_SHIFT)
+        if abs(dy) >= 1e-3 or abs(dx) >= 1e-3:
+            shift = (float(dy), float(dx))
+            ref = ops.shift_image(ref, dy / 2, dx / 2)
+            test = ops.shift_image(test, -dy / 2, -dx / 2)
+    if descriptor == "pixels":
+        return ops.pixel_metrics(ref, test, w, s), shift
+    x = ops.selfsim_descriptors(ref, w, s)
+    y = ops.selfsim_descriptors(test, w, s)
+    return ops.descriptor_metrics(x, y), shift
+
+
+def _unit_from_references(
+    ops: ModuleType, metrics: np.ndarray, good_metrics: list[np.ndarray]
+) -> UnitSpace:
+    """Unit space from good images: centre from the test's deviations, spread from the goods'.
+
+    Each window's metrics are taken relative to the good images' mean at that window. The centre
+    is the robust centre of the test's deviations (its global gain and noise level are not
+    anomalies); with two or more good images the covariance is the pooled robust covariance of
+    their own deviations, scaled by ``(k + 1) / (k - 1)`` for the mean they were taken from and
+    the test's deviation from it; with one, it is estimated from the test's deviations.
+    """
+    k = len(good_metrics)
+    pattern = np.mean(good_metrics, axis=0)
+    loc, cov = ops.robust_unit_space(np.ascontiguousarray((metrics - pattern).reshape(3, -1)))
+    if k >= 2:
+        devs = []
+        for g in good_metrics:
+            d = (g - pattern).reshape(3, -1)
+            devs.append(d - np.median(d, axis=1, keepdims=True))
+        _, pooled = ops.robust_unit_space(np.ascontiguousarray(np.concatenate(devs, axis=1)))
+        cov = pooled * ((k + 1) / (k - 1))
+    return UnitSpace(loc, cov, n_references=k)
