@@ -251,7 +251,7 @@ def _check_adapter_base(adapter: str, base: str) -> None:
     if recorded and not same_base(recorded, base):
         raise AdapterMismatchError(
             f"adapter {adapter} was trained for base {recorded!r}, not {base!r}; "
-            f"load it with --base {recorded}"
+            f"load it with the base {recorded!r}"
         )
 
 
@@ -282,7 +282,9 @@ def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
         PeftConfig.from_pretrained(adapter)
         peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        mismatch = [line for line in lines if "size mismatch" in line]
+        reason = (mismatch or lines or [type(err).__name__])[0]
         raise AdapterMismatchError(
             f"adapter {adapter} (trained for {recorded}) does not fit base {base}: {reason}"
         ) from None

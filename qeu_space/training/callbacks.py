@@ -17,13 +17,17 @@ HISTORY_PNG = "loss_history.png"
 
 
 class LossHistoryCallback(TrainerCallback):
-    """Write ``loss_history.json`` and ``loss_history.png`` to ``folder`` (main process only)."""
+    """Write ``loss_history.json`` at each validation, and the PNG too at the end of training.
+
+    Only the main process writes. Drawing takes about a second, so mid-run only the JSON is kept
+    current.
+    """
 
     def __init__(self, folder: str | Path, *, title: str = "") -> None:
         self.folder = Path(folder)
         self.title = title
 
-    def write(self, args: TrainingArguments, state: TrainerState) -> LossHistory:
+    def write(self, args: TrainingArguments, state: TrainerState, *, plot: bool) -> LossHistory:
         history = LossHistory.from_log(
             state.log_history,
             best_metric=args.metric_for_best_model,
@@ -31,17 +35,18 @@ class LossHistoryCallback(TrainerCallback):
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         history.to_json(self.folder / HISTORY_JSON)
-        history.plot(self.folder / HISTORY_PNG, title=self.title)
+        if plot:
+            history.plot(self.folder / HISTORY_PNG, title=self.title)
         return history
 
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
     ) -> None:
         if state.is_world_process_zero:
-            self.write(args, state)
+            self.write(args, state, plot=False)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
     ) -> None:
         if state.is_world_process_zero:
-            self.write(args, state)
+            self.write(args, state, plot=True)

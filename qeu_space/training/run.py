@@ -135,7 +135,6 @@ def train(
         record = config.training_args(list(command) if command is not None else None)
         _write_json(out / TRAINING_ARGS, record)
         trainer.state.save_to_json(str(out / TRAINER_STATE))
-        history_callback.write(args, trainer.state)
         if config.push_to:
             pushed = _push(out, config, token)
     return TrainResult(
@@ -174,11 +173,14 @@ def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArgu
         logging_steps=config.logging_steps,
         seed=config.seed,
         bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False,  # the collator needs image/question/answer
         label_names=["labels"],
         prediction_loss_only=True,  # the task metric comes from generation, not logits
+        # Without CUDA, CPU processes started by `accelerate launch --multi_gpu` / torchrun
+        # (LOCAL_RANK set) form a gloo group only when the arguments say CPU.
+        use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=config.adapter.full_finetune,
         report_to="none",
