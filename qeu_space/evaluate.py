@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = EvalOptions(**vars(args))
         report = run_evaluation(options)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, missing files, Hub unreachable
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.to_markdown())
