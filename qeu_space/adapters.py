@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_model=args.base_model,
         )
         url = push_adapter(options)
-    except (ValueError, HubError) as err:
+    except (ValueError, OSError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"pushed {options.folder} to {options.repo_id}: {url}")
