@@ -17,6 +17,8 @@ from qeu_space.soartc.core import (
     soartc,
     to_gray,
 )
+from qeu_space.soartc.overlay import blend_heatmap, colorize, heatmap_overlay
+from qeu_space.soartc.positions import top_positions
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
@@ -25,8 +27,12 @@ __all__ = [
     "Soart3",
     "SoartcResult",
     "UnitSpace",
+    "blend_heatmap",
+    "colorize",
+    "heatmap_overlay",
     "soart3",
     "soart3_batch",
     "soartc",
     "to_gray",
+    "top_positions",
 ]

@@ -1,0 +1,112 @@
+"""``python -m qeu_space.soartc REFERENCE TEST``: image score, top positions, a heatmap PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from qeu_space.geometry import ConnectorGeometry
+from qeu_space.soartc.core import DEFAULT_DESCRIPTOR, DESCRIPTORS, soartc
+from qeu_space.soartc.overlay import DEFAULT_VMAX, heatmap_overlay
+from qeu_space.soartc.positions import top_positions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qeu_space.soartc",
+        description=(
+            "Compare a test image of a connector with a good reference image by SOARTC: print "
+            "the image score (the heatmap's maximum, in robust standard deviations) and the most "
+            "anomalous pin positions, and optionally save the heatmap over the test image."
+        ),
+        epilog=(
+            "Positions assume each image is one connector framed as the dataset renderer frames "
+            "it (3 x 9 pins, rows U/C/D, columns 1-9). Example: python -m qeu_space.soartc "
+            "good.png test.png --out heat.png"
+        ),
+    )
+    parser.add_argument("reference", type=Path, help="image of a good product (PNG, JPEG, ...)")
+    parser.add_argument("test", type=Path, help="image of the product under inspection, same size")
+    parser.add_argument("--out", type=Path, help="write the heatmap overlay (with colour bar) here")
+    parser.add_argument("--window", type=int, default=8, help="window side in pixels (default 8)")
+    parser.add_argument("--stride", type=int, default=1, help="window step in pixels (default 1)")
+    parser.add_argument(
+        "--descriptor",
+        choices=DESCRIPTORS,
+        default=DEFAULT_DESCRIPTOR,
+        help=f"what a window is compared by (default {DEFAULT_DESCRIPTOR})",
+    )
+    parser.add_argument(
+        "--references",
+        type=Path,
+        nargs="+",
+        default=(),
+        metavar="GOOD",
+        help="more good images: the normal variation is taken from them",
+    )
+    parser.add_argument(
+        "--no-align", action="store_true", help="do not remove a global shift of up to 4 px first"
+    )
+    parser.add_argument("--top", type=int, default=3, help="how many positions to print (1-27)")
+    parser.add_argument(
+        "--vmax",
+        type=float,
+        default=DEFAULT_VMAX,
+        help=f"top of the overlay's colour scale (default {DEFAULT_VMAX:g}; 0 = this image's max)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.top <= 27:
+        parser.error(f"--top must be between 1 and 27, got {args.top}")
+    try:
+        reference = _open(args.reference)
+        test = _open(args.test)
+        goods = [_open(p) for p in args.references]
+        result = soartc(
+            reference,
+            test,
+            window=args.window,
+            stride=args.stride,
+            references=goods or None,
+            descriptor=args.descriptor,
+            align=not args.no_align,
+        )
+    except (OSError, ValueError, TypeError) as err:
+        parser.error(str(err))
+    print(f"image score: {result.image_score:.2f}")
+    h, w = result.heatmap.shape
+    try:
+        geometry = ConnectorGeometry(w, h)
+    except ValueError:
+        print("top positions: none (image too small for the pin grid)")
+    else:
+        ranked = top_positions(result, geometry, k=args.top)
+        print("top positions: " + ", ".join(f"{p.name} {score:.2f}" for p, score in ranked))
+    if args.out is not None:
+        vmax = None if args.vmax <= 0 else args.vmax
+        heatmap_overlay(test, result, vmax=vmax).save(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img
+    except FileNotFoundError:
+        raise OSError(f"no such image: {path}") from None
+    except UnidentifiedImageError:
+        raise OSError(f"not an image PIL can read: {path}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
