@@ -1,0 +1,427 @@
+"""Feedback on predictions: a SQLite (WAL) store, optionally mirrored to a Hub dataset.
+
+Every judgement a person gives in the Space (this answer is right or wrong, the corrected answer,
+a comment) is kept with the image and both answers, because it is the next training set
+(``python -m dataset_tools from-feedback``). SQLite in WAL mode is the source of truth: a row is
+either committed whole or absent, readers never block the writer, and a process killed mid-write
+leaves every committed row readable. With a feedback repo and a token configured, each row is also
+appended to a JSONL file per replica (plus the image as PNG) in a folder that
+``huggingface_hub.CommitScheduler`` pushes to a dataset repo every few minutes; the layout
+(``data/<replica>/metadata.jsonl`` with ``file_name`` -> ``images/<sha256>.png``) is what the Hub's
+``imagefolder`` loader reads.
+
+Example:
+    >>> store = FeedbackStore("feedback.sqlite3")
+    >>> row_id = store.add(FeedbackEntry(image, "Passed.", "Defective. 1 defect: C7 missing pin.",
+    ...                                  rated="fine-tuned", correct=True))
+    >>> store.count()
+    1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from qeu_space.vocabulary import format_answer, parse_answer
+
+logger = logging.getLogger(__name__)
+
+#: Which answer a judgement is about.
+RATED: tuple[str, ...] = ("fine-tuned", "base")
+MAX_COMMENT = 2000
+MAX_ANSWER = 2000
+#: Files the Hub mirror pushes (everything else in its folder stays local).
+MIRROR_PATTERNS = ["*.jsonl", "*.png"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY,
+    png BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    replica TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL REFERENCES images(sha256),
+    base_answer TEXT NOT NULL,
+    tuned_answer TEXT NOT NULL,
+    rated TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    corrected_answer TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    truth TEXT,
+    source TEXT NOT NULL,
+    base_model TEXT NOT NULL,
+    adapter TEXT NOT NULL
+);
+"""
+_COLUMNS = (
+    "id, uid, created_at, replica, image_sha256, base_answer, tuned_answer, rated, correct, "
+    "corrected_answer, comment, truth, source, base_model, adapter"
+)
+
+
+def canonical_answer(text: str) -> str:
+    """The canonical form of an answer a person typed, or ``ValueError`` if it says no verdict."""
+    parsed = parse_answer(text)
+    if not parsed.understood:
+        raise ValueError(
+            f"cannot read the corrected answer {text[:80]!r}: write e.g. 'Passed. No defects "
+            "found.' or 'Defective. 1 defect: C7 missing pin.' (or click pins on the grid)"
+        )
+    return format_answer(parsed.findings)
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One judgement of one prediction.
+
+    Attributes:
+        image: the composite both answers are about.
+        base_answer / tuned_answer: what the base and the fine-tuned model said ("" if absent).
+        rated: which answer is judged: ``fine-tuned`` or ``base``.
+        correct: whether that answer is right.
+        corrected_answer: the right answer when it is wrong (any wording the parser reads; stored
+            in canonical form); ignored when ``correct``.
+        comment: free text, at most :data:`MAX_COMMENT` characters (shown escaped, never as HTML).
+        truth: the known truth answer (generated samples), else ``None``.
+        source: where the image came from (``sample qa-...``, ``upload``).
+        base_model / adapter: which models answered.
+    """
+
+    image: Image.Image
+    base_answer: str
+    tuned_answer: str
+    rated: str = "fine-tuned"
+    correct: bool = True
+    corrected_answer: str = ""
+    comment: str = ""
+    truth: str | None = None
+    source: str = ""
+    base_model: str = ""
+    adapter: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, Image.Image):
+            raise ValueError("feedback needs the image the answers are about")
+        if self.rated not in RATED:
+            raise ValueError(f"rated must be one of {RATED}, got {self.rated!r}")
+        if len(self.comment) > MAX_COMMENT:
+            raise ValueError(
+                f"the comment is {len(self.comment)} characters; at most {MAX_COMMENT} are kept"
+            )
+        for name in ("base_answer", "tuned_answer", "corrected_answer"):
+            if len(getattr(self, name)) > MAX_ANSWER:
+                raise ValueError(f"{name} is longer than {MAX_ANSWER} characters")
+        if not self.correct:
+            if not self.corrected_answer.strip():
+                raise ValueError(
+                    "a wrong answer needs the corrected answer (type it or click the pins)"
+                )
+            object.__setattr__(self, "corrected_answer", canonical_answer(self.corrected_answer))
+        else:
+            object.__setattr__(self, "corrected_answer", "")
+        object.__setattr__(self, "correct", bool(self.correct))
+
+    @property
+    def rated_answer(self) -> str:
+        return self.tuned_answer if self.rated == "fine-tuned" else self.base_answer
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    """A committed row (without its image bytes: :meth:`FeedbackStore.image` reads them)."""
+
+    id: int
+    uid: str
+    created_at: str
+    replica: str
+    image_sha256: str
+    base_answer: str
+    tuned_answer: str
+    rated: str
+    correct: bool
+    corrected_answer: str
+    comment: str
+    truth: str | None
+    source: str
+    base_model: str
+    adapter: str
+
+    @property
+    def rated_answer(self) -> str:
+        return self.tuned_answer if self.rated == "fine-tuned" else self.base_answer
+
+    @property
+    def taught_answer(self) -> str:
+        """The answer this feedback teaches: the correction, or the rated answer judged right."""
+        return self.rated_answer if self.correct else self.corrected_answer
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL record of the Hub mirror (``file_name`` is the image beside it)."""
+        return {
+            "file_name": f"images/{self.image_sha256}.png",
+            "uid": self.uid,
+            "created_at": self.created_at,
+            "replica": self.replica,
+            "base_answer": self.base_answer,
+            "tuned_answer": self.tuned_answer,
+            "rated": self.rated,
+            "correct": self.correct,
+            "corrected_answer": self.corrected_answer,
+            "comment": self.comment,
+            "truth": self.truth,
+            "source": self.source,
+            "base_model": self.base_model,
+            "adapter": self.adapter,
+        }
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def default_db_path() -> Path:
+    """``/data/qeu-feedback/feedback.sqlite3`` on a Space with persistent storage, else the
+    user cache (``$XDG_CACHE_HOME`` or ``~/.cache``)``/qeu-space/feedback.sqlite3``."""
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data / "qeu-feedback" / "feedback.sqlite3"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "qeu-space" / "feedback.sqlite3"
+
+
+class FeedbackStore:
+    """Append-only feedback rows in one SQLite file (WAL, ``synchronous=FULL``).
+
+    One connection per store, guarded by a lock: SQLite writes one transaction at a time anyway,
+    and other processes on the same file wait up to ``timeout`` seconds for the write lock.
+
+    Args:
+        path: the database file (its folder is created).
+        replica: name of this writer in the Hub mirror's file names (default: a fresh id).
+        mirror: a :class:`HubMirror` to append every committed row to, or ``None``.
+        timeout: seconds to wait for another process's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        replica: str | None = None,
+        mirror: HubMirror | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.replica = replica or uuid.uuid4().hex[:12]
+        self.mirror = mirror
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise OSError(
+                f"cannot open the feedback store {self.path}: {err}; set QEU_FEEDBACK_DB to a "
+                "writable file"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({str(self.path)!r}, replica={self.replica!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def add(self, entry: FeedbackEntry) -> StoredFeedback:
+        """Commit one row (image stored once per content hash); then mirror it if configured."""
+        png = png_bytes(entry.image)
+        sha = hashlib.sha256(png).hexdigest()
+        uid = uuid.uuid4().hex
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        values = (
+            uid,
+            created,
+            self.replica,
+            sha,
+            entry.base_answer,
+            entry.tuned_answer,
+            entry.rated,
+            int(entry.correct),
+            entry.corrected_answer,
+            entry.comment,
+            entry.truth,
+            entry.source,
+            entry.base_model,
+            entry.adapter,
+        )
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha, png)
+                )
+                cursor = self._conn.execute(
+                    f"INSERT INTO feedback ({_COLUMNS.removeprefix('id, ')}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        stored = StoredFeedback(cursor.lastrowid, *values[:7], entry.correct, *values[8:])
+        if self.mirror is not None:
+            try:
+                self.mirror.append(stored, png)
+            except OSError as err:  # the row is safe in SQLite; the mirror catches up never
+                logger.warning("feedback %s not mirrored for the Hub: %s", stored.uid, err)
+        return stored
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    def recent(self, limit: int = 20) -> list[StoredFeedback]:
+        """The newest rows first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM feedback ORDER BY id DESC LIMIT ?", (int(limit),)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def rows(self) -> Iterator[StoredFeedback]:
+        """Every row, oldest first (read in pages, so a large store is not loaded at once)."""
+        last = 0
+        while True:
+            with self._lock:
+                page = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM feedback WHERE id > ? ORDER BY id LIMIT 500", (last,)
+                ).fetchall()
+            if not page:
+                return
+            yield from (_row(r) for r in page)
+            last = page[-1][0]
+
+    def image(self, sha256: str) -> Image.Image:
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT png FROM images WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        if found is None:
+            raise KeyError(f"no image {sha256} in {self.path}")
+        image = Image.open(io.BytesIO(found[0]))
+        image.load()
+        return image
+
+    def integrity(self) -> str:
+        """SQLite's own ``PRAGMA integrity_check`` (``"ok"`` for a sound file)."""
+        with self._lock:
+            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _row(values: tuple) -> StoredFeedback:
+    values = list(values)
+    values[8] = bool(values[8])
+    return StoredFeedback(*values)
+
+
+def open_store(path: str | os.PathLike[str]) -> FeedbackStore:
+    """Open an existing store (refuses a path with no database instead of making an empty one)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no feedback store at {path} (QEU_FEEDBACK_DB of the Space)")
+    return FeedbackStore(path)
+
+
+# --------------------------------------------------------------------------- Hub mirror
+
+
+@dataclass
+class HubMirror:
+    """Append committed rows to ``folder/<replica>/metadata.jsonl`` (+ ``images/``) and let a
+    ``CommitScheduler`` push the folder to ``repo_id`` (``data/`` in the repo) every ``every``
+    minutes. Create it with :meth:`start`, which makes the repo (private) if needed."""
+
+    folder: Path
+    scheduler: Any = field(repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        repo_id: str,
+        folder: str | os.PathLike[str],
+        *,
+        token: str,
+        every: float = 5.0,
+        endpoint: str | None = None,
+    ) -> HubMirror:
+        """Start pushing; raises ``HubError`` (one line, no token) when the Hub refuses."""
+        from huggingface_hub import CommitScheduler, HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        from qeu_space.hub import HubError, check_repo_id, resolve_endpoint
+
+        check_repo_id(repo_id)
+        api = HfApi(endpoint=resolve_endpoint(endpoint), token=token)
+        try:
+            scheduler = CommitScheduler(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=folder,
+                path_in_repo="data",
+                every=every,
+                private=True,
+                token=token,
+                allow_patterns=MIRROR_PATTERNS,
+                hf_api=api,
+            )
+        except (HfHubHTTPError, OSError) as err:
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            reason = f"HTTP {status}" if status else type(err).__name__
+            raise HubError(
+                f"cannot push feedback to dataset {repo_id} ({reason}); check QEU_FEEDBACK_REPO "
+                "and the token's write access (feedback is still stored locally)"
+            ) from None
+        return cls(Path(folder), scheduler)
+
+    def append(self, row: StoredFeedback, png: bytes) -> None:
+        """Write the row's JSON line and its image (once per content hash) under the lock."""
+        replica = self.folder / row.replica
+        image_path = replica / "images" / f"{row.image_sha256}.png"
+        with self.scheduler.lock:
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            if not image_path.exists():
+                partial = image_path.with_suffix(".partial")
+                partial.write_bytes(png)
+                os.replace(partial, image_path)
+            with open(replica / "metadata.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+
+    def push_now(self) -> None:
+        """Push what is pending and wait for it (tests, shutdown)."""
+        self.scheduler.trigger().result()
+
+    def stop(self) -> None:
+        self.scheduler.stop()

@@ -1,0 +1,220 @@
+"""The feedback store: rows round-trip, concurrent writers, a killed writer, the Hub mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qeu_space.feedback import (
+    FeedbackEntry,
+    FeedbackStore,
+    HubMirror,
+    default_db_path,
+    open_store,
+)
+from tests.hub_standin import HubStandin
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def noise(seed: int, size: int = 96) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def entry(seed: int = 0, **kwargs) -> FeedbackEntry:
+    fields = {
+        "image": noise(seed),
+        "base_answer": "Passed. No defects found.",
+        "tuned_answer": "Defective. 1 defect: C7 missing pin.",
+    }
+    fields.update(kwargs)
+    return FeedbackEntry(**fields)
+
+
+def test_rows_round_trip(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3", replica="r1")
+    first = store.add(entry(1, correct=True, comment="<script>alert(1)</script>", truth="Passed."))
+    second = store.add(
+        entry(2, rated="base", correct=False, corrected_answer="u3 is bent to the LEFT")
+    )
+    assert store.count() == 2
+    assert [r.id for r in store.recent()] == [second.id, first.id]
+    assert [r.uid for r in store.rows()] == [first.uid, second.uid]
+    got = store.recent(1)[0]
+    assert got == second
+    assert got.corrected_answer == "Defective. 1 defect: U3 bent pin (left)."  # canonical form
+    assert got.taught_answer == got.corrected_answer
+    assert store.recent()[1].comment == "<script>alert(1)</script>"  # stored as typed
+    assert store.recent()[1].taught_answer == "Defective. 1 defect: C7 missing pin."
+    assert np.array_equal(np.asarray(store.image(first.image_sha256)), np.asarray(noise(1)))
+    assert store.integrity() == "ok"
+    journal = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+    store.close()
+    reopened = open_store(tmp_path / "fb.sqlite3")
+    assert reopened.count() == 2
+
+
+def test_same_image_is_stored_once(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    a, b = store.add(entry(5)), store.add(entry(5, comment="again"))
+    assert a.image_sha256 == b.image_sha256
+    assert store._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rated": "both"}, "rated must be one of"),
+        ({"correct": False}, "a wrong answer needs the corrected answer"),
+        ({"correct": False, "corrected_answer": "hmm, not sure"}, "cannot read the corrected"),
+        ({"comment": "x" * 2001}, "at most 2000 are kept"),
+        ({"image": None}, "needs the image"),
+    ],
+)
+def test_bad_entries_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        entry(**kwargs)
+
+
+def test_a_correct_judgement_drops_any_correction() -> None:
+    assert entry(correct=True, corrected_answer="C1 missing").corrected_answer == ""
+
+
+def test_200_concurrent_submissions_give_200_rows(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        rows = list(pool.map(lambda i: store.add(entry(i % 7, comment=f"#{i}")), range(200)))
+    assert store.count() == 200
+    assert len({r.id for r in rows}) == 200
+    assert sorted(r.comment for r in store.rows()) == sorted(f"#{i}" for i in range(200))
+    assert store.integrity() == "ok"
+
+
+def test_two_processes_share_one_store(tmp_path: Path) -> None:
+    db = tmp_path / "fb.sqlite3"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from PIL import Image
+        from qeu_space.feedback import FeedbackEntry, FeedbackStore
+        store = FeedbackStore({str(db)!r})
+        for i in range(40):
+            store.add(FeedbackEntry(Image.new("RGB", (96, 96)), "Passed.", "Passed.",
+                                    comment=sys.argv[1]))
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, name], cwd=REPO) for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = FeedbackStore(db)
+    assert store.count() == 80
+    assert sorted({r.comment for r in store.rows()}) == ["a", "b"]
+
+
+WRITER = """
+import sys
+import numpy as np
+from PIL import Image
+from qeu_space.feedback import FeedbackEntry, FeedbackStore
+store = FeedbackStore(sys.argv[1])
+rng = np.random.default_rng(0)
+i = 0
+while True:
+    image = Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8))
+    row = store.add(FeedbackEntry(image, "Passed.", f"answer {i}", comment="x" * 1500))
+    print(row.uid, flush=True)
+    i += 1
+"""
+
+
+def test_killed_writer_leaves_every_committed_row(tmp_path: Path) -> None:
+    db = tmp_path / "fb.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    committed = []
+    try:
+        while len(committed) < 40:
+            line = proc.stdout.readline()
+            assert line, f"writer stopped early (exit {proc.poll()})"
+            committed.append(line.strip())
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # mid-write: it never stops between rows
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    store = FeedbackStore(db)
+    assert store.integrity() == "ok"
+    stored = {r.uid for r in store.rows()}
+    assert set(committed) <= stored
+    assert store.count() >= len(committed)
+    for row in store.rows():  # every row is whole: its image reads back
+        assert store.image(row.image_sha256).size == (160, 160)
+
+
+def test_default_path_follows_the_cache_folder(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    if Path("/data").is_dir() and os.access("/data", os.W_OK):
+        pytest.skip("this machine has a writable /data (a Space's persistent storage)")
+    assert default_db_path() == tmp_path / "qeu-space" / "feedback.sqlite3"
+
+
+def test_unwritable_store_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match="set QEU_FEEDBACK_DB to a writable file"):
+        FeedbackStore(tmp_path / "file" / "fb.sqlite3")
+    with pytest.raises(FileNotFoundError, match="no feedback store at"):
+        open_store(tmp_path / "none.sqlite3")
+
+
+def test_hub_mirror_pushes_jsonl_per_replica_and_images(
+    hub_standin: HubStandin, tmp_path: Path
+) -> None:
+    mirror = HubMirror.start("qeu/feedback", tmp_path / "mirror", token=hub_standin.token, every=60)
+    try:
+        store = FeedbackStore(tmp_path / "fb.sqlite3", replica="replica-a", mirror=mirror)
+        store.add(entry(1, comment="first <b>"))
+        store.add(entry(1, correct=False, corrected_answer="D9 missing pin"))
+        store.add(entry(2))
+        mirror.push_now()
+    finally:
+        mirror.stop()
+    repo = hub_standin.repo_path("qeu/feedback", "dataset")
+    lines = (repo / "data/replica-a/metadata.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["comment"] for r in records] == ["first <b>", "", ""]
+    assert records[1]["corrected_answer"] == "Defective. 1 defect: D9 missing pin."
+    images = sorted(p.name for p in (repo / "data/replica-a/images").iterdir())
+    assert images == sorted({Path(r["file_name"]).name for r in records})
+    assert len(images) == 2
+    assert "token" not in json.dumps(records)
+    assert all(r.bearer for r in hub_standin.requests if r.route == "commit")
+
+    import datasets
+
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(repo / "data"), split="train")
+    assert loaded.num_rows == 3
+    assert loaded[0]["image"].size == (96, 96)
+    assert sorted(loaded["comment"]) == ["", "", "first <b>"]
+
+
+def test_hub_mirror_refusal_is_one_line(hub_standin: HubStandin, tmp_path: Path) -> None:
+    from qeu_space.hub import HubError
+
+    with pytest.raises(HubError) as err:
+        HubMirror.start("qeu/feedback", tmp_path / "m", token="hf_wrong", every=60)
+    assert "HTTP 401" in str(err.value) and "hf_wrong" not in str(err.value)
