@@ -122,7 +122,63 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the housing of test_unseen_housing, not among --housings (default {UNSEEN_HOUSING})",
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_from_feedback(sub)
     return parser
+
+
+def _add_from_feedback(sub: argparse._SubParsersAction) -> None:
+    feedback = sub.add_parser(
+        "from-feedback",
+        help="turn the Space's stored feedback into a qa split (parquet + dataset card)",
+        description=(
+            "Read the feedback store of QEU Inspection Space (SQLite) and write its judgements as "
+            "qa rows (the corrected answer where a model was wrong, the model's answer where it "
+            "was right) under OUT/qa/SPLIT-00000-of-00001.parquet plus OUT/README.md."
+        ),
+        epilog="example:\n  python -m dataset_tools from-feedback --db feedback.sqlite3 "
+        "--out data/feedback",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    feedback.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the feedback store (default: $QEU_FEEDBACK_DB, else the Space's default path)",
+    )
+    feedback.add_argument("--out", required=True, type=Path, help="folder to write (empty)")
+    feedback.add_argument("--split", default="feedback", help="split name (default feedback)")
+    feedback.add_argument("--only-wrong", action="store_true", help="only rows a person corrected")
+    feedback.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+
+def _from_feedback(args: argparse.Namespace, prog: str) -> int:
+    import os
+
+    from dataset_tools.from_feedback import write_feedback_split
+    from qeu_space.feedback import default_db_path
+
+    db = args.db or Path(os.environ.get("QEU_FEEDBACK_DB") or default_db_path())
+    command = "python -m dataset_tools " + shlex.join(
+        sys.argv[1:] if args.argv is None else args.argv
+    )
+    try:
+        report = write_feedback_split(
+            db,
+            args.out,
+            split=args.split,
+            only_wrong=args.only_wrong,
+            overwrite=args.overwrite,
+            command=command,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        return _fail(prog, str(e))
+    except OSError as e:
+        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+    print(
+        f"wrote {args.out}: {args.split} {report.used} of {report.stored} feedback rows "
+        f"({report.skipped_correct} judged correct left out, {report.unreadable} unreadable)"
+    )
+    return 0
 
 
 def _build(args: argparse.Namespace, prog: str) -> int:
@@ -192,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.command == "build":
         return _build(args, f"{parser.prog} build")
+    if args.command == "from-feedback":
+        return _from_feedback(args, f"{parser.prog} from-feedback")
     return parser.error(f"unknown command {args.command}")  # pragma: no cover
 
 

@@ -218,3 +218,87 @@ def test_hub_mirror_refusal_is_one_line(hub_standin: HubStandin, tmp_path: Path)
     with pytest.raises(HubError) as err:
         HubMirror.start("qeu/feedback", tmp_path / "m", token="hf_wrong", every=60)
     assert "HTTP 401" in str(err.value) and "hf_wrong" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- from-feedback
+
+
+@pytest.fixture
+def feedback_db(tmp_path: Path) -> Path:
+    db = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(db)
+    composite = noise(3, size=448)
+    store.add(entry(image=composite, correct=True))  # teaches the fine-tuned answer
+    store.add(entry(image=composite, correct=False, corrected_answer="U3 bent (left), D9 gone"))
+    store.add(entry(tuned_answer="llllllll", correct=True))  # judged right, says nothing
+    store.close()
+    return db
+
+
+def test_from_feedback_writes_a_qa_split_that_loads(feedback_db: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from dataset_tools.__main__ import main
+    from dataset_tools.builders import FEATURES
+    from qeu_space.geometry import CompositeLayout
+
+    out = tmp_path / "ds"
+    assert main(["from-feedback", "--db", str(feedback_db), "--out", str(out)]) == 0
+    loaded = datasets.load_dataset(str(out), split="feedback")
+    assert loaded.features == FEATURES["qa"]
+    assert loaded["answer"] == [
+        "Defective. 1 defect: C7 missing pin.",
+        "Defective. 2 defects: U3 bent pin (left); D9 missing pin.",
+    ]
+    assert loaded["verdict"] == ["defective", "defective"]
+    layout = CompositeLayout(448)
+    x1, y1, x2, y2 = layout.crop_box("test")
+    for finding in loaded[1]["findings"]:
+        bx1, by1, bx2, by2 = finding["box"]
+        assert x1 <= bx1 < bx2 <= x2 and y1 <= by1 < by2 <= y2
+    assert layout.position_at((bx1 + bx2) / 2, (by1 + by2) / 2).name == "D9"
+    assert loaded[0]["image"].size == (448, 448)
+    assert "from-feedback" in (out / "README.md").read_text()
+
+    only = tmp_path / "only"
+    args = ["from-feedback", "--db", str(feedback_db), "--out", str(only), "--only-wrong"]
+    assert main(args) == 0
+    assert datasets.load_dataset(str(only), split="feedback").num_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing-db", "no feedback store at"),
+        ("not-empty", "is not empty; pass --overwrite"),
+        ("no-rows", "no usable feedback in"),
+        ("bad-split", "split name must be letters"),
+    ],
+)
+def test_from_feedback_errors_are_one_line(
+    case: str, message: str, feedback_db: Path, tmp_path: Path, capsys
+) -> None:
+    from dataset_tools.__main__ import main
+
+    out = tmp_path / "out"
+    args = ["from-feedback", "--db", str(feedback_db), "--out", str(out)]
+    if case == "missing-db":
+        args[2] = str(tmp_path / "none.sqlite3")
+    elif case == "not-empty":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif case == "no-rows":
+        empty = FeedbackStore(tmp_path / "empty.sqlite3")
+        empty.add(entry(tuned_answer="zzz", correct=True))
+        empty.close()
+        args[2] = str(tmp_path / "empty.sqlite3")
+    elif case == "bad-split":
+        args += ["--split", "../x"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert err.startswith("python -m dataset_tools from-feedback: error: ")
+    if case == "not-empty":
+        assert (out / "keep.txt").read_text() == "mine"
+    else:
+        assert not out.exists()
