@@ -284,6 +284,8 @@ def test_cli_trains_and_pushes_the_adapter_without_checkpoints(
     repo = hub_standin.repo_path("me/qa-dora")
     pushed = {p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()}
     assert {"adapter_config.json", "adapter_model.safetensors", "loss_history.png"} <= pushed
+    card = (repo / "README.md").read_text()
+    assert "## Training" in card and "loss_history.png" in card  # helper 4b's model card
     assert not any(p.startswith("checkpoints") for p in pushed)
     assert json.loads((repo / "adapter_config.json").read_text())["use_dora"] is True
     args = json.loads((out / "training_args.json").read_text())

@@ -223,9 +223,11 @@ def _hub_token(repo_id: str | None) -> str | None:
 
 
 def _push(out: Path, config: TrainConfig, token: str | None) -> str:
-    """Upload the output folder's files (not its checkpoints) to ``config.push_to``."""
+    """Write the model card, then upload the output folder's files (not its checkpoints)."""
     from qeu_space.hub import push_folder
 
+    if not config.adapter.full_finetune:
+        _write_card(out, config)
     with tempfile.TemporaryDirectory(prefix="qeu-push-") as stage:
         for item in out.iterdir():
             if item.is_file():
@@ -238,6 +240,30 @@ def _push(out: Path, config: TrainConfig, token: str | None) -> str:
             token=token,
             commit_message=f"Train {config.task} adapter on {config.dataset} with qeu_space",
         )
+
+
+def _write_card(out: Path, config: TrainConfig) -> None:
+    """``README.md`` from the adapter, ``training_args.json``, the state and the loss plot.
+
+    Hub ids of the base and the dataset go into the card's metadata; local folders are not
+    named there (the Hub would refuse them), only in the training arguments.
+    """
+    from qeu_space.adapters import PushOptions, inspect_adapter, write_model_card
+
+    dataset = _hub_id(config.dataset)
+    options = PushOptions(
+        folder=out,
+        repo_id=config.push_to or "",
+        private=config.private,
+        datasets=[dataset] if dataset else [],
+        base_model=_hub_id(config.base),
+    )
+    write_model_card(options, inspect_adapter(out))
+
+
+def _hub_id(name: str) -> str | None:
+    """``name`` if it reads as a Hub id ``owner/name`` rather than a local folder."""
+    return name if name.count("/") == 1 and not Path(name).exists() else None
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
