@@ -2,8 +2,10 @@
 
 Builds a :class:`~qeu_space.training.TrainConfig` from the flags and calls
 :func:`~qeu_space.training.train`. Runs as it is on one device, and under
-``accelerate launch`` for several (CPU processes use gloo). Errors are one line with what to do,
-exit code 2; nothing is trained when a check fails.
+``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath) for several: one process
+per GPU, or, on a machine without CUDA, N CPU processes in a gloo group. (accelerate's ``--cpu``
+flag alone starts a single process: its multi-CPU mode needs MPI.) Errors are one line with what
+to do, exit code 2; nothing is trained when a check fails.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ EXAMPLES = """examples:
       --dataset data/qa --out runs/qa-dora --dora --rank 32 --push-to me/qeu-smolvlm-qa
   python -m qeu_space.train --task od --base florence-community/Florence-2-base \\
       --dataset data/od --out runs/od-full --full-finetune --learning-rate 1e-5
-  accelerate launch --num_processes 2 -m qeu_space.train --task qa --base ... --out ...
+  accelerate launch --multi_gpu --num_processes 2 -m qeu_space.train --task qa \\
+      --base HuggingFaceTB/SmolVLM-256M-Instruct --dataset data/qa --out runs/qa-ddp
 """
 
 

@@ -261,6 +261,14 @@ def test_bad_runs_fail_before_training(case, error, message, tiny, data, tmp_pat
     assert not out.exists()  # nothing was trained or written
 
 
+def test_a_new_run_refuses_a_folder_holding_another_runs_checkpoints(tiny, data, tmp_path):
+    out = tmp_path / "used"
+    (out / "checkpoints" / "checkpoint-7").mkdir(parents=True)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(_config("florence2", tiny, data, out))
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoint-7", "checkpoints"]
+
+
 # --------------------------------------------------------------------------- CLI
 
 

@@ -89,6 +89,7 @@ def train(
             f"trains on --task {'/'.join(family.TASKS)})"
         )
     _check_gpu_options(config)
+    _check_fresh_output(config)
     token = _hub_token(config.push_to)
     splits = load_splits(
         config.dataset, config.task, config_name=config.dataset_config, seed=config.seed
@@ -210,6 +211,16 @@ def _check_gpu_options(config: TrainConfig) -> None:
               config.gradient_checkpointing)) if on]  # fmt: skip
     if wanted and not torch.cuda.is_available():
         raise ValueError(f"{' and '.join(wanted)} need a CUDA GPU; none is available here")
+
+
+def _check_fresh_output(config: TrainConfig) -> None:
+    """A new run must not mix its checkpoints with an earlier run's ("latest" would pick theirs)."""
+    folder = Path(config.out) / CHECKPOINTS
+    if config.resume_from_checkpoint is None and any(folder.glob("checkpoint-*")):
+        raise ValueError(
+            f"{config.out} already holds a run ({folder}); pass --resume-from-checkpoint to "
+            "continue it, or choose another --out"
+        )
 
 
 def _hub_token(repo_id: str | None) -> str | None:
