@@ -25,7 +25,7 @@ BETA_FLOOR = 1e-6
 LOG_BETA_FLOOR = math.log(BETA_FLOOR)
 N_SELFSIM = 10
 """Entries of the self-similarity descriptor: upper triangle of a 4 x 4 Gram matrix."""
-MAX_SAMPLES = 4096
+MAX_SAMPLES = 2048
 """The unit space is estimated from a regular subsample of at most this many windows."""
 SCALE_FLOOR = 1e-3
 """Smallest robust spread of a metric (log units): identical images give a flat map, not 0/0."""
@@ -94,6 +94,65 @@ def _residual4(r0, r1, r2, r3, t0, t1, t2, t3, beta, eta, v, n):  # pragma: no c
         v[j] = max(max(max(v[j], a0), max(a1, a2)), a3)
 
 
+@njit(cache=True, inline="always")
+def _pixel_row(ref, test, i0, w, s, gw, span, beta, eta, v):  # pragma: no cover - compiled
+    """``beta``, ``eta`` and ``v`` of the windows of one grid row (slices contiguous if s == 1)."""
+    wd = ref.shape[1]
+    # x.x and x.y: column sums over the window's rows, then sums over its columns
+    cxx = np.zeros(wd)
+    cxy = np.zeros(wd)
+    for a in range(w):
+        rr = ref[i0 + a]
+        tr = test[i0 + a]
+        for x in range(wd):
+            cxx[x] += rr[x] * rr[x]
+            cxy[x] += rr[x] * tr[x]
+    xx = np.zeros(gw)
+    xy = np.zeros(gw)
+    for b in range(w):
+        if s == 1:
+            sx = cxx[b : b + gw]
+            sy = cxy[b : b + gw]
+            for j in range(gw):
+                xx[j] += sx[j]
+                xy[j] += sy[j]
+        else:
+            for j in range(gw):
+                xx[j] += cxx[j * s + b]
+                xy[j] += cxy[j * s + b]
+    for j in range(gw):
+        beta[j] = (xy[j] + EPS) / (xx[j] + EPS)
+    # eta = sum |y - beta x| and v = max |y - beta x|, four window rows per pass
+    eta[:] = 0.0
+    v[:] = 0.0
+    a = 0
+    while a + 4 <= w:
+        r0, r1, r2, r3 = ref[i0 + a], ref[i0 + a + 1], ref[i0 + a + 2], ref[i0 + a + 3]
+        t0, t1, t2, t3 = test[i0 + a], test[i0 + a + 1], test[i0 + a + 2], test[i0 + a + 3]
+        for b in range(w):
+            e = b + span
+            if s == 1:
+                _residual4(
+                    r0[b:e], r1[b:e], r2[b:e], r3[b:e], t0[b:e], t1[b:e], t2[b:e], t3[b:e],
+                    beta, eta, v, gw,
+                )  # fmt: skip
+            else:
+                _residual4(
+                    r0[b:e:s], r1[b:e:s], r2[b:e:s], r3[b:e:s],
+                    t0[b:e:s], t1[b:e:s], t2[b:e:s], t3[b:e:s],
+                    beta, eta, v, gw,
+                )  # fmt: skip
+        a += 4
+    while a < w:
+        for b in range(w):
+            e = b + span
+            if s == 1:
+                _residual1(ref[i0 + a, b:e], test[i0 + a, b:e], beta, eta, v, gw)
+            else:
+                _residual1(ref[i0 + a, b:e:s], test[i0 + a, b:e:s], beta, eta, v, gw)
+        a += 1
+
+
 @njit(cache=True, parallel=True)
 def pixel_metrics(ref, test, w, s):  # pragma: no cover - compiled
     """SOART3 of every ``w x w`` window pair at stride ``s``, descriptor = the window's pixels.
@@ -106,47 +165,10 @@ def pixel_metrics(ref, test, w, s):  # pragma: no cover - compiled
     span = (gw - 1) * s + 1
     out = np.empty((3, gh, gw))
     for gi in prange(gh):
-        i0 = gi * s
-        # x.x and x.y: column sums over the window's rows, then sums over its columns
-        cxx = np.zeros(wd)
-        cxy = np.zeros(wd)
-        for a in range(w):
-            rr = ref[i0 + a]
-            tr = test[i0 + a]
-            for x in range(wd):
-                cxx[x] += rr[x] * rr[x]
-                cxy[x] += rr[x] * tr[x]
-        xx = np.zeros(gw)
-        xy = np.zeros(gw)
-        for b in range(w):
-            sx = cxx[b : b + span : s]
-            sy = cxy[b : b + span : s]
-            for j in range(gw):
-                xx[j] += sx[j]
-                xy[j] += sy[j]
         beta = np.empty(gw)
-        for j in range(gw):
-            beta[j] = (xy[j] + EPS) / (xx[j] + EPS)
-        # eta = sum |y - beta x| and v = max |y - beta x|, four window rows per pass
-        eta = np.zeros(gw)
-        v = np.zeros(gw)
-        a = 0
-        while a + 4 <= w:
-            r0, r1, r2, r3 = ref[i0 + a], ref[i0 + a + 1], ref[i0 + a + 2], ref[i0 + a + 3]
-            t0, t1, t2, t3 = test[i0 + a], test[i0 + a + 1], test[i0 + a + 2], test[i0 + a + 3]
-            for b in range(w):
-                e = b + span
-                _residual4(
-                    r0[b:e:s], r1[b:e:s], r2[b:e:s], r3[b:e:s],
-                    t0[b:e:s], t1[b:e:s], t2[b:e:s], t3[b:e:s],
-                    beta, eta, v, gw,
-                )  # fmt: skip
-            a += 4
-        while a < w:
-            for b in range(w):
-                _residual1(ref[i0 + a, b : b + span : s], test[i0 + a, b : b + span : s],
-                           beta, eta, v, gw)  # fmt: skip
-            a += 1
+        eta = np.empty(gw)
+        v = np.empty(gw)
+        _pixel_row(ref, test, gi * s, w, s, gw, span, beta, eta, v)
         for j in range(gw):
             log_eta = math.log(eta[j] + 1.0)
             out[0, gi, j] = _log_beta(beta[j])
@@ -348,31 +370,88 @@ def profiles(img):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def estimate_shift(ref, test, max_shift):  # pragma: no cover - compiled
-    """Global translation ``(dy, dx)`` of ``test`` against ``ref``: ``test(p) ~ ref(p - d)``."""
-    rr, rc = profiles(ref)
-    tr, tc = profiles(test)
-    return profile_shift(rr, tr, max_shift), profile_shift(rc, tc, max_shift)
+def block_shifts(ref, test, nby, nbx, max_shift):  # pragma: no cover - compiled
+    """Translation of ``test`` against ``ref`` in each block of an ``nby x nbx`` grid.
+
+    Returns ``(nby * nbx, 4)`` rows ``(cy, cx, dy, dx)``: the block's centre relative to the
+    image centre and its shift (``test(p) ~ ref(p - d)``), from the block's row and column means.
+    """
+    h, wd = ref.shape
+    out = np.empty((nby * nbx, 4))
+    for by in range(nby):
+        y0 = by * h // nby
+        y1 = (by + 1) * h // nby
+        for bx in range(nbx):
+            x0 = bx * wd // nbx
+            x1 = (bx + 1) * wd // nbx
+            rr, rc = profiles(ref[y0:y1, x0:x1])
+            tr, tc = profiles(test[y0:y1, x0:x1])
+            k = by * nbx + bx
+            out[k, 0] = (y0 + y1 - 1) / 2.0 - (h - 1) / 2.0
+            out[k, 1] = (x0 + x1 - 1) / 2.0 - (wd - 1) / 2.0
+            out[k, 2] = profile_shift(rr, tr, max_shift)
+            out[k, 3] = profile_shift(rc, tc, max_shift)
+    return out
 
 
 @njit(cache=True, parallel=True)
-def shift_image(img, dy, dx):  # pragma: no cover - compiled
-    """Move ``img``'s content by ``(dy, dx)`` pixels: bilinear, edges replicated.
+def warp_image(img, dy, dx, theta):  # pragma: no cover - compiled
+    """Move ``img``'s content rigidly: rotate by ``theta`` (radians) about the centre, then
+    shift by ``(dy, dx)``; bilinear, edges replicated.
 
-    Same numbers as ``scipy.ndimage.shift(img, (dy, dx), order=1, mode="nearest")``.
+    A point ``p`` goes to ``c + M (p - c) + d`` with ``M = [[cos, sin], [-sin, cos]]`` on
+    ``(y, x)``. Same numbers as ``scipy.ndimage.affine_transform(..., order=1, mode="nearest")``.
+    ``theta == 0`` takes a faster path (constant interpolation weights, contiguous rows).
     """
     h, wd = img.shape
     out = np.empty((h, wd))
-    fy = math.floor(-dy)
-    fx = math.floor(-dx)
-    wy = -dy - fy
-    wx = -dx - fx
+    cy = (h - 1) / 2.0
+    cx = (wd - 1) / 2.0
+    co = math.cos(theta)
+    si = math.sin(theta)
+    # inverse map: q = M^T p + offset, offset = c - M^T (c + d)
+    oy = cy - (co * (cy + dy) - si * (cx + dx))
+    ox = cx - (si * (cy + dy) + co * (cx + dx))
+    if theta == 0.0:
+        fx = math.floor(ox)
+        wx = ox - fx
+        ix = int(fx)
+        lo = min(max(-ix, 0), wd)  # interior: 0 <= x + ix and x + ix + 1 <= wd - 1
+        hi = max(min(wd - 1 - ix - 1, wd - 1), lo - 1) + 1
+        for y in prange(h):
+            qy = y + oy
+            fy = math.floor(qy)
+            wy = qy - fy
+            y0 = min(max(int(fy), 0), h - 1)
+            y1 = min(max(int(fy) + 1, 0), h - 1)
+            r0 = img[y0]
+            r1 = img[y1]
+            o = out[y]
+            for x in range(lo, hi):
+                top = r0[x + ix] * (1.0 - wx) + r0[x + ix + 1] * wx
+                bottom = r1[x + ix] * (1.0 - wx) + r1[x + ix + 1] * wx
+                o[x] = top * (1.0 - wy) + bottom * wy
+            for x in range(wd):
+                if lo <= x < hi:
+                    continue
+                x0 = min(max(x + ix, 0), wd - 1)
+                x1 = min(max(x + ix + 1, 0), wd - 1)
+                top = r0[x0] * (1.0 - wx) + r0[x1] * wx
+                bottom = r1[x0] * (1.0 - wx) + r1[x1] * wx
+                o[x] = top * (1.0 - wy) + bottom * wy
+        return out
     for y in prange(h):
-        y0 = min(max(y + int(fy), 0), h - 1)
-        y1 = min(max(y + int(fy) + 1, 0), h - 1)
         for x in range(wd):
-            x0 = min(max(x + int(fx), 0), wd - 1)
-            x1 = min(max(x + int(fx) + 1, 0), wd - 1)
+            qy = co * y - si * x + oy
+            qx = si * y + co * x + ox
+            fy = math.floor(qy)
+            fx = math.floor(qx)
+            wy = qy - fy
+            wx = qx - fx
+            y0 = min(max(int(fy), 0), h - 1)
+            y1 = min(max(int(fy) + 1, 0), h - 1)
+            x0 = min(max(int(fx), 0), wd - 1)
+            x1 = min(max(int(fx) + 1, 0), wd - 1)
             top = img[y0, x0] * (1.0 - wx) + img[y0, x1] * wx
             bottom = img[y1, x0] * (1.0 - wx) + img[y1, x1] * wx
             out[y, x] = top * (1.0 - wy) + bottom * wy
@@ -479,7 +558,11 @@ def _cover_ranges(n, w, s, g):  # pragma: no cover - compiled
 
 @njit(cache=True, parallel=True)
 def cover_mean(grid, h, wd, w, s):  # pragma: no cover - compiled
-    """Each pixel's mean over the windows that contain it: ``(gh, gw) -> (h, wd)``."""
+    """Each pixel's mean over the windows that contain it: ``(gh, gw) -> (h, wd)``.
+
+    From an integral image of the grid: one difference of two rows per pixel row, then one
+    difference per pixel, times the reciprocal window counts.
+    """
     gh, gw = grid.shape
     acc = np.zeros((gh + 1, gw + 1))
     for i in range(gh):
@@ -489,13 +572,13 @@ def cover_mean(grid, h, wd, w, s):  # pragma: no cover - compiled
             acc[i + 1, j + 1] = acc[i, j + 1] + run
     ylo, yhi = _cover_ranges(h, w, s, gh)
     xlo, xhi = _cover_ranges(wd, w, s, gw)
+    inv_x = np.empty(wd)
+    for x in range(wd):
+        inv_x[x] = 1.0 / (xhi[x] + 1 - xlo[x])
     out = np.empty((h, wd))
     for y in prange(h):
-        a = ylo[y]
-        b = yhi[y] + 1
+        band = acc[yhi[y] + 1] - acc[ylo[y]]
+        inv_y = 1.0 / (yhi[y] + 1 - ylo[y])
         for x in range(wd):
-            c = xlo[x]
-            d = xhi[x] + 1
-            total = acc[b, d] - acc[a, d] - acc[b, c] + acc[a, c]
-            out[y, x] = total / ((b - a) * (d - c))
+            out[y, x] = (band[xhi[x] + 1] - band[xlo[x]]) * inv_y * inv_x[x]
     return out

@@ -117,17 +117,35 @@ def profile_shift(p: np.ndarray, q: np.ndarray, max_shift: int) -> float:
     return d
 
 
-def estimate_shift(ref: np.ndarray, test: np.ndarray, max_shift: int) -> tuple[float, float]:
-    """Global translation ``(dy, dx)`` of ``test`` against ``ref``: ``test(p) ~ ref(p - d)``."""
-    return (
-        profile_shift(ref.mean(axis=1), test.mean(axis=1), max_shift),
-        profile_shift(ref.mean(axis=0), test.mean(axis=0), max_shift),
-    )
+def block_shifts(
+    ref: np.ndarray, test: np.ndarray, nby: int, nbx: int, max_shift: int
+) -> np.ndarray:
+    """Translation of ``test`` against ``ref`` in each block: rows ``(cy, cx, dy, dx)``."""
+    h, wd = ref.shape
+    rows = []
+    for by in range(nby):
+        y0, y1 = by * h // nby, (by + 1) * h // nby
+        for bx in range(nbx):
+            x0, x1 = bx * wd // nbx, (bx + 1) * wd // nbx
+            r, t = ref[y0:y1, x0:x1], test[y0:y1, x0:x1]
+            rows.append(
+                (
+                    (y0 + y1 - 1) / 2.0 - (h - 1) / 2.0,
+                    (x0 + x1 - 1) / 2.0 - (wd - 1) / 2.0,
+                    profile_shift(r.mean(axis=1), t.mean(axis=1), max_shift),
+                    profile_shift(r.mean(axis=0), t.mean(axis=0), max_shift),
+                )
+            )
+    return np.array(rows)
 
 
-def shift_image(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """Move ``img``'s content by ``(dy, dx)`` pixels: bilinear, edges replicated."""
-    return ndimage.shift(img, (dy, dx), order=1, mode="nearest")
+def warp_image(img: np.ndarray, dy: float, dx: float, theta: float) -> np.ndarray:
+    """Rotate ``img``'s content by ``theta`` about the centre, then shift by ``(dy, dx)``."""
+    c = (np.array(img.shape, dtype=np.float64) - 1.0) / 2.0
+    co, si = math.cos(theta), math.sin(theta)
+    inverse = np.array([[co, -si], [si, co]])  # M^T
+    offset = c - inverse @ (c + np.array([dy, dx]))
+    return ndimage.affine_transform(img, inverse, offset=offset, order=1, mode="nearest")
 
 
 def robust_unit_space(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +188,6 @@ def cover_mean(grid: np.ndarray, h: int, wd: int, w: int, s: int) -> np.ndarray:
     acc[1:, 1:] = np.cumsum(np.cumsum(grid, axis=1), axis=0)
     ylo, yhi = _cover_ranges(h, w, s, gh)
     xlo, xhi = _cover_ranges(wd, w, s, gw)
-    a, b = ylo[:, None], yhi[:, None] + 1
-    c, d = xlo[None, :], xhi[None, :] + 1
-    total = acc[b, d] - acc[a, d] - acc[b, c] + acc[a, c]
-    return total / ((b - a) * (d - c))
+    band = acc[yhi + 1] - acc[ylo]
+    total = band[:, xhi + 1] - band[:, xlo]
+    return total * (1.0 / (yhi + 1 - ylo))[:, None] * (1.0 / (xhi + 1 - xlo))[None, :]

@@ -22,10 +22,11 @@ SOARTC draws where a test image departs from a good reference, in two stages:
    the good images vary. Each pixel of the heatmap is the mean distance of the windows that
    contain it; the heatmap's maximum is the image score.
 
-Before stage 1 (``align=True``) the global sub-pixel translation between the two images (up to
-``MAX_SHIFT`` pixels) is estimated from their row and column profiles and split between them, so a
-product that sits a pixel off does not light up every edge; the heatmap is returned in the test
-image's frame.
+Before stage 1 (``align=True``) the rigid motion between the two images (a sub-pixel shift of up
+to ``MAX_SHIFT`` pixels and a rotation of up to ``MAX_ROTATION`` degrees) is estimated from the row
+and column profiles of a grid of blocks and split between them, so a product that sits a pixel
+off or turned a little does not light up every edge; the heatmap is returned in the test image's
+frame.
 
 Example:
     >>> import numpy as np
@@ -39,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -56,6 +58,7 @@ __all__ = [
     "DESCRIPTORS",
     "EPS",
     "LOG_BETA_FLOOR",
+    "MAX_ROTATION",
     "MAX_SHIFT",
     "METRIC_NAMES",
     "ImageLike",
@@ -78,6 +81,10 @@ DEFAULT_DESCRIPTOR: Descriptor = "pixels"
 BACKENDS: dict[str, ModuleType] = {"numba": _kernels, "numpy": _reference}
 MAX_SHIFT = 4
 """Largest global translation (pixels, per axis) that ``align=True`` looks for."""
+MAX_ROTATION = 2.5
+"""Largest rotation (degrees) that ``align=True`` looks for."""
+_MIN_BLOCK = 48  # images shorter than two such blocks get a shift only
+_NEGLIGIBLE_PX = 0.02  # a rotation that moves no pixel further than this is left out
 METRIC_NAMES: tuple[str, str, str] = ("log beta", "log(eta + 1)", "log(v + 1) - log(eta + 1)")
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's "L" mode
 
@@ -124,7 +131,8 @@ class SoartcResult:
         anomaly: Mahalanobis distance of each window to the unit space, ``(gh, gw)``.
         unit_space: the centre and covariance used.
         shift: ``(dy, dx)`` translation of the test against the reference that alignment
-            removed (``(0.0, 0.0)`` with ``align=False``).
+            removed, in pixels (``(0.0, 0.0)`` with ``align=False``).
+        rotation: the rotation it removed, in degrees (counter-clockwise on screen).
         window, stride, descriptor, backend: the parameters used.
     """
 
@@ -134,6 +142,7 @@ class SoartcResult:
     anomaly: np.ndarray
     unit_space: UnitSpace
     shift: tuple[float, float]
+    rotation: float
     window: int
     stride: int
     descriptor: str
@@ -191,7 +200,7 @@ def to_gray(image: ImageLike, name: str = "image") -> np.ndarray:
     elif arr.dtype == np.uint16:
         gray = arr.astype(np.float64) / 65535.0
     elif np.issubdtype(arr.dtype, np.floating):
-        gray = arr.astype(np.float64)
+        gray = np.asarray(arr, dtype=np.float64)  # no copy for float64: kernels only read
         if not np.isfinite(gray).all():
             raise ValueError(f"{name} contains NaN or inf: replace them before comparing")
     else:
@@ -293,7 +302,8 @@ def soartc(
         references: other good images of the same size; when given, the unit space is their
             variation around ``reference`` instead of the bulk of this pair.
         descriptor: ``"pixels"`` or ``"selfsim"``.
-        align: remove a global sub-pixel translation (up to ``MAX_SHIFT`` px) first.
+        align: remove a global shift (up to ``MAX_SHIFT`` px) and rotation (up to
+            ``MAX_ROTATION`` degrees) first.
         backend: ``"numba"`` (parallel kernels) or ``"numpy"`` (the plain twin, same numbers).
     """
     ops = _backend(backend)
@@ -326,7 +336,7 @@ def soartc(
             )
         goods.append(g)
 
-    metrics, shift = _pair_metrics(ops, ref, tst, w, s, descriptor, align)
+    metrics, motion = _pair_metrics(ops, ref, tst, w, s, descriptor, align)
     if goods:
         good_metrics = [_pair_metrics(ops, ref, g, w, s, descriptor, align)[0] for g in goods]
         unit = _unit_from_references(ops, metrics, good_metrics)
@@ -339,8 +349,8 @@ def soartc(
         np.ascontiguousarray(centred), unit.location, np.linalg.inv(unit.covariance)
     )
     heat = ops.cover_mean(anomaly, h, wd, w, s)
-    if shift != (0.0, 0.0):  # from the halfway frame back to the test image's frame
-        heat = ops.shift_image(heat, shift[0] / 2, shift[1] / 2)
+    if motion != (0.0, 0.0, 0.0):  # from the halfway frame back to the test image's frame
+        heat = ops.warp_image(heat, motion[0] / 2, motion[1] / 2, motion[2] / 2)
     heatmap = heat.astype(np.float32)
     return SoartcResult(
         heatmap=heatmap,
@@ -348,7 +358,8 @@ def soartc(
         metrics=metrics,
         anomaly=anomaly,
         unit_space=unit,
-        shift=shift,
+        shift=(motion[0], motion[1]),
+        rotation=math.degrees(motion[2]),
         window=w,
         stride=s,
         descriptor=descriptor,
@@ -364,20 +375,46 @@ def _pair_metrics(
     s: int,
     descriptor: str,
     align: bool,
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Stage 1 for one pair, after splitting their translation between them."""
-    shift = (0.0, 0.0)
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Stage 1 for one pair, after splitting their motion ``(dy, dx, theta)`` between them."""
+    motion = (0.0, 0.0, 0.0)
     if align:
-        dy, dx = ops.estimate_shift(ref, test, MAX_SHIFT)
-        if abs(dy) >= 1e-3 or abs(dx) >= 1e-3:
-            shift = (float(dy), float(dx))
-            ref = ops.shift_image(ref, dy / 2, dx / 2)
-            test = ops.shift_image(test, -dy / 2, -dx / 2)
+        dy, dx, theta = _estimate_motion(ops, ref, test)
+        if max(abs(dy), abs(dx)) >= 1e-3 or theta != 0.0:
+            motion = (dy, dx, theta)
+            ref = ops.warp_image(ref, dy / 2, dx / 2, theta / 2)
+            test = ops.warp_image(test, -dy / 2, -dx / 2, -theta / 2)
     if descriptor == "pixels":
-        return ops.pixel_metrics(ref, test, w, s), shift
+        return ops.pixel_metrics(ref, test, w, s), motion
     x = ops.selfsim_descriptors(ref, w, s)
     y = ops.selfsim_descriptors(test, w, s)
-    return ops.descriptor_metrics(x, y), shift
+    return ops.descriptor_metrics(x, y), motion
+
+
+def _estimate_motion(ops: ModuleType, ref: np.ndarray, test: np.ndarray) -> tuple[float, ...]:
+    """Rigid motion ``(dy, dx, theta)`` of ``test`` against ``ref`` from block shifts.
+
+    Each block of a grid (about square blocks, 2 to 6 per side) gives a shift; a least-squares
+    fit of ``dy = ty + theta * cx``, ``dx = tx - theta * cy`` over the block centres gives the
+    shift and the small rotation (clamped to ``MAX_ROTATION``). Small images get a shift only.
+    """
+    h, wd = ref.shape
+    short = min(h, wd)
+    if short < 2 * _MIN_BLOCK:
+        dy, dx = ops.block_shifts(ref, test, 1, 1, MAX_SHIFT)[0, 2:]
+        return float(dy), float(dx), 0.0
+    nby = min(max(round(2 * h / short), 2), 6)
+    nbx = min(max(round(2 * wd / short), 2), 6)
+    limit = math.radians(MAX_ROTATION)
+    reach = math.ceil(math.tan(limit) * max(h, wd) / 2)
+    blocks = ops.block_shifts(ref, test, nby, nbx, MAX_SHIFT + reach)
+    cy, cx, dy, dx = blocks.T
+    one, zero = np.ones_like(cy), np.zeros_like(cy)
+    a = np.concatenate([np.stack([one, zero, cx], 1), np.stack([zero, one, -cy], 1)])
+    (ty, tx, theta), *_ = np.linalg.lstsq(a, np.concatenate([dy, dx]), rcond=None)
+    if abs(theta) * max(h, wd) / 2 < _NEGLIGIBLE_PX:
+        theta = 0.0  # moves no pixel noticeably: a shift alone is cheaper to apply
+    return float(ty), float(tx), float(np.clip(theta, -limit, limit))
 
 
 def _unit_from_references(

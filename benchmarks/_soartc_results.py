@@ -1,0 +1,33 @@
+"""Shared by the SOARTC benchmarks: write one section of ``benchmarks/RESULTS_soartc.md``."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS_soartc.md")
+_HEADER = (
+    "# SOARTC: quality and speed\n\nWritten by the two benchmark scripts; each owns its section.\n"
+)
+
+
+def machine() -> str:
+    return f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores (shared)"
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between ``<!-- name -->`` markers."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    text = RESULTS.read_text() if RESULTS.exists() else _HEADER
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
+    RESULTS.write_text(text)
