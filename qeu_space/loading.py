@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download
-from peft import PeftConfig, PeftModel, get_peft_model_state_dict
+from peft import PeftModel, get_peft_model_state_dict
 from safetensors import safe_open
 from transformers import (
     AutoModelForCausalLM,
@@ -279,7 +279,6 @@ def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
     weights = _adapter_file(adapter, ADAPTER_WEIGHTS)
     recorded = trained_for(adapter) or "an unrecorded base"
     try:
-        PeftConfig.from_pretrained(adapter)
         peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]

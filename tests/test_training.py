@@ -227,6 +227,7 @@ def _without_column(data: Path, column: str, tmp: Path) -> Path:
     [
         ("od_on_chat_vlm", ValueError, "--task od does not fit"),
         ("missing_column", DatasetError, "lacks the column\\(s\\) bbox_str"),
+        ("no_dataset", DatasetError, "dataset folder .* does not exist"),
         ("bf16_on_cpu", ValueError, "--bf16 need a CUDA GPU"),
         ("push_without_token", MissingTokenError, "no Hugging Face token"),
         ("remote_code", RemoteCodeError, "--trust-remote-code"),
@@ -240,6 +241,8 @@ def test_bad_runs_fail_before_training(case, error, message, tiny, data, tmp_pat
     elif case == "missing_column":
         config = _config("florence2", tiny, {"florence2": _without_column(
             data["florence2"], "bbox_str", tmp_path)}, out)  # fmt: skip
+    elif case == "no_dataset":
+        config = _config("florence2", tiny, {"florence2": tmp_path / "none"}, out)
     elif case == "bf16_on_cpu":
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")

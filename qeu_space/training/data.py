@@ -69,11 +69,24 @@ def check_columns(dataset: datasets.Dataset, task: str, *, name: str = "dataset"
 def _read(source: str, config_name: str | None) -> datasets.DatasetDict:
     path = Path(source)
     if path.is_dir() and (path / "dataset_dict.json").is_file():
-        loaded = datasets.load_from_disk(source)
-    elif path.is_dir() or not source.startswith((".", "/", "~")):
-        loaded = datasets.load_dataset(source, name=config_name)
-    else:
+        return _named_splits(source, datasets.load_from_disk(source))
+    if not path.is_dir() and (source.startswith((".", "/", "~")) or source.count("/") != 1):
         raise DatasetError(f"dataset folder {source!r} does not exist")
+    try:  # a folder datasets can read, or (named by the user) a Hub dataset id
+        loaded = datasets.load_dataset(source, name=config_name)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = " (pick one with --dataset-config)" if "config" in first.lower() else ""
+        what = (
+            f"dataset folder {source!r} cannot be read"
+            if path.is_dir()
+            else f"dataset {source!r} is not a local folder and did not load from the Hub"
+        )
+        raise DatasetError(f"{what}: {first}{hint}") from None
+    return _named_splits(source, loaded)
+
+
+def _named_splits(source: str, loaded: object) -> datasets.DatasetDict:
     if not isinstance(loaded, datasets.DatasetDict):
         raise DatasetError(f"dataset {source} has no named splits; expected train/validation")
     return loaded
