@@ -13,6 +13,10 @@ path for all, :func:`qeu_space.loading.load_model`). Each module offers:
   own prompt;
 - ``parse(text, image_size) -> list[Finding]``: findings read back from one generated text.
 
+Family extras: ``florence2.parse_boxes(text, image_size)`` gives the labelled pixel boxes (for
+mAP) and ``chat_vlm.generate(..., question=...)`` asks another question than the inspection one.
+Both ``generate`` functions also take ``batch_size`` (default 8).
+
 The registry is this explicit dict; nothing registers itself on import.
 
 Example:
