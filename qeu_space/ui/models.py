@@ -1,0 +1,275 @@
+"""The Space's models, loaded once at start, and the functions that run them (``spaces.GPU``).
+
+Three optional models: the chat VLM with its adapter (base vs fine-tuned answers on one loaded
+model), the ViT classifier of the test connector (verdict + attention map) and a Florence-2 for
+``<OD>`` boxes. A model that is not configured, whose folder is missing or that fails to load
+leaves its slot empty with a one-line reason ("model not available: <path> (see README)"); the app
+still serves everything else, and never makes up an answer for an empty slot.
+
+The model functions are module-level and take only picklable arguments, because on ZeroGPU
+``spaces.GPU`` runs them in a forked worker that inherits :data:`MODELS` and receives its
+arguments by pickling.
+
+Example:
+    >>> load_models(AppSettings.from_env(), detect_device())
+    >>> answers = answer_with_vlm(composite, tuned=True, max_new_tokens=64)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import spaces
+from PIL import Image
+
+from qeu_space.devices import DeviceInfo
+from qeu_space.ui.settings import AppSettings
+from qeu_space.vocabulary import Finding
+
+logger = logging.getLogger(__name__)
+
+README_HINT = "see README"
+
+
+@dataclass
+class ModelSlot:
+    """One configured model: what was asked for, and either the loaded model or why not.
+
+    Attributes:
+        role: what the model does in the app (``chat VLM``, ``ViT``, ``Florence-2 OD``).
+        name: the configured Hub id or folder, or ``None`` when not configured.
+        loaded: the loaded object (a ``LoadedModel`` or a ``ViTBundle``), or ``None``.
+        reason: why ``loaded`` is ``None`` (one line), or ``""``.
+        adapter: the configured adapter (chat VLM / OD), or ``None``.
+        adapter_reason: why the adapter is not in use, or ``""``.
+    """
+
+    role: str
+    name: str | None
+    loaded: Any = None
+    reason: str = ""
+    adapter: str | None = None
+    adapter_reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.available and bool(getattr(self.loaded, "has_adapter", False))
+
+    def status(self) -> str:
+        """One line for the models panel."""
+        if self.name is None:
+            return f"{self.role}: not configured"
+        if not self.available:
+            return f"{self.role}: {self.reason}"
+        line = f"{self.role}: `{self.name}` loaded"
+        if self.adapter and self.has_adapter:
+            line += f" with adapter `{self.adapter}`"
+        elif self.adapter_reason:
+            line += f"; {self.adapter_reason}"
+        return line
+
+
+@dataclass(frozen=True)
+class ViTBundle:
+    """A ViT classifier and its image processor; ``labels`` in output order."""
+
+    model: Any
+    processor: Any
+    labels: tuple[str, ...]
+
+
+@dataclass
+class Models:
+    """The loaded models of this process (see :data:`MODELS`)."""
+
+    vlm: ModelSlot = field(default_factory=lambda: ModelSlot("chat VLM", None))
+    vit: ModelSlot = field(default_factory=lambda: ModelSlot("ViT", None))
+    od: ModelSlot = field(default_factory=lambda: ModelSlot("Florence-2 OD", None))
+    device: DeviceInfo | None = None
+
+
+#: The process's models: set by :func:`load_models`, read by the model functions (and inherited
+#: by ZeroGPU's forked workers).
+MODELS = Models()
+
+
+def not_available(name: str, reason: str = "") -> str:
+    extra = f"; {reason}" if reason else ""
+    return f"model not available: {name} ({README_HINT}{extra})"
+
+
+def _missing_folder(name: str) -> bool:
+    """A name that is clearly a path (absolute, ``./``, ``~``) and does not exist: no Hub lookup."""
+    path = Path(name).expanduser()
+    return name.startswith((".", "/", "~")) and not path.exists()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
+    """Load every configured model onto ``device``; failures become slot reasons, never raise."""
+    models = Models(
+        vlm=_load_generative(
+            "chat VLM", settings.base_model, settings.adapter, settings, device, family=None
+        ),
+        vit=_load_vit(settings.vit_model, settings, device),
+        od=_load_generative(
+            "Florence-2 OD", settings.od_model, settings.od_adapter, settings, device, "florence2"
+        ),
+        device=device,
+    )
+    MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device = models.vlm, models.vit, models.od, device
+    for slot in (models.vlm, models.vit, models.od):
+        logger.info("%s", slot.status())
+    return models
+
+
+def _load_generative(
+    role: str,
+    name: str | None,
+    adapter: str | None,
+    settings: AppSettings,
+    device: DeviceInfo,
+    family: str | None,
+) -> ModelSlot:
+    from qeu_space.loading import load_model
+
+    slot = ModelSlot(role, name, adapter=adapter)
+    if name is None:
+        return slot
+    if _missing_folder(name):
+        slot.reason = not_available(name)
+        return slot
+    use_adapter = adapter
+    if adapter is not None and _missing_folder(adapter):
+        slot.adapter_reason = f"adapter {not_available(adapter)}"
+        use_adapter = None
+    try:
+        slot.loaded = load_model(
+            name,
+            use_adapter,
+            trust_remote_code=settings.trust_remote_code,
+            device=device.torch_device,
+        )
+    except Exception as err:  # noqa: BLE001 - any load failure leaves the slot empty, app runs
+        if use_adapter is not None:  # the base may still load without its adapter
+            slot.adapter_reason = f"adapter not used: {_first_line(err)}"
+            try:
+                slot.loaded = load_model(
+                    name,
+                    None,
+                    trust_remote_code=settings.trust_remote_code,
+                    device=device.torch_device,
+                )
+            except Exception as err2:  # noqa: BLE001
+                slot.reason = not_available(name, _first_line(err2))
+        else:
+            slot.reason = not_available(name, _first_line(err))
+    if slot.available and family is not None and slot.loaded.family != family:
+        slot.reason = not_available(name, f"it is a {slot.loaded.family} model, not {family}")
+        slot.loaded = None
+    return slot
+
+
+def _load_vit(name: str | None, settings: AppSettings, device: DeviceInfo) -> ModelSlot:
+    slot = ModelSlot("ViT", name)
+    if name is None:
+        return slot
+    if _missing_folder(name):
+        slot.reason = not_available(name)
+        return slot
+    try:
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        from qeu_space.loading import read_config
+
+        read_config(name, trust_remote_code=settings.trust_remote_code)
+        model = AutoModelForImageClassification.from_pretrained(
+            name,
+            use_safetensors=True,
+            trust_remote_code=settings.trust_remote_code,
+            attn_implementation="eager",  # attention weights for the attention map
+        )
+        processor = AutoImageProcessor.from_pretrained(
+            name, trust_remote_code=settings.trust_remote_code
+        )
+        model.to(device.torch_device).eval()
+        labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+        slot.loaded = ViTBundle(model, processor, labels)
+    except Exception as err:  # noqa: BLE001
+        slot.reason = not_available(name, _first_line(err))
+    return slot
+
+
+# --------------------------------------------------------------------------- model functions
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One model's answer: its text and the findings read from it (boxes for ``<OD>`` output)."""
+
+    text: str
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class VitVerdict:
+    """The ViT's class probabilities and its attention map over the test connector (0..1)."""
+
+    probabilities: dict[str, float]
+    attention: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+
+@spaces.GPU(duration=60)
+def answer_with_vlm(composite: Image.Image, *, tuned: bool, max_new_tokens: int) -> Answer:
+    """The chat VLM's answer to the inspection question, with the adapter on or off."""
+    loaded = MODELS.vlm.loaded
+    if loaded is None:
+        raise RuntimeError(MODELS.vlm.reason or "no chat VLM configured")
+    family = loaded.family_module
+    if tuned and not loaded.has_adapter:
+        raise RuntimeError("no adapter loaded")
+    if tuned:
+        text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+    else:
+        with loaded.base_only():
+            text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+    return Answer(text, tuple(family.parse(text, composite.size)))
+
+
+@spaces.GPU(duration=60)
+def detect_with_florence(composite: Image.Image, *, max_new_tokens: int) -> Answer:
+    """Florence-2 ``<OD>`` boxes (adapter on when one is loaded)."""
+    loaded = MODELS.od.loaded
+    if loaded is None:
+        raise RuntimeError(MODELS.od.reason or "no OD model configured")
+    family = loaded.family_module
+    text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+    return Answer(text, tuple(family.parse(text, composite.size)))
+
+
+@spaces.GPU(duration=30)
+def classify_with_vit(connector: Image.Image) -> VitVerdict:
+    """The ViT's verdict on one connector image, and its attention rollout."""
+    from qeu_space.ui.vit import classify
+
+    bundle = MODELS.vit.loaded
+    if bundle is None:
+        raise RuntimeError(MODELS.vit.reason or "no ViT configured")
+    probabilities, attention = classify(bundle.model, bundle.processor, bundle.labels, connector)
+    return VitVerdict(probabilities, attention)

@@ -1,0 +1,138 @@
+"""The Space's settings, read once from environment variables (documented in the README).
+
+Defaults run offline on the models embedded in the repository (``models/``); on a Space the
+variables name Hub ids instead. An empty value or ``none`` turns an optional model off.
+
+Example:
+    >>> s = AppSettings.from_env({"QEU_ADAPTER": "none", "QEU_QUEUE_SIZE": "4"})
+    >>> s.adapter is None, s.queue_size
+    (True, 4)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qeu_space.feedback import default_db_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Embedded models (folders under ``models/`` of the repository), absolute so that a missing one
+#: is reported as missing and never mistaken for a Hub id.
+DEFAULT_BASE = str(REPO_ROOT / "models" / "inspection-vlm-base")
+DEFAULT_ADAPTER = str(REPO_ROOT / "models" / "inspection-vlm-lora")
+DEFAULT_VIT = str(REPO_ROOT / "models" / "vit-inspector")
+
+_OFF = ("", "none", "off", "0", "false")
+
+
+def _optional(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return default
+    return None if value.strip().lower() in _OFF else value.strip()
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in _OFF:
+        return False
+    raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def resolve_model_path(name: str | None) -> str | None:
+    """An existing folder (relative to the working directory or to the repository) becomes an
+    absolute path, so the app works from anywhere; anything else (a Hub id) is kept as given."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    for candidate in (path, REPO_ROOT / path):
+        if candidate.exists():
+            return str(candidate.resolve())
+    return name
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Everything configurable about the Space.
+
+    Attributes:
+        base_model: chat VLM (Hub id or folder) answering as "base" (``QEU_BASE_MODEL``).
+        adapter: PEFT adapter on it for the "fine-tuned" answer, or ``None`` (``QEU_ADAPTER``).
+        vit_model: ViT classifier (OK / BENDNG / NUKENG) of the test connector (``QEU_VIT_MODEL``).
+        od_model: Florence-2 for ``<OD>`` boxes, or ``None`` (``QEU_OD_MODEL``).
+        od_adapter: PEFT adapter on the OD model, or ``None`` (``QEU_OD_ADAPTER``).
+        trust_remote_code: allow code shipped with the named models (``QEU_TRUST_REMOTE_CODE``).
+        feedback_db: SQLite file of the feedback store (``QEU_FEEDBACK_DB``).
+        feedback_repo: Hub dataset the feedback is pushed to, or ``None`` (``QEU_FEEDBACK_REPO``).
+        feedback_every: minutes between feedback pushes (``QEU_FEEDBACK_EVERY``).
+        max_upload_mb: largest upload (``QEU_MAX_UPLOAD_MB``).
+        max_pixels: largest ``width * height`` of an upload (``QEU_MAX_PIXELS``).
+        queue_size: requests waiting at most in the queue (``QEU_QUEUE_SIZE``).
+        model_concurrency: model calls running at once (``QEU_MODEL_CONCURRENCY``).
+        max_new_tokens: longest generated answer (``QEU_MAX_NEW_TOKENS``).
+        gallery_size: generated samples in the gallery (``QEU_GALLERY_SIZE``).
+        gallery_seed: seed of the gallery (``QEU_GALLERY_SEED``).
+    """
+
+    base_model: str | None = DEFAULT_BASE
+    adapter: str | None = DEFAULT_ADAPTER
+    vit_model: str | None = DEFAULT_VIT
+    od_model: str | None = None
+    od_adapter: str | None = None
+    trust_remote_code: bool = False
+    feedback_db: Path = field(default_factory=default_db_path)
+    feedback_repo: str | None = None
+    feedback_every: float = 5.0
+    max_upload_mb: float = 10.0
+    max_pixels: int = 4096 * 4096
+    queue_size: int = 16
+    model_concurrency: int = 1
+    max_new_tokens: int = 64
+    gallery_size: int = 8
+    gallery_seed: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
+        """Read the ``QEU_*`` variables; a bad value raises ``ValueError`` naming the variable."""
+        env = os.environ if environ is None else environ
+        db = env.get("QEU_FEEDBACK_DB", "").strip()
+        return cls(
+            base_model=resolve_model_path(_optional(env, "QEU_BASE_MODEL", DEFAULT_BASE)),
+            adapter=resolve_model_path(_optional(env, "QEU_ADAPTER", DEFAULT_ADAPTER)),
+            vit_model=resolve_model_path(_optional(env, "QEU_VIT_MODEL", DEFAULT_VIT)),
+            od_model=resolve_model_path(_optional(env, "QEU_OD_MODEL", None)),
+            od_adapter=resolve_model_path(_optional(env, "QEU_OD_ADAPTER", None)),
+            trust_remote_code=_flag(env, "QEU_TRUST_REMOTE_CODE"),
+            feedback_db=Path(db).expanduser() if db else default_db_path(),
+            feedback_repo=_optional(env, "QEU_FEEDBACK_REPO", None),
+            feedback_every=_number(env, "QEU_FEEDBACK_EVERY", 5.0, 0.1, 1440),
+            max_upload_mb=_number(env, "QEU_MAX_UPLOAD_MB", 10.0, 0.01, 200),
+            max_pixels=int(_number(env, "QEU_MAX_PIXELS", 4096 * 4096, 96 * 96, 1e9)),
+            queue_size=int(_number(env, "QEU_QUEUE_SIZE", 16, 1, 10_000)),
+            model_concurrency=int(_number(env, "QEU_MODEL_CONCURRENCY", 1, 1, 64)),
+            max_new_tokens=int(_number(env, "QEU_MAX_NEW_TOKENS", 64, 1, 1024)),
+            gallery_size=int(_number(env, "QEU_GALLERY_SIZE", 8, 1, 64)),
+            gallery_seed=int(_number(env, "QEU_GALLERY_SEED", 0, 0, 2**31)),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
