@@ -19,6 +19,7 @@ from qeu_space.soartc import (
     soart3,
     soart3_batch,
     soartc,
+    soartc_many,
     to_gray,
     top_positions,
 )
@@ -374,3 +375,26 @@ def test_shifts_up_to_max_shift_are_recovered(d):
     ref = to_gray(render(nuisances=Nuisances.off())[0])
     moved = _kernels.warp_image(ref, d, -d, 0.0)
     assert soartc(ref, moved).shift == pytest.approx((d, -d), abs=0.2)
+
+
+@pytest.mark.parametrize("workers", [None, 1, 2, 3])
+def test_soartc_many_equals_one_by_one(workers):
+    pairs = [_rand_pair(seed, shape=(30, 44)) for seed in range(5)]
+    many = soartc_many(pairs, workers=workers, window=6)
+    assert len(many) == len(pairs)
+    for (ref, test), got in zip(pairs, many, strict=True):
+        want = soartc(ref, test, window=6)
+        np.testing.assert_array_equal(got.heatmap, want.heatmap)
+        assert got.window == 6
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_soartc_many_rejects_bad_workers(workers):
+    with pytest.raises(ValueError, match="workers"):
+        soartc_many([_rand_pair()], workers=workers)
+
+
+def test_soartc_many_passes_errors_on():
+    good, bad = _rand_pair(), (np.ones((20, 20)), np.ones((20, 21)))
+    with pytest.raises(ValueError, match="same size"):
+        soartc_many([good, bad], workers=2)

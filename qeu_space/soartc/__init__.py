@@ -15,6 +15,7 @@ from qeu_space.soartc.core import (
     soart3,
     soart3_batch,
     soartc,
+    soartc_many,
     to_gray,
 )
 from qeu_space.soartc.overlay import blend_heatmap, colorize, heatmap_overlay
@@ -33,6 +34,7 @@ __all__ = [
     "soart3",
     "soart3_batch",
     "soartc",
+    "soartc_many",
     "to_gray",
     "top_positions",
 ]

@@ -49,7 +49,7 @@ def _log_beta(beta):
 # --------------------------------------------------------------------------- SOART3
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def soart3_rows(x, y):  # pragma: no cover - compiled
     """SOART3 of each row pair ``(x[i], y[i])``: ``(n, d), (n, d) -> (n, 3)``."""
     n, d = x.shape
@@ -153,7 +153,7 @@ def _pixel_row(ref, test, i0, w, s, gw, span, beta, eta, v):  # pragma: no cover
         a += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def pixel_metrics(ref, test, w, s):  # pragma: no cover - compiled
     """SOART3 of every ``w x w`` window pair at stride ``s``, descriptor = the window's pixels.
 
@@ -180,7 +180,7 @@ def pixel_metrics(ref, test, w, s):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- self-similarity
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def selfsim_descriptors(img, w, s):  # pragma: no cover - compiled
     """Self-similarity descriptor of every window: ``(10, gh, gw)``.
 
@@ -227,7 +227,7 @@ def selfsim_descriptors(img, w, s):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def descriptor_metrics(x, y):  # pragma: no cover - compiled
     """SOART3 of descriptor pairs laid out ``(d, gh, gw)``: ``(3, gh, gw)``."""
     d, gh, gw = x.shape
@@ -259,7 +259,7 @@ def descriptor_metrics(x, y):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- alignment
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _interp(p, t):  # pragma: no cover - compiled
     """Linear interpolation of profile ``p`` at fractional index ``t`` (edges clamped)."""
     n = p.shape[0]
@@ -272,7 +272,7 @@ def _interp(p, t):  # pragma: no cover - compiled
     return p[i] * (1.0 - f) + p[i + 1] * f
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def profile_shift(p, q, max_shift):  # pragma: no cover - compiled
     """Sub-pixel ``d`` with ``q(x + d) ~ g * p(x) + c``: how far ``q`` is moved against ``p``.
 
@@ -350,7 +350,7 @@ def profile_shift(p, q, max_shift):  # pragma: no cover - compiled
     return d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def profiles(img):  # pragma: no cover - compiled
     """Row means and column means of ``img``."""
     h, wd = img.shape
@@ -369,7 +369,7 @@ def profiles(img):  # pragma: no cover - compiled
     return rows, cols
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def block_shifts(ref, test, nby, nbx, max_shift):  # pragma: no cover - compiled
     """Translation of ``test`` against ``ref`` in each block of an ``nby x nbx`` grid.
 
@@ -394,7 +394,7 @@ def block_shifts(ref, test, nby, nbx, max_shift):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def warp_image(img, dy, dx, theta):  # pragma: no cover - compiled
     """Move ``img``'s content rigidly: rotate by ``theta`` (radians) about the centre, then
     shift by ``(dy, dx)``; bilinear, edges replicated.
@@ -461,7 +461,7 @@ def warp_image(img, dy, dx, theta):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- anomaly stage
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def robust_unit_space(samples):  # pragma: no cover - compiled
     """Robust centre and covariance of metric vectors laid out ``(3, n)`` (MCD-like).
 
@@ -519,7 +519,7 @@ def robust_unit_space(samples):  # pragma: no cover - compiled
     return loc, cov
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def mahalanobis_grid(metrics, loc, precision):  # pragma: no cover - compiled
     """``sqrt((m - loc)^T P (m - loc))`` for each window's metrics ``m``: ``(gh, gw)``."""
     _, gh, gw = metrics.shape
@@ -537,7 +537,7 @@ def mahalanobis_grid(metrics, loc, precision):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cover_ranges(n, w, s, g):  # pragma: no cover - compiled
     """For each pixel index, the first and last window (of ``g``) that contains it.
 
@@ -556,7 +556,7 @@ def _cover_ranges(n, w, s, g):  # pragma: no cover - compiled
     return lo, hi
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def cover_mean(grid, h, wd, w, s):  # pragma: no cover - compiled
     """Each pixel's mean over the windows that contain it: ``(gh, gw) -> (h, wd)``.
 

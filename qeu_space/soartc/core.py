@@ -41,11 +41,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal, NamedTuple
 
+import numba
 import numpy as np
 from PIL import Image
 
@@ -68,6 +71,7 @@ __all__ = [
     "soart3",
     "soart3_batch",
     "soartc",
+    "soartc_many",
     "to_gray",
 ]
 
@@ -365,6 +369,35 @@ def soartc(
         descriptor=descriptor,
         backend=backend,
     )
+
+
+def soartc_many(
+    pairs: Iterable[tuple[ImageLike, ImageLike]], *, workers: int | None = None, **kwargs
+) -> list[SoartcResult]:
+    """:func:`soartc` of many ``(reference, test)`` pairs, in order, one pair per core at a time.
+
+    Each of ``workers`` threads (default: the cores this process may use) runs the kernels on one
+    numba thread; the kernels release the GIL, so the cores work on different pairs at once. On a
+    busy machine this beats one parallel call per pair, whose threads meet after every stage.
+    ``kwargs`` go to :func:`soartc`.
+    """
+    items = list(pairs)
+    n = _cores() if workers is None else workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if n == 1 or len(items) < 2:
+        return [soartc(ref, test, **kwargs) for ref, test in items]
+
+    def one(pair: tuple[ImageLike, ImageLike]) -> SoartcResult:
+        numba.set_num_threads(1)  # per thread: this worker's kernels run on its own core
+        return soartc(pair[0], pair[1], **kwargs)
+
+    with ThreadPoolExecutor(min(n, len(items))) as pool:
+        return list(pool.map(one, items))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _pair_metrics(
