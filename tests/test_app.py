@@ -187,11 +187,9 @@ def test_oversized_upload_is_refused(running: RunningApp, tmp_path: Path) -> Non
 
 
 def test_bad_feedback_is_refused_in_one_line(client: Client, sample: tuple[str, str]) -> None:
+    args = [handle_file(sample[0]), "a", "b", "fine-tuned", "wrong", "", "", "", ""]
     with pytest.raises(AppError, match="a wrong answer needs the corrected answer"):
-        client.predict(
-            handle_file(sample[0]), "a", "b", "fine-tuned", "wrong", "", "", "", "",
-            api_name="/feedback",
-        )  # fmt: skip
+        client.predict(*args, api_name="/feedback")
 
 
 def test_200_concurrent_feedback_submissions_give_200_rows(running: RunningApp) -> None:
