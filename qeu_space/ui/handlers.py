@@ -179,7 +179,7 @@ class InspectionApp:
         except UploadError as err:
             raise _upload_error(err) from None
         view = run_soartc(ref, tst)
-        return view.overlay, view.score, view.top_rows()
+        return view.overlay, round(view.score, 3), view.top_rows()
 
     # ----------------------------------------------------------------- inspect
 
@@ -219,7 +219,7 @@ class InspectionApp:
         tuned_answer = tuned if isinstance(tuned, Answer) else None
         return InspectOutputs(
             heatmap=view.overlay,
-            score=view.score,
+            score=round(view.score, 3),
             top=view.top_rows(),
             vit_label=vit_label,
             vit_attention=vit_attention,

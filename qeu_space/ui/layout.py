@@ -97,7 +97,7 @@ def build_demo(
                                     value=app.gallery_items(),
                                     label="Generated samples (caption = ground truth)",
                                     columns=4,
-                                    height=320,
+                                    height="auto",
                                     allow_preview=False,
                                     format="png",
                                     elem_id="sample-gallery",
