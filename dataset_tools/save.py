@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -57,24 +59,20 @@ def write_parquet(dd: datasets.DatasetDict, cfg: BuildConfig, folder: Path, comm
     card.save(folder / "README.md")
 
 
-def build_to_folder(
-    cfg: BuildConfig, out: Path, *, command: str, overwrite: bool = False
-) -> dict[str, int]:
-    """Build ``cfg`` and write it to ``out`` atomically; returns the rows per split."""
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    On any error (Ctrl-C included) the staging folder is removed and ``out`` is left as it was.
+    """
     out = Path(out)
-    check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()
-        cache = staging / ".cache"
-        dd = build_dataset(cfg, cache_dir=str(cache))
-        write_parquet(dd, cfg, staging, command)
-        rows = {split: len(ds) for split, ds in dd.items()}
-        del dd
-        shutil.rmtree(cache, ignore_errors=True)
+        yield staging
         if out.exists():
             out.rename(old)
         staging.rename(out)
@@ -84,4 +82,18 @@ def build_to_folder(
             old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def build_to_folder(
+    cfg: BuildConfig, out: Path, *, command: str, overwrite: bool = False
+) -> dict[str, int]:
+    """Build ``cfg`` and write it to ``out`` atomically; returns the rows per split."""
+    check_output_dir(out, overwrite)
+    with staged_folder(out) as staging:
+        cache = staging / ".cache"
+        dd = build_dataset(cfg, cache_dir=str(cache))
+        write_parquet(dd, cfg, staging, command)
+        rows = {split: len(ds) for split, ds in dd.items()}
+        del dd
+        shutil.rmtree(cache, ignore_errors=True)
     return rows
