@@ -65,4 +65,5 @@ def detect_device(environ: dict[str, str] | None = None) -> DeviceInfo:
         return DeviceInfo("cuda", "cuda", f"CUDA: {name}")
     if forced == "cuda":
         raise ValueError("QEU_DEVICE=cuda but torch sees no CUDA device")
-    return DeviceInfo("cpu", "cpu", f"CPU ({torch.get_num_threads()} threads)")
+    threads = torch.get_num_threads()
+    return DeviceInfo("cpu", "cpu", f"CPU ({threads} thread{'s' if threads != 1 else ''})")

@@ -1,7 +1,8 @@
 """The launched Space end to end through gradio_client: inspect, SOARTC, feedback, bad uploads.
 
-One ``python app.py`` process serves the whole module (127.0.0.1, ephemeral port, offline) on
-tiny random-weight models: the tests assert on plumbing (both answers exist and differ because the
+One ``python app.py`` process (127.0.0.1, ephemeral port, offline) serves one test made of
+checks run in order (one test, so that ``pytest -n 2`` never launches the app twice), on tiny
+random-weight models: the tests assert on plumbing (both answers exist and differ because the
 adapter is on for one and off for the other, panels fill, rows land in the store), never on
 answer quality. SOARTC is real, so its top position on a clean render is the defect's.
 """
@@ -26,21 +27,23 @@ from tests.browser.app_server import RunningApp, app_env, launched_app, make_tin
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> RunningApp:
-    tmp = tmp_path_factory.mktemp("app")
-    env = app_env(tmp, make_tiny_models(tmp / "models"))
-    with launched_app(tmp, env) as app:
-        yield app
+def test_space_end_to_end(tmp_path: Path) -> None:
+    env = app_env(tmp_path, make_tiny_models(tmp_path / "models"))
+    with launched_app(tmp_path, env) as running:
+        client = Client(running.url, verbose=False, download_files=str(tmp_path / "dl"))
+        check_named_endpoints(client)
+        sample = generate_sample(client)
+        check_inspect_then_feedback(client, running, sample)
+        check_soartc_takes_reference_then_test(client, sample, tmp_path)
+        check_bad_composites(client, tmp_path)
+        check_mismatched_pair_and_tiny_connector(client, tmp_path)
+        check_oversized_upload(running)
+        check_bad_feedback(client, sample)
+        check_200_concurrent_feedback_submissions(running)
+        assert running.process.poll() is None  # still serving after all of it
 
 
-@pytest.fixture(scope="module")
-def client(running: RunningApp) -> Client:
-    return Client(running.url, verbose=False, download_files=str(running.log.parent / "dl"))
-
-
-@pytest.fixture(scope="module")
-def sample(client: Client) -> tuple[str, str]:
+def generate_sample(client: Client) -> tuple[str, str]:
     """A generated composite with a missing pin at C7, no nuisances (composite path, truth)."""
     composite, truth, source = client.predict(
         "standard", "square", "C7 missing pin", True, False, 7, api_name="/generate"
@@ -49,7 +52,7 @@ def sample(client: Client) -> tuple[str, str]:
     return composite, truth
 
 
-def test_named_endpoints(client: Client) -> None:
+def check_named_endpoints(client: Client) -> None:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/inspect", "/soartc", "/feedback", "/generate"} <= set(api)
     assert [p["label"] for p in api["/soartc"]["parameters"]] == ["Reference (good)", "Test"]
@@ -60,7 +63,7 @@ def test_named_endpoints(client: Client) -> None:
     ]
 
 
-def test_inspect_a_sample_then_send_feedback(
+def check_inspect_then_feedback(
     client: Client, running: RunningApp, sample: tuple[str, str]
 ) -> None:
     composite, truth = sample
@@ -109,7 +112,9 @@ def test_inspect_a_sample_then_send_feedback(
     assert store.image(row.image_sha256).size == (448, 448)
 
 
-def test_soartc_takes_reference_then_test(client: Client, sample: tuple[str, str], tmp_path):
+def check_soartc_takes_reference_then_test(
+    client: Client, sample: tuple[str, str], tmp_path: Path
+) -> None:
     from qeu_space.geometry import CompositeLayout
 
     layout = CompositeLayout(448)
@@ -148,23 +153,21 @@ BAD_COMPOSITES = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_COMPOSITES))
-def test_bad_composite_gives_readable_error_and_app_keeps_serving(
-    case: str, client: Client, tmp_path: Path
-) -> None:
-    data, message = BAD_COMPOSITES[case]
-    path = tmp_path / "upload.png"
-    path.write_bytes(data)
-    with pytest.raises(AppError) as err:
-        client.predict(handle_file(path), "", api_name="/inspect")
-    assert message in str(err.value)
+def check_bad_composites(client: Client, tmp_path: Path) -> None:
+    """Each bad upload is a readable error, and the app keeps serving after it."""
     good = tmp_path / "good.png"
     Image.new("RGB", (120, 60), (90, 90, 90)).save(good)
-    _, score, _ = client.predict(handle_file(good), handle_file(good), api_name="/soartc")
-    assert score >= 0  # still serving
+    for case, (data, message) in BAD_COMPOSITES.items():
+        path = tmp_path / f"{case}.png"
+        path.write_bytes(data)
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(path), "", api_name="/inspect")
+        assert message in str(err.value), case
+        _, score, _ = client.predict(handle_file(good), handle_file(good), api_name="/soartc")
+        assert score >= 0, f"not serving after {case}"
 
 
-def test_mismatched_pair_and_tiny_connector(client: Client, tmp_path: Path) -> None:
+def check_mismatched_pair_and_tiny_connector(client: Client, tmp_path: Path) -> None:
     a, b, tiny = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "tiny.png"
     Image.new("RGB", (400, 200)).save(a)
     Image.new("RGB", (380, 200)).save(b)
@@ -177,7 +180,7 @@ def test_mismatched_pair_and_tiny_connector(client: Client, tmp_path: Path) -> N
         client.predict(handle_file(a), handle_file(b), api_name="/compose")
 
 
-def test_oversized_upload_is_refused(running: RunningApp, tmp_path: Path) -> None:
+def check_oversized_upload(running: RunningApp) -> None:
     big = b"\x89PNG" + bytes(3_000_000)  # QEU_MAX_UPLOAD_MB=2 in the test app
     response = httpx.post(
         running.url + "/gradio_api/upload", files={"files": ("big.png", big)}, timeout=60
@@ -186,13 +189,13 @@ def test_oversized_upload_is_refused(running: RunningApp, tmp_path: Path) -> Non
     assert "2000000" in response.text or "2 MB" in response.text
 
 
-def test_bad_feedback_is_refused_in_one_line(client: Client, sample: tuple[str, str]) -> None:
+def check_bad_feedback(client: Client, sample: tuple[str, str]) -> None:
     args = [handle_file(sample[0]), "a", "b", "fine-tuned", "wrong", "", "", "", ""]
     with pytest.raises(AppError, match="a wrong answer needs the corrected answer"):
         client.predict(*args, api_name="/feedback")
 
 
-def test_200_concurrent_feedback_submissions_give_200_rows(running: RunningApp) -> None:
+def check_200_concurrent_feedback_submissions(running: RunningApp) -> None:
     """The browser's path (direct POST, no queue): 200 at once, none refused, 200 rows."""
     api = running.url + "/gradio_api"
     before = FeedbackStore(running.feedback_db).count()

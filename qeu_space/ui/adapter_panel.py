@@ -69,7 +69,7 @@ def adapter_markdown(adapter: str | None) -> str:
     lines = [
         f"**Adapter** `{adapter}`",
         "",
-        "| | |",
+        "| property | value |",
         "|---|---|",
         f"| base model | `{summary.base_model}` |",
         f"| method | {kind} |",

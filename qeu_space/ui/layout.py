@@ -26,6 +26,7 @@ from qeu_space.ui.cases import CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
 from qeu_space.ui.models import Models, load_models
 from qeu_space.ui.settings import AppSettings
+from qeu_space.ui.soartc_view import HEAT_LEGEND
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def build_demo(
                                     value=app.gallery_items(),
                                     label="Generated samples (caption = ground truth)",
                                     columns=4,
-                                    height="auto",
+                                    height=260,
                                     allow_preview=False,
                                     format="png",
                                     elem_id="sample-gallery",
@@ -165,7 +166,10 @@ def build_demo(
                         inspect_btn = gr.Button("Inspect", variant="primary", elem_id="inspect")
                     with gr.Column(scale=6):
                         with gr.Row():
-                            heatmap = gr.Image(label="SOARTC heatmap (test product)", height=220)
+                            heatmap = gr.Image(
+                                label=f"SOARTC heatmap, test product ({HEAT_LEGEND})",
+                                height=220,
+                            )
                             with gr.Column():
                                 score = gr.Number(label="SOARTC image score")
                                 top = gr.Dataframe(

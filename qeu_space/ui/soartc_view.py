@@ -15,10 +15,11 @@ from PIL import Image
 
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.soartc import soartc
-from qeu_space.soartc.overlay import heatmap_overlay
+from qeu_space.soartc.overlay import DEFAULT_VMAX, blend_heatmap
 from qeu_space.soartc.positions import top_positions
 
 TOP_K = 5
+HEAT_LEGEND = f"0-{DEFAULT_VMAX:g} SD"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,10 @@ class SoartcView:
     """What the SOARTC panel shows.
 
     Attributes:
-        overlay: the heatmap blended over the test image (test image's size).
+        overlay: the heatmap blended over the test image (test image's size), on SOARTC's fixed
+            colour scale (0 to ``DEFAULT_VMAX`` robust standard deviations: a passed product stays
+            dark, a defect glows the same in every image). A blend, not a matplotlib figure: it
+            costs milliseconds where the figure costs a third of a second.
         score: the image score (the anomaly map's maximum).
         top: ``(position, score)`` of the :data:`TOP_K` highest pin cells, highest first.
     """
@@ -46,5 +50,5 @@ def run_soartc(reference: Image.Image, test: Image.Image, k: int = TOP_K) -> Soa
     result = soartc(ref, tst)
     geometry = ConnectorGeometry(test.width, test.height)
     top = [(str(p), float(s)) for p, s in top_positions(result, geometry, k)]
-    overlay = heatmap_overlay(tst, result)
+    overlay = blend_heatmap(tst, result, alpha=0.55)
     return SoartcView(overlay, float(result.image_score), top)
