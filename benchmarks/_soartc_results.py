@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from datetime import date
@@ -14,12 +15,14 @@ _HEADER = (
 
 
 def machine() -> str:
-    return f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores (shared)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores (shared; load "
+        f"average {load:.1f} at the start)"
+    )
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
