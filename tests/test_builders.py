@@ -173,3 +173,18 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
 def test_build_config_refuses_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BuildConfig(**kwargs)
+
+
+def test_nsoart_variant_blends_the_soartc_map_over_the_lower_product_only():
+    plain = make_row(BuildConfig("qa", num=2, seed=5, size=224), "train", 1)
+    nsoart = make_row(BuildConfig("qa", num=2, seed=5, size=224, variant="nsoart"), "train", 1)
+    assert (plain["variant"], nsoart["variant"]) == ("plain", "nsoart")
+    assert plain["answer"] == nsoart["answer"]
+    a = np.asarray(datasets.Image().decode_example(plain["image"])).astype(int)
+    b = np.asarray(datasets.Image().decode_example(nsoart["image"])).astype(int)
+    layout = CompositeLayout(224)
+    x1, y1, x2, y2 = layout.crop_box("test")
+    changed = np.abs(a - b).max(axis=2) > 0
+    assert changed[y1:y2, x1:x2].mean() > 0.5  # the map covers the product under inspection
+    changed[y1:y2, x1:x2] = False
+    assert not changed.any()  # the reference and the labels are untouched
