@@ -1,0 +1,129 @@
+"""Shipped inspection VLM: seconds per answer on one CPU core, findings F1 base vs adapter.
+
+Issue 5's goals for ``models/inspection-vlm-base`` + ``models/inspection-vlm-lora``: the adapter
+reaches findings F1 >= 0.95 on the ``test`` split (held-out pin positions) of the housing the base
+never saw (``latched``), the base is measurably worse there (the base is the baseline of this
+run), and each answer takes at most 0.5 s on one CPU core. Both models answer through the
+project's own path (``load_model`` + the chat-VLM family's ``generate``), the base inside
+``loaded.base_only()`` exactly as the Space shows it.
+
+Example:
+    python -m dataset_tools build --config qa --num 800 --seed 20 --eval-fraction 0.125 \\
+        --housings latched --unseen-housing standard --out data/qa-latched
+    OMP_NUM_THREADS=1 python benchmarks/bench_inspection_vlm.py --dataset data/qa-latched --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from datasets import load_dataset  # noqa: E402
+
+from qeu_space.loading import load_model  # noqa: E402
+from qeu_space.metrics import qa_metrics  # noqa: E402
+from qeu_space.vocabulary import Finding  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "models" / "inspection-vlm-base"
+ADAPTER = ROOT / "models" / "inspection-vlm-lora"
+RESULTS = ROOT / "benchmarks" / "RESULTS_inspection_vlm.md"
+
+
+def truths(rows: list[dict]) -> list[list[Finding]]:
+    return [
+        [Finding(f["position"], f["kind"], f["direction"]) for f in row["findings"]] for row in rows
+    ]
+
+
+def latency(loaded, images, family, *, base: bool) -> list[float]:
+    """Seconds per answer, one image at a time (what a Space user waits for)."""
+    family.generate(loaded, images[:1], batch_size=1)  # warm-up
+    seconds = []
+    for image in images:
+        start = time.perf_counter()
+        if base:
+            with loaded.base_only():
+                family.generate(loaded, [image], batch_size=1)
+        else:
+            family.generate(loaded, [image], batch_size=1)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def score(loaded, family, rows: list[dict], *, base: bool):
+    images = [row["image"] for row in rows]
+    if base:
+        with loaded.base_only():
+            answers = family.generate(loaded, images, batch_size=16)
+    else:
+        answers = family.generate(loaded, images, batch_size=16)
+    return qa_metrics(truths(rows), answers), answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="qa dataset of the latched housing")
+    parser.add_argument("--split", default="test", help="split to score (default test)")
+    parser.add_argument("--limit", type=int, default=0, help="score only N rows (0: all)")
+    parser.add_argument("--latency-samples", type=int, default=20)
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rows = list(load_dataset(args.dataset, split=args.split))
+    if args.limit:
+        rows = rows[: args.limit]
+    loaded = load_model(BASE, ADAPTER, device="cpu")
+    family = loaded.family_module
+    tuned, _ = score(loaded, family, rows, base=False)
+    base, _ = score(loaded, family, rows, base=True)
+    images = [row["image"] for row in rows[: args.latency_samples]]
+    tuned_s = latency(loaded, images, family, base=False)
+    base_s = latency(loaded, images, family, base=True)
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = [
+        "# Inspection VLM (shipped base vs LoRA adapter)",
+        "",
+        f"`OMP_NUM_THREADS=1 python benchmarks/bench_inspection_vlm.py --dataset {args.dataset}"
+        f" --split {args.split}` on {date.today()}, {platform.machine()}, 2 CPU cores (shared "
+        "with other work), torch threads 1, CPU only.",
+        "",
+        f"Split `{args.split}` of the latched-housing dataset ({len(rows)} rows; defects at "
+        "held-out pin positions). Baseline: the base model (pre-trained on standard, ribbed "
+        "and stepped housings only), answering inside `loaded.base_only()` in the same run.",
+        "",
+        "| model | findings F1 | precision | recall | verdict acc. | exact match | "
+        "direction acc. | s/answer (median, 1 core) | s/answer (max) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m, s in (("base (baseline)", base, base_s), ("base + LoRA", tuned, tuned_s)):
+        lines.append(
+            f"| {name} | {fmt(m.f1)} | {fmt(m.precision)} | {fmt(m.recall)} | "
+            f"{m.verdict_accuracy:.3f} | {m.exact_match:.3f} | {fmt(m.direction_accuracy)} | "
+            f"{statistics.median(s):.3f} | {max(s):.3f} |"
+        )
+    lines += [
+        "",
+        f"Goals (issue 5): adapter F1 >= 0.95 -> {fmt(tuned.f1)}; base measurably worse -> "
+        f"{fmt(base.f1)}; <= 0.5 s per answer -> {statistics.median(tuned_s):.3f} s median.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        RESULTS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
