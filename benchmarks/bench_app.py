@@ -59,16 +59,23 @@ class Timing:
         )
 
 
-def timed(name: str, fn: Callable[[int], object], requests: int, warmup: int) -> Timing:
+def timed_rounds(
+    fns: dict[str, Callable[[int], object]], requests: int, warmup: int
+) -> list[Timing]:
+    """Round ``i`` calls every function once, in turn, so that a change in the load of this shared
+    machine falls on the served and the baseline figures alike."""
     for i in range(warmup):
-        fn(i)
-    seconds = []
+        for fn in fns.values():
+            fn(i)
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(requests):
-        start = time.perf_counter()
-        fn(i)
-        seconds.append(time.perf_counter() - start)
-    print(f"{name}: p50 {statistics.median(seconds) * 1000:.0f} ms", flush=True)
-    return Timing(name, seconds)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(i)
+            seconds[name].append(time.perf_counter() - start)
+    for name, values in seconds.items():
+        print(f"{name}: p50 {statistics.median(values) * 1000:.0f} ms", flush=True)
+    return [Timing(name, values) for name, values in seconds.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.models == "embedded":
             for name in ("QEU_BASE_MODEL", "QEU_ADAPTER", "QEU_VIT_MODEL", "QEU_OD_MODEL"):
                 env.pop(name, None)
+        # Baseline: the same work in this process, no Gradio (same models, same settings).
+        settings = AppSettings.from_env({k: v for k, v in env.items() if k.startswith("QEU_")})
+        loaded = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+        store = FeedbackStore(tmp / "baseline.sqlite3")
+        inproc = InspectionApp(settings, loaded, source=None, store=store, gallery=[])
         start = time.perf_counter()
         with launched_app(tmp, env) as app:
             startup = time.perf_counter() - start
@@ -124,32 +136,25 @@ def main(argv: list[str] | None = None) -> int:
                 composite, truth, *_ = cases[i % len(cases)]
                 return client.predict(handle_file(composite), truth, api_name="/inspect")
 
-            served = [
-                timed("/soartc via gradio_client", api_soartc, args.requests, args.warmup),
-                timed("/inspect via gradio_client", api_inspect, args.requests, args.warmup),
-            ]
+            def direct_soartc(i: int) -> object:
+                image = cases[i % len(cases)][4]
+                ref, test = (image.crop(layout.crop_box(p)) for p in ("reference", "test"))
+                return run_soartc(ref, test)
 
-        # Baseline: the same work in this process, no Gradio.
-        settings = AppSettings.from_env({k: v for k, v in env.items() if k.startswith("QEU_")})
-        loaded = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
-        store = FeedbackStore(tmp / "baseline.sqlite3")
-        inproc = InspectionApp(settings, loaded, source=None, store=store, gallery=[])
+            def direct_inspect(i: int) -> object:
+                _, truth, _, _, image = cases[i % len(cases)]
+                return inproc.inspect_image(image, parse_answer(truth).findings)
 
-        def direct_soartc(i: int) -> object:
-            image = cases[i % len(cases)][4]
-            ref, test = (image.crop(layout.crop_box(p)) for p in ("reference", "test"))
-            return run_soartc(ref, test)
-
-        def direct_inspect(i: int) -> object:
-            _, truth, _, _, image = cases[i % len(cases)]
-            return inproc.inspect_image(image, parse_answer(truth).findings)
-
-        baseline = [
-            timed("run_soartc in process (baseline)", direct_soartc, args.requests, args.warmup),
-            timed(
-                "inspect_image in process (baseline)", direct_inspect, args.requests, args.warmup
-            ),  # noqa: E501
-        ]
+            timings = timed_rounds(
+                {
+                    "/soartc via gradio_client": api_soartc,
+                    "run_soartc in process (baseline)": direct_soartc,
+                    "/inspect via gradio_client": api_inspect,
+                    "inspect_image in process (baseline)": direct_inspect,
+                },
+                args.requests,
+                args.warmup,
+            )
         store.close()
 
     command = "python -m benchmarks.bench_app " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -165,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         + (tiny if args.models == "tiny" else "")
         + f". App start-up (imports, model loading, gallery) took {startup:.1f} s.",
         "",
-        "Sequential requests after warm-up; each API call uploads its images (one composite for "
+        "Sequential requests after warm-up, served and baseline calls taking turns; each API "
+        "call uploads its images (one composite for "
         "`/inspect`, a reference and a test image for `/soartc`) and downloads the output images.",
         "",
         "| what | requests | p50 ms | p95 ms | mean ms |",
         "|---|---:|---:|---:|---:|",
-        *(t.row() for t in served + baseline),
+        *(t.row() for t in timings),
         "",
         "`/inspect` runs SOARTC, the ViT, the chat VLM twice (adapter off, then on) and Florence-2 "
         "`<OD>`; the baseline rows are the same calls in one process without Gradio.",
