@@ -111,7 +111,7 @@ def _draw(
     draw: ImageDraw.ImageDraw, box: Box, colour: tuple, text: str, scale: int, dashed: bool
 ) -> None:
     x1, y1, x2, y2 = (v * scale for v in box)
-    width = max(2, scale + 1)
+    width = 3 * scale  # the image is shown at about half its size
     if dashed:
         step = 6 * scale
         for x in np.arange(x1, x2, step):
@@ -122,8 +122,8 @@ def _draw(
             draw.line([(x2, y), (x2, min(y + step / 2, y2))], fill=colour, width=width)
     else:
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
-    font = _font(7 * scale)
-    tx, ty = x1, max(0.0, y1 - 9 * scale)
+    font = _font(11 * scale)
+    tx, ty = x1, max(0.0, y1 - 13 * scale)
     bbox = draw.textbbox((tx, ty), text, font=font)
     draw.rectangle(bbox, fill=(0, 0, 0))
     draw.text((tx, ty), text, fill=colour, font=font)
