@@ -76,7 +76,8 @@ class LoadedModel:
     Attributes:
         model: the transformers model, or a ``peft.PeftModel`` wrapping it when ``adapter`` is set.
         processor: its ``AutoProcessor`` (tokenizer, image processor, chat template).
-        family: key of :data:`qeu_space.families.FAMILIES` (``"florence2"``, ``"chat_vlm"``).
+        family: key of :data:`qeu_space.families.FAMILIES` (``"florence2"``, ``"chat_vlm"``,
+            ``"vit"``).
         base: the base id or folder as given.
         adapter: the adapter id or folder as given, or ``None``.
         device: where the weights are (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
@@ -167,7 +168,7 @@ def load_model(
 
     Raises:
         RemoteCodeError: the config needs remote code and ``trust_remote_code`` is off.
-        UnknownFamilyError: the model is neither Florence-2 nor a chat VLM.
+        UnknownFamilyError: the model is none of Florence-2, a chat VLM or a ViT classifier.
         AdapterMismatchError: the adapter names another base, or its tensors do not fit.
         UnsafeWeightsError: only pickled weights are available.
     """
@@ -181,7 +182,7 @@ def load_model(
     dtype = dtype or _default_dtype(device)
     _check_safetensors(base_name)
 
-    model_class = _model_class(config, trust_remote_code)
+    model_class = _model_class(config, trust_remote_code, family)
     model = model_class.from_pretrained(
         base_name, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
     )
@@ -197,7 +198,10 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
-def _model_class(config: dict[str, Any], trust_remote_code: bool) -> type:
+def _model_class(config: dict[str, Any], trust_remote_code: bool, family: ModuleType) -> type:
+    family_class = getattr(family, "AUTO_CLASS", None)  # e.g. the ViT classifier's
+    if family_class is not None:
+        return family_class
     auto_map = config.get("auto_map") or {}
     if trust_remote_code and isinstance(auto_map, dict) and auto_map:
         if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:

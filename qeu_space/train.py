@@ -1,5 +1,7 @@
 """``python -m qeu_space.train``: LoRA / DoRA / full fine-tuning for ``qa`` (chat VLM) or ``od``.
 
+``--task cls`` trains a ViT classifier in full, from random weights when ``--base`` is a preset.
+
 Builds a :class:`~qeu_space.training.TrainConfig` from the flags and calls
 :func:`~qeu_space.training.train`. Runs as it is on one device, and under
 ``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath) for several: one process
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from qeu_space.families import SCOPES
+from qeu_space.families import SCOPES, vit
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
 PROG = "python -m qeu_space.train"
@@ -27,6 +29,8 @@ EXAMPLES = """examples:
       --dataset data/qa --out runs/qa-dora --dora --rank 32 --push-to me/qeu-smolvlm-qa
   python -m qeu_space.train --task od --base florence-community/Florence-2-base \\
       --dataset data/od --out runs/od-full --full-finetune --learning-rate 1e-5
+  python -m qeu_space.train --task cls --base vit-tiny-scratch --dataset data/cls \\
+      --out runs/vit --epochs 4 --batch-size 32 --eval-samples 1000
   accelerate launch --multi_gpu --num_processes 2 -m qeu_space.train --task qa \\
       --base HuggingFaceTB/SmolVLM-256M-Instruct --dataset data/qa --out runs/qa-ddp
 """
@@ -46,14 +50,22 @@ def _help(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Fine-tune Florence-2 (<OD>, --task od) or a chat VLM (Q/A, --task qa) on "
+        description="Fine-tune Florence-2 (<OD>, --task od) or a chat VLM (Q/A, --task qa), or "
+        "train a ViT classifier (OK/BENDNG/NUKENG, --task cls), on "
         "a dataset built by `python -m dataset_tools build`, with validation by generation "
         "every epoch, the best checkpoint kept, and the loss history as JSON + PNG.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, choices=TASKS, help="qa: chat VLM; od: Florence-2")
-    p.add_argument("--base", required=True, help="base model: Hub id or folder")
+    p.add_argument(
+        "--task", required=True, choices=TASKS,
+        help="qa: chat VLM; od: Florence-2; cls: ViT classifier (full training)",
+    )  # fmt: skip
+    p.add_argument(
+        "--base", required=True,
+        help="base model: Hub id or folder; for cls also a ViT preset "
+        f"({', '.join(vit.PRESETS)}) or a config-only folder (random weights)",
+    )  # fmt: skip
     p.add_argument("--dataset", required=True, help="dataset folder or Hub dataset id")
     p.add_argument("--dataset-config", help="config name of a Hub dataset with several")
     p.add_argument("--out", required=True, help="output folder (adapter, history, checkpoints)")
@@ -75,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = p.add_argument_group("optimisation")
     o.add_argument("--learning-rate", "--lr", type=float,
-                   help="default 2e-4 (adapters) or 2e-5 (--full-finetune)")  # fmt: skip
+                   help="default 2e-4 (adapters), 2e-5 (--full-finetune), 1e-3 (cls)")  # fmt: skip
     o.add_argument("--batch-size", type=int, default=2, help="per device (default 2)")
     o.add_argument("--eval-batch-size", type=int, default=4, help="per device (default 4)")
     o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")

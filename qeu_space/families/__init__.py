@@ -15,7 +15,11 @@ path for all, :func:`qeu_space.loading.load_model`). Each module offers:
 
 Family extras: ``florence2.parse_boxes(text, image_size)`` gives the labelled pixel boxes (for
 mAP) and ``chat_vlm.generate(..., question=...)`` asks another question than the inspection one.
-Both ``generate`` functions also take ``batch_size`` (default 8).
+Both ``generate`` functions also take ``batch_size`` (default 8). The ``vit`` classifier
+(``cls`` task) answers with a class label: ``vit.predict(loaded, images)`` gives labels and
+probabilities, its ``generate`` the label alone; it names its transformers auto class in
+``AUTO_CLASS`` and can start from random weights (``scratch_config(base)``, see
+:func:`scratch_base`).
 
 The registry is this explicit dict; nothing registers itself on import.
 
@@ -30,17 +34,18 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from qeu_space.families import chat_vlm, florence2
+from qeu_space.families import chat_vlm, florence2, vit
 from qeu_space.families._common import SCOPES
 
 #: Family name -> module. Order matters: the first family whose ``matches`` accepts a model wins.
 FAMILIES: dict[str, ModuleType] = {
     florence2.NAME: florence2,
     chat_vlm.NAME: chat_vlm,
+    vit.NAME: vit,
 }
 
 
-__all__ = ["FAMILIES", "SCOPES", "UnknownFamilyError", "family_for"]
+__all__ = ["FAMILIES", "SCOPES", "UnknownFamilyError", "family_for", "scratch_base"]
 
 
 class UnknownFamilyError(ValueError):
@@ -61,8 +66,22 @@ def family_for(model_or_config: Any) -> ModuleType:
     raise UnknownFamilyError(
         f"model type {model_type or '(none)'!r} is not a supported family: use a native "
         "Florence-2 (model_type 'florence2') or an image-text-to-text chat VLM such as "
-        "SmolVLM / Idefics3"
+        "SmolVLM / Idefics3, or a ViT classifier (model_type 'vit')"
     )
+
+
+def scratch_base(base: Any) -> tuple[ModuleType, Any] | None:
+    """``(family, scratch config)`` when ``base`` is a config to train from random weights.
+
+    Only families with a ``scratch_config`` function (the ViT) start from scratch: a preset
+    name or a weightless config folder. ``None`` means: load ``base`` as a model.
+    """
+    for module in FAMILIES.values():
+        make = getattr(module, "scratch_config", None)
+        scratch = make(base) if make is not None else None
+        if scratch is not None:
+            return module, scratch
+    return None
 
 
 def _config_dict(obj: Any) -> Mapping[str, Any]:

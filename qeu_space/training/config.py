@@ -16,7 +16,7 @@ from peft import LoraConfig
 
 from qeu_space.families import SCOPES
 
-TASKS: tuple[str, ...] = ("qa", "od")
+TASKS: tuple[str, ...] = ("qa", "od", "cls")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ class TrainConfig:
     """One training run; the CLI's options map one to one onto these fields.
 
     Attributes:
-        task: ``qa`` (chat VLM) or ``od`` (Florence-2).
+        task: ``qa`` (chat VLM), ``od`` (Florence-2) or ``cls`` (ViT classifier, trained in
+            full from a config: see :mod:`qeu_space.families.vit`).
         base: Hub id or folder of the base model.
         dataset: folder (``load_dataset`` / ``save_to_disk`` layout) or Hub dataset id.
         out: output folder: the adapter (or full model), processor, ``loss_history.json/.png``
@@ -77,7 +78,7 @@ class TrainConfig:
         adapter: what to train.
         epochs: passes over ``train`` (ignored when ``max_steps`` is set).
         max_steps: optimizer steps to stop at (``None``: run ``epochs``).
-        learning_rate: default 2e-4 for adapters, 2e-5 for full fine-tuning.
+        learning_rate: default 2e-4 for adapters, 2e-5 for full fine-tuning, 1e-3 for ``cls``.
         batch_size: per device; ``grad_accum`` batches make one optimizer step.
         eval_steps: validate (and checkpoint) every N steps instead of every epoch.
         eval_samples: validation rows scored by generation (the loss uses all of them).
@@ -135,11 +136,16 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"{', '.join(bad)} must be positive")
+        if self.task == "cls" and not self.adapter.full_finetune:
+            # A classifier trained from random weights has nothing for an adapter to adapt.
+            object.__setattr__(self, "adapter", AdapterOptions(full_finetune=True))
 
     @property
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
+        if self.task == "cls":
+            return 1e-3  # from scratch: a small ViT wants a large step
         return 2e-5 if self.adapter.full_finetune else 2e-4
 
     def training_args(self, command: list[str] | None = None) -> dict[str, Any]:

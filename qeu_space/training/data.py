@@ -20,6 +20,7 @@ from transformers import BatchFeature
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "qa": ("image", "question", "answer", "findings"),
     "od": ("image", "bbox_str", "objects"),
+    "cls": ("image", "label"),
 }
 
 

@@ -28,7 +28,7 @@ import torch
 from peft import get_peft_model
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from qeu_space.families import family_for
+from qeu_space.families import family_for, scratch_base
 from qeu_space.loading import load_model, read_config
 from qeu_space.training.callbacks import LossHistoryCallback
 from qeu_space.training.config import TrainConfig
@@ -82,7 +82,12 @@ def train(
         ValueError: task / family mismatch, GPU-only options without a GPU, bad dataset.
         qeu_space.hub.MissingTokenError: ``push_to`` without a token (before any training).
     """
-    family = family_for(read_config(config.base, trust_remote_code=config.trust_remote_code))
+    scratch = scratch_base(config.base)
+    family = (
+        scratch[0]
+        if scratch
+        else family_for(read_config(config.base, trust_remote_code=config.trust_remote_code))
+    )
     if config.task not in family.TASKS:
         raise ValueError(
             f"--task {config.task} does not fit {config.base} (a {family.NAME} model, which "
@@ -98,12 +103,15 @@ def train(
     out = Path(config.out)
     args = training_arguments(config, best_metric=family.BEST_METRIC)
     set_seed(config.seed)
-    loaded = load_model(
-        config.base,
-        trust_remote_code=config.trust_remote_code,
-        device=str(args.device),
-        dtype=torch.float32,
-    )
+    if scratch:  # a config without weights (the ViT classifier): random initial weights
+        loaded = family.new_model(scratch[1], device=str(args.device))
+    else:
+        loaded = load_model(
+            config.base,
+            trust_remote_code=config.trust_remote_code,
+            device=str(args.device),
+            dtype=torch.float32,
+        )
     model = _trainable(loaded.model, config, family)
     history_callback = LossHistoryCallback(out, title=f"{config.task}: {config.base}")
     trainer = InspectionTrainer(

@@ -13,7 +13,8 @@ from typing import Any
 
 import datasets
 from accelerate.utils import gather_object
-from transformers import Trainer
+from peft import PeftModel
+from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
 from qeu_space.loading import LoadedModel
@@ -45,6 +46,24 @@ class InspectionTrainer(Trainer):
         self.task = task
         self.eval_samples = eval_samples
         self.max_new_tokens = max_new_tokens
+
+    def _load_best_model(self) -> None:
+        """Reload the best checkpoint of a fully trained model through ``from_pretrained``.
+
+        ``save_pretrained`` writes the original (Hub) tensor names of models that transformers
+        renamed (ViT's ``encoder.layer.N.attention.attention.query`` is ``layers.N.attention.
+        q_proj`` in memory), and ``Trainer`` reads the file back with a plain
+        ``load_state_dict``, which then matches nothing and keeps the last weights with only a
+        warning. ``from_pretrained`` applies the renaming. Adapters load as ``Trainer`` does.
+        """
+        model = self.model
+        if isinstance(model, PeftModel) or not isinstance(model, PreTrainedModel):
+            super()._load_best_model()
+            return
+        best = type(model).from_pretrained(
+            self.state.best_model_checkpoint, use_safetensors=True, dtype=model.dtype
+        )
+        model.load_state_dict(best.state_dict(), strict=True)
 
     def evaluation_loop(
         self,

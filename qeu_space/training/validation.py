@@ -3,7 +3,8 @@
 The loss says the model copies the answer format; only generation says it finds the pins (the
 seeds' Phi-3 run had a falling loss and "not a single hit"). So every validation also generates
 on up to ``eval_samples`` rows and scores them with :mod:`qeu_space.metrics`: findings F1
-(position and kind must match) for ``qa``, class-aware mAP@0.5 for ``od``.
+(position and kind must match) for ``qa``, class-aware mAP@0.5 for ``od``, and accuracy of
+the predicted class label for ``cls`` (the ViT's "generation" is its label).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sklearn.metrics import accuracy_score
+
 from qeu_space.metrics import od_metrics, qa_metrics, xywh_to_xyxy
-from qeu_space.vocabulary import Box, Finding
+from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
 
 
 def qa_truth(row: Mapping[str, Any]) -> list[Finding]:
@@ -29,10 +32,18 @@ def od_truth(row: Mapping[str, Any]) -> list[tuple[str, Box]]:
     return [(str(category), xywh_to_xyxy(bbox)) for category, bbox in pairs]
 
 
+def cls_truth(row: Mapping[str, Any]) -> str:
+    """The row's class label name (``ClassLabel`` ints are indices of ``CLASS_LABELS``)."""
+    label = row["label"]
+    return label if isinstance(label, str) else CLASS_LABELS[int(label)]
+
+
 def counts(task: str, family: Any, rows: Sequence[Mapping[str, Any]], texts: Sequence[str]):
     """Per-row inputs of the task metric (kept separate so processes can pool them)."""
     if task == "qa":
         return [(qa_truth(r), t) for r, t in zip(rows, texts, strict=True)]
+    if task == "cls":
+        return [(cls_truth(r), t) for r, t in zip(rows, texts, strict=True)]
     return [
         (od_truth(r), family.parse_boxes(t, r["image"].size))
         for r, t in zip(rows, texts, strict=True)
@@ -58,6 +69,8 @@ def score(task: str, pooled: Sequence[tuple[Any, Any]]) -> dict[str, float]:
             "verdict_accuracy": m.verdict_accuracy,
             "exact_match": m.exact_match,
         }
+    elif task == "cls":
+        scores = {"accuracy": accuracy_score(list(truths), list(predictions))}
     else:
         m = od_metrics(list(truths), list(predictions))
         silent = 0.0 if m.n_pred else 1.0
