@@ -3,6 +3,7 @@ samples, and each model panel says which model is missing instead of answering."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,8 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         "QEU_ADAPTER": str(tmp_path / "models" / "inspection-vlm-lora"),
         "QEU_VIT_MODEL": str(tmp_path / "models" / "vit-inspector"),
     }
-    with launched_app(tmp_path, app_env(tmp_path, missing)) as app:
+    env = app_env(tmp_path, missing, QEU_QUEUE_SIZE="1")
+    with launched_app(tmp_path, env) as app:
         page = httpx.get(app.url, timeout=30)
         assert page.status_code == 200
         client = Client(app.url, verbose=False, download_files=str(tmp_path / "dl"))
@@ -40,6 +42,29 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         assert base_marked is None and tuned_marked is None and od_image is None
         assert comparison == "**truth**: Defective. 1 defect: D4 bent pin (up)."
         assert od_note == "no Florence-2 OD model configured"
+        check_queue_limit(app.url, composite)
         log = app.log.read_text()
         assert "chat VLM: model not available" in log
         assert "Traceback" not in log
+
+
+def check_queue_limit(url: str, composite: str) -> None:
+    """With ``QEU_QUEUE_SIZE=1`` a burst of inspections is refused past one waiting call, while
+    feedback (no queue) is still taken."""
+    api = url + "/gradio_api"
+    with open(composite, "rb") as f:
+        uploaded = httpx.post(api + "/upload", files={"files": ("c.png", f)}, timeout=60).json()
+    image = {"path": uploaded[0], "meta": {"_type": "gradio.FileData"}}
+
+    async def burst() -> list[str]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            joins = [http.post(api + "/call/inspect", json={"data": [image, ""]}) for _ in range(8)]
+            return [r.text for r in await asyncio.gather(*joins)]
+
+    replies = asyncio.run(burst())
+    refused = [r for r in replies if "Queue is full. Max size is 1" in r]
+    accepted = [r for r in replies if "event_id" in r]
+    assert refused and accepted and len(refused) + len(accepted) == 8
+    data = [image, "a", "b", "base", "correct", "", "during a full queue", "", ""]
+    taken = httpx.post(api + "/run/feedback", json={"data": data}, timeout=60)
+    assert taken.status_code == 200 and "Thank you" in taken.text
