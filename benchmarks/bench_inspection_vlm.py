@@ -10,7 +10,7 @@ project's own path (``load_model`` + the chat-VLM family's ``generate``), the ba
 Example:
     python -m dataset_tools build --config qa --num 800 --seed 20 --eval-fraction 0.125 \\
         --housings latched --unseen-housing standard --out data/qa-latched
-    OMP_NUM_THREADS=1 python benchmarks/bench_inspection_vlm.py --dataset data/qa-latched --write
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_inspection_vlm --dataset data/qa-latched --write
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def main() -> None:
     lines = [
         "# Inspection VLM (shipped base vs LoRA adapter)",
         "",
-        f"`OMP_NUM_THREADS=1 python benchmarks/bench_inspection_vlm.py --dataset {args.dataset}"
+        f"`OMP_NUM_THREADS=1 python -m benchmarks.bench_inspection_vlm --dataset {args.dataset}"
         f" --split {args.split}` on {date.today()}, {platform.machine()}, 2 CPU cores (shared "
         "with other work), torch threads 1, CPU only.",
         "",
