@@ -18,10 +18,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from qeu_space.attention import attention_overlay
 from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore, StoredFeedback
 from qeu_space.geometry import CompositeLayout
 from qeu_space.image_io import UploadError, UploadLimits, check_pair, read_image
-from qeu_space.soartc.overlay import blend_heatmap
 from qeu_space.ui import models as model_fns
 from qeu_space.ui.cases import (
     COMPOSITE_SIZE,
@@ -244,7 +244,7 @@ class InspectionApp:
         except Exception as err:  # noqa: BLE001 - one panel fails, the others still show
             logger.exception("ViT failed")
             return None, None, f"ViT error: {err}"
-        attention = blend_heatmap(test, verdict.attention, alpha=0.5, vmax=1.0)
+        attention = attention_overlay(test, verdict.attention)
         p = verdict.probabilities[verdict.label]
         return verdict.probabilities, attention, f"ViT verdict: **{verdict.label}** ({p:.0%})"
 

@@ -1,10 +1,11 @@
 """The Space's models, loaded once at start, and the functions that run them (``spaces.GPU``).
 
-Three optional models: the chat VLM with its adapter (base vs fine-tuned answers on one loaded
-model), the ViT classifier of the test connector (verdict + attention map) and a Florence-2 for
-``<OD>`` boxes. A model that is not configured, whose folder is missing or that fails to load
-leaves its slot empty with a one-line reason ("model not available: <path> (see README)"); the app
-still serves everything else, and never makes up an answer for an empty slot.
+Three optional models, all through :func:`qeu_space.loading.load_model`: the chat VLM with its
+adapter (base vs fine-tuned answers on one loaded model), the ViT classifier of the test connector
+(verdict, and the attention rollout of :mod:`qeu_space.attention`) and a Florence-2 for ``<OD>``
+boxes. A model that is not configured, whose folder is missing or that fails to load leaves its
+slot empty with a one-line reason ("model not available: <path> (see README)"); the app still
+serves everything else, and never makes up an answer for an empty slot.
 
 The model functions are module-level and take only picklable arguments, because on ZeroGPU
 ``spaces.GPU`` runs them in a forked worker that inherits :data:`MODELS` and receives its
@@ -42,7 +43,7 @@ class ModelSlot:
     Attributes:
         role: what the model does in the app (``chat VLM``, ``ViT``, ``Florence-2 OD``).
         name: the configured Hub id or folder, or ``None`` when not configured.
-        loaded: the loaded object (a ``LoadedModel`` or a ``ViTBundle``), or ``None``.
+        loaded: the ``LoadedModel``, or ``None``.
         reason: why ``loaded`` is ``None`` (one line), or ``""``.
         adapter: the configured adapter (chat VLM / OD), or ``None``.
         adapter_reason: why the adapter is not in use, or ``""``.
@@ -75,15 +76,6 @@ class ModelSlot:
         elif self.adapter_reason:
             line += f"; {self.adapter_reason}"
         return line
-
-
-@dataclass(frozen=True)
-class ViTBundle:
-    """A ViT classifier and its image processor; ``labels`` in output order."""
-
-    model: Any
-    processor: Any
-    labels: tuple[str, ...]
 
 
 @dataclass
@@ -120,11 +112,9 @@ def _first_line(err: BaseException) -> str:
 def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
     """Load every configured model onto ``device``; failures become slot reasons, never raise."""
     models = Models(
-        vlm=_load_generative(
-            "chat VLM", settings.base_model, settings.adapter, settings, device, family=None
-        ),
-        vit=_load_vit(settings.vit_model, settings, device),
-        od=_load_generative(
+        vlm=_load_slot("chat VLM", settings.base_model, settings.adapter, settings, device),
+        vit=_load_slot("ViT", settings.vit_model, None, settings, device, family="vit"),
+        od=_load_slot(
             "Florence-2 OD", settings.od_model, settings.od_adapter, settings, device, "florence2"
         ),
         device=device,
@@ -135,14 +125,16 @@ def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
     return models
 
 
-def _load_generative(
+def _load_slot(
     role: str,
     name: str | None,
     adapter: str | None,
     settings: AppSettings,
     device: DeviceInfo,
-    family: str | None,
+    family: str | None = None,
 ) -> ModelSlot:
+    """One model through the project's single loading path (safetensors only, remote code only
+    when allowed); ``family`` set means the model must be of that family."""
     from qeu_space.loading import load_model
 
     slot = ModelSlot(role, name, adapter=adapter)
@@ -179,36 +171,6 @@ def _load_generative(
     if slot.available and family is not None and slot.loaded.family != family:
         slot.reason = not_available(name, f"it is a {slot.loaded.family} model, not {family}")
         slot.loaded = None
-    return slot
-
-
-def _load_vit(name: str | None, settings: AppSettings, device: DeviceInfo) -> ModelSlot:
-    slot = ModelSlot("ViT", name)
-    if name is None:
-        return slot
-    if _missing_folder(name):
-        slot.reason = not_available(name)
-        return slot
-    try:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        from qeu_space.loading import read_config
-
-        read_config(name, trust_remote_code=settings.trust_remote_code)
-        model = AutoModelForImageClassification.from_pretrained(
-            name,
-            use_safetensors=True,
-            trust_remote_code=settings.trust_remote_code,
-            attn_implementation="eager",  # attention weights for the attention map
-        )
-        processor = AutoImageProcessor.from_pretrained(
-            name, trust_remote_code=settings.trust_remote_code
-        )
-        model.to(device.torch_device).eval()
-        labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
-        slot.loaded = ViTBundle(model, processor, labels)
-    except Exception as err:  # noqa: BLE001
-        slot.reason = not_available(name, _first_line(err))
     return slot
 
 
@@ -266,10 +228,10 @@ def detect_with_florence(composite: Image.Image, *, max_new_tokens: int) -> Answ
 @spaces.GPU(duration=30)
 def classify_with_vit(connector: Image.Image) -> VitVerdict:
     """The ViT's verdict on one connector image, and its attention rollout."""
-    from qeu_space.ui.vit import classify
+    from qeu_space.attention import attention_rollout
 
-    bundle = MODELS.vit.loaded
-    if bundle is None:
+    loaded = MODELS.vit.loaded
+    if loaded is None:
         raise RuntimeError(MODELS.vit.reason or "no ViT configured")
-    probabilities, attention = classify(bundle.model, bundle.processor, bundle.labels, connector)
-    return VitVerdict(probabilities, attention)
+    _, probabilities = loaded.family_module.predict(loaded, [connector])[0]
+    return VitVerdict(probabilities, attention_rollout(loaded, connector))
