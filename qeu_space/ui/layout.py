@@ -327,7 +327,6 @@ def build_demo(
             app.recent_feedback_html, outputs=recent, queue=False, api_visibility="private"
         )
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
-    demo.qeu_app = app  # for tests and benchmarks: the handlers' state
     return demo
 
 
