@@ -1,4 +1,4 @@
-"""Findings drawn on the composite's grid, and an answer compared with the truth.
+"""Findings drawn on the composite's grid, coloured by how they compare with the truth.
 
 Each finding is a box around its pin on the lower (test) product: green when the truth has it, red
 when it does not (a false alarm), amber for a truth finding the answer missed, blue when no truth
@@ -6,22 +6,22 @@ is known. Images are drawn at :data:`DISPLAY_SCALE` times the composite so label
 a click on them maps back with the same factor.
 
 Example:
-    >>> cmp = compare([Finding("C7", "missing pin")], [Finding("C7", "missing pin")])
-    >>> cmp.exact
-    True
+    >>> marked = mark_findings(composite, [Finding("C7", "missing pin")], truth=[])
+    >>> marked.size
+    (896, 896)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from qeu_space.geometry import CompositeLayout
-from qeu_space.vocabulary import Box, DefectKind, Finding, sort_findings
+from qeu_space.ui.comparison import compare
+from qeu_space.vocabulary import Box, DefectKind, Finding
 
 DISPLAY_SCALE = 2
 COLOURS = {
@@ -30,64 +30,6 @@ COLOURS = {
     "missed": (245, 158, 11),
     "found": (56, 189, 248),
 }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """An answer's findings against the truth, matched on (position, kind).
-
-    Attributes:
-        hits: findings in both (the answer's copy).
-        false_alarms: findings only in the answer.
-        missed: truth findings the answer lacks.
-        wrong_direction: hits on a bent pin whose stated direction differs from the truth.
-    """
-
-    hits: tuple[Finding, ...]
-    false_alarms: tuple[Finding, ...]
-    missed: tuple[Finding, ...]
-    wrong_direction: tuple[Finding, ...]
-
-    @property
-    def exact(self) -> bool:
-        return not (self.false_alarms or self.missed or self.wrong_direction)
-
-
-def _key(f: Finding) -> tuple:
-    return (f.position, f.kind)
-
-
-def compare(truth: Sequence[Finding], predicted: Sequence[Finding]) -> Comparison:
-    truth_by_key = {_key(f): f for f in truth}
-    predicted_keys = {_key(f) for f in predicted}
-    hits = [f for f in predicted if _key(f) in truth_by_key]
-    wrong = [
-        f
-        for f in hits
-        if f.kind is DefectKind.BENT
-        and f.direction is not None
-        and truth_by_key[_key(f)].direction not in (None, f.direction)
-    ]
-    return Comparison(
-        hits=tuple(sort_findings(hits)),
-        false_alarms=tuple(sort_findings(f for f in predicted if _key(f) not in truth_by_key)),
-        missed=tuple(sort_findings(f for f in truth if _key(f) not in predicted_keys)),
-        wrong_direction=tuple(sort_findings(wrong)),
-    )
-
-
-def describe_comparison(cmp: Comparison) -> str:
-    """A short line: ``2 right, 1 false alarm (U3 bent pin), missed: C7 missing pin``."""
-    if cmp.exact:
-        return f"matches the truth ({len(cmp.hits)} finding{'s' if len(cmp.hits) != 1 else ''})"
-    parts = [f"{len(cmp.hits)} right"]
-    if cmp.false_alarms:
-        parts.append("false alarm: " + ", ".join(f.describe() for f in cmp.false_alarms))
-    if cmp.missed:
-        parts.append("missed: " + ", ".join(f.describe() for f in cmp.missed))
-    if cmp.wrong_direction:
-        parts.append("wrong direction: " + ", ".join(f.describe() for f in cmp.wrong_direction))
-    return "; ".join(parts)
 
 
 @lru_cache(maxsize=4)

@@ -9,7 +9,6 @@ the ``spaces.GPU`` functions of :mod:`qeu_space.ui.models`; an empty model slot 
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import gradio as gr
 from PIL import Image
 
 from qeu_space.attention import attention_overlay
-from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore, StoredFeedback
+from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore
 from qeu_space.geometry import CompositeLayout
 from qeu_space.image_io import UploadError, UploadLimits, check_pair, read_image
 from qeu_space.ui import models as model_fns
@@ -35,13 +34,9 @@ from qeu_space.ui.cases import (
     parse_truth,
     split_composite,
 )
-from qeu_space.ui.drawing import (
-    DISPLAY_SCALE,
-    compare,
-    describe_comparison,
-    draw_labelled_boxes,
-    mark_findings,
-)
+from qeu_space.ui.comparison import compare, comparison_markdown, describe_comparison
+from qeu_space.ui.drawing import DISPLAY_SCALE, draw_labelled_boxes, mark_findings
+from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.models import Answer, Models
 from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import run_soartc
@@ -355,58 +350,3 @@ class InspectionApp:
 
     def recent_feedback_html(self) -> str:
         return feedback_table(self.store.recent(RECENT), self.store.count())
-
-
-def comparison_markdown(
-    base: Answer | None, tuned: Answer | None, truth: Sequence[Finding] | None
-) -> str:
-    """Base vs fine-tuned, each against the truth when it is known."""
-    lines = []
-    for name, answer in (("base", base), ("fine-tuned", tuned)):
-        if answer is None:
-            continue
-        read = format_answer(answer.findings) if parse_answer(answer.text).understood else None
-        line = f"**{name}**: " + (f"reads as *{read}*" if read else "no verdict could be read")
-        if truth is not None:
-            line += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
-        lines.append(line)
-    if truth is not None:
-        lines.append(f"**truth**: {format_answer(truth)}")
-    elif lines:
-        lines.append("truth unknown (an upload): boxes show what each model named")
-    return "\n\n".join(lines)
-
-
-def toggle_finding(text: str, position: str, kind: str, direction: str | None) -> str:
-    """Add a finding at ``position`` to the answer ``text``, or remove the one already there."""
-    findings = list(parse_answer(text).findings)
-    kept = [f for f in findings if str(f.position) != position]
-    if len(kept) == len(findings):
-        defect = DefectKind.parse(kind)
-        kept.append(Finding(position, defect, direction if defect.has_direction else None))
-    return format_answer(kept)
-
-
-def feedback_table(rows: Sequence[StoredFeedback], total: int) -> str:
-    """Recent feedback as an HTML table; every stored text is escaped (shown, never run)."""
-    if not rows:
-        return "<p>No feedback yet.</p>"
-    head = "".join(
-        f"<th>{h}</th>" for h in ("#", "time (UTC)", "rated", "judged", "answer taught", "comment")
-    )
-    body = []
-    for r in rows:
-        cells = (
-            str(r.id),
-            r.created_at[:19].replace("T", " "),
-            r.rated,
-            "correct" if r.correct else "wrong",
-            r.taught_answer,
-            r.comment,
-        )
-        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    return (
-        f"<p>{total} feedback row(s) stored; the newest {len(rows)}:</p>"
-        f'<table class="qeu-feedback"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
