@@ -121,6 +121,10 @@ class FeedbackEntry:
             raise ValueError("feedback needs the image the answers are about")
         if self.rated not in RATED:
             raise ValueError(f"rated must be one of {RATED}, got {self.rated!r}")
+        if not self.rated_answer.strip():
+            raise ValueError(
+                f"the {self.rated} answer is empty: inspect the image first, then judge its answer"
+            )
         if len(self.comment) > MAX_COMMENT:
             raise ValueError(
                 f"the comment is {len(self.comment)} characters; at most {MAX_COMMENT} are kept"

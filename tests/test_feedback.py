@@ -81,6 +81,7 @@ def test_same_image_is_stored_once(tmp_path: Path) -> None:
         ({"correct": False, "corrected_answer": "hmm, not sure"}, "cannot read the corrected"),
         ({"comment": "x" * 2001}, "at most 2000 are kept"),
         ({"image": None}, "needs the image"),
+        ({"rated": "base", "base_answer": " "}, "the base answer is empty: inspect the image"),
     ],
 )
 def test_bad_entries_are_refused(kwargs: dict, message: str) -> None:
