@@ -6,13 +6,14 @@ run, the baseline: the same work called in process without Gradio (``run_soartc`
 ``InspectionApp.inspect_image``), so the difference is what serving costs (upload, queue, image
 encoding of the outputs).
 
-Models: ``--models tiny`` (default until issue 5 lands: random-weight Idefics3 + LoRA, ViT and
-Florence-2 built in a temporary folder; generation is capped at ``--max-new-tokens``) or
-``--models embedded`` (the defaults under ``models/``).
+Models (``--models``, both by default): ``tiny`` (random-weight Idefics3 + LoRA, ViT and
+Florence-2 built in a temporary folder: every panel runs) and ``embedded`` (what ``python app.py``
+loads: the folders under ``models/``; panels whose model is not shipped are skipped). Generation
+is capped at ``--max-new-tokens``.
 
 Usage:
-    python -m benchmarks.bench_app [--requests 30] [--warmup 3] [--models tiny] \\
-        [--max-new-tokens 16] [--out benchmarks/RESULTS_app.md]
+    python -m benchmarks.bench_app [--requests 20] [--warmup 3] [--models tiny embedded] \\
+        [--max-new-tokens 32] [--out benchmarks/RESULTS_app.md]
 """
 
 from __future__ import annotations
@@ -78,20 +79,17 @@ def timed_rounds(
     return [Timing(name, values) for name, values in seconds.items()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--models", choices=("tiny", "embedded"), default="tiny")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS_app.md"))
-    args = parser.parse_args(argv)
+def measure(kind: str, args: argparse.Namespace) -> tuple[list[Timing], float, str]:
+    """Launch the app on ``kind`` models and time both endpoints against their baselines.
 
+    Returns the timings, the start-up seconds and a line saying which models answered.
+    """
     from gradio_client import Client, handle_file
 
     from qeu_space.devices import detect_device
     from qeu_space.feedback import FeedbackStore
     from qeu_space.geometry import CompositeLayout
+    from qeu_space.ui.adapter_panel import models_markdown
     from qeu_space.ui.handlers import InspectionApp
     from qeu_space.ui.models import load_models
     from qeu_space.ui.settings import AppSettings
@@ -101,15 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="qeu-bench-app-") as tmp_name:
         tmp = Path(tmp_name)
-        models = make_tiny_models(tmp / "models") if args.models == "tiny" else {}
+        models = make_tiny_models(tmp / "models") if kind == "tiny" else {}
         env = app_env(tmp, models, QEU_MAX_NEW_TOKENS=str(args.max_new_tokens))
         env["OMP_NUM_THREADS"] = env["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
-        if args.models == "embedded":
-            for name in ("QEU_BASE_MODEL", "QEU_ADAPTER", "QEU_VIT_MODEL", "QEU_OD_MODEL"):
-                env.pop(name, None)
         # Baseline: the same work in this process, no Gradio (same models, same settings).
         settings = AppSettings.from_env({k: v for k, v in env.items() if k.startswith("QEU_")})
         loaded = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+        which = "; ".join(line[2:] for line in models_markdown(loaded).splitlines()[2:])
         store = FeedbackStore(tmp / "baseline.sqlite3")
         inproc = InspectionApp(settings, loaded, source=None, store=store, gallery=[])
         start = time.perf_counter()
@@ -156,32 +152,51 @@ def main(argv: list[str] | None = None) -> int:
                 args.warmup,
             )
         store.close()
+    return timings, startup, which
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--models", nargs="+", choices=("tiny", "embedded"), default=["tiny", "embedded"]
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS_app.md"))
+    args = parser.parse_args(argv)
 
     command = "python -m benchmarks.bench_app " + shlex.join(sys.argv[1:] if argv is None else argv)
-    tiny = f" (random weights, answers capped at {args.max_new_tokens} new tokens)"
     lines = [
         "# Space API latency (CPU)",
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), "
-        f"OMP/NUMBA threads {os.environ['OMP_NUM_THREADS']}, Python {platform.python_version()}; "
-        f"models: {args.models}"
-        + (tiny if args.models == "tiny" else "")
-        + f". App start-up (imports, model loading, gallery) took {startup:.1f} s.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other work (load "
+        f"average {os.getloadavg()[0]:.1f} at the start), OMP/NUMBA threads "
+        f"{os.environ['OMP_NUM_THREADS']}, Python {platform.python_version()}; answers capped at "
+        f"{args.max_new_tokens} new tokens.",
         "",
         "Sequential requests after warm-up, served and baseline calls taking turns; each API "
-        "call uploads its images (one composite for "
-        "`/inspect`, a reference and a test image for `/soartc`) and downloads the output images.",
-        "",
-        "| what | requests | p50 ms | p95 ms | mean ms |",
-        "|---|---:|---:|---:|---:|",
-        *(t.row() for t in timings),
-        "",
-        "`/inspect` runs SOARTC, the ViT, the chat VLM twice (adapter off, then on) and Florence-2 "
-        "`<OD>`; the baseline rows are the same calls in one process without Gradio.",
+        "call uploads its images (one composite for `/inspect`, a reference and a test image for "
+        "`/soartc`) and downloads the output images. `/inspect` runs SOARTC and every model that "
+        "is available (ViT, the chat VLM twice: adapter off then on, Florence-2 `<OD>`); the "
+        "baseline rows are the same calls in one process without Gradio.",
         "",
     ]
+    for kind in args.models:
+        timings, startup, which = measure(kind, args)
+        title = "tiny random-weight models" if kind == "tiny" else "embedded models (`models/`)"
+        lines += [
+            f"## {title}",
+            "",
+            f"{which}. App start-up (imports, model loading, gallery): {startup:.1f} s.",
+            "",
+            "| what | requests | p50 ms | p95 ms | mean ms |",
+            "|---|---:|---:|---:|---:|",
+            *(t.row() for t in timings),
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
     args.out.write_text(text)
