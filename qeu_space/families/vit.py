@@ -75,7 +75,7 @@ def _config(
 
 
 #: Preset name -> config builder. ``vit-tiny-scratch`` is the shipped ``models/vit-inspector``
-#: (96 x 192 input, 6 x 12 patches of about one pin each, 0.45 M parameters: what two shared
+#: (96 x 192 input, 6 x 12 patches of about one pin each, 0.53 M parameters: what two shared
 #: CPU cores train in under 30 minutes); ``vit-test-tiny`` is for tests.
 #:
 #: ``init=0.2`` (``initializer_range``, ten times ViT's 0.02) matters: one defective pin is one
