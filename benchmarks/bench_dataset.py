@@ -11,7 +11,7 @@ Prints, in one run:
 Goal (issue 2): at least 200 composites per second per core.
 
 Usage:
-    python benchmarks/bench_dataset.py [--composites 600] [--rows 400]
+    python -m benchmarks.bench_dataset [--composites 600] [--rows 400]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} cores; composites 448 x 448, nuisances on, qa mix")
     print(f"composites/s, 1 process, 1 thread : {one:8.1f}   (goal >= 200 per core)")
-    print(f"baseline: full redraw each time   : {baseline:8.1f}   -> cache speed-up x{one / baseline:.1f}")
+    print(
+        f"baseline: full redraw each time   : {baseline:8.1f}   "
+        f"-> cache speed-up x{one / baseline:.1f}"
+    )
     print(f"composites/s, 2 processes         : {two:8.1f}   ({two / one:.2f} x one process)")
     print(f"rows/s incl. PNG + parquet, 1 proc: {rows1:8.1f}")
     print(f"rows/s incl. PNG + parquet, 2 proc: {rows2:8.1f}")
