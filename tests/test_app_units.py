@@ -57,6 +57,13 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "on"), [("yes", True), ("On", True), ("no", False), ("0", False)]
+)
+def test_flags_read_every_spelling_the_error_names(value: str, on: bool) -> None:
+    assert AppSettings.from_env({"QEU_TRUST_REMOTE_CODE": value}).trust_remote_code is on
+
+
+@pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"QEU_QUEUE_SIZE": "many"}, "QEU_QUEUE_SIZE must be a number"),

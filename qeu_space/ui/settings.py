@@ -39,7 +39,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     value = (env.get(name) or "").strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
-    if value in _OFF:
+    if value in _OFF or value == "no":
         return False
     raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
 
