@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from qeu_space.families import vit
 from qeu_space.families._common import inference, placement, rgb
 
 if TYPE_CHECKING:
@@ -69,8 +70,9 @@ def _eager(model: Any) -> Iterator[None]:
 def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     """The rollout heatmap of ``image``: ``(image.height, image.width)`` float32 in [0, 1].
 
-    The processor resizes the whole image to the model's input (no crop), so the patch grid
-    spans the image and is upsampled bilinearly onto it; 1 is the most attended patch.
+    The patch grid is upsampled bilinearly onto the part of the image the model sees (all of it,
+    or the pin grid for a model that frames it, :func:`qeu_space.families.vit.frame`); outside
+    that part the map is 0. 1 is the most attended patch.
 
     Raises:
         ValueError: the model is not a ViT (it has no patch grid in its config).
@@ -85,15 +87,21 @@ def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     grid = (height // config.patch_size, width // config.patch_size)
     image = rgb(image)
+    framed, box = vit.frame(image, config)
     device, dtype = placement(model)
-    pixels = processor(images=[image], return_tensors="pt")["pixel_values"].to(device, dtype)
+    pixels = processor(images=[framed], return_tensors="pt")["pixel_values"].to(device, dtype)
     with inference(model), _eager(model):
         attentions = model(pixel_values=pixels, output_attentions=True).attentions
     relevance = rollout(attentions)[0].reshape(grid).cpu().numpy().astype(np.float32)
     relevance = relevance - relevance.min()
     relevance = relevance / relevance.max() if relevance.max() > 0 else relevance
-    upsampled = Image.fromarray(relevance, mode="F").resize(image.size, Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(upsampled, dtype=np.float32), 0.0, 1.0)
+    x1, y1, x2, y2 = (round(v) for v in box)
+    upsampled = Image.fromarray(relevance, mode="F").resize(
+        (x2 - x1, y2 - y1), Image.Resampling.BILINEAR
+    )
+    heatmap = np.zeros((image.height, image.width), dtype=np.float32)
+    heatmap[y1:y2, x1:x2] = np.asarray(upsampled, dtype=np.float32)
+    return np.clip(heatmap, 0.0, 1.0)
 
 
 def attention_overlay(

@@ -100,6 +100,17 @@ class ConnectorGeometry:
             min(y2 + pad, float(self.height)),
         )
 
+    def grid_box(self) -> Box:
+        """The 3 x 9 pin cells (one pitch around each pin centre): the pin grid and nothing else.
+
+        Cropped to this box and resized to 3 x 9 patches, every pin sits in the middle of its own
+        patch (the ViT classifier's framing), whatever its position.
+        """
+        px, py = self.pitch
+        x1, y1 = self.pin_center(ALL_POSITIONS[0])
+        x2, y2 = self.pin_center(ALL_POSITIONS[-1])
+        return (x1 - px / 2, y1 - py / 2, x2 + px / 2, y2 + py / 2)
+
     def position_at(self, x: float, y: float) -> Position | None:
         """The pin site whose cell (one pitch around its centre) holds ``(x, y)``, if any."""
         px, py = self.pitch

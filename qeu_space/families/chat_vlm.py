@@ -35,6 +35,8 @@ from transformers import BatchFeature
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from qeu_space.families._common import batches, check_scope, inference, placement, rgb
+from qeu_space.framing import frame as frame_image
+from qeu_space.framing import framing_of
 from qeu_space.vocabulary import INSPECTION_QUESTION, Finding, parse_answer
 
 if TYPE_CHECKING:
@@ -105,17 +107,30 @@ def prompt_and_target(processor: Any, question: str, answer: str) -> tuple[str, 
     return prompt, full[len(prompt) :].rstrip()
 
 
-def collate(processor: Any, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
+def collate_options(config: Any) -> dict[str, Any]:
+    """Every batch is framed as the model asks (:mod:`qeu_space.framing`; most models: whole)."""
+    return {"framing": framing_of(config)}
+
+
+def view(image: Image.Image, model_config: Any) -> Image.Image:
+    """``image`` as the model sees it: RGB, framed as its config asks (usually whole)."""
+    return frame_image(rgb(image), framing_of(model_config))[0]
+
+
+def collate(
+    processor: Any, rows: Sequence[Mapping[str, Any]], *, framing: str | None = None
+) -> BatchFeature:
     """Prompt (with image tokens) + answer, right-padded; labels -100 except on answer tokens.
 
     Rows need ``image``, ``question`` and ``answer``. Per-token extras a processor may return
     (``token_type_ids``, ``mm_token_type_ids``) are extended with zeros over the answer.
+    ``framing`` is the model's view of the image (:mod:`qeu_space.framing`).
     """
     pairs = [prompt_and_target(processor, row["question"], row["answer"]) for row in rows]
     tokenizer = processor.tokenizer
     enc = processor(
         text=[prompt for prompt, _ in pairs],
-        images=[[rgb(row["image"])] for row in rows],
+        images=[[frame_image(rgb(row["image"]), framing)[0]] for row in rows],
         return_tensors="pt",
         padding=True,
         padding_side="right",
@@ -170,7 +185,7 @@ def generate(
         for chunk in batches(list(images), batch_size):
             inputs = processor(
                 text=[prompt] * len(chunk),
-                images=[[rgb(i)] for i in chunk],
+                images=[[view(i, model.config)] for i in chunk],
                 return_tensors="pt",
                 padding=True,
                 padding_side="left",

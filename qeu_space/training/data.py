@@ -8,7 +8,7 @@ their PIL images until the collator: the family's processor does all image work,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -95,10 +95,33 @@ def _named_splits(source: str, loaded: object) -> datasets.DatasetDict:
 
 @dataclass(frozen=True)
 class Collator:
-    """``data_collator`` for ``Trainer``: rows -> the family's batch with masked labels."""
+    """``data_collator`` for ``Trainer``: rows -> the family's batch with masked labels.
+
+    ``options`` are keyword arguments of the family's ``collate`` (the ViT's framing config, and
+    for training batches its augmentation generator); most families take none.
+    """
 
     family: ModuleType
     processor: Any
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
-        return self.family.collate(self.processor, rows)
+        return self.family.collate(self.processor, rows, **self.options)
+
+
+def collators(
+    family: ModuleType, processor: Any, model_config: Any, seed: int
+) -> tuple[Collator, Collator | None]:
+    """The evaluation collator and, for families that augment their training rows, the training one.
+
+    A family opts in with ``collate_options(model_config)`` (for every batch) and
+    ``train_collate_options(seed)`` (training batches only).
+    """
+    options = (
+        dict(family.collate_options(model_config)) if hasattr(family, "collate_options") else {}
+    )
+    evaluation = Collator(family, processor, options)
+    if not hasattr(family, "train_collate_options"):
+        return evaluation, None
+    training = {**options, **family.train_collate_options(seed)}
+    return evaluation, Collator(family, processor, training)

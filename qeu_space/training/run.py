@@ -32,7 +32,7 @@ from qeu_space.families import family_for, scratch_base
 from qeu_space.loading import load_model, read_config
 from qeu_space.training.callbacks import LossHistoryCallback
 from qeu_space.training.config import TrainConfig
-from qeu_space.training.data import Collator, load_splits
+from qeu_space.training.data import collators, load_splits
 from qeu_space.training.history import LossHistory
 from qeu_space.training.trainer import InspectionTrainer
 
@@ -113,13 +113,17 @@ def train(
             dtype=torch.float32,
         )
     model = _trainable(loaded.model, config, family)
+    eval_collator, train_collator = collators(
+        family, loaded.processor, loaded.model.config, config.seed
+    )
     history_callback = LossHistoryCallback(out, title=f"{config.task}: {config.base}")
     trainer = InspectionTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
-        data_collator=Collator(family, loaded.processor),
+        data_collator=eval_collator,
+        train_collator=train_collator,
         processing_class=loaded.processor,
         callbacks=[history_callback, *callbacks],
         family=family,

@@ -29,6 +29,7 @@ class InspectionTrainer(Trainer):
         task: ``qa`` or ``od``.
         eval_samples: validation rows to generate on (0: loss only).
         max_new_tokens: generation length.
+        train_collator: collator of training batches, if not ``data_collator`` (augmentation).
         *args, **kwargs: as for ``Trainer``.
     """
 
@@ -39,13 +40,25 @@ class InspectionTrainer(Trainer):
         task: str,
         eval_samples: int = 64,
         max_new_tokens: int = 64,
+        train_collator: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.train_collator = train_collator
         self.family = family
         self.task = task
         self.eval_samples = eval_samples
         self.max_new_tokens = max_new_tokens
+
+    def get_train_dataloader(self) -> Any:
+        """Training batches through ``train_collator`` (augmentation) when one is given."""
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        evaluation, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = evaluation
 
     def _load_best_model(self) -> None:
         """Reload the best checkpoint of a fully trained model through ``from_pretrained``.

@@ -1,0 +1,133 @@
+"""Framing (``qeu_space.framing``): the views the shipped models read, aligned with the pins.
+
+The point of a framing is that every pin lands centred in its own patch. These tests check that
+on the project's own geometry, and that each family frames its batches and its predictions the
+same way (a mismatch would train on one view and answer on another).
+"""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dataset_tools.builders import BuildConfig, make_row
+from qeu_space.families import chat_vlm, vit
+from qeu_space.framing import frame, framing_of, grid_box
+from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.training.data import collators
+from qeu_space.vocabulary import ALL_POSITIONS
+
+
+def _to_view(x: float, y: float, box: tuple, side: tuple[int, int]) -> tuple[float, float]:
+    """Composite/connector pixel -> pixel of the view resized to ``side`` (width, height)."""
+    x1, y1, x2, y2 = box
+    return (x - x1) * side[0] / (x2 - x1), (y - y1) * side[1] / (y2 - y1)
+
+
+def test_connector_grid_puts_each_pin_in_the_middle_of_its_patch():
+    geo = ConnectorGeometry(423, 204)
+    box = grid_box((423, 204), "connector_grid")
+    for position in ALL_POSITIONS:  # the ViT preset: 96 x 288, 32-px patches, 3 x 9 of them
+        x, y = _to_view(*geo.pin_center(position), box, (288, 96))
+        assert (int(x // 32), int(y // 32)) == (position.column - 1, position.row_index)
+        assert abs(x % 32 - 16) < 1e-6 and abs(y % 32 - 16) < 1e-6
+
+
+def test_composite_test_grid_puts_each_test_pin_in_its_own_token():
+    layout = CompositeLayout(448)
+    box = grid_box((448, 448), "composite_test_grid")
+    ox, oy = layout.origin("test")
+    for position in ALL_POSITIONS:  # the inspection VLM: 288 x 288, 32-px patches, 9 x 9
+        cx, cy = layout.connector.pin_center(position)
+        x, y = _to_view(cx + ox, cy + oy, box, (288, 288))
+        assert (int(x // 32), int(y // 32)) == (position.column - 1, 3 * position.row_index + 1)
+    reference_pin = layout.connector.pin_center(ALL_POSITIONS[0])
+    assert reference_pin[1] + layout.origin("reference")[1] < box[1]  # the reference is left out
+
+
+def test_the_view_holds_every_truth_box_of_a_composite():
+    cfg = BuildConfig("qa", num=1, seed=3)
+    rows = [make_row(cfg, "train", i) for i in range(12)]
+    findings = [f for row in rows for f in row["findings"]]
+    assert findings
+    x1, y1, x2, y2 = grid_box((448, 448), "composite_test_grid")
+    for finding in findings:
+        bx1, by1, bx2, by2 = finding["box"]
+        cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
+        assert x1 <= cx <= x2 and y1 <= cy <= y2
+
+
+def test_frame_crops_and_the_whole_image_is_untouched():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (448, 448, 3), np.uint8))
+    view, box = frame(image, "composite_test_grid")
+    assert view.size == (round(box[2]) - round(box[0]), round(box[3]) - round(box[1]))
+    crop = np.asarray(image)[round(box[1]) : round(box[3]), round(box[0]) : round(box[2])]
+    assert np.array_equal(np.asarray(view), crop)
+    whole, full = frame(image, None)
+    assert whole is image and full == (0.0, 0.0, 448.0, 448.0)
+
+
+@pytest.mark.parametrize("size", [(448, 300), (95, 95), (449, 449)])
+def test_a_composite_view_refuses_what_is_not_a_composite(size):
+    with pytest.raises(ValueError, match="reads composites"):
+        grid_box(size, "composite_test_grid")
+
+
+def test_a_config_with_an_unknown_framing_is_refused_clearly():
+    assert framing_of(SimpleNamespace()) is None
+    assert framing_of(SimpleNamespace(qeu_framing="connector_grid")) == "connector_grid"
+    with pytest.raises(ValueError, match="does not know"):
+        framing_of(SimpleNamespace(qeu_framing="upside_down"))
+
+
+def test_vit_batches_and_predictions_see_the_same_view():
+    loaded = vit.new_model("vit-pins-scratch")
+    assert loaded.model.config.qeu_framing == "connector_grid"
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (204, 423, 3), np.uint8))
+    evaluation, training = collators(vit, loaded.processor, loaded.model.config, seed=0)
+    batch = evaluation([{"image": image, "label": "OK"}])
+    framed = vit.frame(image, loaded.model.config)[0]
+    expected = loaded.processor(images=[framed], return_tensors="pt")["pixel_values"]
+    assert torch.equal(batch["pixel_values"], expected)
+    assert training is not None and "rng" in training.options and "rng" not in evaluation.options
+
+
+def test_vit_augmentation_mirrors_and_keeps_the_label():
+    image = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3))
+    seen = {np.asarray(vit.augment(image, random.Random(s))).tobytes() for s in range(40)}
+    flips = {
+        np.asarray(image.transpose(t)).tobytes()
+        for t in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM)
+    }
+    assert flips <= seen and np.asarray(image).tobytes() in seen and len(seen) == 4
+    loaded = vit.new_model("vit-test-tiny")
+    _, training = collators(vit, loaded.processor, loaded.model.config, seed=0)
+    rows = [{"image": image, "label": "BENDNG"}] * 4
+    assert training(rows)["labels"].tolist() == [1, 1, 1, 1]
+
+
+def test_chat_vlm_frames_batches_as_its_config_asks(tmp_path):
+    from qeu_space.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
+    from qeu_space.loading import load_model
+
+    config = InspectionVLMConfig(
+        image_size=64, vision_hidden=16, text_hidden=16, vision_intermediate=32,
+        text_intermediate=32, vision_layers=1, text_layers=1,
+    )  # fmt: skip
+    loaded = load_model(build_inspection_vlm(tmp_path, config), device="cpu")
+    assert framing_of(loaded.model.config) == "composite_test_grid"
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (448, 448, 3), np.uint8))
+    options = chat_vlm.collate_options(loaded.model.config)
+    row = {"image": image, "question": "What is wrong?", "answer": "Passed. No defects found."}
+    pixels = chat_vlm.collate(loaded.processor, [row], **options)["pixel_values"]
+    view = frame(image, "composite_test_grid")[0]
+    expected = loaded.processor.image_processor([[view]], return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixels, expected)
+    whole = chat_vlm.collate(loaded.processor, [row])["pixel_values"]
+    assert not torch.equal(whole, expected)
+    assert chat_vlm.generate(loaded, [image], max_new_tokens=2)  # generation frames too
