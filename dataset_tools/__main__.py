@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dataset_tools.builders import VARIANTS, BuildConfig
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
-from dataset_tools.sampling import CONFIGS
+from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES
 
 EXAMPLES = """examples:
   python -m dataset_tools build --config qa --num 1000 --seed 0 --out data/qa
@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=UNSEEN_HOUSING,
         help=f"the housing of test_unseen_housing, not among --housings (default {UNSEEN_HOUSING})",
     )
+    build.add_argument(
+        "--train-positions",
+        choices=TRAIN_POSITION_CHOICES,
+        default="held-out",
+        help="where train defects sit: held-out (default: never at a validation/test position) "
+        "or all (a pre-training set; its validation/test positions are then not held out)",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_from_feedback(sub)
     return parser
@@ -196,6 +203,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             nuisances=Nuisances.off() if args.no_nuisances else Nuisances(),
             housings=tuple(args.housings),
             unseen_housing=args.unseen_housing,
+            train_positions=args.train_positions,
             num_proc=args.num_proc,
         )
     except ValueError as e:

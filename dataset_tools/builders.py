@@ -24,7 +24,15 @@ from PIL import Image
 
 from dataset_tools.compose import Sample, make_sample
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
-from dataset_tools.sampling import CONFIGS, SPLITS, Config, Split, draw_spec, row_rng
+from dataset_tools.sampling import (
+    CONFIGS,
+    SPLITS,
+    TRAIN_POSITION_CHOICES,
+    Config,
+    Split,
+    draw_spec,
+    row_rng,
+)
 from qeu_space.geometry import CompositeLayout
 from qeu_space.vocabulary import (
     CLASS_LABELS,
@@ -105,6 +113,8 @@ class BuildConfig:
         nuisances: lighting, noise, blur, shift, rotation and JPEG settings.
         housings: housing variants of ``train``, ``validation`` and ``test``.
         unseen_housing: the one housing of ``test_unseen_housing`` (not among ``housings``).
+        train_positions: ``held-out`` (train defects avoid the validation/test positions) or
+            ``all`` (a pre-training set with defects anywhere).
         num_proc: worker processes.
     """
 
@@ -118,6 +128,7 @@ class BuildConfig:
     nuisances: Nuisances = field(default_factory=Nuisances)
     housings: tuple[str, ...] = SEEN_HOUSINGS
     unseen_housing: str = UNSEEN_HOUSING
+    train_positions: str = "held-out"
     num_proc: int = 1
 
     def __post_init__(self) -> None:
@@ -143,6 +154,11 @@ class BuildConfig:
         if self.unseen_housing in self.housings:
             raise ValueError(
                 f"the unseen housing {self.unseen_housing!r} must not be among --housings"
+            )
+        if self.train_positions not in TRAIN_POSITION_CHOICES:
+            raise ValueError(
+                f"--train-positions must be one of {', '.join(TRAIN_POSITION_CHOICES)}, "
+                f"got {self.train_positions!r}"
             )
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
@@ -228,6 +244,7 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
         unlabelled_fraction=cfg.unlabelled_fraction,
         housings=cfg.housings,
         unseen_housing=cfg.unseen_housing,
+        train_positions=cfg.train_positions,
     )
     sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
     return ROW_BUILDERS[cfg.config](sample, cfg.variant)

@@ -55,9 +55,19 @@ def dataset_card(
             ],
         },
     )
-    positions = "\n".join(
-        f"| `{split}` | {split_rows[split]} | {', '.join(p.name for p in SPLIT_POSITIONS[split])} |"
-        for split in split_rows
+
+    def where(split: str) -> str:
+        if split == "train" and cfg.train_positions == "all":
+            return "all 27 (`--train-positions all`: a pre-training set)"
+        return ", ".join(p.name for p in SPLIT_POSITIONS[split])
+
+    positions = "\n".join(f"| `{s}` | {split_rows[s]} | {where(s)} |" for s in split_rows)
+    held_out = (
+        "Defects sit at disjoint pin positions per split, so scores on `validation` and `test` "
+        "measure\nreading the grid, not remembering where defects were."
+        if cfg.train_positions == "held-out"
+        else "`train` has defects at every position (a pre-training set): scores on `validation` "
+        "and\n`test` measure fit, not reading the grid at positions never seen defective."
     )
     body = f"""
 # QEU connector inspection: `{cfg.config}` ({task_name})
@@ -77,8 +87,7 @@ Same command, same rows (every row depends only on the seed, the split and its i
 
 ## Splits
 
-Defects sit at disjoint pin positions per split, so scores on `validation` and `test` measure
-reading the grid, not remembering where defects were. Housings `{", ".join(cfg.housings)}`
+{held_out} Housings `{", ".join(cfg.housings)}`
 appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{cfg.unseen_housing}`.
 
 | split | rows | defect positions |

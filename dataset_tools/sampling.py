@@ -36,6 +36,9 @@ SPLIT_POSITIONS: dict[Split, tuple[Position, ...]] = {
     "test_unseen_housing": ALL_POSITIONS,
 }
 
+TRAIN_POSITION_CHOICES: tuple[str, ...] = ("held-out", "all")
+"""Where ``train`` defects may sit: off the validation/test positions, or anywhere."""
+
 DEFECT_COUNTS = (0, 1, 2, 3)
 DEFECT_COUNT_WEIGHTS = (0.30, 0.45, 0.18, 0.07)
 """Q/A and OD rows: share of passed, one-, two- and three-defect products."""
@@ -56,16 +59,26 @@ def draw_spec(
     unlabelled_fraction: float = 0.15,
     housings: tuple[str, ...] = SEEN_HOUSINGS,
     unseen_housing: str = UNSEEN_HOUSING,
+    train_positions: str = "held-out",
 ) -> SampleSpec:
     """Draw what row ``index`` of ``split`` shows.
 
     ``cls`` rows are balanced over ``OK`` / ``BENDNG`` / ``NUKENG`` with at most one defect;
     ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`. ``housings`` appear in every split but
-    ``test_unseen_housing``, which shows only ``unseen_housing``.
+    ``test_unseen_housing``, which shows only ``unseen_housing``. ``train_positions="all"`` puts
+    ``train`` defects at every position (a pre-training set, whose validation and test positions
+    are then no longer held out from it); the default keeps them off the other splits' positions.
     """
     housing = unseen_housing if split == "test_unseen_housing" else str(rng.choice(housings))
     pins = str(rng.choice(PIN_STYLES))
+    if train_positions not in TRAIN_POSITION_CHOICES:
+        raise ValueError(
+            f"train_positions must be one of {', '.join(TRAIN_POSITION_CHOICES)}, "
+            f"got {train_positions!r}"
+        )
     positions = SPLIT_POSITIONS[split]
+    if split == "train" and train_positions == "all":
+        positions = ALL_POSITIONS
     if config == "cls":
         label = int(rng.integers(3))  # 0 OK, 1 bent, 2 missing
         count = 0 if label == 0 else 1

@@ -133,6 +133,20 @@ def test_housings_can_be_chosen_for_a_variant_dataset():
     assert set(dd["test_unseen_housing"]["housing"]) == {"ribbed"}
 
 
+def test_a_pretraining_set_puts_train_defects_anywhere_and_keeps_the_rest():
+    held = BuildConfig("qa", num=300, seed=0, size=224)
+    anywhere = BuildConfig("qa", num=300, seed=0, size=224, train_positions="all")
+    seen = {f["position"] for i in range(300) for f in make_row(anywhere, "train", i)["findings"]}
+    assert len(seen) == 27  # every position, the held-out ones included
+    assert not seen.isdisjoint({p.name for p in SPLIT_POSITIONS["test"]})
+    for split in ("validation", "test", "test_unseen_housing"):  # only train changes
+        assert make_row(held, split, 5)["answer"] == make_row(anywhere, split, 5)["answer"]
+    card = build_dataset(BuildConfig("qa", num=4, seed=0, size=224, train_positions="all"))
+    assert {f["position"] for row in card["test"] for f in row["findings"]} <= {
+        p.name for p in SPLIT_POSITIONS["test"]
+    }
+
+
 def test_some_composites_are_unlabelled():
     cfg = BuildConfig("qa", num=40, seed=0, size=224, unlabelled_fraction=0.5)
     drawn = [make_row(cfg, "train", i)["labels_drawn"] for i in range(40)]
@@ -168,6 +182,7 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
         ({"config": "qa", "num": 5, "housings": ("standard", "oval")}, "oval"),
         ({"config": "qa", "num": 5, "housings": ()}, "housings must be"),
         ({"config": "qa", "num": 5, "housings": ("latched",)}, "must not be among"),
+        ({"config": "qa", "num": 5, "train_positions": "some"}, "--train-positions must be"),
     ],
 )
 def test_build_config_refuses_bad_settings(kwargs, message):
