@@ -29,7 +29,7 @@ EXAMPLES = """examples:
       --dataset data/qa --out runs/qa-dora --dora --rank 32 --push-to me/qeu-smolvlm-qa
   python -m qeu_space.train --task od --base florence-community/Florence-2-base \\
       --dataset data/od --out runs/od-full --full-finetune --learning-rate 1e-5
-  python -m qeu_space.train --task cls --base vit-tiny-scratch --dataset data/cls \\
+  python -m qeu_space.train --task cls --base vit-pins-scratch --dataset data/cls \\
       --out runs/vit --epochs 4 --batch-size 32 --eval-samples 1000
   accelerate launch --multi_gpu --num_processes 2 -m qeu_space.train --task qa \\
       --base HuggingFaceTB/SmolVLM-256M-Instruct --dataset data/qa --out runs/qa-ddp

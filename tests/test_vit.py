@@ -28,10 +28,10 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "vit-inspector"
 #: Rows rendered with this seed were never in the shipped model's training data (seed 0).
 FRESH_SEED = 2026
 PER_CLASS = 10
-#: Correct answers required out of 30 on each split. The shipped model measures 23/30 (test)
-#: and 27/30 (test_unseen_housing) on these fixed rows (84% / 77% on the 600-row splits): below
-#: the issue's 99% / 97% goal, see its model card. Chance is 10/30.
-MIN_CORRECT = 22
+#: Correct answers required out of 30 on each split. The shipped model measures 30/30 on both
+#: fixed sets (99.9 % / 99.4 % on the 1200-row splits, see its model card); one miss is allowed.
+#: Chance is 10/30.
+MIN_CORRECT = 29
 
 
 @cache
@@ -89,24 +89,26 @@ def _grid_distance(a: Position, b: Position) -> int:
 
 
 def test_rollout_peaks_at_or_next_to_the_defect(shipped):
-    """Criterion: over 10 missing pins, on the clear cases (called NUKENG with p >= 0.9; at
-    least 5 of them), the pin cell with the highest rollout is the defect's pin or one of its 8
-    neighbours for at least 80%. (Measured: 7 clear cases, all 7 exactly on the pin.)"""
-    samples = [s for s in rendered("test", PER_CLASS) if s[1] == "NUKENG"]
+    """Criterion: over 10 missing and 10 bent pins, on the clear cases (called right with
+    p >= 0.9; at least 16 of them), the pin cell with the highest rollout is the defect's pin or
+    one of its 8 neighbours for at least 90%. (Measured: 20 clear cases, all 20 exactly on the
+    pin.)"""
+    samples = [s for s in rendered("test", PER_CLASS) if s[1] != "OK"]
     clear = near = 0
     for image, truth, findings in samples:
         (label, probs) = vit.predict(shipped, [image])[0]
         heatmap = attention_rollout(shipped, image)
         assert heatmap.shape == (image.height, image.width)
         assert heatmap.dtype == np.float32 and 0 <= heatmap.min() and 0.9 < heatmap.max() <= 1
+        assert heatmap[:, :5].max() == 0  # outside the pin grid: the model never saw it
         if label != truth or probs[truth] < 0.9:
             continue
         scores = ConnectorGeometry(image.width, image.height).position_scores(heatmap)
         top = max(scores, key=scores.__getitem__)
         clear += 1
         near += _grid_distance(top, Position.parse(findings[0]["position"])) <= 1
-    assert clear >= 5
-    assert near >= 0.8 * clear
+    assert clear >= 16
+    assert near >= 0.9 * clear
 
 
 def test_rollout_of_uniform_attention_is_uniform():
