@@ -1,4 +1,4 @@
-"""Dataset rows: the columns of DESIGN.md, truths that read back, held-out positions, determinism."""
+"""Dataset rows: DESIGN.md's columns, truths that read back, held-out positions, determinism."""
 
 from __future__ import annotations
 

@@ -159,7 +159,8 @@ def test_geometric_nuisances_move_the_boxes_with_the_pixels():
     [
         (lambda: ConnectorSpec(housing="round"), "unknown housing"),
         (lambda: ConnectorSpec(pins="hex"), "unknown pin style"),
-        (lambda: ConnectorSpec(findings=(Finding("C1", "missing pin"), Finding("C1", "bent pin", "up"))),
+        (lambda: ConnectorSpec(findings=(Finding("C1", "missing pin"),
+                                         Finding("C1", "bent pin", "up"))),
          "one defect per pin site"),
         (lambda: ConnectorSpec(findings=(Finding("C1", "bent pin"),)), "needs a direction"),
         (lambda: Nuisances(rotation=5), "at most 2 degrees"),
