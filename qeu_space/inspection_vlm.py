@@ -3,12 +3,18 @@
 Nobody offers a model pre-trained for connector inspection (the seeds' conclusion: "train our own
 pre-trained model, then fine-tune it"), so the project builds one from scratch: this module writes
 the untrained starting point (config, random weights, processor, tokenizer) as a folder that
-``qeu_space.loading.load_model`` reads like any Hub model; ``python -m qeu_space.train --task qa
---full-finetune`` then pre-trains it on the standard housings, and a LoRA adapter adapts it to a
-housing it never saw. ``models/inspection-vlm-base/README.md`` has the exact commands.
+``qeu_space.loading.load_model`` reads like any Hub model; ``python -m qeu_space.vision_pretrain``
+teaches its vision tower what each pin is, ``python -m qeu_space.train --task qa --full-finetune``
+then pre-trains it on the standard housings, and a LoRA adapter adapts it to a housing it never
+saw. ``models/inspection-vlm-base/README.md`` has the exact commands.
 
-Two choices make held-out pin positions (validation/test defects sit at positions never defective
-in training) answerable:
+Three choices make held-out pin positions (validation/test defects sit at positions never
+defective in training) answerable:
+
+* The model sees only the pin grid of the product under inspection (``qeu_framing:
+  composite_test_grid``, :mod:`qeu_space.framing`), stretched to 288 x 288 with 32-pixel patches
+  and no pixel shuffle: 9 x 9 image tokens, one column of tokens per pin column and three rows of
+  tokens per pin row, so every pin is centred in its own token at every position.
 
 * The tokenizer splits every digit into its own token and keeps the row letter apart from the
   column (``ĠC`` then ``4``), so ``C4`` is composed from a row and a column each seen in training.
@@ -56,15 +62,19 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<|im_start|>", "<|endoftext|>", "<pad>", "<u
 class InspectionVLMConfig:
     """Sizes of the shipped model; the defaults are what ``models/inspection-vlm-base`` uses."""
 
-    image_size: int = field(default=224, metadata={"help": "side the composite is resized to"})
-    patch_size: int = field(default=16, metadata={"help": "vision patch side in pixels"})
-    scale_factor: int = field(default=2, metadata={"help": "pixel-shuffle factor (tokens / s^2)"})
+    image_size: int = field(default=288, metadata={"help": "side the view is resized to"})
+    patch_size: int = field(default=32, metadata={"help": "vision patch side in pixels"})
+    scale_factor: int = field(default=1, metadata={"help": "pixel-shuffle factor (tokens / s^2)"})
+    framing: str | None = field(
+        default="composite_test_grid",
+        metadata={"help": "view of the composite (qeu_space.framing); None: the whole image"},
+    )
     vision_hidden: int = 96
     vision_layers: int = 2
     vision_heads: int = 4
     vision_intermediate: int = 192
     text_hidden: int = 128
-    text_layers: int = 2
+    text_layers: int = 3
     text_heads: int = 4
     text_intermediate: int = 256
     vocab_size: int = field(default=480, metadata={"help": "BPE vocabulary before specials"})
@@ -197,6 +207,7 @@ def build_inspection_vlm(out_dir: str | Path, config: InspectionVLMConfig | None
         },
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=config.scale_factor,
+        qeu_framing=config.framing,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )

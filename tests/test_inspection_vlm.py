@@ -92,11 +92,12 @@ def test_sincos_table_separates_row_and_column() -> None:
 
 def test_build_writes_a_loadable_untrained_model(tmp_path: Path) -> None:
     config = InspectionVLMConfig(
-        image_size=64, vision_hidden=16, text_hidden=16, vision_intermediate=32,
-        text_intermediate=32, vision_layers=1, text_layers=1,
+        image_size=64, patch_size=16, scale_factor=2, vision_hidden=16, text_hidden=16,
+        vision_intermediate=32, text_intermediate=32, vision_layers=1, text_layers=1,
     )  # fmt: skip
     loaded = load_model(build_inspection_vlm(tmp_path, config), device="cpu")
     assert loaded.family == "chat_vlm"
+    assert loaded.model.config.qeu_framing == "composite_test_grid"
     assert loaded.processor.image_seq_len == config.image_tokens == 4
     embedding = loaded.model.model.vision_model.embeddings.position_embedding.weight
     assert torch.allclose(embedding, sincos_2d(4, 4, 16))
