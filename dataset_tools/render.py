@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -233,8 +234,12 @@ def _clean_connector(housing: str, pins: str, width: int, height: int) -> np.nda
     return img
 
 
+@lru_cache(maxsize=1024)
 def _site_window(geo: ConnectorGeometry, position: Position) -> tuple[int, int, int, int]:
-    """Pixel window (x1, y1, x2, y2) holding everything a defect at ``position`` draws."""
+    """Pixel window (x1, y1, x2, y2) holding everything a defect at ``position`` draws.
+
+    Cached: it is geometry only, and asked twice per defect of every image.
+    """
     boxes = [geo.defect_box(position, DefectKind.BENT, d, pad=0.0) for d in Direction]
     x1 = math.floor(min(b[0] for b in boxes))
     y1 = math.floor(min(b[1] for b in boxes))
@@ -275,13 +280,23 @@ def _bare_housing(housing: str, width: int, height: int) -> np.ndarray:
     return img
 
 
-def draw_clean_with_defects(spec: ConnectorSpec, geo: ConnectorGeometry) -> np.ndarray:
-    """The product with its defects and no nuisance, float32 RGB in [0, 255]."""
+def draw_clean_with_defects(
+    spec: ConnectorSpec, geo: ConnectorGeometry, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The product with its defects and no nuisance, float32 RGB in [0, 255].
+
+    Without findings this is the cached clean product (read-only); with findings it is drawn into
+    ``out`` (a float32 image of this size) or, without ``out``, into a new array.
+    """
     clean = _clean_connector(spec.housing, spec.pins, geo.width, geo.height)
     if not spec.findings:
         return clean
     bare = _bare_housing(spec.housing, geo.width, geo.height)
-    img = clean.copy()
+    if out is None:
+        img = clean.copy()
+    else:
+        img = out
+        np.copyto(img, clean)
     for finding in spec.findings:
         x1, y1, x2, y2 = _site_window(geo, finding.position)
         img[y1:y2, x1:x2] = bare[y1:y2, x1:x2]
@@ -293,67 +308,161 @@ def draw_clean_with_defects(spec: ConnectorSpec, geo: ConnectorGeometry) -> np.n
 
 
 @numba.njit(cache=True, fastmath=True)
-def _blur3(img, a):  # pragma: no cover - compiled
-    """Separable 3-tap Gaussian ``[a, 1 - 2a, a]`` (the blur nuisance; sigma <= 1 px)."""
-    h, w, c = img.shape
+def _blur3_steps(flat, a, dst, ring, start, stop):  # pragma: no cover - compiled
+    """Steps ``start`` to ``stop - 1`` of the separable 3-tap Gaussian ``[a, 1 - 2a, a]``.
+
+    The blur nuisance (sigma <= 1 px) on RGB rows ``(h, w * 3)``, without an image-sized temporary:
+    step ``y`` (from -1 to ``h - 1``, run in order) does the horizontal pass of row ``y + 1`` into
+    ``ring`` (three rows, which stay in L1) and the vertical pass of row ``y`` into ``dst``, so
+    row ``y`` of ``dst`` is final after step ``y``. :func:`_finish` runs the steps just ahead of
+    the rows it samples, while they are still in cache, instead of blurring the whole image first.
+    """
+    h, n = flat.shape
+    c = 3
     b = np.float32(1.0 - 2.0 * a)
     a = np.float32(a)
-    flat = img.reshape(h, w * c)
-    tmp = np.empty((h, w * c), np.float32)
-    for y in range(h):
-        row = flat[y]
-        t = tmp[y]
-        for i in range(c):
-            t[i] = b * row[i] + a * (row[i] + row[i + c])
-        for i in range(c, (w - 1) * c):
-            t[i] = b * row[i] + a * (row[i - c] + row[i + c])
-        for i in range((w - 1) * c, w * c):
-            t[i] = b * row[i] + a * (row[i - c] + row[i])
-    out = np.empty((h, w * c), np.float32)
-    for y in range(h):
-        yu = max(y - 1, 0)
-        yd = min(y + 1, h - 1)
-        for i in range(w * c):
-            out[y, i] = b * tmp[y, i] + a * (tmp[yu, i] + tmp[yd, i])
-    return out.reshape(h, w, c)
+    for y in range(start, stop):
+        yn = y + 1
+        if yn < h:  # horizontal pass of row y + 1
+            row = flat[yn]
+            t = ring[yn % 3]
+            for i in range(c):
+                t[i] = b * row[i] + a * (row[i] + row[i + c])
+            for i in range(c, n - c):
+                t[i] = b * row[i] + a * (row[i - c] + row[i + c])
+            for i in range(n - c, n):
+                t[i] = b * row[i] + a * (row[i - c] + row[i])
+        if y >= 0:  # vertical pass of row y, from rows y - 1, y and y + 1 (edges repeated)
+            tm = ring[y % 3]
+            tu = ring[max(y - 1, 0) % 3]
+            td = ring[min(y + 1, h - 1) % 3]
+            o = dst[y]
+            for i in range(n):
+                o[i] = b * tm[i] + a * (tu[i] + td[i])
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _to_uint8(v):  # pragma: no cover - compiled
+    """Round a grey value to uint8, saturating."""
+    return 0 if v < 0 else (255 if v > 255 else np.uint8(v + np.float32(0.5)))
 
 
 @numba.njit(cache=True, fastmath=True)
-def _finish(src, inv, warp, gain, gx, gy, bank, offset, sigma, fill):  # pragma: no cover
-    """Warp (bilinear), lighting, noise and rounding to uint8, fused in one numba pass.
+def _finish_row(sf, y, h, w, inv, warp, f, noise, fill, xc, idx, axs, ays, o):  # pragma: no cover
+    """Row ``y`` of :func:`_finish`: sample ``sf`` (the flat source), light, add noise, round.
 
-    ``inv`` maps output pixel centres to source pixel centres (a 2x3 affine, flattened). Noise is
-    read from a fixed bank of standard normals from ``offset`` on (one grey value for all three
-    channels, like a luminance-dominated sensor).
+    ``f`` and ``noise`` hold the row's lighting factors and noise. The source coordinates of the
+    whole row are computed first (float64, no divisions, a loop LLVM vectorises; ``int`` is a floor
+    because the coordinates of inside pixels are >= 0), then one branch-light pass gathers, lights
+    and rounds.
+    """
+    c = 3
+    n = w * c
+    one = np.float32(1.0)
+    if not warp:
+        p = y * n
+        for x in range(w):
+            fx = f[x]
+            nx = noise[x]
+            q = x * c
+            for k in range(c):
+                o[q + k] = _to_uint8(sf[p + q + k] * fx + nx)
+        return
+    xmax = w - 1.0
+    ymax = h - 1.0
+    rx = inv[1] * (y + 0.5) + inv[2] - 0.5
+    ry = inv[4] * (y + 0.5) + inv[5] - 0.5
+    for x in range(w):
+        sx = inv[0] * xc[x] + rx
+        sy = inv[3] * xc[x] + ry
+        inside = (0.0 <= sx) & (sx < xmax) & (0.0 <= sy) & (sy < ymax)
+        sx = max(sx, 0.0)
+        sy = max(sy, 0.0)
+        x0 = np.int32(sx)
+        y0 = np.int32(sy)
+        axs[x] = np.float32(sx - x0)
+        ays[x] = np.float32(sy - y0)
+        idx[x] = (y0 * n + x0 * c) if inside else -1
+    for x in range(w):
+        p = idx[x]
+        q = x * c
+        fx = f[x]
+        nx = noise[x]
+        if p >= 0:
+            ax = axs[x]
+            ay = ays[x]
+            bx = one - ax
+            by = one - ay
+            p2 = p + n
+            for k in range(c):
+                t = bx * sf[p + k] + ax * sf[p + c + k]
+                u = bx * sf[p2 + k] + ax * sf[p2 + c + k]
+                v = by * t + ay * u
+                o[q + k] = _to_uint8(v * fx + nx)
+        else:
+            for k in range(c):
+                o[q + k] = _to_uint8(fill[k] * fx + nx)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _finish(  # pragma: no cover - compiled
+    src, blur, work, inv, warp, gain, gx, gy, bank, offset, sigma, fill, out
+):
+    """Blur, warp (bilinear), lighting, noise and rounding to uint8, fused in one numba pass.
+
+    ``src`` is the float32 RGB product; with ``blur > 0`` it is blurred (``[blur, 1 - 2 blur,
+    blur]``) into ``work``, a few rows ahead of where the warp samples, and the warp reads
+    ``work``. ``inv`` maps output pixel centres to source pixel centres (a 2x3 affine,
+    flattened). Noise is read from a fixed bank of standard normals from ``offset`` on (one grey
+    value for all three channels, like a luminance-dominated sensor). The result goes into ``out``
+    (uint8, the shape of ``src``).
+
+    The arithmetic is that of the plain per-pixel loop (the same images); it is laid out for
+    speed: per-row terms are hoisted, the warp and no-warp cases have their own loops, and the
+    caller passes reused buffers because a fresh 1 MB array costs a page fault per 4 kB.
     """
     h, w, c = src.shape
-    out = np.empty((h, w, c), np.uint8)
-    one = np.float32(1.0)
+    if c != 3:
+        raise ValueError("_finish takes RGB images")
+    n = w * c
+    xc = np.empty(w, np.float64)  # pixel centres
+    col = np.empty(w, np.float64)  # 1 + the horizontal lighting gradient
+    for x in range(w):
+        xc[x] = x + 0.5
+        col[x] = 1.0 + gx * ((x + 0.5) / w - 0.5)
+    f = np.empty(w, np.float32)
+    noise = np.empty(w, np.float32)
+    idx = np.empty(w, np.int32)  # flat index of the top-left source sample; -1 = outside
+    axs = np.empty(w, np.float32)
+    ays = np.empty(w, np.float32)
+    s = np.float32(sigma)
+    flat = src.reshape(h, n)
+    dst = out.reshape(h, n)
+    blurred = work.reshape(h, n)
+    src_flat = src.reshape(h * n)
+    work_flat = work.reshape(h * n)
+    ring = np.empty((3, n), np.float32)
+    done = -1  # the next blur step
     for y in range(h):
         fy = gy * ((y + 0.5) / h - 0.5)
-        row = offset + y * w
+        base = offset + y * w
         for x in range(w):
-            f = np.float32(gain * (1.0 + gx * ((x + 0.5) / w - 0.5) + fy))
-            n = np.float32(sigma) * bank[row + x]
-            if warp:
-                sx = inv[0] * (x + 0.5) + inv[1] * (y + 0.5) + inv[2] - 0.5
-                sy = inv[3] * (x + 0.5) + inv[4] * (y + 0.5) + inv[5] - 0.5
-                x0 = int(np.floor(sx))
-                y0 = int(np.floor(sy))
-                ax = np.float32(sx - x0)
-                ay = np.float32(sy - y0)
-                inside = 0 <= x0 and x0 + 1 < w and 0 <= y0 and y0 + 1 < h
-            for k in range(c):
-                if not warp:
-                    v = src[y, x, k]
-                elif inside:
-                    top = (one - ax) * src[y0, x0, k] + ax * src[y0, x0 + 1, k]
-                    bot = (one - ax) * src[y0 + 1, x0, k] + ax * src[y0 + 1, x0 + 1, k]
-                    v = (one - ay) * top + ay * bot
-                else:
-                    v = fill[k]
-                v = v * f + n
-                out[y, x, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v + np.float32(0.5)))
+            f[x] = np.float32(gain * (col[x] + fy))
+            noise[x] = s * bank[base + x]
+        if blur <= 0:
+            _finish_row(src_flat, y, h, w, inv, warp, f, noise, fill, xc, idx, axs, ays, dst[y])
+            continue
+        # blur down to the last source row this output row reads (sy is linear in x: an end of
+        # the row has the largest), with a row to spare
+        need = y
+        if warp:
+            ry = inv[4] * (y + 0.5) + inv[5] - 0.5
+            far = max(inv[3] * xc[0] + ry, inv[3] * xc[w - 1] + ry, 0.0)
+            need = min(int(far) + 2, h - 1)
+        if done <= need:
+            _blur3_steps(flat, blur, blurred, ring, done, need + 1)
+            done = need + 1
+        _finish_row(work_flat, y, h, w, inv, warp, f, noise, fill, xc, idx, axs, ays, dst[y])
     return out
 
 
@@ -364,6 +473,28 @@ _NOISE_BANK = 1 << 22  # > 4 x the pixels of a 2048 x 512 connector image
 def _noise_bank() -> np.ndarray:
     """A fixed bank of standard normals; an image's noise starts at a random offset in it."""
     return np.random.default_rng(20240308).standard_normal(_NOISE_BANK, dtype=np.float32)
+
+
+_WORK = threading.local()
+
+
+def _work_buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """This thread's reusable scratch array ``name`` (contents undefined).
+
+    The per-image intermediates are each about 1 MB; a fresh array of that size is new memory from
+    the system, with a page fault per 4 kB on first touch, and those faults cost more than the
+    kernels that fill them. Reusing one buffer per thread keeps them out.
+    """
+    buffers = getattr(_WORK, "buffers", None)
+    if buffers is None:
+        buffers = _WORK.buffers = {}
+    key = (name, shape, np.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None:
+        if len(buffers) >= 16:  # many image sizes in one thread: start over
+            buffers.clear()
+        buf = buffers[key] = np.empty(shape, dtype)
+    return buf
 
 
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -405,7 +536,8 @@ def render_connector(
     Returns the uint8 RGB image and ``spec.findings`` with boxes in this image's pixels (moved by
     any shift or rotation, and grown by ``box_pad``).
     """
-    img = draw_clean_with_defects(spec, geo)
+    shape = (geo.height, geo.width, 3)
+    img = draw_clean_with_defects(spec, geo, _work_buffer("defects", shape, np.float32))
     size = (geo.width, geo.height)
     boxes = [geo.defect_box(f.position, f.kind, f.direction, pad=box_pad) for f in spec.findings]
     n = nuisances
@@ -424,17 +556,20 @@ def render_connector(
         inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2].ravel()
         boxes = [_move_box(b, m, size) for b in boxes]
     offset = int(rng.integers(0, _NOISE_BANK - geo.width * geo.height))
-    if blur_a > 0:
-        img = _blur3(img, blur_a)
-    noise = float(n.noise)
-    out = _finish(img, inv, n.geometric, gain, gx, gy, _noise_bank(), offset, noise, _BACKGROUND)
+    quality = None  # drawn here, in the generator's order, so the pixels' buffer is known below
     if n.jpeg is not None and rng.random() < n.jpeg_probability:
+        quality = int(rng.integers(n.jpeg[0], n.jpeg[1] + 1))
+    work = _work_buffer("blurred", shape, np.float32)
+    # a JPEG-bound image is only an intermediate (PIL copies it), the others are returned
+    out = np.empty(shape, np.uint8) if quality is None else _work_buffer("8bit", shape, np.uint8)
+    lighting = (gain, gx, gy)
+    noise = (_noise_bank(), offset, float(n.noise))
+    _finish(img, blur_a, work, inv, n.geometric, *lighting, *noise, _BACKGROUND, out)
+    if quality is not None:
         buf = io.BytesIO()
-        Image.fromarray(out).save(
-            buf, format="JPEG", quality=int(rng.integers(n.jpeg[0], n.jpeg[1] + 1))
-        )
+        Image.fromarray(out).save(buf, format="JPEG", quality=quality)
         buf.seek(0)
         with Image.open(buf) as decoded:
-            out = np.asarray(decoded.convert("RGB"))
+            out = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
     findings = tuple(replace(f, box=b) for f, b in zip(spec.findings, boxes, strict=True))
     return Rendered(out, findings)
