@@ -127,6 +127,7 @@ def pretrain_vision(
     learning_rate: float = 2e-3,
     seed: int = 0,
     eval_rows: int = 200,
+    position_heads: bool = True,
     progress: bool = True,
 ) -> VisionPretrainResult:
     """Train ``base``'s vision tower on per-pin classes of ``dataset``; save the VLM to ``out``.
@@ -147,8 +148,14 @@ def pretrain_vision(
         )
     train, validation = data["train"], data.get("validation", data["train"])
     vision = model.model.vision_model
-    head = torch.nn.Linear(vision.config.hidden_size, len(PIN_CLASSES))
-    params = [*vision.parameters(), *head.parameters()]
+    hidden = vision.config.hidden_size
+    head = torch.nn.Linear(hidden, len(PIN_CLASSES))
+    # Where each pin is, read off its token: the answer names it, so the code must be clean.
+    row_head, column_head = torch.nn.Linear(hidden, 3), torch.nn.Linear(hidden, 9)
+    rows_of = torch.tensor([p.row_index for p in ALL_POSITIONS])
+    columns_of = torch.tensor([p.column - 1 for p in ALL_POSITIONS])
+    heads = [head, *((row_head, column_head) if position_heads else ())]
+    params = [*vision.parameters(), *(p for h in heads for p in h.parameters())]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05
@@ -158,11 +165,14 @@ def pretrain_vision(
     bar = tqdm(range(steps), desc="vision pre-training", disable=not progress)
     for _ in bar:
         rows = train.select(rng.sample(range(len(train)), min(batch_size, len(train))))
-        logits = head(
-            vision(pixel_values=_pixels(processor, rows["image"], name)).last_hidden_state
-        )
+        pins = _tokens(vision, _pixels(processor, rows["image"], name))[:, tokens]
         target = torch.tensor([pin_labels(f) for f in rows["findings"]])
-        loss = torch.nn.functional.cross_entropy(logits[:, tokens].flatten(0, 1), target.flatten())
+        cross_entropy = torch.nn.functional.cross_entropy
+        loss = cross_entropy(head(pins).flatten(0, 1), target.flatten())
+        if position_heads:
+            n = pins.shape[0]
+            loss = loss + cross_entropy(row_head(pins).flatten(0, 1), rows_of.repeat(n))
+            loss = loss + cross_entropy(column_head(pins).flatten(0, 1), columns_of.repeat(n))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -184,9 +194,7 @@ def _score(vision, head, processor, rows, tokens, name, limit) -> tuple[float, f
     predicted, truth = [], []
     for begin in range(0, len(rows), 32):
         chunk = rows.select(range(begin, min(begin + 32, len(rows))))
-        logits = head(
-            vision(pixel_values=_pixels(processor, chunk["image"], name)).last_hidden_state
-        )
+        logits = head(_tokens(vision, _pixels(processor, chunk["image"], name)))
         predicted.append(logits[:, tokens].argmax(-1).flatten())
         truth.append(torch.tensor([pin_labels(f) for f in chunk["findings"]]).flatten())
     p, t = torch.cat(predicted), torch.cat(truth)
@@ -211,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="composites per step (32)")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak rate (2e-3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-position-heads", action="store_true",
+        help="train only the pin-class head (default: also heads for each pin token's row and "
+        "column, so the tokens carry where they are)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if Path(args.out).exists() and any(Path(args.out).iterdir()):
         print(f"error: {args.out} is not empty; choose another --out", file=sys.stderr)
@@ -219,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = pretrain_vision(
             args.base, args.dataset, args.out, steps=args.steps, batch_size=args.batch_size,
             learning_rate=args.learning_rate, seed=args.seed,
+            position_heads=not args.no_position_heads,
         )  # fmt: skip
     except (ValueError, OSError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

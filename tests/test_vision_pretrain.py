@@ -17,7 +17,7 @@ from qeu_space.vision_pretrain import PIN_CLASSES, main, pin_labels, pin_tokens,
 from qeu_space.vocabulary import ALL_POSITIONS
 
 TINY = InspectionVLMConfig(
-    image_size=96, vision_hidden=16, text_hidden=16, vision_intermediate=32,
+    image_size=288, vision_hidden=16, text_hidden=16, vision_intermediate=32,
     text_intermediate=32, vision_layers=1, text_layers=1,
 )  # fmt: skip
 
@@ -70,7 +70,8 @@ def test_pretraining_learns_and_writes_a_loadable_vlm(tiny_vlm, qa_data, tmp_pat
         tiny_vlm, qa_data, tmp_path / "out", steps=30, batch_size=8, learning_rate=3e-3,
         eval_rows=12, progress=False,
     )  # fmt: skip
-    assert result.steps == 30 and result.final_loss < 1.0  # starts at ln 6 = 1.79
+    # starts at ln 6 + ln 3 + ln 9 = 5.09 (pin class, row and column heads); measured 3.6
+    assert result.steps == 30 and result.final_loss < 4.2
     assert result.ok_accuracy > 0.8
     loaded = load_model(tmp_path / "out")
     assert loaded.family == "chat_vlm" and loaded.model.config.qeu_framing == "composite_test_grid"
