@@ -68,7 +68,7 @@ def test_pretraining_learns_and_writes_a_loadable_vlm(tiny_vlm, qa_data, tmp_pat
     before = load_model(tiny_vlm).model.model.vision_model.state_dict()
     result = pretrain_vision(
         tiny_vlm, qa_data, tmp_path / "out", steps=30, batch_size=8, learning_rate=3e-3,
-        eval_rows=12, progress=False,
+        eval_rows=12, position_heads=True, progress=False,
     )  # fmt: skip
     # starts at ln 6 + ln 3 + ln 9 = 5.09 (pin class, row and column heads); measured 3.6
     assert result.steps == 30 and result.final_loss < 4.2
