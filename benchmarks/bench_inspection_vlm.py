@@ -8,8 +8,8 @@ project's own path (``load_model`` + the chat-VLM family's ``generate``), the ba
 ``loaded.base_only()`` exactly as the Space shows it.
 
 Example:
-    python -m dataset_tools build --config qa --num 800 --seed 20 --eval-fraction 0.125 \\
-        --housings latched --unseen-housing standard --out data/qa-latched
+    python -m dataset_tools build --config qa --num 1600 --seed 20 --eval-fraction 0.125 \\
+        --num-proc 2 --housings latched --unseen-housing standard --out data/qa-latched
     OMP_NUM_THREADS=1 python -m benchmarks.bench_inspection_vlm --dataset data/qa-latched --write
 """
 

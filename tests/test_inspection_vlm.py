@@ -1,9 +1,11 @@
 """The shipped inspection VLM (``models/inspection-vlm-*``) and the builder that made it.
 
 The shipped weights must load through the project's one loading path and answer freshly
-rendered composites of the housing the base never saw (``latched``) in the canonical form. The
-issue's accuracy goal (adapter findings F1 >= 0.95, base worse) is NOT reached by the shipped
-weights (both F1 0.0, see ``benchmarks/RESULTS_inspection_vlm.md``), so no F1 minimum is asserted.
+rendered composites of the housing the base never saw (``latched``), at pin positions never
+defective in the adapter's training, in the canonical form and mostly right: findings F1 of at
+least :data:`MIN_F1` on a fixed set of 20 (measured 0.88 for both; 0.831 adapter / 0.828 base on
+the 200-row split, ``benchmarks/RESULTS_inspection_vlm.md``). The issue's goal (adapter F1 >= 0.95,
+base measurably worse) is not reached, so neither is asserted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from qeu_space.inspection_vlm import (
     sincos_2d,
 )
 from qeu_space.loading import load_model
-from qeu_space.vocabulary import parse_answer
+from qeu_space.metrics import qa_metrics
+from qeu_space.vocabulary import Finding, parse_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "models" / "inspection-vlm-base"
@@ -31,6 +34,8 @@ ADAPTER = ROOT / "models" / "inspection-vlm-lora"
 #: The fixed set: rows 0..19 of the latched housing's ``test`` split (seed 7, not a training seed).
 SAMPLES = 20
 SEED = 7
+#: Chance is about 0 (a position and a kind out of 27 x 2); the shipped models measure 0.88.
+MIN_F1 = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +73,17 @@ def test_fixed_set_has_defects_at_held_out_positions(rendered: list[dict]) -> No
 def test_answers_parse(answers: dict[str, list[str]], model: str) -> None:
     parsed = [parse_answer(a) for a in answers[model]]
     assert all(p.verdict is not None for p in parsed), answers[model]
+
+
+@pytest.mark.parametrize("model", ["adapter", "base"])
+def test_answers_name_the_defects(answers: dict[str, list[str]], rendered, model: str) -> None:
+    truth = [
+        [Finding(f["position"], f["kind"], f["direction"]) for f in row["findings"]]
+        for row in rendered
+    ]
+    scores = qa_metrics(truth, answers[model])
+    assert scores.f1 >= MIN_F1, answers[model]
+    assert scores.verdict_accuracy >= 0.9
 
 
 @pytest.mark.parametrize(
