@@ -221,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--position-heads", action="store_true",
-        help="also train heads for each pin token's row and column, so the tokens carry where "
-        "they are (off by default: the shipped base was trained without; not yet measured)",
+        help="also train heads for each pin token's row and column (off by default: measured "
+        "worse, Q/A F1 0.00 vs 0.20 after 500 steps, eval loss 0.45 vs 0.21)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if Path(args.out).exists() and any(Path(args.out).iterdir()):
