@@ -69,6 +69,28 @@ def score(loaded, family, rows: list[dict], *, base: bool):
     return qa_metrics(truths(rows), answers), answers
 
 
+def paired_bootstrap(
+    rows: list[dict], tuned: list[str], base: list[str], *, draws: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Adapter F1 minus base F1 over resampled rows: (2.5 %, 97.5 %, share of draws <= 0).
+
+    Both models answer the same rows, so resampling rows keeps the pairing; the share of draws
+    in which the base does as well or better says how sure "the base is worse" is.
+    """
+    import numpy as np
+
+    truth = truths(rows)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        idx = rng.integers(0, len(rows), len(rows))
+        pick = [truth[i] for i in idx]
+        tuned_f1 = qa_metrics(pick, [tuned[i] for i in idx]).f1
+        diffs.append(tuned_f1 - qa_metrics(pick, [base[i] for i in idx]).f1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high), float(np.mean(np.asarray(diffs) <= 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="qa dataset of the latched housing")
@@ -84,8 +106,9 @@ def main() -> None:
         rows = rows[: args.limit]
     loaded = load_model(BASE, ADAPTER, device="cpu")
     family = loaded.family_module
-    tuned, _ = score(loaded, family, rows, base=False)
-    base, _ = score(loaded, family, rows, base=True)
+    tuned, tuned_answers = score(loaded, family, rows, base=False)
+    base, base_answers = score(loaded, family, rows, base=True)
+    low, high, not_worse = paired_bootstrap(rows, tuned_answers, base_answers)
     images = [row["image"] for row in rows[: args.latency_samples]]
     tuned_s = latency(loaded, images, family, base=False)
     base_s = latency(loaded, images, family, base=True)
@@ -118,6 +141,10 @@ def main() -> None:
         "",
         f"Goals (issue 5): adapter F1 >= 0.95 -> {fmt(tuned.f1)}; base measurably worse -> "
         f"{fmt(base.f1)}; <= 0.5 s per answer -> {statistics.median(tuned_s):.3f} s median.",
+        "",
+        f"Adapter F1 - base F1, paired bootstrap over rows (1000 draws): 95 % interval "
+        f"[{low:+.4f}, {high:+.4f}]; share of draws with the base as good or better: "
+        f"{not_worse:.3f}.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
