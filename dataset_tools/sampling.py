@@ -68,14 +68,10 @@ def draw_spec(
     ``test_unseen_housing``, which shows only ``unseen_housing``. ``train_positions="all"`` puts
     ``train`` defects at every position (a pre-training set, whose validation and test positions
     are then no longer held out from it); the default keeps them off the other splits' positions.
+    (:class:`~dataset_tools.builders.BuildConfig` checks the settings once, before any row.)
     """
     housing = unseen_housing if split == "test_unseen_housing" else str(rng.choice(housings))
     pins = str(rng.choice(PIN_STYLES))
-    if train_positions not in TRAIN_POSITION_CHOICES:
-        raise ValueError(
-            f"train_positions must be one of {', '.join(TRAIN_POSITION_CHOICES)}, "
-            f"got {train_positions!r}"
-        )
     positions = SPLIT_POSITIONS[split]
     if split == "train" and train_positions == "all":
         positions = ALL_POSITIONS

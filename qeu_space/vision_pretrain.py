@@ -39,7 +39,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from qeu_space.framing import frame, framing_of, grid_box
+from qeu_space.families import chat_vlm
+from qeu_space.framing import framing_of, grid_box
 from qeu_space.geometry import CompositeLayout
 from qeu_space.loading import load_model
 from qeu_space.vocabulary import ALL_POSITIONS, Position
@@ -108,7 +109,7 @@ def pin_labels(findings: Sequence[Mapping[str, Any]]) -> list[int]:
 
 
 def _pixels(processor: Any, images: Sequence[Image.Image], framing: str) -> torch.Tensor:
-    views = [[frame(image.convert("RGB"), framing)[0]] for image in images]
+    views = [[chat_vlm.view(image, framing)] for image in images]
     pixels = processor.image_processor(views, return_tensors="pt")["pixel_values"]
     return pixels.flatten(0, 1)  # (batch, 1 image, C, H, W) -> (batch, C, H, W)
 

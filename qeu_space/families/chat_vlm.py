@@ -112,9 +112,9 @@ def collate_options(config: Any) -> dict[str, Any]:
     return {"framing": framing_of(config)}
 
 
-def view(image: Image.Image, model_config: Any) -> Image.Image:
-    """``image`` as the model sees it: RGB, framed as its config asks (usually whole)."""
-    return frame_image(rgb(image), framing_of(model_config))[0]
+def view(image: Image.Image, framing: str | None) -> Image.Image:
+    """``image`` as a model with ``framing`` sees it: RGB, framed (``None``: whole)."""
+    return frame_image(rgb(image), framing)[0]
 
 
 def collate(
@@ -130,7 +130,7 @@ def collate(
     tokenizer = processor.tokenizer
     enc = processor(
         text=[prompt for prompt, _ in pairs],
-        images=[[frame_image(rgb(row["image"]), framing)[0]] for row in rows],
+        images=[[view(row["image"], framing)] for row in rows],
         return_tensors="pt",
         padding=True,
         padding_side="right",
@@ -180,12 +180,13 @@ def generate(
     prompt = processor.apply_chat_template(
         messages(question), add_generation_prompt=True, tokenize=False
     )
+    framing = framing_of(model.config)
     answers: list[str] = []
     with inference(model):
         for chunk in batches(list(images), batch_size):
             inputs = processor(
                 text=[prompt] * len(chunk),
-                images=[[view(i, model.config)] for i in chunk],
+                images=[[view(i, framing)] for i in chunk],
                 return_tensors="pt",
                 padding=True,
                 padding_side="left",
