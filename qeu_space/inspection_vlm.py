@@ -12,9 +12,9 @@ Three choices make held-out pin positions (validation/test defects sit at positi
 defective in training) answerable:
 
 * The model sees only the pin grid of the product under inspection (``qeu_framing:
-  composite_test_grid``, :mod:`qeu_space.framing`), stretched to 288 x 288 with 32-pixel patches
-  and no pixel shuffle: 9 x 9 image tokens, one column of tokens per pin column and three rows of
-  tokens per pin row, so every pin is centred in its own token at every position.
+  composite_test_grid``, :mod:`qeu_space.views.framing`), stretched to 288 x 288 with 32-pixel
+  patches and no pixel shuffle: 9 x 9 image tokens, one column of tokens per pin column and three
+  rows of tokens per pin row, so every pin is centred in its own token at every position.
 
 * The tokenizer splits every digit into its own token and keeps the row letter apart from the
   column (``ĠC`` then ``4``), so ``C4`` is composed from a row and a column each seen in training.
@@ -67,7 +67,7 @@ class InspectionVLMConfig:
     scale_factor: int = field(default=1, metadata={"help": "pixel-shuffle factor (tokens / s^2)"})
     framing: str | None = field(
         default="composite_test_grid",
-        metadata={"help": "view of the composite (qeu_space.framing); None: the whole image"},
+        metadata={"help": "view of the composite (qeu_space.views.framing); None: the whole image"},
     )
     vision_hidden: int = 96
     vision_layers: int = 2

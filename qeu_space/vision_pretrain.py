@@ -9,7 +9,7 @@ bent up / down / left / right), from the ``findings`` every Q/A row already has.
 ``python -m qeu_space.train --task qa --full-finetune`` starts from image tokens that already
 tell defects apart, as the seeds' plan put it: "train our own pre-trained model, then fine-tune".
 
-Which token holds which pin comes from the model's framing (:mod:`qeu_space.framing`) and the
+Which token holds which pin comes from the model's framing (:mod:`qeu_space.views.framing`) and the
 project's geometry, so it stays right if either changes. The head is thrown away; the output
 folder is the whole VLM (config, weights, processor), loadable by
 :func:`qeu_space.loading.load_model`.
@@ -40,9 +40,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from qeu_space.families import chat_vlm
-from qeu_space.framing import framing_of, grid_box
 from qeu_space.geometry import CompositeLayout
 from qeu_space.loading import load_model
+from qeu_space.views.framing import framing_of, grid_box
 from qeu_space.vocabulary import ALL_POSITIONS, Position
 
 PIN_CLASSES: tuple[str, ...] = (

@@ -10,7 +10,6 @@ from PIL import Image
 
 from qeu_space.devices import detect_device
 from qeu_space.geometry import CompositeLayout
-from qeu_space.image_io import UploadError
 from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
 from qeu_space.ui.cases import normalise_composite, parse_defects, parse_truth, split_composite
 from qeu_space.ui.comparison import compare, comparison_markdown, describe_comparison
@@ -19,6 +18,7 @@ from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.layout import launch_options, open_feedback_store
 from qeu_space.ui.models import Answer, load_models
 from qeu_space.ui.settings import DEFAULT_BASE, REPO_ROOT, AppSettings
+from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding
 from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
 

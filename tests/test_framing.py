@@ -1,4 +1,4 @@
-"""Framing (``qeu_space.framing``): the views the shipped models read, aligned with the pins.
+"""Framing (``qeu_space.views.framing``): the views the shipped models read, aligned with the pins.
 
 The point of a framing is that every pin lands centred in its own patch. These tests check that
 on the project's own geometry, and that each family frames its batches and its predictions the
@@ -17,9 +17,9 @@ from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
 from qeu_space.families import chat_vlm, vit
-from qeu_space.framing import frame, framing_of, grid_box
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.training.data import collators
+from qeu_space.views.framing import frame, framing_of, grid_box
 from qeu_space.vocabulary import ALL_POSITIONS
 
 

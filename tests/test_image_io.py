@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qeu_space.image_io import (
+from qeu_space.views.image_io import (
     UploadError,
     UploadLimits,
     check_pair,

@@ -35,8 +35,8 @@ from transformers import BatchFeature
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from qeu_space.families._common import batches, check_scope, inference, placement, rgb
-from qeu_space.framing import frame as frame_image
-from qeu_space.framing import framing_of
+from qeu_space.views.framing import frame as frame_image
+from qeu_space.views.framing import framing_of
 from qeu_space.vocabulary import INSPECTION_QUESTION, Finding, parse_answer
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def prompt_and_target(processor: Any, question: str, answer: str) -> tuple[str, 
 
 
 def collate_options(config: Any) -> dict[str, Any]:
-    """Every batch is framed as the model asks (:mod:`qeu_space.framing`; most models: whole)."""
+    """Every batch is framed as the model asks (:mod:`qeu_space.views.framing`; most: whole)."""
     return {"framing": framing_of(config)}
 
 
@@ -124,7 +124,7 @@ def collate(
 
     Rows need ``image``, ``question`` and ``answer``. Per-token extras a processor may return
     (``token_type_ids``, ``mm_token_type_ids``) are extended with zeros over the answer.
-    ``framing`` is the model's view of the image (:mod:`qeu_space.framing`).
+    ``framing`` is the model's view of the image (:mod:`qeu_space.views.framing`).
     """
     pairs = [prompt_and_target(processor, row["question"], row["answer"]) for row in rows]
     tokenizer = processor.tokenizer

@@ -7,7 +7,7 @@ trained folder (``config.json`` + ``model.safetensors`` + ``preprocessor_config.
 through :func:`qeu_space.loading.load_model` like every other model.
 
 The input is one connector image (the ``cls`` rows: about 423 x 204). The shipped preset
-(``vit-pins-scratch``) crops it to the pin grid (:mod:`qeu_space.framing`) and resizes that to
+(``vit-pins-scratch``) crops it to the pin grid (:mod:`qeu_space.views.framing`) and resizes that to
 3 x 9 patches of 32 pixels, one pin centred in each.
 
 A classifier has no text: :func:`generate` answers with the class label (``"BENDNG"``), which is
@@ -37,8 +37,8 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
-from qeu_space import framing as views
 from qeu_space.families._common import batches, inference, placement, rgb
+from qeu_space.views import framing as views
 from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
 
 if TYPE_CHECKING:
@@ -90,8 +90,8 @@ def _config(
 #: to 0.65 within 240 steps (measured on 2,000 rows, batch 32, lr 1e-3).
 #:
 #: ``vit-pins-scratch`` (the shipped model since it measured better) frames the image on the pin
-#: grid (:mod:`qeu_space.framing`) and uses one 32-pixel patch per pin cell: 3 x 9 patches, each
-#: pin centred in its own patch, so a defect looks the same to the patch embedding at every
+#: grid (:mod:`qeu_space.views.framing`) and uses one 32-pixel patch per pin cell: 3 x 9 patches,
+#: each pin centred in its own patch, so a defect looks the same to the patch embedding at every
 #: position, a held-out one included, and the housing around the grid (where an unseen housing
 #: differs) is cut away.
 PRESETS: dict[str, Callable[[], ViTConfig]] = {
@@ -168,7 +168,7 @@ def new_model(base: str | Path | ScratchBase, *, device: str = "cpu") -> LoadedM
 def frame(image: Image.Image, config: ViTConfig) -> tuple[Image.Image, Box]:
     """``image`` as the model sees it before resizing, and where that lies in ``image``.
 
-    Models whose config sets ``qeu_framing`` (:mod:`qeu_space.framing`) see the pin grid only;
+    Models whose config sets ``qeu_framing`` (:mod:`qeu_space.views.framing`) see the pin grid only;
     others the whole image.
     """
     return views.frame(rgb(image), views.framing_of(config))
@@ -211,7 +211,7 @@ def collate(
 ) -> BatchFeature:
     """Pixel values and class ids (``label``: an int of the ``ClassLabel`` or its name).
 
-    Images are framed as the model sees them (``framing``, :mod:`qeu_space.framing`); with
+    Images are framed as the model sees them (``framing``, :mod:`qeu_space.views.framing`); with
     ``rng`` (training batches) each is randomly mirrored (:func:`augment`).
     """
     labels = torch.tensor([_label_id(row["label"]) for row in rows], dtype=torch.long)

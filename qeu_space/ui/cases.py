@@ -18,7 +18,7 @@ from typing import Protocol
 from PIL import Image
 
 from qeu_space.geometry import CompositeLayout
-from qeu_space.image_io import UploadError
+from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding, format_answer, parse_answer
 
 #: Side of the composite the models see (the datasets' default).

@@ -1,7 +1,7 @@
 """One handler per action of the Space; :mod:`qeu_space.ui.layout` wires them to the Blocks.
 
 Handlers taking uploads get Gradio's raw file payload (events wired with ``preprocess=False``),
-so every upload is read by :func:`qeu_space.image_io.read_image` and a bad file becomes a
+so every upload is read by :func:`qeu_space.views.image_io.read_image` and a bad file becomes a
 readable ``gr.Error`` instead of an exception inside Gradio's own decoding. Model calls go through
 the ``spaces.GPU`` functions of :mod:`qeu_space.ui.models`; an empty model slot shows its reason
 ("model not available: ...") in its panel and the other panels still fill.
@@ -20,7 +20,6 @@ from PIL import Image
 from qeu_space.attention import attention_overlay
 from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore
 from qeu_space.geometry import CompositeLayout
-from qeu_space.image_io import UploadError, UploadLimits, check_pair, read_image
 from qeu_space.ui import models as model_fns
 from qeu_space.ui.cases import (
     COMPOSITE_SIZE,
@@ -40,6 +39,7 @@ from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.models import Answer, Models
 from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import run_soartc
+from qeu_space.views.image_io import UploadError, UploadLimits, check_pair, read_image
 from qeu_space.vocabulary import DefectKind, Finding, format_answer, parse_answer
 
 logger = logging.getLogger(__name__)

@@ -20,13 +20,13 @@ import gradio as gr
 
 from qeu_space.devices import detect_device
 from qeu_space.feedback import RATED, FeedbackStore, HubMirror
-from qeu_space.image_io import configure_pil
 from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
 from qeu_space.ui.cases import CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
 from qeu_space.ui.models import Models, load_models
 from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import HEAT_LEGEND
+from qeu_space.views.image_io import configure_pil
 
 logger = logging.getLogger(__name__)
 
