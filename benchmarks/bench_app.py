@@ -86,9 +86,9 @@ def measure(kind: str, args: argparse.Namespace) -> tuple[list[Timing], float, s
     """
     from gradio_client import Client, handle_file
 
-    from qeu_space.devices import detect_device
     from qeu_space.feedback import FeedbackStore
     from qeu_space.geometry import CompositeLayout
+    from qeu_space.modeling.devices import detect_device
     from qeu_space.ui.adapter_panel import models_markdown
     from qeu_space.ui.handlers import InspectionApp
     from qeu_space.ui.models import load_models

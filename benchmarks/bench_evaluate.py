@@ -39,10 +39,10 @@ from transformers import AutoModelForImageTextToText  # noqa: E402
 from dataset_tools.builders import BuildConfig  # noqa: E402
 from dataset_tools.save import build_to_folder  # noqa: E402
 from qeu_space.evaluate import evaluate, load_split  # noqa: E402
-from qeu_space.families import family_for  # noqa: E402
-from qeu_space.loading import load_model  # noqa: E402
 from qeu_space.metrics import od_metrics, qa_metrics  # noqa: E402
-from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3  # noqa: E402
+from qeu_space.modeling.families import family_for  # noqa: E402
+from qeu_space.modeling.loading import load_model  # noqa: E402
+from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3  # noqa: E402
 from qeu_space.vocabulary import (  # noqa: E402
     ALL_POSITIONS,
     DefectKind,

@@ -28,8 +28,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
-from qeu_space.loading import load_model  # noqa: E402
 from qeu_space.metrics import qa_metrics  # noqa: E402
+from qeu_space.modeling.families import family_for  # noqa: E402
+from qeu_space.modeling.loading import load_model  # noqa: E402
 from qeu_space.vocabulary import Finding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def main() -> None:
     if args.limit:
         rows = rows[: args.limit]
     loaded = load_model(BASE, ADAPTER, device="cpu")
-    family = loaded.family_module
+    family = family_for(loaded)
     tuned, tuned_answers = score(loaded, family, rows, base=False)
     base, base_answers = score(loaded, family, rows, base=True)
     low, high, not_worse = paired_bootstrap(rows, tuned_answers, base_answers)

@@ -74,7 +74,7 @@ def _prepare(root: Path) -> None:
 
     from dataset_tools.builders import BuildConfig
     from dataset_tools.save import build_to_folder
-    from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3
+    from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 
     datasets.disable_progress_bars()
     make_tiny_florence2(root / "florence2")
@@ -88,7 +88,7 @@ def run_case(root: Path, family: str, mode: str, steps: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from qeu_space.families import FAMILIES as REGISTRY
+    from qeu_space.modeling.families import FAMILIES as REGISTRY
     from qeu_space.training import AdapterOptions, TrainConfig, train
 
     model_dir, data_dir = root / family, root / TASK[family]
@@ -118,7 +118,7 @@ def _loop(family: str, mode: str, config, module, steps: int) -> dict:
     import datasets
     import torch
 
-    from qeu_space.loading import load_model
+    from qeu_space.modeling.loading import load_model
     from qeu_space.training.run import _trainable
 
     loaded = load_model(config.base, device="cpu", dtype=torch.float32)

@@ -22,10 +22,10 @@ import numpy as np
 from datasets import load_dataset
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from qeu_space.attention import attention_overlay, attention_rollout
-from qeu_space.families import vit
 from qeu_space.geometry import ConnectorGeometry
-from qeu_space.loading import load_model
+from qeu_space.modeling.attention import attention_overlay, attention_rollout
+from qeu_space.modeling.families import vit
+from qeu_space.modeling.loading import load_model
 from qeu_space.vocabulary import CLASS_LABELS, Position
 
 

@@ -37,7 +37,7 @@ from qeu_space.vocabulary import Finding
 if TYPE_CHECKING:
     import datasets
 
-    from qeu_space.loading import LoadedModel
+    from qeu_space.modeling.loaded import LoadedModel
 
 Task = Literal["qa", "od"]
 TASKS: tuple[str, ...] = ("qa", "od")
@@ -243,7 +243,7 @@ def evaluate(
     """Generate for every row and score it; with an adapter, also score the base (one model).
 
     Args:
-        loaded: from :func:`qeu_space.loading.load_model`.
+        loaded: from :func:`qeu_space.modeling.loading.load_model`.
         dataset: rows of the task's config (``qa``: image, findings, answer; ``od``: image,
             objects).
         task: ``qa`` or ``od``.
@@ -312,7 +312,7 @@ def _score_variant(
 ) -> ModelRun:
     from tqdm.auto import tqdm
 
-    from qeu_space.families import family_for
+    from qeu_space.modeling.families import family_for
 
     family = family_for(loaded.model)
     if task not in family.TASKS:
@@ -450,7 +450,7 @@ class EvalOptions:
 
 def run_evaluation(options: EvalOptions) -> EvalReport:
     """Load the split and the model, evaluate, and write ``report.json`` and ``report.md``."""
-    from qeu_space.loading import load_model
+    from qeu_space.modeling.loading import load_model
 
     table = load_split(options.dataset, options.task, options.split)
     if options.limit is not None:

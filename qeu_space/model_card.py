@@ -230,7 +230,7 @@ def _usage_section(inputs: CardInputs, task: str | None) -> str:
     base = inputs.base_model or "BASE_MODEL"
     data = _first(inputs.datasets) or "DATASET"
     return (
-        "## Use\n\n```python\nfrom qeu_space.loading import load_model\n\n"
+        "## Use\n\n```python\nfrom qeu_space.modeling.loading import load_model\n\n"
         f'loaded = load_model("{base}", "{adapter}")\n```\n\n'
         "Evaluate against the base on the held-out split:\n\n```bash\n"
         f"python -m qeu_space.evaluate --task {task or 'qa'} --base {base} --adapter {adapter} "

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from qeu_space.families import SCOPES, vit
+from qeu_space.modeling.families import SCOPES, vit
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
 PROG = "python -m qeu_space.train"

@@ -12,7 +12,7 @@ tell defects apart, as the seeds' plan put it: "train our own pre-trained model,
 Which token holds which pin comes from the model's framing (:mod:`qeu_space.views.framing`) and the
 project's geometry, so it stays right if either changes. The head is thrown away; the output
 folder is the whole VLM (config, weights, processor), loadable by
-:func:`qeu_space.loading.load_model`.
+:func:`qeu_space.modeling.loading.load_model`.
 
 A short hand-written loop rather than ``Trainer``: the head and the per-token loss live outside
 the transformers model, and the loop is 20 lines.
@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from qeu_space.families import chat_vlm
 from qeu_space.geometry import CompositeLayout
-from qeu_space.loading import load_model
+from qeu_space.modeling.families import chat_vlm
+from qeu_space.modeling.loading import load_model
 from qeu_space.views.framing import framing_of, grid_box
 from qeu_space.vocabulary import ALL_POSITIONS, Position
 

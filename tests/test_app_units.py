@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qeu_space.devices import detect_device
 from qeu_space.geometry import CompositeLayout
+from qeu_space.modeling.devices import detect_device
 from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
 from qeu_space.ui.cases import normalise_composite, parse_defects, parse_truth, split_composite
 from qeu_space.ui.comparison import compare, comparison_markdown, describe_comparison
@@ -225,7 +225,7 @@ def test_missing_models_leave_readable_slots(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from qeu_space.tiny_models import make_tiny_idefics3
+    from qeu_space.modeling.tiny_models import make_tiny_idefics3
 
     root = tmp_path_factory.mktemp("tiny")
     base = make_tiny_idefics3(root / "base")

@@ -12,8 +12,8 @@ from dataset_tools.builders import FEATURES, BuildConfig, build_dataset, make_ro
 from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
 from dataset_tools.sampling import SPLIT_POSITIONS, SPLITS
 from qeu_space.geometry import CompositeLayout
-from qeu_space.local_tokenizer import florence2_tokenizer
-from qeu_space.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
+from qeu_space.modeling.local_tokenizer import florence2_tokenizer
+from qeu_space.modeling.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
 from qeu_space.vocabulary import CLASS_LABELS, Finding, parse_answer, quantize
 
 COMMON = {"image", "id", "housing", "labels_drawn", "variant"}

@@ -14,10 +14,10 @@ from transformers import AutoModelForImageTextToText
 from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
 from qeu_space import evaluate as ev
-from qeu_space.families import family_for
-from qeu_space.loading import load_model
 from qeu_space.metrics import od_metrics, qa_metrics
-from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3
+from qeu_space.modeling.families import family_for
+from qeu_space.modeling.loading import load_model
+from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 from qeu_space.vocabulary import Finding, parse_bbox_str
 
 #: task -> (tiny model builder, LoRA scope): the two families the CLI serves.

@@ -1,7 +1,7 @@
 """Model families, the loading path and the tiny models, on tiny random-weight Florence-2/Idefics3.
 
-Every table runs over :data:`qeu_space.families.FAMILIES`, so a new family is tested for free
-once it has a tiny model builder below.
+Every table runs over :data:`qeu_space.modeling.families.FAMILIES`, so a new family is tested for
+free once it has a tiny model builder below.
 """
 
 from __future__ import annotations
@@ -19,9 +19,16 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from dataset_tools.builders import BuildConfig, build_dataset
-from qeu_space.families import FAMILIES, SCOPES, UnknownFamilyError, chat_vlm, family_for, florence2
 from qeu_space.geometry import CompositeLayout
-from qeu_space.loading import (
+from qeu_space.modeling.families import (
+    FAMILIES,
+    SCOPES,
+    UnknownFamilyError,
+    chat_vlm,
+    family_for,
+    florence2,
+)
+from qeu_space.modeling.loading import (
     AdapterMismatchError,
     LoadedModel,
     RemoteCodeError,
@@ -30,14 +37,14 @@ from qeu_space.loading import (
     read_config,
     same_base,
 )
-from qeu_space.local_tokenizer import (
+from qeu_space.modeling.local_tokenizer import (
     END_OF_UTTERANCE,
     FLORENCE2_LOC_TOKENS,
     IDEFICS3_IMAGE_TOKENS,
     florence2_tokenizer,
     idefics3_tokenizer,
 )
-from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3
+from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 from qeu_space.vocabulary import (
     INSPECTION_QUESTION,
     DefectKind,
@@ -93,7 +100,6 @@ def test_family_for_reads_models_configs_and_loaded_models(name, loaded):
     assert lm.family == name and module.NAME == name
     for obj in (lm, lm.model, lm.model.config, lm.model.config.to_dict()):
         assert family_for(obj) is module
-    assert lm.family_module is module
 
 
 def test_unknown_model_type_is_refused():

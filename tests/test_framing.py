@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
-from qeu_space.families import chat_vlm, vit
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.modeling.families import chat_vlm, vit
 from qeu_space.training.data import collators
 from qeu_space.views.framing import frame, framing_of, grid_box
 from qeu_space.vocabulary import ALL_POSITIONS
@@ -112,8 +112,8 @@ def test_vit_augmentation_mirrors_and_keeps_the_label():
 
 
 def test_chat_vlm_frames_batches_as_its_config_asks(tmp_path):
-    from qeu_space.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
-    from qeu_space.loading import load_model
+    from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
+    from qeu_space.modeling.loading import load_model
 
     config = InspectionVLMConfig(
         image_size=64, vision_hidden=16, text_hidden=16, vision_intermediate=32,

@@ -18,14 +18,15 @@ import torch
 from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
-from qeu_space.inspection_vlm import (
+from qeu_space.metrics import qa_metrics
+from qeu_space.modeling.families import family_for
+from qeu_space.modeling.inspection_vlm import (
     InspectionVLMConfig,
     build_inspection_vlm,
     inspection_tokenizer,
     sincos_2d,
 )
-from qeu_space.loading import load_model
-from qeu_space.metrics import qa_metrics
+from qeu_space.modeling.loading import load_model
 from qeu_space.vocabulary import Finding, parse_answer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def rendered() -> list[dict]:
 def answers(rendered: list[dict]) -> dict[str, list[str]]:
     torch.set_num_threads(1)
     loaded = load_model(BASE, ADAPTER, device="cpu")
-    family = loaded.family_module
+    family = family_for(loaded)
     images = [_image(row) for row in rendered]
     tuned = family.generate(loaded, images, batch_size=10)
     with loaded.base_only():

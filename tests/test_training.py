@@ -19,10 +19,10 @@ from peft import PeftModel
 
 from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
-from qeu_space.families import FAMILIES
 from qeu_space.hub import MissingTokenError
-from qeu_space.loading import LoadedModel, RemoteCodeError, load_model
-from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3
+from qeu_space.modeling.families import FAMILIES
+from qeu_space.modeling.loading import LoadedModel, RemoteCodeError, load_model
+from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 from qeu_space.train import main
 from qeu_space.training import AdapterOptions, DatasetError, TrainConfig, train
 from qeu_space.training.run import _trainable

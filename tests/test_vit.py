@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
-from qeu_space.attention import attention_overlay, attention_rollout, rollout
-from qeu_space.families import FAMILIES, family_for, scratch_base, vit
 from qeu_space.geometry import ConnectorGeometry
-from qeu_space.loading import load_model
+from qeu_space.modeling.attention import attention_overlay, attention_rollout, rollout
+from qeu_space.modeling.families import FAMILIES, family_for, scratch_base, vit
+from qeu_space.modeling.loading import load_model
 from qeu_space.train import main as train_main
 from qeu_space.vocabulary import CLASS_LABELS, Position
 

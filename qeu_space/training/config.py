@@ -14,7 +14,7 @@ from typing import Any
 
 from peft import LoraConfig
 
-from qeu_space.families import SCOPES
+from qeu_space.modeling.families import SCOPES
 
 TASKS: tuple[str, ...] = ("qa", "od", "cls")
 
@@ -70,7 +70,7 @@ class TrainConfig:
 
     Attributes:
         task: ``qa`` (chat VLM), ``od`` (Florence-2) or ``cls`` (ViT classifier, trained in
-            full from a config: see :mod:`qeu_space.families.vit`).
+            full from a config: see :mod:`qeu_space.modeling.families.vit`).
         base: Hub id or folder of the base model.
         dataset: folder (``load_dataset`` / ``save_to_disk`` layout) or Hub dataset id.
         out: output folder: the adapter (or full model), processor, ``loss_history.json/.png``

@@ -28,8 +28,8 @@ import torch
 from peft import get_peft_model
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from qeu_space.families import family_for, scratch_base
-from qeu_space.loading import load_model, read_config
+from qeu_space.modeling.families import family_for, scratch_base
+from qeu_space.modeling.loading import load_model, read_config
 from qeu_space.training.callbacks import LossHistoryCallback
 from qeu_space.training.config import TrainConfig
 from qeu_space.training.data import collators, load_splits

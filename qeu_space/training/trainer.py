@@ -17,7 +17,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
-from qeu_space.loading import LoadedModel
+from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.training import validation
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from qeu_space.attention import attention_overlay
 from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore
 from qeu_space.geometry import CompositeLayout
+from qeu_space.modeling.attention import attention_overlay
 from qeu_space.ui import models as model_fns
 from qeu_space.ui.cases import (
     COMPOSITE_SIZE,

@@ -18,8 +18,8 @@ from typing import Any
 
 import gradio as gr
 
-from qeu_space.devices import detect_device
 from qeu_space.feedback import RATED, FeedbackStore, HubMirror
+from qeu_space.modeling.devices import detect_device
 from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
 from qeu_space.ui.cases import CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp

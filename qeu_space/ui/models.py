@@ -1,11 +1,11 @@
 """The Space's models, loaded once at start, and the functions that run them (``spaces.GPU``).
 
-Three optional models, all through :func:`qeu_space.loading.load_model`: the chat VLM with its
-adapter (base vs fine-tuned answers on one loaded model), the ViT classifier of the test connector
-(verdict, and the attention rollout of :mod:`qeu_space.attention`) and a Florence-2 for ``<OD>``
-boxes. A model that is not configured, whose folder is missing or that fails to load leaves its
-slot empty with a one-line reason ("model not available: <path> (see README)"); the app still
-serves everything else, and never makes up an answer for an empty slot.
+Three optional models, all through :func:`qeu_space.modeling.loading.load_model`: the chat VLM with
+its adapter (base vs fine-tuned answers on one loaded model), the ViT classifier of the test
+connector (verdict, and the attention rollout of :mod:`qeu_space.modeling.attention`) and a
+Florence-2 for ``<OD>`` boxes. A model that is not configured, whose folder is missing or that fails
+to load leaves its slot empty with a one-line reason ("model not available: <path> (see README)");
+the app still serves everything else, and never makes up an answer for an empty slot.
 
 The model functions are module-level and take only picklable arguments, because on ZeroGPU
 ``spaces.GPU`` runs them in a forked worker that inherits :data:`MODELS` and receives its
@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import spaces
 from PIL import Image
 
-from qeu_space.devices import DeviceInfo
+from qeu_space.modeling.devices import DeviceInfo
 from qeu_space.ui.settings import AppSettings
 from qeu_space.vocabulary import Finding
 
@@ -135,7 +136,7 @@ def _load_slot(
 ) -> ModelSlot:
     """One model through the project's single loading path (safetensors only, remote code only
     when allowed); ``family`` set means the model must be of that family."""
-    from qeu_space.loading import load_model
+    from qeu_space.modeling.loading import load_model
 
     slot = ModelSlot(role, name, adapter=adapter)
     if name is None:
@@ -177,6 +178,13 @@ def _load_slot(
 # --------------------------------------------------------------------------- model functions
 
 
+def _family(loaded: Any) -> ModuleType:
+    """The family module that prompts and parses ``loaded`` (its ``family`` names it)."""
+    from qeu_space.modeling.families import FAMILIES
+
+    return FAMILIES[loaded.family]
+
+
 @dataclass(frozen=True)
 class Answer:
     """One model's answer: its text and the findings read from it (boxes for ``<OD>`` output)."""
@@ -203,7 +211,7 @@ def answer_with_vlm(composite: Image.Image, *, tuned: bool, max_new_tokens: int)
     loaded = MODELS.vlm.loaded
     if loaded is None:
         raise RuntimeError(MODELS.vlm.reason or "no chat VLM configured")
-    family = loaded.family_module
+    family = _family(loaded)
     if tuned and not loaded.has_adapter:
         raise RuntimeError("no adapter loaded")
     if tuned:
@@ -220,7 +228,7 @@ def detect_with_florence(composite: Image.Image, *, max_new_tokens: int) -> Answ
     loaded = MODELS.od.loaded
     if loaded is None:
         raise RuntimeError(MODELS.od.reason or "no OD model configured")
-    family = loaded.family_module
+    family = _family(loaded)
     text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
     return Answer(text, tuple(family.parse(text, composite.size)))
 
@@ -228,10 +236,10 @@ def detect_with_florence(composite: Image.Image, *, max_new_tokens: int) -> Answ
 @spaces.GPU(duration=30)
 def classify_with_vit(connector: Image.Image) -> VitVerdict:
     """The ViT's verdict on one connector image, and its attention rollout."""
-    from qeu_space.attention import attention_rollout
+    from qeu_space.modeling.attention import attention_rollout
 
     loaded = MODELS.vit.loaded
     if loaded is None:
         raise RuntimeError(MODELS.vit.reason or "no ViT configured")
-    _, probabilities = loaded.family_module.predict(loaded, [connector])[0]
+    _, probabilities = _family(loaded).predict(loaded, [connector])[0]
     return VitVerdict(probabilities, attention_rollout(loaded, connector))

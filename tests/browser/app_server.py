@@ -57,7 +57,7 @@ def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from qeu_space.families import chat_vlm
+    from qeu_space.modeling.families import chat_vlm
 
     model = AutoModelForImageTextToText.from_pretrained(base, use_safetensors=True)
     config = LoraConfig(
@@ -94,7 +94,7 @@ def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
 
 def make_tiny_models(root: Path) -> dict[str, str]:
     """Build every tiny model under ``root``; returns the ``QEU_*`` variables naming them."""
-    from qeu_space.tiny_models import make_tiny_florence2, make_tiny_idefics3
+    from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 
     base = make_tiny_idefics3(root / "vlm-base")
     adapter = make_tiny_adapter(base, root / "vlm-lora")

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 from transformers import BatchFeature
 
-from qeu_space.families._common import batches, check_scope, inference, placement, rgb
 from qeu_space.geometry import CompositeLayout
+from qeu_space.modeling.families._common import batches, check_scope, inference, placement, rgb
+from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.vocabulary import (
     OD_PROMPT,
     Box,
@@ -38,9 +39,6 @@ from qeu_space.vocabulary import (
     parse_bbox_str,
     sort_findings,
 )
-
-if TYPE_CHECKING:
-    from qeu_space.loading import LoadedModel
 
 NAME = "florence2"
 TASKS: tuple[str, ...] = ("od",)

@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import numpy as np
 import torch
 from PIL import Image
 
-from qeu_space.families import vit
-from qeu_space.families._common import inference, placement, rgb
-
-if TYPE_CHECKING:
-    from qeu_space.loading import LoadedModel
+from qeu_space.modeling.families import vit
+from qeu_space.modeling.families._common import inference, placement, rgb
+from qeu_space.modeling.loaded import LoadedModel
 
 __all__ = ["attention_overlay", "attention_rollout", "rollout"]
 
@@ -70,8 +68,8 @@ def _eager(model: Any) -> Iterator[None]:
 def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     """The rollout heatmap of ``image``: ``(image.height, image.width)`` float32 in [0, 1].
 
-    The patch grid is upsampled bilinearly onto the part of the image the model sees (all of it,
-    or the pin grid for a model that frames it, :func:`qeu_space.families.vit.frame`); outside
+    The patch grid is upsampled bilinearly onto the part of the image the model sees (all of it, or
+    the pin grid for a model that frames it, :func:`qeu_space.modeling.families.vit.frame`); outside
     that part the map is 0. 1 is the most attended patch.
 
     Raises:

@@ -4,7 +4,7 @@ The seeds found no model pre-trained for anomaly detection and concluded "train 
 this family starts from a config, not from Hub weights: ``--base`` names a preset of
 :data:`PRESETS` (or a folder holding only a ``config.json``) and the weights start random. A
 trained folder (``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``) loads
-through :func:`qeu_space.loading.load_model` like every other model.
+through :func:`qeu_space.modeling.loading.load_model` like every other model.
 
 The input is one connector image (the ``cls`` rows: about 423 x 204). The shipped preset
 (``vit-pins-scratch``) crops it to the pin grid (:mod:`qeu_space.views.framing`) and resizes that to
@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
@@ -37,18 +37,16 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
-from qeu_space.families._common import batches, inference, placement, rgb
+from qeu_space.modeling.families._common import batches, inference, placement, rgb
+from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views import framing as views
 from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
-
-if TYPE_CHECKING:
-    from qeu_space.loading import LoadedModel
 
 NAME = "vit"
 TASKS: tuple[str, ...] = ("cls",)
 #: Validation metric (``eval_`` + this) that picks the best checkpoint.
 BEST_METRIC = "accuracy"
-#: transformers auto class that :func:`qeu_space.loading.load_model` uses for this family.
+#: transformers auto class that :func:`qeu_space.modeling.loading.load_model` uses for this family.
 AUTO_CLASS = AutoModelForImageClassification
 
 
@@ -151,8 +149,6 @@ def new_model(base: str | Path | ScratchBase, *, device: str = "cpu") -> LoadedM
     Raises:
         ValueError: ``base`` is neither a preset nor a weightless ViT config folder.
     """
-    from qeu_space.loading import LoadedModel
-
     scratch = base if isinstance(base, ScratchBase) else scratch_config(base)
     if scratch is None:
         raise ValueError(
@@ -274,5 +270,5 @@ def generate(
 
 
 def parse(text: str, image_size: tuple[int, int]) -> list[Finding]:
-    """A class label carries no pin position: no findings (see :mod:`qeu_space.attention`)."""
+    """A class label carries no position: no findings (see :mod:`qeu_space.modeling.attention`)."""
     return []

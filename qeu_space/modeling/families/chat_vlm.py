@@ -27,20 +27,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
 from transformers import BatchFeature
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-from qeu_space.families._common import batches, check_scope, inference, placement, rgb
+from qeu_space.modeling.families._common import batches, check_scope, inference, placement, rgb
+from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views.framing import frame as frame_image
 from qeu_space.views.framing import framing_of
 from qeu_space.vocabulary import INSPECTION_QUESTION, Finding, parse_answer
-
-if TYPE_CHECKING:
-    from qeu_space.loading import LoadedModel
 
 NAME = "chat_vlm"
 TASKS: tuple[str, ...] = ("qa",)

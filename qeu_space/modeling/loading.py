@@ -19,10 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,7 +35,8 @@ from transformers import (
     PretrainedConfig,
 )
 
-from qeu_space.families import FAMILIES, family_for
+from qeu_space.modeling.families import family_for
+from qeu_space.modeling.loaded import LoadedModel
 
 __all__ = [
     "ADAPTER_WEIGHTS",
@@ -67,45 +65,6 @@ class AdapterMismatchError(ValueError):
 
 class UnsafeWeightsError(ValueError):
     """Weights are only available as pickles (``.bin``); this project loads safetensors only."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to generate, with what is needed to prompt it and to say what it is.
-
-    Attributes:
-        model: the transformers model, or a ``peft.PeftModel`` wrapping it when ``adapter`` is set.
-        processor: its ``AutoProcessor`` (tokenizer, image processor, chat template).
-        family: key of :data:`qeu_space.families.FAMILIES` (``"florence2"``, ``"chat_vlm"``,
-            ``"vit"``).
-        base: the base id or folder as given.
-        adapter: the adapter id or folder as given, or ``None``.
-        device: where the weights are (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-    """
-
-    model: Any
-    processor: Any
-    family: str
-    base: str
-    adapter: str | None
-    device: str
-
-    @property
-    def family_module(self) -> ModuleType:
-        return FAMILIES[self.family]
-
-    @property
-    def has_adapter(self) -> bool:
-        return isinstance(self.model, PeftModel)
-
-    @contextlib.contextmanager
-    def base_only(self) -> Iterator[None]:
-        """Run the base model: ``disable_adapter()`` with an adapter, nothing without one."""
-        if self.has_adapter:
-            with self.model.disable_adapter():
-                yield
-        else:
-            yield
 
 
 def default_device() -> str:

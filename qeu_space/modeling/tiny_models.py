@@ -3,9 +3,9 @@
 Tests, the benchmark, the Space's offline mode and the feedback loop all need a model that loads
 through exactly the path a real one does (``config.json`` + ``model.safetensors`` + processor +
 tokenizer in a folder, read by ``AutoModelForImageTextToText`` / ``AutoProcessor``) but trains a
-step in well under a second on a CPU and never touches the network. These builders make one from
-a config with a tokenizer trained here (:mod:`qeu_space.local_tokenizer`). The weights are random
-(seeded): only the shapes, module names and token plumbing are real.
+step in well under a second on a CPU and never touches the network. These builders make one from a
+config with a tokenizer trained here (:mod:`qeu_space.modeling.local_tokenizer`). The weights are
+random (seeded): only the shapes, module names and token plumbing are real.
 
 Example:
     >>> path = make_tiny_florence2("/tmp/tiny-florence2")
@@ -29,7 +29,11 @@ from transformers import (
 from transformers.models.clip import CLIPImageProcessorPil
 from transformers.models.idefics3 import Idefics3ImageProcessorPil
 
-from qeu_space.local_tokenizer import END_OF_UTTERANCE, florence2_tokenizer, idefics3_tokenizer
+from qeu_space.modeling.local_tokenizer import (
+    END_OF_UTTERANCE,
+    florence2_tokenizer,
+    idefics3_tokenizer,
+)
 
 #: Parse rules ``Florence2Processor.post_process_generation`` needs (the released processor's).
 FLORENCE2_POST_PROCESSOR_CONFIG: dict[str, dict] = {
@@ -56,7 +60,7 @@ def make_tiny_florence2(out_dir: str | Path, *, image_size: int = 64, seed: int 
         seed: weight initialisation seed.
 
     Returns:
-        ``out_dir`` as a ``Path``, loadable with :func:`qeu_space.loading.load_model`.
+        ``out_dir`` as a ``Path``, loadable with :func:`qeu_space.modeling.loading.load_model`.
     """
     if image_size % 32 or image_size < 32:
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")

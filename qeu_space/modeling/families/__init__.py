@@ -1,7 +1,7 @@
 """Model families: one module per family, all with the same few functions.
 
 A family knows how its models are prompted and scored, never how they are loaded (that is one
-path for all, :func:`qeu_space.loading.load_model`). Each module offers:
+path for all, :func:`qeu_space.modeling.loading.load_model`). Each module offers:
 
 - ``NAME``, ``TASKS`` (dataset configs it trains on), ``BEST_METRIC`` (validation metric name);
 - ``matches(model_type, config_dict) -> bool``;
@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from qeu_space.families import chat_vlm, florence2, vit
-from qeu_space.families._common import SCOPES
+from qeu_space.modeling.families import chat_vlm, florence2, vit
+from qeu_space.modeling.families._common import SCOPES
 
 #: Family name -> module. Order matters: the first family whose ``matches`` accepts a model wins.
 FAMILIES: dict[str, ModuleType] = {
