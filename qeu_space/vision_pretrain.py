@@ -1,21 +1,7 @@
-"""Pre-train the inspection VLM's vision tower on what each pin is, before it learns to answer.
+"""``python -m qeu_space.vision_pretrain``: pre-train the inspection VLM's vision tower per pin.
 
-Trained on Q/A answers alone, the small from-scratch VLM learned the answer's form and ignored
-the image: the same finding for every composite, train rows included, after 250 to 800 steps
-(measured twice; its language model attends evenly over 81 image tokens at the start, so one
-defective pin is a 1/81 signal it never picks up). This stage gives the vision tower that signal
-first: a linear head on each pin's image token is trained to say what that pin is (ok, missing,
-bent up / down / left / right), from the ``findings`` every Q/A row already has. Then
-``python -m qeu_space.train --task qa --full-finetune`` starts from image tokens that already
-tell defects apart, as the seeds' plan put it: "train our own pre-trained model, then fine-tune".
-
-Which token holds which pin comes from the model's framing (:mod:`qeu_space.views.framing`) and the
-project's geometry, so it stays right if either changes. The head is thrown away; the output
-folder is the whole VLM (config, weights, processor), loadable by
-:func:`qeu_space.modeling.loading.load_model`.
-
-A short hand-written loop rather than ``Trainer``: the head and the per-token loss live outside
-the transformers model, and the loop is 20 lines.
+The command line only. The training loop lives in :mod:`qeu_space.training.vision_pretrain`,
+imported after the arguments are parsed so that ``--help`` answers without loading torch.
 
 Example:
     python -m qeu_space.vision_pretrain --base runs/inspection-vlm-init --dataset data/qa-base \\
@@ -26,185 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import datasets
-import torch
-from PIL import Image
-from tqdm.auto import tqdm
-
-from qeu_space.geometry import CompositeLayout
-from qeu_space.modeling.families import chat_vlm
-from qeu_space.modeling.loading import load_model
-from qeu_space.views.framing import framing_of, grid_box
-from qeu_space.vocabulary import ALL_POSITIONS, Position
-
-PIN_CLASSES: tuple[str, ...] = (
-    "ok",
-    "missing",
-    "bent up",
-    "bent down",
-    "bent left",
-    "bent right",
-)
 
 
-@dataclass(frozen=True)
-class VisionPretrainResult:
-    """What a run did and how well the tokens tell pins apart on the validation rows."""
-
-    steps: int
-    seconds: float
-    final_loss: float
-    token_accuracy: float
-    defect_recall: float
-    """Share of defective pins (validation) whose token is called defective (any defect)."""
-    ok_accuracy: float
-    """Share of good pins (validation) whose token is called ok."""
-
-
-def pin_tokens(model_config: Any, composite_size: int = 448) -> list[int]:
-    """Index of each pin's image token (``ALL_POSITIONS`` order) in the vision tower's output.
-
-    Raises:
-        ValueError: the model does not frame the composite's test grid (nothing to align).
-    """
-    name = framing_of(model_config)
-    if name != "composite_test_grid":
-        raise ValueError(
-            f"vision pre-training needs a model that reads the test pin grid (qeu_framing "
-            f"'composite_test_grid'), this one has {name!r}; build it with "
-            "`python -m qeu_space.inspection_vlm`"
-        )
-    vision = model_config.vision_config
-    side = vision.image_size // vision.patch_size
-    layout = CompositeLayout(composite_size)
-    x1, y1, x2, y2 = grid_box((composite_size, composite_size), name)
-    ox, oy = layout.origin("test")
-    tokens = []
-    for position in ALL_POSITIONS:
-        cx, cy = layout.connector.pin_center(position)
-        column = int((cx + ox - x1) / (x2 - x1) * side)
-        row = int((cy + oy - y1) / (y2 - y1) * side)
-        tokens.append(row * side + column)
-    return tokens
-
-
-def pin_labels(findings: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Class of every pin (``ALL_POSITIONS`` order, indices into :data:`PIN_CLASSES`)."""
-    labels = [0] * len(ALL_POSITIONS)
-    for finding in findings:
-        index = ALL_POSITIONS.index(Position.parse(finding["position"]))
-        if finding["kind"] == "missing pin":
-            labels[index] = 1
-        else:
-            labels[index] = PIN_CLASSES.index(f"bent {finding['direction']}")
-    return labels
-
-
-def _pixels(processor: Any, images: Sequence[Image.Image], framing: str) -> torch.Tensor:
-    views = [[chat_vlm.view(image, framing)] for image in images]
-    pixels = processor.image_processor(views, return_tensors="pt")["pixel_values"]
-    return pixels.flatten(0, 1)  # (batch, 1 image, C, H, W) -> (batch, C, H, W)
-
-
-def _tokens(vision: Any, pixels: torch.Tensor) -> torch.Tensor:
-    return vision(pixel_values=pixels).last_hidden_state
-
-
-def pretrain_vision(
-    base: str | Path,
-    dataset: str | Path,
-    out: str | Path,
-    *,
-    steps: int = 600,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    eval_rows: int = 200,
-    position_heads: bool = False,
-    progress: bool = True,
-) -> VisionPretrainResult:
-    """Train ``base``'s vision tower on per-pin classes of ``dataset``; save the VLM to ``out``.
-
-    Raises:
-        ValueError: the base does not frame the test grid, or the dataset lacks ``findings``.
-    """
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    loaded = load_model(base, device="cpu", dtype=torch.float32)
-    model, processor = loaded.model, loaded.processor
-    name = framing_of(model.config)
-    tokens = torch.tensor(pin_tokens(model.config))
-    data = datasets.load_dataset(str(dataset)) if Path(dataset).is_dir() else None
-    if data is None or "train" not in data or "findings" not in data["train"].column_names:
-        raise ValueError(
-            f"{dataset} is not a qa dataset folder with findings (dataset_tools build)"
-        )
-    train, validation = data["train"], data.get("validation", data["train"])
-    vision = model.model.vision_model
-    hidden = vision.config.hidden_size
-    head = torch.nn.Linear(hidden, len(PIN_CLASSES))
-    # Where each pin is, read off its token: the answer names it, so the code must be clean.
-    row_head, column_head = torch.nn.Linear(hidden, 3), torch.nn.Linear(hidden, 9)
-    rows_of = torch.tensor([p.row_index for p in ALL_POSITIONS])
-    columns_of = torch.tensor([p.column - 1 for p in ALL_POSITIONS])
-    heads = [head, *((row_head, column_head) if position_heads else ())]
-    params = [*vision.parameters(), *(p for h in heads for p in h.parameters())]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05
-    )
-    vision.train()
-    start, loss = time.perf_counter(), torch.tensor(0.0)
-    bar = tqdm(range(steps), desc="vision pre-training", disable=not progress)
-    for _ in bar:
-        rows = train.select(rng.sample(range(len(train)), min(batch_size, len(train))))
-        pins = _tokens(vision, _pixels(processor, rows["image"], name))[:, tokens]
-        target = torch.tensor([pin_labels(f) for f in rows["findings"]])
-        cross_entropy = torch.nn.functional.cross_entropy
-        loss = cross_entropy(head(pins).flatten(0, 1), target.flatten())
-        if position_heads:
-            n = pins.shape[0]
-            loss = loss + cross_entropy(row_head(pins).flatten(0, 1), rows_of.repeat(n))
-            loss = loss + cross_entropy(column_head(pins).flatten(0, 1), columns_of.repeat(n))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    seconds = time.perf_counter() - start
-    vision.eval()
-    scores = _score(vision, head, processor, validation, tokens, name, eval_rows)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    result = VisionPretrainResult(steps, round(seconds, 1), float(loss.item()), *scores)
-    (Path(out) / "vision_pretrain.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return result
-
-
-@torch.no_grad()
-def _score(vision, head, processor, rows, tokens, name, limit) -> tuple[float, float, float]:
-    rows = rows.select(range(min(limit, len(rows))))
-    predicted, truth = [], []
-    for begin in range(0, len(rows), 32):
-        chunk = rows.select(range(begin, min(begin + 32, len(rows))))
-        logits = head(_tokens(vision, _pixels(processor, chunk["image"], name)))
-        predicted.append(logits[:, tokens].argmax(-1).flatten())
-        truth.append(torch.tensor([pin_labels(f) for f in chunk["findings"]]).flatten())
-    p, t = torch.cat(predicted), torch.cat(truth)
-    defect, good = t > 0, t == 0
-    recall = float((p[defect] > 0).float().mean()) if defect.any() else 1.0
-    return float((p == t).float().mean()), recall, float((p[good] == 0).float().mean())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m qeu_space.vision_pretrain",
         description="Pre-train the inspection VLM's vision tower on per-pin classes (ok, missing, "
@@ -225,10 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also train heads for each pin token's row and column (off by default: measured "
         "worse, Q/A F1 0.00 vs 0.20 after 500 steps, eval loss 0.45 vs 0.21)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if Path(args.out).exists() and any(Path(args.out).iterdir()):
         print(f"error: {args.out} is not empty; choose another --out", file=sys.stderr)
         return 2
+    from qeu_space.training.vision_pretrain import pretrain_vision
+
     try:
         result = pretrain_vision(
             args.base, args.dataset, args.out, steps=args.steps, batch_size=args.batch_size,

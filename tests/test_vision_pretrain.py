@@ -13,7 +13,8 @@ from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
 from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
 from qeu_space.modeling.loading import load_model
-from qeu_space.vision_pretrain import PIN_CLASSES, main, pin_labels, pin_tokens, pretrain_vision
+from qeu_space.training.vision_pretrain import PIN_CLASSES, pin_labels, pin_tokens, pretrain_vision
+from qeu_space.vision_pretrain import main
 from qeu_space.vocabulary import ALL_POSITIONS
 
 TINY = InspectionVLMConfig(

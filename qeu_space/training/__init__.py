@@ -1,5 +1,7 @@
 """LoRA / DoRA / full fine-tuning of Florence-2 (``od``) and chat VLMs (``qa``) with ``Trainer``.
 
+:mod:`.vision_pretrain` is the stage before it for the inspection VLM (its vision tower, per pin).
+
 Example:
     >>> from qeu_space.training import AdapterOptions, TrainConfig, train
     >>> result = train(TrainConfig("od", "tiny/florence2", "data/od", "runs/od",
