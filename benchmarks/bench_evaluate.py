@@ -1,4 +1,4 @@
-"""How fast evaluation runs: samples/s of ``qeu_space.evaluate`` on the tiny models, and metrics/s.
+"""How fast evaluation runs: samples/s of ``qeu_space.evaluation`` on tiny models, and metrics/s.
 
 Prints, in one run, and writes to ``benchmarks/RESULTS_evaluate.md``:
 
@@ -38,8 +38,8 @@ from transformers import AutoModelForImageTextToText  # noqa: E402
 
 from dataset_tools.builders import BuildConfig  # noqa: E402
 from dataset_tools.save import build_to_folder  # noqa: E402
-from qeu_space.evaluate import evaluate, load_split  # noqa: E402
-from qeu_space.metrics import od_metrics, qa_metrics  # noqa: E402
+from qeu_space.evaluation.evaluate import evaluate, load_split  # noqa: E402
+from qeu_space.evaluation.metrics import od_metrics, qa_metrics  # noqa: E402
 from qeu_space.modeling.families import family_for  # noqa: E402
 from qeu_space.modeling.loading import load_model  # noqa: E402
 from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3  # noqa: E402

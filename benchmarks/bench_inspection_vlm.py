@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
-from qeu_space.metrics import qa_metrics  # noqa: E402
+from qeu_space.evaluation.metrics import qa_metrics  # noqa: E402
 from qeu_space.modeling.families import family_for  # noqa: E402
 from qeu_space.modeling.loading import load_model  # noqa: E402
 from qeu_space.vocabulary import Finding  # noqa: E402

@@ -367,7 +367,7 @@ def write_model_card(options: PushOptions, summary: AdapterSummary) -> Path:
     """Write (or rewrite) ``README.md`` in the adapter folder from what the folder holds."""
     from huggingface_hub import ModelCard
 
-    from qeu_space.evaluate import read_report
+    from qeu_space.evaluation.evaluate import read_report
     from qeu_space.model_card import CardInputs, build_model_card
 
     folder = options.folder

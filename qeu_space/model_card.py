@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from qeu_space.evaluate import HEADLINE, EvalReport
+from qeu_space.evaluation.evaluate import HEADLINE, EvalReport
 
 if TYPE_CHECKING:
     from qeu_space.adapters import AdapterSummary

@@ -16,8 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from qeu_space import adapters
 from qeu_space.adapters import PushOptions, inspect_adapter, plot_norms, write_model_card
-from qeu_space.evaluate import EvalReport, ModelRun, Prediction, write_report
-from qeu_space.metrics import qa_metrics
+from qeu_space.evaluation.evaluate import EvalReport, ModelRun, Prediction, write_report
+from qeu_space.evaluation.metrics import qa_metrics
 from qeu_space.model_card import CardInputs, build_model_card
 from qeu_space.vocabulary import Finding
 from tests.hub_standin import HubStandin

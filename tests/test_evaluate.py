@@ -13,8 +13,9 @@ from transformers import AutoModelForImageTextToText
 
 from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
-from qeu_space import evaluate as ev
-from qeu_space.metrics import od_metrics, qa_metrics
+from qeu_space.evaluate import main as evaluate_main
+from qeu_space.evaluation import evaluate as ev
+from qeu_space.evaluation.metrics import od_metrics, qa_metrics
 from qeu_space.modeling.families import family_for
 from qeu_space.modeling.loading import load_model
 from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
@@ -65,7 +66,7 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
     argv = ["--task", task, "--base", str(base), "--adapter", str(adapter)]
     argv += ["--dataset", str(data[task]), "--split", "test", "--report", str(report_path)]
     argv += ["--limit", "2", "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"]
-    assert ev.main(argv) == 0
+    assert evaluate_main(argv) == 0
     assert "| base (" in capsys.readouterr().out
 
     raw = json.loads(report_path.read_text())
@@ -134,7 +135,7 @@ def test_cli_bad_input_is_one_line(change, message, data, models, tmp_path, caps
     }
     args.update(change)
     argv = [item for k, v in args.items() for item in ((k,) if v is None else (k, v))]
-    assert ev.main(argv) == 2
+    assert evaluate_main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r.json").exists()

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
-from qeu_space.metrics import qa_metrics
+from qeu_space.evaluation.metrics import qa_metrics
 from qeu_space.modeling.families import family_for
 from qeu_space.modeling.inspection_vlm import (
     InspectionVLMConfig,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qeu_space.metrics import (
+from qeu_space.evaluation.metrics import (
     OD_CATEGORIES,
     boxes_from_findings,
     direction_accuracy,
@@ -154,7 +154,7 @@ def test_text_scores_from_the_libraries() -> None:
 
 
 def test_text_scores_are_none_without_the_libraries(monkeypatch) -> None:
-    import qeu_space.metrics as metrics
+    import qeu_space.evaluation.metrics as metrics
 
     monkeypatch.setattr(
         metrics, "optional_text_metrics", lambda: dict.fromkeys(("sacrebleu", "rouge_score"), False)

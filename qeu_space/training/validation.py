@@ -2,7 +2,7 @@
 
 The loss says the model copies the answer format; only generation says it finds the pins (the
 seeds' Phi-3 run had a falling loss and "not a single hit"). So every validation also generates
-on up to ``eval_samples`` rows and scores them with :mod:`qeu_space.metrics`: findings F1
+on up to ``eval_samples`` rows and scores them with :mod:`qeu_space.evaluation.metrics`: findings F1
 (position and kind must match) for ``qa``, class-aware mAP@0.5 for ``od``, and accuracy of
 the predicted class label for ``cls`` (the ViT's "generation" is its label).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score
 
-from qeu_space.metrics import od_metrics, qa_metrics, xywh_to_xyxy
+from qeu_space.evaluation.metrics import od_metrics, qa_metrics, xywh_to_xyxy
 from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
 
 

@@ -1,9 +1,10 @@
 """Task metrics as pure functions: Q/A answers scored against findings, OD boxes scored by COCO mAP.
 
-Nothing here loads a model or touches disk: :mod:`qeu_space.evaluate` produces the predictions and
-hands them over. Where a maintained library computes a number it does (scikit-learn for accuracy,
-the confusion matrix, micro precision / recall / F1 and exact match; faster-coco-eval for mAP;
-sacrebleu / rouge_score for the optional text scores); the few lines written by hand say why.
+Nothing here loads a model or touches disk: :mod:`qeu_space.evaluation.evaluate` produces the
+predictions and hands them over. Where a maintained library computes a number it does (scikit-learn
+for accuracy, the confusion matrix, micro precision / recall / F1 and exact match; faster-coco-eval
+for mAP; sacrebleu / rouge_score for the optional text scores); the few lines written by hand say
+why.
 
 Example:
     >>> from qeu_space.vocabulary import Finding
