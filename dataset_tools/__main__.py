@@ -189,7 +189,7 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
 
 
 def _build(args: argparse.Namespace, prog: str) -> int:
-    from qeu_space.hub import HubError, check_repo_id, push_folder, resolve_token
+    from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
 
     try:
         cfg = BuildConfig(

@@ -385,7 +385,7 @@ class HubMirror:
         from huggingface_hub import CommitScheduler, HfApi
         from huggingface_hub.errors import HfHubHTTPError
 
-        from qeu_space.hub import HubError, check_repo_id, resolve_endpoint
+        from qeu_space.hub.upload import HubError, check_repo_id, resolve_endpoint
 
         check_repo_id(repo_id)
         api = HfApi(endpoint=resolve_endpoint(endpoint), token=token)

@@ -148,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from qeu_space.hub import HubError
+    from qeu_space.hub.upload import HubError
     from qeu_space.training import train
 
     try:

@@ -15,10 +15,16 @@ from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qeu_space import adapters
-from qeu_space.adapters import PushOptions, inspect_adapter, plot_norms, write_model_card
 from qeu_space.evaluation.evaluate import EvalReport, ModelRun, Prediction, write_report
 from qeu_space.evaluation.metrics import qa_metrics
-from qeu_space.model_card import CardInputs, build_model_card
+from qeu_space.hub.adapters import (
+    PushOptions,
+    inspect_adapter,
+    plot_norms,
+    summarize_adapter,
+    write_model_card,
+)
+from qeu_space.hub.model_card import CardInputs, build_model_card
 from qeu_space.vocabulary import Finding
 from tests.hub_standin import HubStandin
 
@@ -177,7 +183,7 @@ def test_inspect_rejects_non_adapters(setup: str, message: str, tmp_path: Path, 
 
 
 def test_plot_refuses_empty_adapter(tmp_path: Path) -> None:
-    summary = adapters.summarize_adapter({"peft_type": "LORA"}, {}, path="x")
+    summary = summarize_adapter({"peft_type": "LORA"}, {}, path="x")
     with pytest.raises(ValueError, match="holds no tensors"):
         plot_norms(summary, tmp_path / "p.png")
 
@@ -323,7 +329,7 @@ def test_push_without_token_fails_before_any_work(
     trained_folder: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("qeu_space.hub.get_token", lambda: None)
+    monkeypatch.setattr("qeu_space.hub.upload.get_token", lambda: None)
     card_before = (trained_folder / "README.md").read_text()  # PEFT's own placeholder card
     argv = ["push", str(trained_folder), "--to", "me/x", "--base-model", "org/tiny-llama"]
     assert adapters.main(argv) == 2

@@ -273,7 +273,7 @@ def test_feedback_repo_without_token_stays_local(tmp_path: Path, monkeypatch) ->
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached login either
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
-    monkeypatch.setattr("qeu_space.hub.get_token", lambda: None)
+    monkeypatch.setattr("qeu_space.hub.upload.get_token", lambda: None)
     settings = AppSettings.from_env(
         {"QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"), "QEU_FEEDBACK_REPO": "me/feedback"}
     )

@@ -214,7 +214,7 @@ def test_hub_mirror_pushes_jsonl_per_replica_and_images(
 
 
 def test_hub_mirror_refusal_is_one_line(hub_standin: HubStandin, tmp_path: Path) -> None:
-    from qeu_space.hub import HubError
+    from qeu_space.hub.upload import HubError
 
     with pytest.raises(HubError) as err:
         HubMirror.start("qeu/feedback", tmp_path / "m", token="hf_wrong", every=60)

@@ -1,4 +1,4 @@
-"""The Hub upload path (qeu_space.hub) over real HTTP against the local stand-in."""
+"""The Hub upload path (qeu_space.hub.upload) over real HTTP against the local stand-in."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from huggingface_hub import constants
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-from qeu_space.hub import (
+from qeu_space.hub.upload import (
     HubPushError,
     MissingTokenError,
     check_repo_id,
@@ -219,7 +219,7 @@ def test_login_cache_found_through_hf_home(tmp_path: Path, cached: bool, expecte
         (home / "token").write_text(secret)
     script = (
         "import sys\n"
-        "from qeu_space.hub import MissingTokenError, resolve_token\n"
+        "from qeu_space.hub.upload import MissingTokenError, resolve_token\n"
         "try:\n"
         f"    sys.exit(0 if resolve_token() == {secret!r} else 1)\n"
         "except MissingTokenError as err:\n"

@@ -19,7 +19,7 @@ from peft import PeftModel
 
 from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
-from qeu_space.hub import MissingTokenError
+from qeu_space.hub.upload import MissingTokenError
 from qeu_space.modeling.families import FAMILIES
 from qeu_space.modeling.loading import LoadedModel, RemoteCodeError, load_model
 from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
@@ -250,7 +250,7 @@ def test_bad_runs_fail_before_training(case, error, message, tiny, data, tmp_pat
     elif case == "push_without_token":
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setattr("qeu_space.hub.get_token", lambda: None)
+        monkeypatch.setattr("qeu_space.hub.upload.get_token", lambda: None)
         config = _config("florence2", tiny, data, out, push_to="me/od-adapter")
     elif case == "remote_code":
         remote = tmp_path / "remote"

@@ -80,7 +80,7 @@ def train(
 
     Raises:
         ValueError: task / family mismatch, GPU-only options without a GPU, bad dataset.
-        qeu_space.hub.MissingTokenError: ``push_to`` without a token (before any training).
+        qeu_space.hub.upload.MissingTokenError: ``push_to`` without a token (before any training).
     """
     scratch = scratch_base(config.base)
     family = (
@@ -239,7 +239,7 @@ def _hub_token(repo_id: str | None) -> str | None:
     """Check the push target and the token now, so that no training is lost to a late failure."""
     if not repo_id:
         return None
-    from qeu_space.hub import check_repo_id, resolve_token
+    from qeu_space.hub.upload import check_repo_id, resolve_token
 
     check_repo_id(repo_id)
     return resolve_token()
@@ -247,7 +247,7 @@ def _hub_token(repo_id: str | None) -> str | None:
 
 def _push(out: Path, config: TrainConfig, token: str | None) -> str:
     """Write the model card, then upload the output folder's files (not its checkpoints)."""
-    from qeu_space.hub import push_folder
+    from qeu_space.hub.upload import push_folder
 
     if not config.adapter.full_finetune:
         _write_card(out, config)
@@ -271,7 +271,7 @@ def _write_card(out: Path, config: TrainConfig) -> None:
     Hub ids of the base and the dataset go into the card's metadata; local folders are not
     named there (the Hub would refuse them), only in the training arguments.
     """
-    from qeu_space.adapters import PushOptions, inspect_adapter, write_model_card
+    from qeu_space.hub.adapters import PushOptions, inspect_adapter, write_model_card
 
     dataset = _hub_id(config.dataset)
     options = PushOptions(

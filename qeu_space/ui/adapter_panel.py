@@ -1,7 +1,7 @@
 """The models panel: the device, each model's status, and what the loaded adapter is.
 
 The adapter part answers "what did fine-tuning change": its base, rank and alpha, the modules it
-adapts, its share of the base's parameters (:func:`qeu_space.adapters.inspect_adapter`) and the
+adapts, its share of the base's parameters (:func:`qeu_space.hub.adapters.inspect_adapter`) and the
 metrics its model card reports (``model-index`` read by ``huggingface_hub.ModelCard``).
 
 Example:
@@ -50,7 +50,7 @@ def adapter_markdown(adapter: str | None) -> str:
     """What the adapter is, as Markdown; a readable line when it cannot be read."""
     if adapter is None:
         return "No adapter configured (set `QEU_ADAPTER`): only the base model answers."
-    from qeu_space.adapters import AdapterFolderError, inspect_adapter
+    from qeu_space.hub.adapters import AdapterFolderError, inspect_adapter
 
     folder = _adapter_folder(adapter)
     if folder is None:

@@ -47,7 +47,7 @@ def open_feedback_store(settings: AppSettings) -> FeedbackStore:
     """The local store, mirrored to ``QEU_FEEDBACK_REPO`` when a token is available."""
     mirror = None
     if settings.feedback_repo:
-        from qeu_space.hub import HubError, resolve_token
+        from qeu_space.hub.upload import HubError, resolve_token
 
         try:
             token = resolve_token()

@@ -18,14 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from qeu_space.evaluation.evaluate import HEADLINE, EvalReport
-
-if TYPE_CHECKING:
-    from qeu_space.adapters import AdapterSummary
+from qeu_space.hub.summary import AdapterSummary
 
 PROJECT_TAG = "qeu-inspection-space"
 #: How each headline metric is typed in ``model-index`` (free-form ids, Hub metric names where

@@ -1,0 +1,7 @@
+"""Publishing to the Hugging Face Hub: uploads, adapters and their model cards.
+
+- :mod:`.upload`: tokens, repo ids and the one upload path (``push_folder``).
+- :mod:`.adapters`: what an adapter folder holds, and pushing it with its card.
+- :mod:`.model_card`: the card (Hub metadata and the page) built from plain inputs.
+- :mod:`.summary`: the adapter summary dataclasses both of the above share.
+"""
