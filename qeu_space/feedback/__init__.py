@@ -1,0 +1,36 @@
+"""Feedback on predictions: the SQLite store and its Hub mirror (:mod:`.store`).
+
+The public names are re-exported here: ``from qeu_space.feedback import FeedbackStore``.
+"""
+
+from __future__ import annotations
+
+from qeu_space.feedback.store import (
+    MAX_ANSWER,
+    MAX_COMMENT,
+    MIRROR_PATTERNS,
+    RATED,
+    FeedbackEntry,
+    FeedbackStore,
+    HubMirror,
+    StoredFeedback,
+    canonical_answer,
+    default_db_path,
+    open_store,
+    png_bytes,
+)
+
+__all__ = [
+    "MAX_ANSWER",
+    "MAX_COMMENT",
+    "MIRROR_PATTERNS",
+    "RATED",
+    "FeedbackEntry",
+    "FeedbackStore",
+    "HubMirror",
+    "StoredFeedback",
+    "canonical_answer",
+    "default_db_path",
+    "open_store",
+    "png_bytes",
+]
