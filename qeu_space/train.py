@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from qeu_space.modeling.families import SCOPES, vit
+from qeu_space.modeling.catalog import SCOPES, VIT_PRESETS
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
 PROG = "python -m qeu_space.train"
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base", required=True,
         help="base model: Hub id or folder; for cls also a ViT preset "
-        f"({', '.join(vit.PRESETS)}) or a config-only folder (random weights)",
+        f"({', '.join(VIT_PRESETS)}) or a config-only folder (random weights)",
     )  # fmt: skip
     p.add_argument("--dataset", required=True, help="dataset folder or Hub dataset id")
     p.add_argument("--dataset-config", help="config name of a Hub dataset with several")

@@ -19,6 +19,7 @@ from PIL import Image
 from dataset_tools.builders import BuildConfig, make_row
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.modeling.attention import attention_overlay, attention_rollout, rollout
+from qeu_space.modeling.catalog import VIT_PRESETS
 from qeu_space.modeling.families import FAMILIES, family_for, scratch_base, vit
 from qeu_space.modeling.loading import load_model
 from qeu_space.train import main as train_main
@@ -142,6 +143,7 @@ def test_overlay_keeps_size_and_rejects_a_wrong_map():
 
 def test_registry_and_scratch_bases(tmp_path):
     assert FAMILIES["vit"] is vit
+    assert tuple(vit.PRESETS) == VIT_PRESETS  # the names `train --help` lists without torch
     family, scratch = scratch_base("vit-test-tiny")
     assert family is vit and scratch.config.model_type == "vit"
     assert scratch_base(str(SHIPPED)) is None  # has weights: a model to load, not a config

@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.preprocessing import MultiLabelBinarizer
 
 from qeu_space.vocabulary import (
     ALL_POSITIONS,
@@ -121,6 +119,11 @@ def qa_metrics(
         raise ValueError("no samples to score")
     if references is not None and len(references) != len(answers):
         raise ValueError(f"{len(references)} references but {len(answers)} answers")
+    # Imported here, not at the top: `python -m qeu_space.evaluate --help` imports this module
+    # (through the evaluation library's task names) and answers without loading scikit-learn.
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     parsed = [a if isinstance(a, ParsedAnswer) else parse_answer(a) for a in answers]
 
     true_verdicts = [verdict_of(t) for t in truths]

@@ -10,11 +10,12 @@ seeds concluded that a Florence-2 LoRA "changes too little").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import LoraConfig
+from qeu_space.modeling.catalog import SCOPES
 
-from qeu_space.modeling.families import SCOPES
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 TASKS: tuple[str, ...] = ("qa", "od", "cls")
 
@@ -53,6 +54,8 @@ class AdapterOptions:
         """The ``peft.LoraConfig`` for a family's ``target_modules`` regex; None for full FT."""
         if self.full_finetune:
             return None
+        from peft import LoraConfig
+
         return LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,

@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from qeu_space.modeling.catalog import SCOPES
 from qeu_space.modeling.families import chat_vlm, florence2, vit
-from qeu_space.modeling.families._common import SCOPES
 
 #: Family name -> module. Order matters: the first family whose ``matches`` accepts a model wins.
 FAMILIES: dict[str, ModuleType] = {

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
-SCOPES: tuple[str, ...] = ("language", "vision", "all")
+from qeu_space.modeling.catalog import SCOPES
 
 
 def check_scope(scope: str) -> str:
