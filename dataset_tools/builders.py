@@ -44,6 +44,9 @@ from qeu_space.vocabulary import (
     verdict_of,
 )
 
+MIN_COMPOSITE = 224
+"""Smallest composite side: its connectors (212 px wide) are the smallest registration reads."""
+
 _FINDING = {
     "position": Value("string"),
     "kind": Value("string"),
@@ -163,6 +166,11 @@ class BuildConfig:
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
         CompositeLayout(self.size)  # validates the size
+        if self.size < MIN_COMPOSITE:
+            raise ValueError(
+                f"--size must be at least {MIN_COMPOSITE}: every model reads the registered frame, "
+                f"and registration needs pins of a few pixels (got {self.size})"
+            )
 
     @property
     def split_sizes(self) -> dict[Split, int]:

@@ -32,7 +32,7 @@ def nsoart_image(
     test_box = layout.crop_box("test")
     reference = np.asarray(rgb.crop(ref_box))
     test = np.asarray(rgb.crop(test_box))
-    result = soartc(reference, test)
+    result = soartc(reference, test, register=True)  # each product in its canonical frame
     out = rgb.copy()
     out.paste(blend_heatmap(test, result, alpha=alpha), test_box[:2])
     return out

@@ -9,6 +9,11 @@ anti-aliased 2-D shapes in numpy, fast enough for hundreds of composites per sec
 * nuisances (gain and gradient lighting, sensor noise, blur, sub-pixel shift, rotation, JPEG) are
   applied per image, each switchable and drawn from the sample's seeded generator. A geometric
   nuisance moves the truth boxes with the pixels (:func:`render_connector` returns the moved boxes).
+* :class:`Placement` is where a camera rig or a hand puts the product: a shift of up to 24 px (at
+  the 448 px composite scale), a turn of up to 6 degrees and a scale of 0.88 to 1.12, drawn so
+  every socket stays in view. Models read the registered (canonical) frame
+  (:mod:`qeu_space.views.registration`) and learn from these rows that a moved product is not a
+  defective one; :attr:`Rendered.pose` is the exact canonical-to-image transform.
 
 Example:
     >>> import numpy as np
@@ -54,6 +59,108 @@ _METAL = np.array([228, 196, 112], np.float32)  # tin-gold plating
 _SHAFT = np.array([150, 124, 64], np.float32)  # the side of a leaning pin, in shadow
 
 
+REFERENCE_WIDTH = 423
+"""Connector width (px) in the default 448 px composite: the unit of :class:`Placement` shifts."""
+
+
+@dataclass(frozen=True)
+class Pose:
+    """One placement of the product: where its canonical frame lands in the image.
+
+    Attributes:
+        dx, dy: shift of the product, in pixels of this image.
+        angle: rotation in degrees (clockwise on screen, about the image centre).
+        scale: size against the canonical framing.
+    """
+
+    dx: float = 0.0
+    dy: float = 0.0
+    angle: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.scale <= 2.0:
+            raise ValueError(f"pose scale must be in [0.5, 2], got {self.scale}")
+
+    @property
+    def identity(self) -> bool:
+        return self == Pose()
+
+    def matrix(self, size: tuple[int, int]) -> np.ndarray:
+        """3 x 3 canonical-to-image matrix for an image of ``size`` (``(width, height)``)."""
+        return np.vstack([_affine(size, self.angle, self.dx, self.dy, self.scale), [0, 0, 1]])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Ranges of the product's placement, each drawn uniformly per image (0 / ``(1, 1)``: off).
+
+    Attributes:
+        shift: largest shift along each axis, in pixels of a :data:`REFERENCE_WIDTH` px wide
+            connector (the 448 px composite); scaled with the image.
+        rotation: largest rotation, in degrees.
+        scale: ``(low, high)`` range of the product's size against the canonical framing.
+        keep_in_view: draw again (up to 32 times, then take the pose shrunk toward none) while a
+            socket would leave the image: a rig keeps the whole product in the field of view.
+    """
+
+    shift: float = 24.0
+    rotation: float = 6.0
+    scale: tuple[float, float] = (0.88, 1.12)
+    keep_in_view: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shift < 0 or self.rotation < 0:
+            raise ValueError(f"placement shift and rotation must be >= 0: {self}")
+        if self.rotation > 20:
+            raise ValueError(f"placement rotation is at most 20 degrees, got {self.rotation}")
+        low, high = self.scale
+        if not 0.5 <= low <= high <= 2.0:
+            raise ValueError(f"placement scale range must satisfy 0.5 <= low <= high <= 2: "
+                             f"{self.scale}")  # fmt: skip
+
+    @classmethod
+    def off(cls) -> Placement:
+        return cls(0.0, 0.0, (1.0, 1.0))
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0 or self.rotation > 0 or tuple(self.scale) != (1.0, 1.0)
+
+    def draw(self, geo: ConnectorGeometry, rng: np.random.Generator) -> Pose:
+        """A pose from these ranges (a fixed number of draws from ``rng`` per attempt)."""
+        size = (geo.width, geo.height)
+        reach = self.shift * geo.width / REFERENCE_WIDTH
+        pose = Pose()
+        for _ in range(32):
+            dx, dy = (float(v) for v in rng.uniform(-reach, reach, 2))
+            angle = float(rng.uniform(-self.rotation, self.rotation))
+            scale = float(rng.uniform(*self.scale))
+            pose = Pose(dx, dy, angle, scale)
+            if not self.keep_in_view or sockets_in_view(geo, pose.matrix(size)):
+                return pose
+        for shrink in (0.75, 0.5, 0.25, 0.0):  # rare: take the last pose, smaller
+            smaller = Pose(pose.dx * shrink, pose.dy * shrink, pose.angle * shrink,
+                           1 + (pose.scale - 1) * shrink)  # fmt: skip
+            if sockets_in_view(geo, smaller.matrix(size)):
+                return smaller
+        return Pose()
+
+
+def sockets_in_view(geo: ConnectorGeometry, matrix: np.ndarray, margin: float = 1.0) -> bool:
+    """Whether every socket's corners land inside the image under canonical-to-image ``matrix``."""
+    h = geo.socket_size / 2
+    centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS])
+    corners = (centres[:, None, :] + np.array([[-h, -h], [h, -h], [-h, h], [h, h]])).reshape(-1, 2)
+    pts = corners @ matrix[:2, :2].T + matrix[:2, 2]
+    return bool(
+        (pts[:, 0] >= margin).all()
+        and (pts[:, 0] <= geo.width - margin).all()
+        and (pts[:, 1] >= margin).all()
+        and (pts[:, 1] <= geo.height - margin).all()
+    )
+
+
 @dataclass(frozen=True)
 class Nuisances:
     """Per-image disturbances; each one is off at 0 (or ``None`` for JPEG).
@@ -67,6 +174,7 @@ class Nuisances:
         rotation: largest rotation, in degrees.
         jpeg: JPEG quality range ``(low, high)``, or ``None`` for no compression.
         jpeg_probability: share of images saved as JPEG (cameras differ; also halves its cost).
+        placement: where the rig puts the product (:class:`Placement`; on by default).
     """
 
     gain: float = 0.15
@@ -77,6 +185,7 @@ class Nuisances:
     rotation: float = 2.0
     jpeg: tuple[int, int] | None = (75, 95)
     jpeg_probability: float = 0.5
+    placement: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:
         for name in ("gain", "gradient", "noise", "blur", "shift", "rotation"):
@@ -95,11 +204,11 @@ class Nuisances:
 
     @classmethod
     def off(cls) -> Nuisances:
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, 0.0, Placement.off())
 
     @property
     def geometric(self) -> bool:
-        return self.shift > 0 or self.rotation > 0
+        return self.shift > 0 or self.rotation > 0 or self.placement.active
 
 
 @dataclass(frozen=True)
@@ -125,10 +234,15 @@ class ConnectorSpec:
 
 @dataclass(frozen=True)
 class Rendered:
-    """A rendered connector: RGB uint8 pixels and its findings with boxes in these pixels."""
+    """A rendered connector: RGB uint8 pixels and its findings with boxes in these pixels.
+
+    ``pose`` is the 3 x 3 canonical-to-image matrix the product was drawn with (placement and
+    the shift / rotation nuisances): what registration should recover.
+    """
 
     image: np.ndarray
     findings: tuple[Finding, ...] = field(default=())
+    pose: np.ndarray = field(default_factory=lambda: np.eye(3))
 
 
 # --------------------------------------------------------------------------- shapes
@@ -500,11 +614,13 @@ def _work_buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
-def _affine(size: tuple[int, int], angle_deg: float, tx: float, ty: float) -> np.ndarray:
-    """Forward 2x3 matrix: rotate about the image centre, then translate."""
+def _affine(
+    size: tuple[int, int], angle_deg: float, tx: float, ty: float, scale: float = 1.0
+) -> np.ndarray:
+    """Forward 2x3 matrix: rotate and scale about the image centre, then translate."""
     w, h = size
     a = math.radians(angle_deg)
-    c, s = math.cos(a), math.sin(a)
+    c, s = math.cos(a) * scale, math.sin(a) * scale
     cx, cy = w / 2, h / 2
     return np.array(
         [[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty]], np.float64
@@ -530,11 +646,15 @@ def render_connector(
     rng: np.random.Generator,
     *,
     box_pad: float = 2.0,
+    pose: Pose | None = None,
 ) -> Rendered:
     """Render one product under ``nuisances`` drawn from ``rng``.
 
     Returns the uint8 RGB image and ``spec.findings`` with boxes in this image's pixels (moved by
-    any shift or rotation, and grown by ``box_pad``).
+    any shift, rotation or placement, and grown by ``box_pad``). ``pose`` places the product
+    exactly instead of drawing from ``nuisances.placement`` (the robustness benchmark's
+    conditions); the draws from ``rng`` are the same either way, so a product keeps its
+    lighting and noise under every pose.
     """
     shape = (geo.height, geo.width, 3)
     img = draw_clean_with_defects(spec, geo, _work_buffer("defects", shape, np.float32))
@@ -549,11 +669,18 @@ def render_connector(
         side = math.exp(-1.0 / (2 * sigma_blur**2))
         blur_a = side / (1 + 2 * side)
     inv = _IDENTITY
-    if n.geometric:
+    matrix = np.eye(3)
+    if n.geometric or pose is not None:
         angle = rng.uniform(-n.rotation, n.rotation) if n.rotation else 0.0
         tx, ty = rng.uniform(-n.shift, n.shift, 2) if n.shift else (0.0, 0.0)
-        m = _affine(size, angle, tx, ty)
-        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2].ravel()
+        matrix = np.vstack([_affine(size, angle, tx, ty), [0, 0, 1]])
+        if n.placement.active:
+            drawn = n.placement.draw(geo, rng)
+            pose = drawn if pose is None else pose
+        if pose is not None:
+            matrix = pose.matrix(size) @ matrix
+        m = matrix[:2]
+        inv = np.linalg.inv(matrix)[:2].ravel()
         boxes = [_move_box(b, m, size) for b in boxes]
     offset = int(rng.integers(0, _NOISE_BANK - geo.width * geo.height))
     quality = None  # drawn here, in the generator's order, so the pixels' buffer is known below
@@ -564,7 +691,8 @@ def render_connector(
     out = np.empty(shape, np.uint8) if quality is None else _work_buffer("8bit", shape, np.uint8)
     lighting = (gain, gx, gy)
     noise = (_noise_bank(), offset, float(n.noise))
-    _finish(img, blur_a, work, inv, n.geometric, *lighting, *noise, _BACKGROUND, out)
+    warp = bool(n.geometric or pose is not None)
+    _finish(img, blur_a, work, inv, warp, *lighting, *noise, _BACKGROUND, out)
     if quality is not None:
         buf = io.BytesIO()
         Image.fromarray(out).save(buf, format="JPEG", quality=quality)
@@ -572,4 +700,5 @@ def render_connector(
         with Image.open(buf) as decoded:
             out = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
     findings = tuple(replace(f, box=b) for f, b in zip(spec.findings, boxes, strict=True))
-    return Rendered(out, findings)
+    matrix.setflags(write=False)
+    return Rendered(out, findings, matrix)

@@ -22,6 +22,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from qeu_space.feedback import FeedbackStore
+from qeu_space.geometry import CompositeLayout
 from tests.browser.app_server import RunningApp, app_env, launched_app, make_tiny_models
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,7 +36,8 @@ def test_space_end_to_end(tmp_path: Path) -> None:
         sample = generate_sample(client)
         check_inspect_then_feedback(client, running, sample)
         check_soartc_takes_reference_then_test(client, sample, tmp_path)
-        check_bad_composites(client, tmp_path)
+        check_bad_composites(client, tmp_path, sample)
+        check_not_a_connector_is_refused(client, tmp_path)
         check_mismatched_pair_and_tiny_connector(client, tmp_path)
         check_oversized_upload(running)
         check_bad_feedback(client, sample)
@@ -153,10 +155,11 @@ BAD_COMPOSITES = {
 }
 
 
-def check_bad_composites(client: Client, tmp_path: Path) -> None:
+def check_bad_composites(client: Client, tmp_path: Path, sample: tuple[str, str]) -> None:
     """Each bad upload is a readable error, and the app keeps serving after it."""
+    layout = CompositeLayout(448)
     good = tmp_path / "good.png"
-    Image.new("RGB", (120, 60), (90, 90, 90)).save(good)
+    Image.open(sample[0]).crop(layout.crop_box("reference")).save(good)
     for case, (data, message) in BAD_COMPOSITES.items():
         path = tmp_path / f"{case}.png"
         path.write_bytes(data)
@@ -165,6 +168,20 @@ def check_bad_composites(client: Client, tmp_path: Path) -> None:
         assert message in str(err.value), case
         _, score, _ = client.predict(handle_file(good), handle_file(good), api_name="/soartc")
         assert score >= 0, f"not serving after {case}"
+
+
+def check_not_a_connector_is_refused(client: Client, tmp_path: Path) -> None:
+    """A flat image is no connector: /soartc refuses it, /inspect answers nothing, says why."""
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (448, 448), (90, 90, 90)).save(flat)
+    panel = tmp_path / "flat-panel.png"
+    Image.new("RGB", (423, 204), (90, 90, 90)).save(panel)
+    with pytest.raises(AppError, match=r"no connector found \("):
+        client.predict(handle_file(panel), handle_file(panel), api_name="/soartc")
+    out = client.predict(handle_file(flat), "", api_name="/inspect")
+    base, tuned = out[6], out[7]
+    assert base.startswith("no connector found (") and tuned == base
+    assert out[1] is None and not out[3]  # no SOARTC score, no ViT verdict
 
 
 def check_mismatched_pair_and_tiny_connector(client: Client, tmp_path: Path) -> None:

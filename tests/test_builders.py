@@ -14,6 +14,7 @@ from dataset_tools.sampling import SPLIT_POSITIONS, SPLITS
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.local_tokenizer import florence2_tokenizer
 from qeu_space.modeling.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
+from qeu_space.views.registration import register_composite
 from qeu_space.vocabulary import CLASS_LABELS, Finding, parse_answer, quantize
 
 COMMON = {"image", "id", "housing", "labels_drawn", "variant"}
@@ -60,13 +61,14 @@ def test_every_qa_answer_parses_back_to_its_findings(built):
                 f.direction for f in sorted(truth, key=lambda f: f.sort_key)
             ]
             assert parsed.verdict == row["verdict"]
-            for f in truth:  # boxes lie in the lower (test) panel of the composite
-                assert (
-                    CompositeLayout(224).position_at(
-                        (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
-                    )
-                    == f.position
-                )
+            if not truth:
+                continue
+            # boxes lie on their pins of the lower (test) product, in the canonical frame the
+            # registration puts it in (the rig moved it: placement is on by default)
+            regs = register_composite(row["image"])
+            for f in truth:
+                x1, y1, x2, y2 = regs.box_to_canonical(f.box, "test")
+                assert CompositeLayout(224).position_at((x1 + x2) / 2, (y1 + y2) / 2) == f.position
 
 
 def _florence2_processor() -> Florence2Processor:

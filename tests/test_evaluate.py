@@ -31,7 +31,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("data")
     folders = {}
     for task in MODELS:
-        cfg = BuildConfig(config=task, num=2, size=128, eval_fraction=1.0)
+        cfg = BuildConfig(config=task, num=2, size=224, eval_fraction=1.0)
         build_to_folder(cfg, root / task, command="test")
         folders[task] = root / task
     return folders

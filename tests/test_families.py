@@ -52,6 +52,7 @@ from qeu_space.vocabulary import (
     Finding,
     Position,
     format_bbox_str,
+    parse_bbox_str,
 )
 
 BUILDERS = {"florence2": make_tiny_florence2, "chat_vlm": make_tiny_idefics3}
@@ -84,7 +85,7 @@ def rows() -> dict[str, list[dict]]:
     """Rows from the real dataset builder (small composites), defective ones first."""
     out = {}
     for name in NAMES:
-        ds = build_dataset(BuildConfig(TASK[name], num=6, seed=1, size=96))["train"]
+        ds = build_dataset(BuildConfig(TASK[name], num=6, seed=1, size=224))["train"]
         key = "bbox_str" if TASK[name] == "od" else "answer"
         out[name] = sorted(ds, key=lambda r, k=key: r[k].startswith("Passed") or not r[k])
     return out
@@ -177,15 +178,52 @@ def test_chat_vlm_labels_are_exactly_the_answer_tokens(loaded, rows):
         assert tok.decode(answer) == f" {row['answer']}{END_OF_UTTERANCE}"
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_florence2_targets_land_on_the_defective_pins_in_the_canonical_frame(seed):
+    """A moved product's truth boxes, mapped to the canonical composite, sit on their pins."""
+    import numpy as np
+
+    from dataset_tools.compose import SampleSpec, make_sample
+
+    defects = (
+        Finding("U2", "bent pin", "left"),
+        Finding("C9", "missing pin"),
+        Finding("D1", "bent pin", "down"),
+    )
+    spec = SampleSpec("s", "ribbed", "round", defects, True)
+    sample = make_sample(spec, np.random.default_rng(seed))
+    raw = format_bbox_str(sample.findings, sample.image.size)
+    view = florence2.view(sample.image)
+    canonical = florence2.canonical_target(raw, view)
+    assert florence2.parse(canonical, view.image.size) == [
+        Finding(f.position, f.kind) for f in sorted(spec.findings, key=lambda f: f.sort_key)
+    ]
+    layout = CompositeLayout(448)
+    truths = sorted(spec.findings, key=lambda f: f.sort_key)
+    for (_, box), truth in zip(parse_bbox_str(canonical, (448, 448)), truths, strict=True):
+        geo = layout.connector
+        exact = layout.to_composite(geo.defect_box(truth.position, truth.kind, truth.direction))
+        assert max(abs(a - b) for a, b in zip(box, exact, strict=True)) < 2.0  # quantisation
+
+
 def test_florence2_labels_are_the_bbox_str_and_padding_is_masked(loaded, rows):
-    """Encoder-decoder: image and prompt never enter the labels; only padding is -100."""
+    """Encoder-decoder: image and prompt never enter the labels; only padding is -100.
+
+    The labels are the row's ``bbox_str`` with its boxes in the canonical composite the model
+    reads (each box through the test product's registration): same labels, same positions.
+    """
     processor = loaded["florence2"].processor
     tok = processor.tokenizer
     sample = rows["florence2"][:3]
     batch = florence2.collate(processor, sample)
     image_id = tok.image_token_id
     for i, row in enumerate(sample):
-        target = tok(row["bbox_str"])["input_ids"]
+        view = florence2.view(row["image"])
+        canonical = florence2.canonical_target(row["bbox_str"], view)
+        assert [label for label, _ in parse_bbox_str(canonical, view.image.size)] == [
+            label for label, _ in parse_bbox_str(row["bbox_str"], row["image"].size)
+        ]
+        target = tok(canonical)["input_ids"]
         labels = batch["labels"][i].tolist()
         assert labels[: len(target)] == target
         assert all(label == -100 for label in labels[len(target) :])

@@ -16,10 +16,12 @@ import torch
 from PIL import Image
 
 from dataset_tools.builders import BuildConfig, make_row
+from dataset_tools.render import Nuisances, Placement
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.modeling.families import chat_vlm, vit
 from qeu_space.training.data import collators
-from qeu_space.views.framing import frame, framing_of, grid_box
+from qeu_space.views.framing import frame, framing_of, grid_box, registration_off
+from qeu_space.views.registration import NoConnectorError
 from qeu_space.vocabulary import ALL_POSITIONS
 
 
@@ -50,8 +52,25 @@ def test_composite_test_grid_puts_each_test_pin_in_its_own_token():
     assert reference_pin[1] + layout.origin("reference")[1] < box[1]  # the reference is left out
 
 
+def _composite(seed: int = 0, findings=(), nuisances=None) -> Image.Image:
+    from dataset_tools.compose import SampleSpec, make_sample
+
+    spec = SampleSpec("s", "standard", "square", tuple(findings), True)
+    return make_sample(spec, np.random.default_rng(seed), nuisances=nuisances).image
+
+
+def _connector(seed: int = 0, **pose) -> Image.Image:
+    from dataset_tools.render import ConnectorSpec, Nuisances, Pose, render_connector
+
+    geo = CompositeLayout(448).connector
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(
+        render_connector(ConnectorSpec(), geo, Nuisances(), rng, pose=Pose(**pose)).image
+    )
+
+
 def test_the_view_holds_every_truth_box_of_a_composite():
-    cfg = BuildConfig("qa", num=1, seed=3)
+    cfg = BuildConfig("qa", num=1, seed=3, nuisances=Nuisances(placement=Placement.off()))
     rows = [make_row(cfg, "train", i) for i in range(12)]
     findings = [f for row in rows for f in row["findings"]]
     assert findings
@@ -62,14 +81,57 @@ def test_the_view_holds_every_truth_box_of_a_composite():
         assert x1 <= cx <= x2 and y1 <= cy <= y2
 
 
-def test_frame_crops_and_the_whole_image_is_untouched():
+def test_without_registration_frame_crops_and_the_whole_image_is_untouched():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (448, 448, 3), np.uint8))
-    view, box = frame(image, "composite_test_grid")
-    assert view.size == (round(box[2]) - round(box[0]), round(box[3]) - round(box[1]))
+    box = grid_box((448, 448), "composite_test_grid")
+    with registration_off():
+        view = frame(image, "composite_test_grid")
+        whole = frame(image, None, source="composite")
+    assert view.image.size == (round(box[2]) - round(box[0]), round(box[3]) - round(box[1]))
     crop = np.asarray(image)[round(box[1]) : round(box[3]), round(box[0]) : round(box[2])]
-    assert np.array_equal(np.asarray(view), crop)
-    whole, full = frame(image, None)
-    assert whole is image and full == (0.0, 0.0, 448.0, 448.0)
+    assert np.array_equal(np.asarray(view.image), crop)
+    assert whole.image is image and whole.registration is None
+
+
+def test_a_product_at_rest_frames_to_the_exact_crop():
+    """Registration of an unmoved product is the identity to within a few hundredths of a pixel,
+    so its view is the plain crop, resampled at (almost) integer offsets."""
+    image = _composite(seed=1, nuisances=Nuisances.off())
+    box = tuple(round(v) for v in grid_box((448, 448), "composite_test_grid"))
+    plain = np.asarray(image.crop(box), np.float32)
+    view = frame(image, "composite_test_grid")
+    assert view.registration is not None
+    assert np.abs(np.asarray(view.image, np.float32) - plain).mean() < 6.0
+
+
+@pytest.mark.parametrize(
+    "pose",
+    [dict(dx=20, dy=-9), dict(angle=5.0), dict(scale=1.1), dict(dx=-12, angle=-4, scale=0.9)],
+)
+def test_a_moved_connector_frames_like_the_unmoved_one(pose):
+    still = frame(_connector(seed=4), "connector_grid").image
+    moved = frame(_connector(seed=4, **pose), "connector_grid")
+    assert moved.image.size == still.size
+    diff = np.abs(np.asarray(moved.image, np.float32) - np.asarray(still, np.float32)).mean()
+    with registration_off():
+        unregistered = frame(_connector(seed=4, **pose), "connector_grid").image
+    baseline = np.abs(np.asarray(unregistered, np.float32) - np.asarray(still, np.float32)).mean()
+    assert diff < 0.3 * baseline
+    # the view's map back lands each pin centre of the view on the moved image's pin
+    geo = CompositeLayout(448).connector
+    x1, y1, _, _ = (round(v) for v in grid_box((geo.width, geo.height), "connector_grid"))
+    cx, cy = geo.pin_center(ALL_POSITIONS[0])
+    back = moved.box_to_source((cx - x1, cy - y1, cx - x1, cy - y1))
+    expected = moved.registration.to_image(np.array([[cx, cy]]))[0]
+    assert abs(back[0] - expected[0]) < 1e-6 and abs(back[1] - expected[1]) < 1e-6
+
+
+def test_a_view_of_what_is_not_a_connector_is_refused():
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (448, 448, 3), np.uint8))
+    with pytest.raises(NoConnectorError, match="no connector found"):
+        frame(noise, "composite_test_grid")
+    with pytest.raises(ValueError, match="source must be one of"):
+        frame(noise, None)
 
 
 @pytest.mark.parametrize("size", [(448, 300), (95, 95), (449, 449)])
@@ -88,10 +150,10 @@ def test_a_config_with_an_unknown_framing_is_refused_clearly():
 def test_vit_batches_and_predictions_see_the_same_view():
     loaded = vit.new_model("vit-pins-scratch")
     assert loaded.model.config.qeu_framing == "connector_grid"
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (204, 423, 3), np.uint8))
+    image = _connector(seed=1, dx=9, angle=3)
     evaluation, training = collators(vit, loaded.processor, loaded.model.config, seed=0)
     batch = evaluation([{"image": image, "label": "OK"}])
-    framed = vit.frame(image, loaded.model.config)[0]
+    framed = vit.frame(image, loaded.model.config).image
     expected = loaded.processor(images=[framed], return_tensors="pt")["pixel_values"]
     assert torch.equal(batch["pixel_values"], expected)
     assert training is not None and "rng" in training.options and "rng" not in evaluation.options
@@ -107,7 +169,7 @@ def test_vit_augmentation_mirrors_and_keeps_the_label():
     assert flips <= seen and np.asarray(image).tobytes() in seen and len(seen) == 4
     loaded = vit.new_model("vit-test-tiny")
     _, training = collators(vit, loaded.processor, loaded.model.config, seed=0)
-    rows = [{"image": image, "label": "BENDNG"}] * 4
+    rows = [{"image": _connector(seed=2), "label": "BENDNG"}] * 4
     assert training(rows)["labels"].tolist() == [1, 1, 1, 1]
 
 
@@ -121,11 +183,11 @@ def test_chat_vlm_frames_batches_as_its_config_asks(tmp_path):
     )  # fmt: skip
     loaded = load_model(build_inspection_vlm(tmp_path, config), device="cpu")
     assert framing_of(loaded.model.config) == "composite_test_grid"
-    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (448, 448, 3), np.uint8))
+    image = _composite(seed=2)
     options = chat_vlm.collate_options(loaded.model.config)
     row = {"image": image, "question": "What is wrong?", "answer": "Passed. No defects found."}
     pixels = chat_vlm.collate(loaded.processor, [row], **options)["pixel_values"]
-    view = frame(image, "composite_test_grid")[0]
+    view = frame(image, "composite_test_grid").image
     expected = loaded.processor.image_processor([[view]], return_tensors="pt")["pixel_values"]
     assert torch.equal(pixels, expected)
     whole = chat_vlm.collate(loaded.processor, [row])["pixel_values"]

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import stats
 from scipy.spatial.distance import chebyshev
 
-from dataset_tools.render import ConnectorSpec, Nuisances, render_connector
+from dataset_tools.render import ConnectorSpec, Nuisances, Placement, Pose, render_connector
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.soartc import (
     _kernels,
@@ -28,8 +28,9 @@ from qeu_space.vocabulary import Finding, Position
 
 # The issue's benchmark nuisances: gain 0.8-1.2, sensor noise, shift up to 1 px.
 SPEC_NUISANCES = Nuisances(
-    gain=0.2, gradient=0.0, noise=3.0, blur=0.0, shift=1.0, rotation=0.0, jpeg=None
-)
+    gain=0.2, gradient=0.0, noise=3.0, blur=0.0, shift=1.0, rotation=0.0, jpeg=None,
+    placement=Placement.off(),
+)  # fmt: skip
 GEO = ConnectorGeometry(423, 204)
 
 
@@ -272,6 +273,37 @@ def test_references_give_the_unit_space():
     assert result.unit_space.n_references == 3
     assert top_positions(result, GEO, k=1)[0][0] == Position("U", 3)
     assert soartc(ref, test, references=goods[:1]).unit_space.n_references == 1
+
+
+@pytest.mark.parametrize(
+    "pose", [Pose(16, -8, 0, 1.0), Pose(0, 0, 5, 1.0), Pose(-10, 6, -4, 1.1), Pose(0, 0, 0, 0.9)]
+)
+def test_registered_soartc_finds_the_pin_of_a_moved_product(pose):
+    """Shift, rotation and scale a rig gives: registration puts both products in one frame."""
+    ref, _ = render(seed=1)
+    rng = np.random.default_rng(2)
+    spec = ConnectorSpec("standard", "square", (Finding("C7", "bent pin", "up"),))
+    moved = render_connector(spec, GEO, SPEC_NUISANCES, rng, pose=pose)
+    result = soartc(ref, moved.image, register=True)
+    assert top_positions(result, GEO, k=1)[0][0] == Position("C", 7)
+    x, y = result.argmax  # the heatmap is back in the moved test image's frame
+    x1, y1, x2, y2 = moved.findings[0].box
+    assert x1 - 3 <= x <= x2 + 3 and y1 - 3 <= y <= y2 + 3
+    assert result.registration is not None and result.canonical_heatmap.shape == (204, 423)
+    good = render_connector(
+        ConnectorSpec(), GEO, SPEC_NUISANCES, np.random.default_rng(3), pose=pose
+    )
+    assert result.image_score > 3 * soartc(ref, good.image, register=True).image_score
+    unregistered = soartc(ref, good.image)  # without it a moved good product lights up
+    assert unregistered.image_score > soartc(ref, good.image, register=True).image_score
+
+
+def test_registered_soartc_refuses_what_is_not_a_connector():
+    from qeu_space.views.registration import NoConnectorError
+
+    ref, _ = render(seed=1)
+    with pytest.raises(NoConnectorError, match="no connector found"):
+        soartc(ref, np.zeros_like(ref), register=True)
 
 
 def test_alignment_recovers_shift_and_rotation():

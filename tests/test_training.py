@@ -55,7 +55,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``python -m dataset_tools build`` folders (parquet + card): 8 train, 4 validation rows."""
     root = tmp_path_factory.mktemp("data")
     for task in ("qa", "od"):
-        cfg = BuildConfig(task, num=8, seed=3, size=96, eval_fraction=0.5)
+        cfg = BuildConfig(task, num=8, seed=3, size=224, eval_fraction=0.5)
         build_to_folder(cfg, root / task, command="test")
     return {name: root / TASK[name] for name in NAMES}
 

@@ -31,6 +31,7 @@ from qeu_space.evaluation.metrics import (
     qa_metrics,
     xywh_to_xyxy,
 )
+from qeu_space.views.registration import NoConnectorError
 from qeu_space.vocabulary import Finding
 
 if TYPE_CHECKING:
@@ -321,14 +322,19 @@ def _score_variant(
         )
     texts: list[str] = []
     ids: list[str] = []
-    sizes: list[tuple[int, int]] = []
+    predicted: list[list] = []
     started = time.perf_counter()
     with context(), tqdm(total=len(dataset), desc=f"{task} {name}", disable=not progress) as bar:
         for batch in _batches(dataset, batch_size):
             images = [image.convert("RGB") for image in batch["image"]]
-            texts.extend(_generate(family, loaded, images, batch.get("question"), max_new_tokens))
+            answers = _generate(family, loaded, images, batch.get("question"), max_new_tokens)
+            texts.extend(answers)
             ids.extend(str(i) for i in batch.get("id", range(len(ids), len(ids) + len(images))))
-            sizes.extend(image.size for image in images)
+            if task == "od":  # boxes in each image's own pixels, where its truth boxes are
+                predicted += [
+                    family.boxes_in_image(t, image) if t else []
+                    for t, image in zip(answers, images, strict=True)
+                ]
             bar.update(len(images))
     seconds = time.perf_counter() - started
     predictions = [Prediction(i, t) for i, t in zip(ids, texts, strict=True)]
@@ -339,7 +345,6 @@ def _score_variant(
         return ModelRun(name, model, seconds, speed, qa=metrics, predictions=predictions)
     names = _category_names(dataset)
     truths = [boxes_of(r, names) for r in rows]
-    predicted = [family.parse_boxes(t, size) for t, size in zip(texts, sizes, strict=True)]
     metrics = od_metrics(truths, predicted)
     return ModelRun(name, model, seconds, speed, od=metrics, predictions=predictions)
 
@@ -352,7 +357,31 @@ def _generate(
     max_new_tokens: int,
 ) -> list[str]:
     """The family's greedy answers; Q/A rows asking another question than the family's default
-    are asked theirs (consecutive rows with the same question share a ``generate`` call)."""
+    are asked theirs (consecutive rows with the same question share a ``generate`` call).
+
+    An image in which no connector is found gets the empty answer (it counts as unreadable,
+    never as an answer); the rest of its batch is answered one by one.
+    """
+    try:
+        return _generate_batch(family, loaded, images, questions, max_new_tokens)
+    except NoConnectorError:
+        out = []
+        for i, image in enumerate(images):
+            one = None if not questions else questions[i : i + 1]
+            try:
+                out += _generate_batch(family, loaded, [image], one, max_new_tokens)
+            except NoConnectorError:
+                out.append("")
+        return out
+
+
+def _generate_batch(
+    family: Any,
+    loaded: LoadedModel,
+    images: list,
+    questions: list[str] | None,
+    max_new_tokens: int,
+) -> list[str]:
     if not questions or "question" not in inspect.signature(family.generate).parameters:
         return family.generate(loaded, images, max_new_tokens=max_new_tokens)
     out: list[str] = []

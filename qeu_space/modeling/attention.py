@@ -85,20 +85,15 @@ def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     grid = (height // config.patch_size, width // config.patch_size)
     image = rgb(image)
-    framed, box = vit.frame(image, config)
+    view = vit.frame(image, config)
     device, dtype = placement(model)
-    pixels = processor(images=[framed], return_tensors="pt")["pixel_values"].to(device, dtype)
+    pixels = processor(images=[view.image], return_tensors="pt")["pixel_values"].to(device, dtype)
     with inference(model), _eager(model):
         attentions = model(pixel_values=pixels, output_attentions=True).attentions
     relevance = rollout(attentions)[0].reshape(grid).cpu().numpy().astype(np.float32)
     relevance = relevance - relevance.min()
     relevance = relevance / relevance.max() if relevance.max() > 0 else relevance
-    x1, y1, x2, y2 = (round(v) for v in box)
-    upsampled = Image.fromarray(relevance, mode="F").resize(
-        (x2 - x1, y2 - y1), Image.Resampling.BILINEAR
-    )
-    heatmap = np.zeros((image.height, image.width), dtype=np.float32)
-    heatmap[y1:y2, x1:x2] = np.asarray(upsampled, dtype=np.float32)
+    heatmap = view.map_to_source(relevance)  # back through the framing and the registration
     return np.clip(heatmap, 0.0, 1.0)
 
 

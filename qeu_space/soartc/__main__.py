@@ -24,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
             "anomalous pin positions, and optionally save the heatmap over the test image."
         ),
         epilog=(
-            "Positions assume each image is one connector framed as the dataset renderer frames "
-            "it (3 x 9 pins, rows U/C/D, columns 1-9). Example: python -m qeu_space.soartc "
-            "good.png test.png --out heat.png"
+            "Each image is one connector (3 x 9 pins, rows U/C/D, columns 1-9), about as the "
+            "dataset renderer frames it: each is registered (its pin lattice found, shift, "
+            "rotation and scale removed) before the comparison, and an image with no connector "
+            "is refused. Example: python -m qeu_space.soartc good.png test.png --out heat.png"
         ),
     )
     parser.add_argument("reference", type=Path, help="image of a good product (PNG, JPEG, ...)")
@@ -49,7 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="more good images: the normal variation is taken from them",
     )
     parser.add_argument(
-        "--no-align", action="store_true", help="do not remove a global shift of up to 4 px first"
+        "--no-register",
+        action="store_true",
+        help="compare the pixels as they are: do not find each connector's pin lattice first "
+        "(for images that are not connectors, or already registered)",
+    )
+    parser.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not remove a remaining global shift of up to 4 px either",
     )
     parser.add_argument("--top", type=int, default=3, help="how many positions to print (1-27)")
     parser.add_argument(
@@ -78,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             references=goods or None,
             descriptor=args.descriptor,
             align=not args.no_align,
+            register=not args.no_register,
         )
     except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))

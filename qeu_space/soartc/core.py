@@ -26,7 +26,11 @@ Before stage 1 (``align=True``) the rigid motion between the two images (a sub-p
 to ``MAX_SHIFT`` pixels and a rotation of up to ``MAX_ROTATION`` degrees) is estimated from the row
 and column profiles of a grid of blocks and split between them, so a product that sits a pixel
 off or turned a little does not light up every edge; the heatmap is returned in the test image's
-frame.
+frame. For connector images, ``register=True`` first finds each product's pin lattice
+(:mod:`qeu_space.views.registration`: shift, rotation and scale of any size a rig gives) and
+compares both in the canonical frame; the heatmap is mapped back onto the test image and
+``canonical_heatmap`` keeps it in the canonical frame, where pin cells are where the geometry
+says (:func:`~qeu_space.soartc.positions.top_positions` reads it).
 
 Example:
     >>> import numpy as np
@@ -40,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -51,9 +56,12 @@ from typing import Literal, NamedTuple
 import numba
 import numpy as np
 from PIL import Image
+from scipy import ndimage as ndi
 
 from qeu_space.soartc import _kernels, _reference
 from qeu_space.soartc._kernels import BETA_FLOOR, EPS, LOG_BETA_FLOOR
+from qeu_space.views.registration import Registration
+from qeu_space.views.registration import register as find_connector
 
 __all__ = [
     "BETA_FLOOR",
@@ -138,6 +146,9 @@ class SoartcResult:
             removed, in pixels (``(0.0, 0.0)`` with ``align=False``).
         rotation: the rotation it removed, in degrees (counter-clockwise on screen).
         window, stride, descriptor, backend: the parameters used.
+        canonical_heatmap: the heatmap in the canonical frame of the test product (the same
+            array as ``heatmap`` without registration).
+        registration: ``(reference, test)`` registrations, or ``None`` (``register=False``).
     """
 
     heatmap: np.ndarray
@@ -151,8 +162,13 @@ class SoartcResult:
     stride: int
     descriptor: str
     backend: str
+    canonical_heatmap: np.ndarray | None = None
+    registration: tuple[Registration, Registration] | None = None
 
     def __post_init__(self) -> None:
+        if self.canonical_heatmap is None:
+            object.__setattr__(self, "canonical_heatmap", self.heatmap)
+        _freeze(self.canonical_heatmap)
         if self.heatmap.ndim != 2 or self.heatmap.dtype != np.float32:
             raise ValueError(f"heatmap must be 2-D float32, got {self.heatmap.dtype} "
                              f"{self.heatmap.shape}")  # fmt: skip
@@ -295,6 +311,7 @@ def soartc(
     descriptor: Descriptor = DEFAULT_DESCRIPTOR,
     align: bool = True,
     backend: Backend = "numba",
+    register: bool = False,
 ) -> SoartcResult:
     """SOARTC heatmap of ``test`` against the good ``reference`` (see the module docstring).
 
@@ -309,7 +326,13 @@ def soartc(
         align: remove a global shift (up to ``MAX_SHIFT`` px) and rotation (up to
             ``MAX_ROTATION`` degrees) first.
         backend: ``"numba"`` (parallel kernels) or ``"numpy"`` (the plain twin, same numbers).
+        register: the images are connectors: put each (and each of ``references``) into the
+            canonical frame first (any shift, rotation and scale a rig gives; raises
+            ``NoConnectorError`` where none is found).
     """
+    if register:
+        return _registered(reference, test, references, window=window, stride=stride,
+                           descriptor=descriptor, align=align, backend=backend)  # fmt: skip
     ops = _backend(backend)
     if descriptor not in DESCRIPTORS:
         raise ValueError(f"descriptor must be one of {DESCRIPTORS}, got {descriptor!r}")
@@ -369,6 +392,75 @@ def soartc(
         descriptor=descriptor,
         backend=backend,
     )
+
+
+def _registered(
+    reference: ImageLike,
+    test: ImageLike,
+    references: Sequence[ImageLike] | None,
+    **kwargs,
+) -> SoartcResult:
+    """:func:`soartc` of the canonical views of connector images, heatmap mapped back."""
+    size = _as_pil(reference, "reference").size
+    for name, image in (("test", test), *((f"references[{i}]", g) for i, g in enumerate(
+        references or ()
+    ))):  # fmt: skip
+        other = _as_pil(image, name).size
+        if other != size:
+            raise ValueError(
+                f"reference is {size[0]} x {size[1]} but {name} is {other[0]} x {other[1]}: "
+                "compare images of the same size"
+            )
+    views, seen, regs = [], [], []
+    for name, image in (("reference", reference), ("test", test), *(
+        (f"references[{i}]", g) for i, g in enumerate(references or ())
+    )):  # fmt: skip
+        pil = _as_pil(image, name)
+        reg = find_connector(pil)
+        regs.append(reg)
+        views.append(np.asarray(reg.warp(pil)).copy())
+        seen.append(reg.seen(pil.size))
+    # What a camera did not see (a product partly out of its view) is no change: each image
+    # takes the reference's pixels there, and the reference the test's where it saw less.
+    for i in range(1, len(views)):
+        views[i][~seen[i]] = views[0][~seen[i]]
+    for i in range(1, len(views)):
+        views[0][~seen[0]] = views[i][~seen[0]]
+    result = soartc(views[0], views[1], references=views[2:] or None, **kwargs)
+    # ...and a window that reaches such pixels (lit there only by a lighting step) scores 0
+    unseen = ~np.logical_and.reduce(seen)
+    if unseen.any():
+        reach = ndi.binary_dilation(unseen, iterations=int(kwargs.get("window", 8)))
+        canonical = np.where(reach, np.float32(0.0), result.heatmap)
+    else:
+        canonical = result.heatmap
+    inverse = np.linalg.inv(regs[1].matrix)
+    a, b, c = inverse[0]
+    d, e, f = inverse[1]
+    height, width = canonical.shape
+    back = Image.fromarray(canonical, mode="F").transform(
+        (width, height), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=0.0
+    )
+    heatmap = np.asarray(back, np.float32).copy()
+    return dataclasses.replace(
+        result,
+        heatmap=heatmap,
+        image_score=float(canonical.max()),
+        canonical_heatmap=canonical,
+        registration=(regs[0], regs[1]),
+    )
+
+
+def _as_pil(image: ImageLike, name: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        gray = to_gray(arr, name)
+        arr = np.clip(np.rint(gray * 255), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    return Image.fromarray(arr).convert("RGB")
 
 
 def soartc_many(

@@ -17,7 +17,8 @@ def top_positions(
     """The ``k`` most anomalous pin positions, most anomalous first, with their scores.
 
     A position's score is the heatmap's maximum inside its pin cell
-    (:meth:`ConnectorGeometry.position_scores`); ties go to the earlier position (U1 .. D9).
+    (:meth:`ConnectorGeometry.position_scores`); ties go to the earlier position (U1 .. D9). A
+    result of a registered comparison is read in the canonical frame, where the cells are.
 
     Args:
         result: a :class:`SoartcResult` or a heatmap array.
@@ -36,7 +37,7 @@ def top_positions(
     """
     if not 1 <= k <= len(ALL_POSITIONS):
         raise ValueError(f"k must be between 1 and {len(ALL_POSITIONS)}, got {k}")
-    heat = result.heatmap if isinstance(result, SoartcResult) else np.asarray(result)
+    heat = result.canonical_heatmap if isinstance(result, SoartcResult) else np.asarray(result)
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be 2-D, got shape {heat.shape}")
     if isinstance(geometry, CompositeLayout):

@@ -40,6 +40,7 @@ from qeu_space.ui.models import Answer, Models
 from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import run_soartc
 from qeu_space.views.image_io import UploadError, UploadLimits, check_pair, read_image
+from qeu_space.views.registration import NoConnectorError, register_composite
 from qeu_space.vocabulary import DefectKind, Finding, format_answer, parse_answer
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ def _upload_error(err: UploadError | ValueError) -> gr.Error:
 class InspectOutputs:
     """Everything the Inspect tab shows for one composite (the order of the ``/inspect`` API)."""
 
-    heatmap: Image.Image
-    score: float
+    heatmap: Image.Image | None
+    score: float | None
     top: list[list]
     vit_label: dict[str, float] | None
     vit_attention: Image.Image | None
@@ -80,6 +81,25 @@ class InspectOutputs:
     comparison: str
     od_image: Image.Image | None
     od_note: str
+
+    @classmethod
+    def refused(cls, reason: str) -> InspectOutputs:
+        """What every panel shows when no connector was found: the reason, never an answer."""
+        return cls(
+            heatmap=None,
+            score=None,
+            top=[],
+            vit_label=None,
+            vit_attention=None,
+            vit_note=reason,
+            base_answer=reason,
+            tuned_answer=reason,
+            base_marked=None,
+            tuned_marked=None,
+            comparison=f"**{reason}**",
+            od_image=None,
+            od_note=reason,
+        )
 
     def as_tuple(self) -> tuple:
         return (
@@ -171,9 +191,9 @@ class InspectionApp:
         """``/soartc``: heatmap over the test image, image score, top pin positions."""
         try:
             ref, tst = self._read_pair(reference, test)
-        except UploadError as err:
+            view = run_soartc(ref, tst)
+        except (UploadError, NoConnectorError) as err:
             raise _upload_error(err) from None
-        view = run_soartc(ref, tst)
         return view.overlay, round(view.score, 3), view.top_rows()
 
     # ----------------------------------------------------------------- inspect
@@ -198,6 +218,10 @@ class InspectionApp:
         truth: Sequence[Finding] | None,
         progress: Callable[..., Any] = lambda *a, **k: None,
     ) -> InspectOutputs:
+        try:  # every model reads the registered frame: no connector, no answer from anyone
+            register_composite(image)
+        except NoConnectorError as err:
+            return InspectOutputs.refused(str(err))
         reference, test = split_composite(image)
         progress(0.05, desc="SOARTC heatmap")
         view = run_soartc(reference, test)

@@ -47,7 +47,7 @@ def run_soartc(reference: Image.Image, test: Image.Image, k: int = TOP_K) -> Soa
     """SOARTC of a reference / test pair of one size (connector images, RGB)."""
     ref = np.asarray(reference.convert("RGB"))
     tst = np.asarray(test.convert("RGB"))
-    result = soartc(ref, tst)
+    result = soartc(ref, tst, register=True)  # raises NoConnectorError for a non-connector
     geometry = ConnectorGeometry(test.width, test.height)
     top = [(str(p), float(s)) for p, s in top_positions(result, geometry, k)]
     overlay = blend_heatmap(tst, result, alpha=0.55)

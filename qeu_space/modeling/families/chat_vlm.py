@@ -111,8 +111,9 @@ def collate_options(config: Any) -> dict[str, Any]:
 
 
 def view(image: Image.Image, framing: str | None) -> Image.Image:
-    """``image`` as a model with ``framing`` sees it: RGB, framed (``None``: whole)."""
-    return frame_image(rgb(image), framing)[0]
+    """``image`` (a composite) as a model with ``framing`` reads it: registered, then framed
+    (``None``: the whole canonical composite). Raises ``NoConnectorError`` for a non-connector."""
+    return frame_image(rgb(image), framing, source="composite").image
 
 
 def collate(

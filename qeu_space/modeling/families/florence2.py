@@ -31,12 +31,15 @@ from transformers import BatchFeature
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.families._common import batches, check_scope, inference, placement, rgb
 from qeu_space.modeling.loaded import LoadedModel
+from qeu_space.views.framing import View, frame
+from qeu_space.views.registration import CompositeRegistration
 from qeu_space.vocabulary import (
     OD_PROMPT,
     Box,
     DefectKind,
     Finding,
     parse_bbox_str,
+    quantize,
     sort_findings,
 )
 
@@ -66,16 +69,44 @@ def lora_target_modules(scope: str) -> str:
     return TARGET_MODULES[check_scope(scope)]
 
 
+def view(image: Image.Image) -> View:
+    """A composite as Florence-2 reads it: both products registered into the canonical frame."""
+    return frame(rgb(image), None, source="composite")
+
+
+def canonical_target(bbox_str: str, composite: View) -> str:
+    """A row's ``bbox_str`` (boxes in the image) with its boxes in the canonical composite.
+
+    The model reads the canonical frame, so it learns where defects lie there; each box goes
+    through the test product's registration exactly (:meth:`Registration.box_to_canonical`).
+    """
+    regs = composite.registration
+    if not isinstance(regs, CompositeRegistration):  # registration off: the view is the image
+        return bbox_str
+    size = composite.image.size
+    parts = []
+    for label, box in parse_bbox_str(bbox_str, size):
+        x1, y1, x2, y2 = regs.box_to_canonical(box, "test")
+        locs = (quantize(x1, size[0]), quantize(y1, size[1]), quantize(x2, size[0]),
+                quantize(y2, size[1]))  # fmt: skip
+        parts.append(label + "".join(f"<loc_{v}>" for v in locs))
+    return "".join(parts)
+
+
 def collate(processor: Any, rows: Sequence[Mapping[str, Any]]) -> BatchFeature:
     """``<OD>`` + image into the encoder; ``bbox_str`` tokens as decoder labels (padding -100).
 
-    Rows need ``image`` and ``bbox_str``; ``prompt`` defaults to ``<OD>``.
+    Rows need ``image`` and ``bbox_str``; ``prompt`` defaults to ``<OD>``. The image is read in
+    the canonical frame (:func:`view`) and the target's boxes are moved there too.
     """
-    images = [rgb(row["image"]) for row in rows]
+    views = [view(row["image"]) for row in rows]
     prompts = [row.get("prompt") or PROMPT for row in rows]
+    images = [v.image for v in views]
     batch = processor(text=prompts, images=images, return_tensors="pt", padding=True)
     targets = processor.tokenizer(
-        [row["bbox_str"] for row in rows], padding=True, return_tensors="pt"
+        [canonical_target(row["bbox_str"], v) for row, v in zip(rows, views, strict=True)],
+        padding=True,
+        return_tensors="pt",
     )
     batch["labels"] = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, -100)
     return batch
@@ -90,7 +121,9 @@ def generate(
 ) -> list[str]:
     """Greedy ``<OD>`` outputs, one ``bbox_str``-like text per image (``<s>``/``</s>`` removed).
 
-    Generation settings other than sampling (beams, n-gram blocking) come from the model's
+    The model reads each composite in the canonical frame (:func:`view`), so its boxes are in
+    canonical composite pixels; :func:`boxes_in_image` maps them back onto the image. Generation
+    settings other than sampling (beams, n-gram blocking) come from the model's
     ``generation_config``; sampling is always off so that a run is reproducible.
     """
     model, processor = loaded.model, loaded.processor
@@ -99,7 +132,9 @@ def generate(
     with inference(model):
         for chunk in batches(list(images), batch_size):
             inputs = processor(
-                text=[PROMPT] * len(chunk), images=[rgb(i) for i in chunk], return_tensors="pt"
+                text=[PROMPT] * len(chunk),
+                images=[view(i).image for i in chunk],
+                return_tensors="pt",
             ).to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
@@ -112,8 +147,18 @@ def _clean(text: str) -> str:
 
 
 def parse_boxes(text: str, image_size: tuple[int, int]) -> list[tuple[str, Box]]:
-    """``(label, (x1, y1, x2, y2))`` pairs in pixels, Florence-2's dequantisation (bin centres)."""
+    """``(label, (x1, y1, x2, y2))`` pairs in pixels, Florence-2's dequantisation (bin centres).
+
+    The pixels are those of the canonical composite the model read (see :func:`boxes_in_image`).
+    """
     return parse_bbox_str(text, image_size)
+
+
+def boxes_in_image(text: str, image: Image.Image) -> list[tuple[str, Box]]:
+    """The boxes of an ``<OD>`` output on ``image``, in ``image``'s pixels (registration undone)."""
+    composite = view(image)  # the registration is remembered: no second search
+    return [(label, composite.box_to_source(box))
+            for label, box in parse_boxes(text, composite.image.size)]  # fmt: skip
 
 
 def parse(text: str, image_size: tuple[int, int]) -> list[Finding]:

@@ -40,7 +40,7 @@ from transformers import (
 from qeu_space.modeling.families._common import batches, inference, placement, rgb
 from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views import framing as views
-from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
+from qeu_space.vocabulary import CLASS_LABELS, Finding
 
 NAME = "vit"
 TASKS: tuple[str, ...] = ("cls",)
@@ -161,13 +161,14 @@ def new_model(base: str | Path | ScratchBase, *, device: str = "cpu") -> LoadedM
     return LoadedModel(model, processor, NAME, name, None, device)
 
 
-def frame(image: Image.Image, config: ViTConfig) -> tuple[Image.Image, Box]:
-    """``image`` as the model sees it before resizing, and where that lies in ``image``.
+def frame(image: Image.Image, config: ViTConfig) -> views.View:
+    """``image`` (one connector) as the model reads it: registered into the canonical frame, then
+    framed (:mod:`qeu_space.views.framing`: the pin grid for ``connector_grid``, else whole).
 
-    Models whose config sets ``qeu_framing`` (:mod:`qeu_space.views.framing`) see the pin grid only;
-    others the whole image.
+    Raises:
+        NoConnectorError: no connector was found in ``image`` (the message says why).
     """
-    return views.frame(rgb(image), views.framing_of(config))
+    return views.frame(rgb(image), views.framing_of(config), source="connector")
 
 
 def augment(image: Image.Image, rng: random.Random) -> Image.Image:
@@ -211,7 +212,7 @@ def collate(
     ``rng`` (training batches) each is randomly mirrored (:func:`augment`).
     """
     labels = torch.tensor([_label_id(row["label"]) for row in rows], dtype=torch.long)
-    images = [views.frame(rgb(row["image"]), framing)[0] for row in rows]
+    images = [views.frame(rgb(row["image"]), framing, source="connector").image for row in rows]
     if rng is not None:
         images = [augment(image, rng) for image in images]
     batch = processor(images=images, return_tensors="pt")
@@ -249,7 +250,7 @@ def predict(
     results: list[tuple[str, dict[str, float]]] = []
     with inference(model):
         for chunk in batches(list(images), batch_size):
-            framed = [frame(image, model.config)[0] for image in chunk]
+            framed = [frame(image, model.config).image for image in chunk]
             pixels = processor(images=framed, return_tensors="pt")
             logits = model(pixel_values=pixels["pixel_values"].to(device, dtype)).logits
             for row in logits.float().softmax(-1).cpu():
