@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps warming up")
     o.add_argument("--weight-decay", type=float, default=0.0)
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--dataloader-workers", type=int, default=0, metavar="N",
+                   help="processes making training batches (registration and framing run "
+                   "there, beside the model step; default 0: in the training process)")  # fmt: skip
     o.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     o.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
     o.add_argument("--resume-from-checkpoint", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -135,6 +138,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_samples=args.eval_samples,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        dataloader_workers=args.dataloader_workers,
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
         resume_from_checkpoint=args.resume_from_checkpoint,

@@ -87,6 +87,8 @@ class TrainConfig:
         eval_samples: validation rows scored by generation (the loss uses all of them).
         max_new_tokens: generation length for validation.
         seed: data order, LoRA initialisation and dropout.
+        dataloader_workers: processes that make training batches (framing registers every
+            image: on a spare core this overlaps the model step; 0 = in the training process).
         bf16, gradient_checkpointing: CUDA only.
         resume_from_checkpoint: a checkpoint folder, or ``"latest"`` (in ``out/checkpoints``).
         trust_remote_code: allow code shipped with the base (Phi-3-vision).
@@ -114,6 +116,7 @@ class TrainConfig:
     logging_steps: int = 1
     save_total_limit: int = 2
     seed: int = 0
+    dataloader_workers: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
     resume_from_checkpoint: str | None = None
@@ -133,6 +136,7 @@ class TrainConfig:
             "--grad-accum": self.grad_accum > 0,
             "--eval-steps": self.eval_steps is None or self.eval_steps > 0,
             "--eval-samples": self.eval_samples >= 0,
+            "--dataloader-workers": self.dataloader_workers >= 0,
             "--max-new-tokens": self.max_new_tokens > 0,
             "--learning-rate": self.learning_rate is None or self.learning_rate > 0,
         }

@@ -195,6 +195,7 @@ def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArgu
         # (LOCAL_RANK set) form a gloo group only when the arguments say CPU.
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_num_workers=config.dataloader_workers,
         ddp_find_unused_parameters=config.adapter.full_finetune,
         report_to="none",
     )
