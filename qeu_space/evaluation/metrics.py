@@ -226,6 +226,13 @@ class ODMetrics:
         ap_50_per_class: AP at IoU 0.5 per category with at least one true box.
         n_true, n_pred: boxes counted; predictions with an unknown label are left out and
             counted in ``n_unknown_label``.
+        findings_precision, findings_recall, findings_f1: boxes read as findings on the test
+            grid (the pin under the box centre, the box's category) against the true findings,
+            micro-averaged as Q/A findings are (:func:`findings_scores`); ``None`` when not
+            measured or undefined.
+        findings_exact_match: share of images whose set of (pin, category) is the truth's.
+        n_unreadable: outputs that are not a well-formed ``bbox_str`` of known categories, or
+            images the model could not read (no connector found).
     """
 
     n_images: int
@@ -235,6 +242,15 @@ class ODMetrics:
     n_true: int
     n_pred: int
     n_unknown_label: int
+    findings_precision: float | None = None
+    findings_recall: float | None = None
+    findings_f1: float | None = None
+    findings_exact_match: float | None = None
+    n_unreadable: int = 0
+
+    @property
+    def unreadable_rate(self) -> float:
+        return self.n_unreadable / self.n_images if self.n_images else 0.0
 
 
 def xywh_to_xyxy(box: Sequence[float]) -> Box:
@@ -293,6 +309,19 @@ def od_metrics(
         n_pred=len(dt_anns),
         n_unknown_label=unknown,
     )
+
+
+def findings_scores(
+    truths: Sequence[Sequence[Finding]], predictions: Sequence[Sequence[Finding]]
+) -> QAMetrics:
+    """Findings (position and kind; direction not required) scored as Q/A answers are.
+
+    Each image's findings become a parsed answer (``defective`` with findings, else
+    ``passed``), so :func:`qa_metrics` gives the same micro precision / recall / F1 and exact
+    match for boxes read on the grid as for answers.
+    """
+    answers = [ParsedAnswer("defective" if pred else "passed", tuple(pred)) for pred in predictions]
+    return qa_metrics(truths, answers)
 
 
 def _coco_ann(ann_id: int, image_id: int, category_id: int, box: Box) -> dict:
