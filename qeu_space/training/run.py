@@ -35,6 +35,7 @@ from qeu_space.training.config import TrainConfig
 from qeu_space.training.data import collators, load_splits
 from qeu_space.training.history import LossHistory
 from qeu_space.training.trainer import InspectionTrainer
+from qeu_space.views.registration import remember_at_least
 
 CHECKPOINTS = "checkpoints"
 TRAINING_ARGS = "training_args.json"
@@ -100,6 +101,8 @@ def train(
         config.dataset, config.task, config_name=config.dataset_config, seed=config.seed
     )
 
+    # Both products of every composite are registered each epoch; remember them all.
+    remember_at_least(2 * sum(len(split) for split in splits.values()))
     out = Path(config.out)
     args = training_arguments(config, best_metric=family.BEST_METRIC)
     set_seed(config.seed)
