@@ -165,7 +165,7 @@ def test_text_scores_are_none_without_the_libraries(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------- OD
 
-BENT, MISSING = OD_CATEGORIES
+BENT, MISSING, SHORT = OD_CATEGORIES
 
 
 def _b(label: str, x1: float, y1: float, x2: float, y2: float) -> tuple[str, tuple]:
@@ -193,6 +193,13 @@ OD_CASES = {
         [[_b(BENT, 10, 10, 20, 20), _b(MISSING, 30, 30, 40, 40)], [_b(BENT, 0, 0, 10, 10)]],
         [[_b(BENT, 10, 10, 20, 20), _b(MISSING, 50, 50, 60, 60)], []],
         (51 / 202, 51 / 202),
+    ),
+    # Short pins are a category of their own: one of two found -> 51/101; calling the other one
+    # missing scores nothing, and missing (no true box) is left out of the mean.
+    "short pins": (
+        [[_b(SHORT, 10, 10, 20, 20)], [_b(SHORT, 30, 30, 40, 40)]],
+        [[_b(SHORT, 10, 10, 20, 20)], [_b(MISSING, 30, 30, 40, 40)]],
+        (51 / 101, 51 / 101),
     ),
     # IoU 0.6 (box 10x10 vs shifted 2.5 px: inter 7.5*10 = 75, union 125): a hit for thresholds
     # 0.50, 0.55, 0.60 (3 of 10) -> mAP@0.5 = 1, mAP@0.5:0.95 = 0.3.
