@@ -234,3 +234,87 @@ def _usage_section(inputs: CardInputs, task: str | None) -> str:
         f"python -m qeu_space.evaluate --task {task or 'qa'} --base {base} --adapter {adapter} "
         f"--dataset {data} --split test --report eval.json\n```"
     )
+
+
+# --------------------------------------------------------------------------- plain-library use
+
+#: What the plain-library snippets need besides transformers (the shipped processor's imports).
+PLAIN_REQUIREMENTS = "transformers torch pillow scipy scikit-image"
+#: The first lines of every card whose model reads the canonical frame.
+VIEW_NOTICE = (
+    "**Load the processor with `trust_remote_code=True`.** This model reads a registered, "
+    "cropped view of the image (the connector's 3 x 9 pin grid found and warped onto a fixed "
+    "frame), made by `processing_qeu.py` in this repository. Without it the image would be "
+    "resized whole and the answers would be wrong, so the processor configs name only that "
+    "class: `AutoProcessor` / `pipeline` without `trust_remote_code=True` refuse to load."
+)
+
+
+_CLS_SNIPPET = """\
+# pip install {requirements}
+from transformers import pipeline
+
+# trust_remote_code: the processor finds the pin grid and crops it (processing_qeu.py)
+classify = pipeline("image-classification", model="{model}", trust_remote_code=True)
+print(classify("{image}"))  # [{{'label': 'OK', 'score': ...}}, ...]
+"""
+_QA_SNIPPET = """\
+# pip install {requirements}
+from PIL import Image
+{peft_import}from transformers import AutoModelForImageTextToText, AutoProcessor
+
+# trust_remote_code: the processor registers both connectors and crops the test one
+processor = AutoProcessor.from_pretrained("{processor}", trust_remote_code=True)
+model = AutoModelForImageTextToText.from_pretrained("{model}")
+{peft_load}QUESTION = (
+{question}
+)
+
+
+def inspect(path):
+    \"\"\"The answer for a composite: the good reference on top, the product below.\"\"\"
+    content = [{{"type": "image"}}, {{"type": "text", "text": QUESTION}}]
+    chat = [{{"role": "user", "content": content}}]
+    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(text=prompt, images=[Image.open(path)], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    new_tokens = out[0, inputs["input_ids"].shape[1] :]
+    return processor.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+print(inspect("{image}"))  # e.g. Defective. 1 defect: C7 missing pin.
+"""
+
+
+def plain_usage(
+    task: str,
+    model: str,
+    *,
+    adapter: str | None = None,
+    image: str = "connector.png",
+) -> str:
+    """The card's snippet: this model with ``transformers`` (+ ``peft``) only, no project code.
+
+    ``task`` is ``cls`` (the ViT classifier, one connector image) or ``qa`` (a chat VLM, a
+    composite: reference on top, test below). The processor comes from the adapter when one is
+    given (an adapter folder made by this project carries its base's processor). A test runs
+    exactly this text in an interpreter where ``qeu_space`` cannot be imported.
+    """
+    import textwrap
+
+    from qeu_space.vocabulary import INSPECTION_QUESTION
+
+    if task == "cls":
+        return _CLS_SNIPPET.format(requirements=PLAIN_REQUIREMENTS, model=model, image=image)
+    if task != "qa":
+        raise ValueError(f"no plain-library snippet for task {task!r} (cls or qa)")
+    lines = textwrap.wrap(INSPECTION_QUESTION, 80, drop_whitespace=False)
+    return _QA_SNIPPET.format(
+        requirements=PLAIN_REQUIREMENTS + (" peft" if adapter else ""),
+        peft_import="from peft import PeftModel\n" if adapter else "",
+        processor=adapter or model,
+        model=model,
+        peft_load=f'model = PeftModel.from_pretrained(model, "{adapter}")\n' if adapter else "",
+        question="\n".join(f"    {line!r}" for line in lines),
+        image=image,
+    )
