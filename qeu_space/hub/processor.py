@@ -128,6 +128,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    if path.is_file():
+        path.unlink()  # a hard link into another folder (a push stage) is replaced, not written
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -161,7 +163,9 @@ def base_folder(adapter: Path, base: str | Path | None = None) -> Path:
     )
 
 
-def install_processor(folder: str | Path, *, base: str | Path | None = None) -> Installed:
+def install_processor(
+    folder: str | Path, *, base: str | Path | None = None, source: str | Path | None = None
+) -> Installed:
     """Ship the view with the model in ``folder`` (a model or a PEFT adapter folder).
 
     Idempotent: installing twice gives the same files. Only the processor config, and for an
@@ -171,38 +175,66 @@ def install_processor(folder: str | Path, *, base: str | Path | None = None) -> 
     Args:
         folder: a saved model (``config.json``) or adapter (``adapter_config.json``).
         base: an adapter's base folder, when ``base_model_name_or_path`` is not one.
+        source: the folder ``folder`` was copied from (a push stages a copy): an adapter's
+            recorded base is looked up from there.
 
     Raises:
-        ProcessorInstallError: not a model or adapter folder, or a model family without a
-            shipped processor (only ``vit`` and ``idefics3`` have one).
+        ProcessorInstallError: not a model or adapter folder, a model family without a shipped
+            processor (only ``vit`` and ``idefics3`` have one), or an adapter whose base is not
+            a local folder and which ships no processor yet.
     """
     path = Path(folder)
-    is_adapter = (path / "adapter_config.json").is_file()
-    source = base_folder(path, base) if is_adapter else path
-    config = _model_config(source)
+    if (path / "adapter_config.json").is_file():
+        return _install_for_adapter(path, base, Path(source) if source else path)
+    config = _model_config(path)
+    shipped = _shipped_for(path, config)
+    if not (path / shipped.config_file).is_file():
+        raise ProcessorInstallError(f"{path} has no {shipped.config_file}")
+    return _write(path, shipped, config.get("qeu_framing"), [])
+
+
+def _shipped_for(folder: Path, config: dict[str, Any]) -> ShippedClass:
     model_type = config.get("model_type")
     if model_type not in SHIPPED:
         raise ProcessorInstallError(
-            f"{source} is a {model_type!r} model; a processor is shipped for "
+            f"{folder} is a {model_type!r} model; a processor is shipped for "
             f"{', '.join(SHIPPED)} models only"
         )
-    shipped = SHIPPED[model_type]
-    framing = config.get("qeu_framing")
+    return SHIPPED[model_type]
+
+
+def _install_for_adapter(path: Path, base: str | Path | None, source: Path) -> Installed:
+    try:
+        base_path = base_folder(source, base)
+    except ProcessorInstallError:
+        # No base here: an adapter that already ships the processor keeps its view.
+        for name in PROCESSOR_CONFIGS:
+            config = _read_json(path / name) if (path / name).is_file() else {}
+            shipped = next(
+                (s for s in SHIPPED.values() if s.class_name == shipped_class(config)), None
+            )
+            if shipped is not None:
+                return _write(path, shipped, config.get("qeu_framing"), [])
+        raise
+    config = _model_config(base_path)
+    shipped = _shipped_for(base_path, config)
     written = []
     if not (path / shipped.config_file).is_file():
-        if not is_adapter:
-            raise ProcessorInstallError(f"{path} has no {shipped.config_file}")
         for name in PROCESSOR_FILES:  # the adapter carries its base's processor
-            if (source / name).is_file() and not (path / name).is_file():
-                shutil.copyfile(source / name, path / name)
+            if (base_path / name).is_file() and not (path / name).is_file():
+                shutil.copyfile(base_path / name, path / name)
                 written.append(name)
+    return _write(path, shipped, config.get("qeu_framing"), written)
+
+
+def _write(path: Path, shipped: ShippedClass, framing: str | None, written: list[str]) -> Installed:
     processor_config = _read_json(path / shipped.config_file)
     processor_config[shipped.type_key] = shipped.class_name
     processor_config["auto_map"] = shipped.auto_map
     processor_config["qeu_framing"] = framing
     _write_json(path / shipped.config_file, processor_config)
     (path / PROCESSOR_FILE).write_text(processor_source(), encoding="utf-8")
-    written += [shipped.config_file, PROCESSOR_FILE]
+    written = [*written, shipped.config_file, PROCESSOR_FILE]
     return Installed(path, shipped.class_name, framing, tuple(dict.fromkeys(written)))
 
 
