@@ -312,3 +312,24 @@ def test_plain_vlm_snippet_answers_like_the_project(tmp_path: Path) -> None:
     )
     pictures = [Image.open(io.BytesIO(row["image"]["bytes"])) for row in rows]
     assert result["answers"] == chat_vlm.generate(loaded, pictures, batch_size=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "expected"),
+    [
+        ("vit-inspector", ["--id", "o/vit"], 'pipeline("image-classification", model="o/vit"'),
+        ("inspection-vlm-base", ["--id", "o/base"], 'from_pretrained("o/base", trust_remote'),
+        (
+            "inspection-vlm-lora",
+            ["--id", "o/lora", "--base-id", "o/base"],
+            'PeftModel.from_pretrained(model, "o/lora")',
+        ),
+    ],
+)
+def test_cli_usage_prints_the_cards_first_lines(name, argv, expected, capsys) -> None:
+    from qeu_space.hub.model_card import VIEW_NOTICE
+
+    assert main(["usage", str(MODELS / name), *argv]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(VIEW_NOTICE) and expected in out
+    assert main(["usage", str(MODELS / "inspection-vlm-lora"), "--id", "o/lora"]) == 2

@@ -20,6 +20,7 @@ CLI:
     python -m qeu_space.hub.processor install models/vit-inspector models/inspection-vlm-base \\
         models/inspection-vlm-lora
     python -m qeu_space.hub.processor check models/*   # exit 1 when a shipped file is stale
+    python -m qeu_space.hub.processor usage models/vit-inspector --id OWNER/vit-inspector
 """
 
 from __future__ import annotations
@@ -273,11 +274,42 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--base", type=Path, help="an adapter's base folder (default: its config)")
     check = sub.add_parser("check", help="exit 1 when a folder's shipped processor is stale")
     check.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    usage = sub.add_parser(
+        "usage", help="print the card's first lines: the notice and the transformers-only snippet"
+    )
+    usage.add_argument("folder", type=Path, metavar="FOLDER")
+    usage.add_argument("--id", required=True, metavar="OWNER/NAME", help="the model's Hub id")
+    usage.add_argument("--base-id", metavar="OWNER/NAME", help="an adapter's base on the Hub")
     return parser
+
+
+def card_usage(folder: str | Path, repo_id: str, base_id: str | None = None) -> str:
+    """The markdown a card of ``folder`` opens with: :data:`~qeu_space.hub.model_card.
+    VIEW_NOTICE` and :func:`~qeu_space.hub.model_card.plain_usage` for its Hub id."""
+    from qeu_space.hub.model_card import VIEW_NOTICE, plain_usage
+
+    path = Path(folder)
+    if (path / "adapter_config.json").is_file():
+        if not base_id:
+            raise ProcessorInstallError("an adapter's snippet needs its base's Hub id: --base-id")
+        snippet = plain_usage("qa", base_id, adapter=repo_id)
+    else:
+        task = {"vit": "cls", "idefics3": "qa"}.get(_model_config(path).get("model_type"))
+        if task is None:
+            raise ProcessorInstallError(f"{path}: no transformers-only snippet for this family")
+        snippet = plain_usage(task, repo_id)
+    return f"{VIEW_NOTICE}\n\n```python\n{snippet}```\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "usage":
+        try:
+            print(card_usage(args.folder, args.id, args.base_id), end="")
+        except ProcessorInstallError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "check":
         problems = [p for folder in args.folders for p in check_processor(folder)]
         for problem in problems:
