@@ -9,6 +9,7 @@ from qeu_space.evaluation.metrics import (
     boxes_from_findings,
     direction_accuracy,
     od_metrics,
+    qa_intervals,
     qa_metrics,
     text_scores,
     xywh_to_xyxy,
@@ -105,6 +106,21 @@ def test_qa_metrics_hand_checked(case: str) -> None:
     for name, value, want in zip(FIELDS, got, expected, strict=True):
         assert value == (None if want is None else pytest.approx(want)), name
     assert m.n == len(truths)
+
+
+@pytest.mark.parametrize("case", list(QA_CASES))
+def test_qa_intervals_recompute_qa_metrics(case: str) -> None:
+    """Every draw of the same rows repeated must give ``qa_metrics`` itself (same definitions)."""
+    truths, answers, _ = QA_CASES[case]
+    point = qa_metrics(truths, answers)
+    many = qa_intervals([truths[0]] * 5, [answers[0]] * 5, draws=50)
+    one = qa_metrics([truths[0]], [answers[0]])
+    for name, (low, high) in many.items():
+        assert low == high == pytest.approx(getattr(one, name)), name
+    wide = qa_intervals(truths * 20, answers * 20, draws=400, seed=1)
+    for name, (low, high) in wide.items():
+        value = getattr(point, name)
+        assert low <= value + 1e-9 and value - 1e-9 <= high, name
 
 
 def test_verdict_confusion_counts_unparsed_answers() -> None:
