@@ -106,14 +106,24 @@ class Direction(Enum):
 
 
 class DefectKind(Enum):
-    """A defect's name in answers and OD labels; ``label`` is the classification label."""
+    """A defect's name in answers and OD labels; ``label`` is the classification label.
+
+    ``short pin`` is a terminal pushed into the housing (a smaller, darker top face in a shadow
+    ring, not displaced): datasets draw it only when asked (``--kinds``, :data:`DEFAULT_KINDS`).
+    """
 
     BENT = "bent pin"
     MISSING = "missing pin"
+    SHORT = "short pin"
 
     @property
     def label(self) -> str:
         return _KIND_LABELS[self]
+
+    @property
+    def keyword(self) -> str:
+        """The kind's first word (``bent``, ``missing``, ``short``): ``--kinds`` and short marks."""
+        return self.value.split()[0]
 
     @property
     def has_direction(self) -> bool:
@@ -121,18 +131,22 @@ class DefectKind(Enum):
 
     @classmethod
     def parse(cls, text: str | DefectKind) -> DefectKind:
-        """Read a name (``bent pin``) or a label (``BENDNG``)."""
+        """Read a name (``bent pin``), a label (``BENDNG``) or a keyword (``bent``)."""
         if isinstance(text, DefectKind):
             return text
         key = str(text).strip()
         for kind in cls:
-            if key.lower() == kind.value or key.upper() == kind.label:
+            if key.lower() in (kind.value, kind.keyword) or key.upper() == kind.label:
                 return kind
         names = ", ".join(f"{k.value!r}/{k.label!r}" for k in cls)
         raise ValueError(f"unknown defect kind {text!r}; known kinds: {names}")
 
 
-_KIND_LABELS = {DefectKind.BENT: "BENDNG", DefectKind.MISSING: "NUKENG"}
+_KIND_LABELS = {
+    DefectKind.BENT: "BENDNG",
+    DefectKind.MISSING: "NUKENG",
+    DefectKind.SHORT: "SHORTNG",
+}
 
 
 _ROW_COL = re.compile(r"(?<![a-z0-9])([ucd])[ \t]?[-_]?[ \t]?([1-9])(?![0-9])", re.I)
@@ -239,7 +253,11 @@ class ConnectorGeometry:
     def defect_box(
         self, position: Position, kind: DefectKind, direction: Direction | None, pad: float = 2.0
     ) -> Box:
-        """The region a defect changes: the socket, plus the displaced tip for a bent pin."""
+        """The region a defect changes: the socket, plus the displaced tip for a bent pin.
+
+        A missing pin (empty socket) and a short pin (a smaller face sunk in its socket) change
+        the socket only.
+        """
         x1, y1, x2, y2 = self.pin_box(position)
         if kind is DefectKind.BENT and direction is not None:
             dx, dy = self.bend_offset(direction)
