@@ -18,6 +18,7 @@ from dataset_tools.compose import SampleSpec, compose, make_sample
 from dataset_tools.render import HOUSINGS, PIN_STYLES, Nuisances
 from dataset_tools.sampling import draw_spec, row_rng
 from qeu_space.geometry import CompositeLayout
+from qeu_space.hub.upload import quiet_http_logs
 from qeu_space.ui import AppSettings, Case, SampleRequest, build_demo, launch_options
 from qeu_space.ui.cases import COMPOSITE_SIZE
 
@@ -61,7 +62,7 @@ class SyntheticSamples:
 
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-logging.getLogger("httpx").setLevel(logging.WARNING)
+quiet_http_logs()  # huggingface_hub's HTTP clients log each request URL (signed ones too) at INFO
 settings = AppSettings.from_env()
 demo = build_demo(settings, SyntheticSamples())
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from dataset_tools.builders import VARIANTS, BuildConfig
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES
+from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind
 
 EXAMPLES = """examples:
   python -m dataset_tools build --config qa --num 1000 --seed 0 --out data/qa
@@ -128,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="where train defects sit: held-out (default: never at a validation/test position) "
         "or all (a pre-training set; its validation/test positions are then not held out)",
     )
+    build.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=[k.keyword for k in DefectKind],
+        default=[k.keyword for k in DEFAULT_KINDS],
+        metavar="KIND",
+        help="defect kinds drawn (default: bent missing; choices: "
+        f"{', '.join(k.keyword for k in DefectKind)}); short adds short pins (pushed into the "
+        "housing) and the cls class SHORTNG",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_from_feedback(sub)
     return parser
@@ -204,6 +215,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             housings=tuple(args.housings),
             unseen_housing=args.unseen_housing,
             train_positions=args.train_positions,
+            kinds=tuple(args.kinds),
             num_proc=args.num_proc,
         )
     except ValueError as e:

@@ -36,11 +36,15 @@ from dataset_tools.sampling import (
 from qeu_space.geometry import CompositeLayout
 from qeu_space.vocabulary import (
     CLASS_LABELS,
+    DEFAULT_KINDS,
     INSPECTION_QUESTION,
     OD_PROMPT,
+    DefectKind,
     class_label_of,
+    class_labels,
     format_answer,
     format_bbox_str,
+    kinds_in_order,
     verdict_of,
 )
 
@@ -101,6 +105,15 @@ VARIANTS: dict[str, Callable[[Sample], Image.Image]] = {
 """Image variants of a composite: ``plain``, or ``nsoart`` (SOARTC map blended over the test)."""
 
 
+def features(config: Config, kinds: tuple[DefectKind, ...] = DEFAULT_KINDS) -> Features:
+    """The features of ``config`` rows showing ``kinds``: :data:`FEATURES` unless an opt-in kind
+    adds a class (``cls`` with ``short pin`` has ``OK``, ``BENDNG``, ``NUKENG``, ``SHORTNG``)."""
+    labels = class_labels(kinds)
+    if config != "cls" or labels == CLASS_LABELS:
+        return FEATURES[config]
+    return Features({**FEATURES["cls"], "label": ClassLabel(names=list(labels))})
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """One dataset build; the CLI's options map one to one onto these fields.
@@ -118,6 +131,8 @@ class BuildConfig:
         unseen_housing: the one housing of ``test_unseen_housing`` (not among ``housings``).
         train_positions: ``held-out`` (train defects avoid the validation/test positions) or
             ``all`` (a pre-training set with defects anywhere).
+        kinds: the defect kinds drawn (names, labels or keywords such as ``short``; kept in
+            canonical order): ``bent pin`` and ``missing pin`` by default, ``short pin`` opt-in.
         num_proc: worker processes.
     """
 
@@ -132,9 +147,15 @@ class BuildConfig:
     housings: tuple[str, ...] = SEEN_HOUSINGS
     unseen_housing: str = UNSEEN_HOUSING
     train_positions: str = "held-out"
+    kinds: tuple[DefectKind, ...] = DEFAULT_KINDS
     num_proc: int = 1
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kinds", kinds_in_order(self.kinds))
+        except ValueError as e:
+            choices = " ".join(k.keyword for k in DefectKind)
+            raise ValueError(f"--kinds: {e} (choose from {choices})") from None
         if self.config not in CONFIGS:
             raise ValueError(f"unknown config {self.config!r}; choose one of {', '.join(CONFIGS)}")
         if self.num < 1:
@@ -220,8 +241,9 @@ def od_row(sample: Sample, variant: str = "plain") -> dict:
     }
 
 
-def cls_row(sample: Sample, variant: str = "plain") -> dict:
-    """One connector (the lower product) and its label; findings in that image's pixels."""
+def cls_row(sample: Sample, variant: str = "plain", labels: tuple[str, ...] = CLASS_LABELS) -> dict:
+    """One connector (the lower product) and its label (an index of ``labels``); findings in that
+    image's pixels."""
     ox, oy = sample.layout.origin("test")
     findings = [f.to_dict() for f in sample.findings]
     for f in findings:
@@ -229,7 +251,7 @@ def cls_row(sample: Sample, variant: str = "plain") -> dict:
         f["box"] = [x1 - ox, y1 - oy, x2 - ox, y2 - oy]
     return {
         **_common(sample, Image.fromarray(sample.test), variant),
-        "label": CLASS_LABELS.index(class_label_of(sample.findings)),
+        "label": labels.index(class_label_of(sample.findings)),
         "findings": findings,
     }
 
@@ -253,8 +275,11 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
         housings=cfg.housings,
         unseen_housing=cfg.unseen_housing,
         train_positions=cfg.train_positions,
+        kinds=cfg.kinds,
     )
     sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
+    if cfg.config == "cls":
+        return cls_row(sample, cfg.variant, class_labels(cfg.kinds))
     return ROW_BUILDERS[cfg.config](sample, cfg.variant)
 
 
@@ -275,7 +300,7 @@ def build_dataset(cfg: BuildConfig, *, cache_dir: str | None = None) -> datasets
         for split, n in cfg.split_sizes.items():
             splits[split] = datasets.Dataset.from_generator(
                 _generate_rows,
-                features=FEATURES[cfg.config],
+                features=features(cfg.config, cfg.kinds),
                 gen_kwargs={"indices": list(range(n)), "cfg": cfg, "split": split},
                 num_proc=min(cfg.num_proc, n) if cfg.num_proc > 1 else None,
                 cache_dir=cache_dir or tmp,

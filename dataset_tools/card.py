@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_tools.builders import FEATURES, BuildConfig
-from dataset_tools.sampling import SPLIT_POSITIONS
+from dataset_tools.builders import BuildConfig, features
+from dataset_tools.sampling import KIND_SHARES, SPLIT_POSITIONS
+from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind, class_labels
 
 TASKS = {
     "qa": (["image-text-to-text", "visual-question-answering"], "question / answer"),
@@ -29,6 +30,8 @@ def dataset_card(
 ) -> DatasetCard:
     """A card whose YAML lists the config, its split files and features, task and licence."""
     task_categories, task_name = TASKS[cfg.config]
+    if cfg.config == "cls":
+        task_name = f"classification ({', '.join(f'`{n}`' for n in class_labels(cfg.kinds))})"
     data = DatasetCardData(
         license="cc-by-4.0",
         language=["en"],
@@ -48,7 +51,7 @@ def dataset_card(
         ],
         dataset_info={
             "config_name": cfg.config,
-            "features": FEATURES[cfg.config]._to_yaml_list(),
+            "features": features(cfg.config, cfg.kinds)._to_yaml_list(),
             "splits": [
                 {"name": s, "num_bytes": (split_bytes or {}).get(s, 0), "num_examples": n}
                 for s, n in split_rows.items()
@@ -73,7 +76,7 @@ def dataset_card(
 # QEU connector inspection: `{cfg.config}` ({task_name})
 
 Synthetic images of a connector (a housing with a 3 x 9 pin grid: rows U, C, D by columns 1-9)
-with bent and missing pins, rendered by `dataset_tools` of QEU Inspection Space.
+with {_kinds_text(cfg)} pins, rendered by `dataset_tools` of QEU Inspection Space.
 Q/A and OD images are composites: a good reference on top, the product under inspection below,
 coordinate labels on both (left out on a share of rows, so models also learn unlabelled images).
 
@@ -99,6 +102,7 @@ appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{c
 - composite size: {cfg.size} x {cfg.size}; variant: `{cfg.variant}`; seed: {cfg.seed}
 - nuisances: {cfg.nuisances}
 - unlabelled share: {cfg.unlabelled_fraction}
+- defect kinds: {_kinds_line(cfg)}
 
 ## Columns
 
@@ -109,6 +113,25 @@ missing pin.`), `findings` (position, kind, direction, box in composite pixels),
 (`bbox` as [x, y, w, h], `category`); `cls`: `label`, `findings` (boxes in the connector image).
 """
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _kinds_text(cfg: BuildConfig) -> str:
+    words = [k.keyword for k in cfg.kinds]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _kinds_line(cfg: BuildConfig) -> str:
+    """Which kinds are on (their shares of the qa/od defects), which are off, and ``--kinds``."""
+    total = sum(KIND_SHARES[k] for k in cfg.kinds)
+    on = ", ".join(f"`{k.value}` ({KIND_SHARES[k] / total:.2f})" for k in cfg.kinds)
+    off = [f"`{k.value}`" for k in DefectKind if k not in cfg.kinds]
+    flag = " ".join(k.keyword for k in cfg.kinds)
+    default = ", the default" if cfg.kinds == DEFAULT_KINDS else ""
+    return (
+        f"{on} of the qa/od defects, cls rows balanced over `OK` and each kind"
+        + (f"; off: {', '.join(off)}" if off else "")
+        + f" (`--kinds {flag}`{default})"
+    )
 
 
 def _size_category(n: int) -> str:

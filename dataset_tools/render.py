@@ -5,7 +5,9 @@ anti-aliased 2-D shapes in numpy, fast enough for hundreds of composites per sec
 
 * the clean product (housing variant + all pins) is drawn once per (housing, pins, size) and cached;
 * a defect is a small patch pasted over one pin cell, strictly inside the finding's box, so with
-  nuisances off a defective image differs from its reference only inside the truth boxes;
+  nuisances off a defective image differs from its reference only inside the truth boxes: a bent
+  pin (displaced tip, leaning shaft), a missing pin (the empty socket) or a short pin (pushed into
+  the housing: a smaller, dimmer face in a shadow ring, not displaced);
 * nuisances (gain and gradient lighting, sensor noise, blur, sub-pixel shift, rotation, JPEG) are
   applied per image, each switchable and drawn from the sample's seeded generator. A geometric
   nuisance moves the truth boxes with the pixels (:func:`render_connector` returns the moved boxes).
@@ -57,6 +59,9 @@ _HOUSING_COLOURS = {
 _SOCKET = np.array([22, 20, 19], np.float32)
 _METAL = np.array([228, 196, 112], np.float32)  # tin-gold plating
 _SHAFT = np.array([150, 124, 64], np.float32)  # the side of a leaning pin, in shadow
+_SHADOW = np.array([6, 5, 5], np.float32)  # deep in a socket, around a pin pushed into it
+_SHORT_FACE = 0.68  # a short pin's face / a pin's side: sunk deeper, it looks smaller
+_SHORT_LIGHT = 0.58  # and less of the lamp reaches it
 
 
 REFERENCE_WIDTH = 423
@@ -280,8 +285,9 @@ def _pin_is_round(pins: str, position: Position) -> bool:
     return pins == "round" or (pins == "mixed" and position.row == "C")
 
 
-def _draw_pin(img, ys, xs, cx, cy, size, round_pin, colour=_METAL):
-    """A pin seen from above: a metal face with a bevel lit from the top left."""
+def _draw_pin(img, ys, xs, cx, cy, size, round_pin, colour=_METAL, gloss=60.0):
+    """A pin seen from above: a metal face with a bevel lit from the top left (``gloss``: the
+    specular spot's grey levels)."""
     half = size / 2
     if round_pin:
         sd = np.hypot(xs - cx, ys - cy) - half
@@ -295,7 +301,7 @@ def _draw_pin(img, ys, xs, cx, cy, size, round_pin, colour=_METAL):
     spot = np.exp(
         -(((xs - cx + 0.18 * size) ** 2 + (ys - cy + 0.18 * size) ** 2) / (0.05 * size**2))
     )
-    colour_px = np.clip(colour * shade[..., None] + 60.0 * spot[..., None], 0, 255)
+    colour_px = np.clip(colour * shade[..., None] + gloss * spot[..., None], 0, 255)
     _paint(img, _coverage(sd), colour_px)
 
 
@@ -381,7 +387,32 @@ def _draw_site(img, geo, position, pins, finding: Finding | None):
         )
         _paint(block, _coverage(shaft), _SHAFT)
         _draw_pin(block, ys, xs, cx + dx, cy + dy, geo.pin_size * 0.92, round_pin)
+    elif finding.kind is DefectKind.SHORT:  # all inside the socket: draw on its pixels only
+        r = geo.socket_size / 2 + 1
+        sx1, sx2 = max(math.floor(cx - r) - x1, 0), math.ceil(cx + r) - x1
+        sy1, sy2 = max(math.floor(cy - r) - y1, 0), math.ceil(cy + r) - y1
+        socket = block[sy1:sy2, sx1:sx2]
+        _draw_short_pin(socket, ys[sy1:sy2], xs[:, sx1:sx2], cx, cy, geo.pin_size, round_pin)
     # a missing pin leaves the empty socket drawn above
+
+
+def _draw_short_pin(img, ys, xs, cx, cy, pin_size, round_pin):
+    """A terminal pushed into the housing, centred in its socket (no lateral offset).
+
+    Its face sits deeper: it looks smaller (:data:`_SHORT_FACE`), less light reaches it
+    (:data:`_SHORT_LIGHT`, a dimmer specular spot), and the socket walls cast a shadow ring around
+    it, darker than the socket floor. Unlike a missing pin the socket is not empty (a dim metal
+    face in its middle), unlike a bent pin nothing moves; all of it stays inside the socket.
+    """
+    face = pin_size * _SHORT_FACE
+    reach = face / 2 + 0.2 * pin_size  # the shadow's outer edge (the socket's half side is 0.725)
+    if round_pin:
+        sd = np.hypot(xs - cx, ys - cy) - reach
+    else:
+        sd = _box_sd(ys, xs, cx, cy, reach, reach, radius=0.2 * pin_size)
+    soft = 0.12 * pin_size  # a soft outer edge: a shadow, not a painted ring
+    _paint(img, np.clip(0.5 - sd / soft, 0.0, 1.0) * 0.85, _SHADOW)
+    _draw_pin(img, ys, xs, cx, cy, face, round_pin, _METAL * _SHORT_LIGHT, gloss=25.0)
 
 
 @lru_cache(maxsize=64)

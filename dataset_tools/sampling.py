@@ -17,7 +17,14 @@ import numpy as np
 
 from dataset_tools.compose import SampleSpec
 from dataset_tools.render import PIN_STYLES, SEEN_HOUSINGS, UNSEEN_HOUSING
-from qeu_space.vocabulary import ALL_POSITIONS, DefectKind, Direction, Finding, Position
+from qeu_space.vocabulary import (
+    ALL_POSITIONS,
+    DEFAULT_KINDS,
+    DefectKind,
+    Direction,
+    Finding,
+    Position,
+)
 
 Split = Literal["train", "validation", "test", "test_unseen_housing"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test", "test_unseen_housing")
@@ -42,7 +49,15 @@ TRAIN_POSITION_CHOICES: tuple[str, ...] = ("held-out", "all")
 DEFECT_COUNTS = (0, 1, 2, 3)
 DEFECT_COUNT_WEIGHTS = (0.30, 0.45, 0.18, 0.07)
 """Q/A and OD rows: share of passed, one-, two- and three-defect products."""
-BENT_SHARE = 0.6
+KIND_SHARES: dict[DefectKind, float] = {
+    DefectKind.BENT: 0.45,
+    DefectKind.MISSING: 0.30,
+    DefectKind.SHORT: 0.25,
+}
+"""Q/A and OD rows: share of each kind among defects, renormalised over the kinds a build shows:
+bent 0.6 / missing 0.4 by default (``--kinds bent missing``), bent 0.45 / missing 0.3 / short 0.25
+with ``--kinds bent missing short`` (a short pin in about one defective row in three, while bent
+and missing keep most of the rows, so an adapter learning the new kind forgets nothing)."""
 
 
 def row_rng(seed: int, split: Split, index: int) -> np.random.Generator:
@@ -60,14 +75,19 @@ def draw_spec(
     housings: tuple[str, ...] = SEEN_HOUSINGS,
     unseen_housing: str = UNSEEN_HOUSING,
     train_positions: str = "held-out",
+    kinds: tuple[DefectKind, ...] = DEFAULT_KINDS,
 ) -> SampleSpec:
     """Draw what row ``index`` of ``split`` shows.
 
-    ``cls`` rows are balanced over ``OK`` / ``BENDNG`` / ``NUKENG`` with at most one defect;
-    ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`. ``housings`` appear in every split but
-    ``test_unseen_housing``, which shows only ``unseen_housing``. ``train_positions="all"`` puts
-    ``train`` defects at every position (a pre-training set, whose validation and test positions
-    are then no longer held out from it); the default keeps them off the other splits' positions.
+    ``cls`` rows are balanced over ``OK`` and each of ``kinds`` (``OK`` / ``BENDNG`` / ``NUKENG``
+    by default) with at most one defect; ``qa``/``od`` rows follow :data:`DEFECT_COUNT_WEIGHTS`
+    and :data:`KIND_SHARES`. ``kinds`` are in canonical order
+    (:func:`~qeu_space.vocabulary.kinds_in_order`); with the default ones every draw from ``rng``
+    is what it was before short pins existed, so default datasets are unchanged. ``housings``
+    appear in every split but ``test_unseen_housing``, which shows only ``unseen_housing``.
+    ``train_positions="all"`` puts ``train`` defects at every position (a pre-training set, whose
+    validation and test positions are then no longer held out from it); the default keeps them off
+    the other splits' positions.
     (:class:`~dataset_tools.builders.BuildConfig` checks the settings once, before any row.)
     """
     housing = unseen_housing if split == "test_unseen_housing" else str(rng.choice(housings))
@@ -76,18 +96,15 @@ def draw_spec(
     if split == "train" and train_positions == "all":
         positions = ALL_POSITIONS
     if config == "cls":
-        label = int(rng.integers(3))  # 0 OK, 1 bent, 2 missing
+        label = int(rng.integers(1 + len(kinds)))  # 0 OK, then kinds (1 bent, 2 missing, ...)
         count = 0 if label == 0 else 1
-        kinds = [DefectKind.BENT if label == 1 else DefectKind.MISSING]
+        drawn = [kinds[label - 1]] if label else []
     else:
         count = int(rng.choice(DEFECT_COUNTS, p=DEFECT_COUNT_WEIGHTS))
-        kinds = [
-            DefectKind.BENT if rng.random() < BENT_SHARE else DefectKind.MISSING
-            for _ in range(count)
-        ]
+        drawn = [_kind(rng.random(), kinds) for _ in range(count)]
     chosen = rng.choice(len(positions), size=count, replace=False) if count else []
     findings = []
-    for kind, i in zip(kinds, chosen, strict=False):
+    for kind, i in zip(drawn, chosen, strict=True):
         direction = rng.choice(list(Direction)) if kind is DefectKind.BENT else None
         findings.append(Finding(positions[int(i)], kind, direction))
     labels_drawn = config != "cls" and bool(rng.random() >= unlabelled_fraction)
@@ -98,3 +115,18 @@ def draw_spec(
         findings=tuple(findings),
         labels_drawn=labels_drawn,
     )
+
+
+def _kind(u: float, kinds: tuple[DefectKind, ...]) -> DefectKind:
+    """The kind a uniform draw ``u`` picks, by :data:`KIND_SHARES` renormalised over ``kinds``.
+
+    By default the bent threshold is ``0.45 / 0.75``, exactly 0.6 in floating point: the share
+    (and so every row) of the builds made before short pins existed.
+    """
+    total = sum(KIND_SHARES[k] for k in kinds)
+    edge = 0.0
+    for kind in kinds[:-1]:
+        edge += KIND_SHARES[kind]
+        if u < edge / total:
+            return kind
+    return kinds[-1]

@@ -87,7 +87,11 @@ class ConnectorGeometry:
     def defect_box(
         self, position: Position, kind: DefectKind, direction: Direction | None, pad: float = 2.0
     ) -> Box:
-        """The region a defect changes: the socket, plus the displaced tip for a bent pin."""
+        """The region a defect changes: the socket, plus the displaced tip for a bent pin.
+
+        A missing pin (empty socket) and a short pin (a smaller face sunk in its socket) change
+        the socket only.
+        """
         x1, y1, x2, y2 = self.pin_box(position)
         if kind is DefectKind.BENT and direction is not None:
             dx, dy = self.bend_offset(direction)

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides epochs)")
     p.add_argument("--push-to", metavar="REPO", help="push the result to this model repo")
     p.add_argument("--private", action="store_true", help="create the pushed repo private")
+    p.add_argument(
+        "--base-model", metavar="OWNER/NAME",
+        help="with --push-to: the Hub id of --base, when --base is a local folder",
+    )  # fmt: skip
+    p.add_argument(
+        "--dataset-id", metavar="OWNER/NAME",
+        help="with --push-to: the Hub id of --dataset for the card, when it is a local folder",
+    )  # fmt: skip
     p.add_argument("--trust-remote-code", action="store_true", help="allow the base's own code")
 
     a = p.add_argument_group("adapter")
@@ -146,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         push_to=args.push_to,
         private=args.private,
         dataset_config=args.dataset_config,
+        base_model_id=args.base_model,
+        dataset_id=args.dataset_id,
     )
 
 

@@ -11,6 +11,8 @@ Example:
     'Defective. 2 defects: U3 bent pin (left); C7 missing pin.'
     >>> parse_answer("position 7C is missing").findings[0].position.name
     'C7'
+    >>> parse_answer("C4 is pushed in").findings[0].describe()
+    'C4 short pin'
 """
 
 from __future__ import annotations
@@ -90,14 +92,24 @@ class Direction(Enum):
 
 
 class DefectKind(Enum):
-    """A defect's name in answers and OD labels; ``label`` is the classification label."""
+    """A defect's name in answers and OD labels; ``label`` is the classification label.
+
+    ``short pin`` is a terminal pushed into the housing (a smaller, darker top face in a shadow
+    ring, not displaced): datasets draw it only when asked (``--kinds``, :data:`DEFAULT_KINDS`).
+    """
 
     BENT = "bent pin"
     MISSING = "missing pin"
+    SHORT = "short pin"
 
     @property
     def label(self) -> str:
         return _KIND_LABELS[self]
+
+    @property
+    def keyword(self) -> str:
+        """The kind's first word (``bent``, ``missing``, ``short``): ``--kinds`` and short marks."""
+        return self.value.split()[0]
 
     @property
     def has_direction(self) -> bool:
@@ -105,19 +117,57 @@ class DefectKind(Enum):
 
     @classmethod
     def parse(cls, text: str | DefectKind) -> DefectKind:
-        """Read a name (``bent pin``) or a label (``BENDNG``)."""
+        """Read a name (``bent pin``), a label (``BENDNG``) or a keyword (``bent``)."""
         if isinstance(text, DefectKind):
             return text
         key = str(text).strip()
         for kind in cls:
-            if key.lower() == kind.value or key.upper() == kind.label:
+            if key.lower() in (kind.value, kind.keyword) or key.upper() == kind.label:
                 return kind
         names = ", ".join(f"{k.value!r}/{k.label!r}" for k in cls)
         raise ValueError(f"unknown defect kind {text!r}; known kinds: {names}")
 
 
-_KIND_LABELS = {DefectKind.BENT: "BENDNG", DefectKind.MISSING: "NUKENG"}
-CLASS_LABELS: tuple[str, ...] = (OK_LABEL, *(k.label for k in DefectKind))
+_KIND_LABELS = {
+    DefectKind.BENT: "BENDNG",
+    DefectKind.MISSING: "NUKENG",
+    DefectKind.SHORT: "SHORTNG",
+}
+DEFAULT_KINDS: tuple[DefectKind, ...] = (DefectKind.BENT, DefectKind.MISSING)
+"""The kinds a dataset shows unless asked for more; the others are opt-in (``--kinds``)."""
+
+
+def kinds_in_order(kinds: Iterable[DefectKind | str]) -> tuple[DefectKind, ...]:
+    """``kinds`` parsed, without repeats, in canonical order (:data:`DEFAULT_KINDS` first).
+
+    Raises:
+        ValueError: an unknown kind, or none at all.
+    """
+    chosen = {DefectKind.parse(k) for k in kinds}
+    if not chosen:
+        raise ValueError("at least one defect kind is needed")
+    default = [k for k in DEFAULT_KINDS if k in chosen]
+    return (*default, *(k for k in DefectKind if k in chosen and k not in DEFAULT_KINDS))
+
+
+def class_labels(kinds: Iterable[DefectKind | str] = DEFAULT_KINDS) -> tuple[str, ...]:
+    """Classification labels of a dataset showing ``kinds``: ``OK``, ``BENDNG``, ``NUKENG``, then
+    each opt-in kind shown (``SHORTNG``).
+
+    The first three are always there, so a label's id never depends on which kinds are on (the
+    shipped three-class ViT reads a ``--kinds bent missing short`` set's ids 0-2 unchanged).
+    """
+    extra = [k.label for k in kinds_in_order(kinds) if k not in DEFAULT_KINDS]
+    return (OK_LABEL, *(k.label for k in DEFAULT_KINDS), *extra)
+
+
+def od_categories(kinds: Iterable[DefectKind | str] = DEFAULT_KINDS) -> tuple[str, ...]:
+    """OD category names of a dataset showing ``kinds`` (canonical order, default kinds first)."""
+    return tuple(k.value for k in kinds_in_order(kinds))
+
+
+CLASS_LABELS: tuple[str, ...] = class_labels()
+"""The default (three-class) labels: ``OK``, ``BENDNG``, ``NUKENG``."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +282,13 @@ _KIND_WORDS = {
     ),
     DefectKind.MISSING: re.compile(
         r"\b(missing|absent|nukeng|lacking|lacks|empty|gone|no pin|not present)\b", re.I
+    ),
+    # conservative: "short" and its forms, "pushed in" (not "pushed" alone, nor "pushed down": a
+    # bent pin is pushed aside or down), "recessed", "sunken"; not "in short", nor "low" (the
+    # question's "lower connector")
+    DefectKind.SHORT: re.compile(
+        r"(?<!\bin )\b(short|shorter|shortened|shortng|pushed[- ]in(?:to)?|recessed|sunken|sunk)\b",
+        re.I,
     ),
 }
 _DIRECTION_WORDS = re.compile(

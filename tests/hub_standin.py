@@ -260,7 +260,8 @@ class HubStandin:
             return 400, {"errors": [{"message": f"invalid YAML: {err}"}]}
         if not isinstance(metadata, dict):
             return 400, {"errors": [{"message": "YAML metadata must be a mapping"}]}
-        return 200, {"errors": [], "warnings": []}
+        errors = [{"message": m} for m in _repo_id_errors(metadata, payload.get("repoType"))]
+        return (400 if errors else 200), {"errors": errors, "warnings": []}
 
     def _preupload(self, repo: _Repo, payload: dict) -> tuple[int, dict]:
         answers = []
@@ -372,6 +373,37 @@ class HubStandin:
                 "private": repo.private,
                 "siblings": siblings,
             }
+
+
+#: What the Hub accepts as a repo id in metadata: ``name`` or ``owner/name``.
+_METADATA_ID = re.compile(r"^(?:[\w][\w.-]{0,95}/)?[\w][\w.-]{0,95}$")
+
+
+def _repo_id_errors(metadata: dict, repo_type: str | None) -> list[str]:
+    """The Hub's rule that trips uploads: ``datasets`` / ``base_model`` (and a Space's
+    ``models``) hold repo ids, never local paths (written here, independently of the project's
+    own pre-push check, so the two can be compared)."""
+    keys = ["datasets", "base_model"] + (["models"] if repo_type == "space" else [])
+    errors = []
+    for key in keys:
+        value = metadata.get(key)
+        if value is None:
+            continue
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            errors.append(f'"{key}" must be a string or an array of strings')
+            continue
+        for item in items:
+            if (
+                not isinstance(item, str)
+                or item.startswith((".", "/", "~"))
+                or "\\" in item
+                or "--" in item
+                or ".." in item
+                or not _METADATA_ID.match(item)
+            ):
+                errors.append(f'"{key}" holds {item!r}, which is not a valid repo id')
+    return errors
 
 
 def _checked_path(path: str) -> str:

@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from qeu_space import adapters
 from qeu_space.evaluation.evaluate import EvalReport, ModelRun, Prediction, write_report
-from qeu_space.evaluation.metrics import qa_metrics
+from qeu_space.evaluation.metrics import qa_intervals, qa_metrics
 from qeu_space.hub.adapters import (
     PushOptions,
     inspect_adapter,
@@ -24,6 +24,7 @@ from qeu_space.hub.adapters import (
     summarize_adapter,
     write_model_card,
 )
+from qeu_space.hub.metadata import card_problems, front_matter, hub_problems
 from qeu_space.hub.model_card import CardInputs, build_model_card
 from qeu_space.vocabulary import Finding
 from tests.hub_standin import HubStandin
@@ -205,6 +206,7 @@ def _report(dataset: str = "/data/qeu") -> EvalReport:
             2.0,
             qa=qa_metrics(truth, texts, refs),
             predictions=[Prediction(str(i), t) for i, t in enumerate(texts)],
+            intervals=qa_intervals(truth, texts),
         )
         for name, model, texts in (("base", "org/base", base_texts), ("adapter", "out/a", tuned))
     ]
@@ -299,16 +301,24 @@ def test_write_model_card_reads_the_folder(trained_folder: Path, tmp_path: Path)
     assert ModelCard.load(write_model_card(again, summary)).data.datasets == ["me/qeu"]
 
 
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 def test_push_over_the_hub_standin(
     hub_standin: HubStandin, trained_folder: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", hub_standin.token)
+    before = _snapshot(trained_folder)
     json_path, _ = write_report(_report(), tmp_path / "eval.json")
     argv = ["push", str(trained_folder), "--to", "me/qeu-qa-lora", "--dataset", "me/qeu"]
     argv += ["--metrics", str(json_path), "--base-model", "org/tiny-llama", "--private"]
     assert adapters.main(argv) == 0
     out = capsys.readouterr()
     assert hub_standin.token not in out.out + out.err
+    assert _snapshot(trained_folder) == before  # the push never rewrites the source folder
     repo = hub_standin.repo_path("me/qeu-qa-lora", "model")
     pushed = {p.name for p in repo.iterdir()}
     assert pushed == {
@@ -318,11 +328,84 @@ def test_push_over_the_hub_standin(
         "loss_history.png",
         "training_args.json",
         "trainer_state.json",
-    }  # checkpoints/ stays local
-    meta = yaml.safe_load((repo / "README.md").read_text().split("---\n")[1])
+    }  # checkpoints/ stays local; a Llama base ships no view (no processing_qeu.py)
+    config = json.loads((repo / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "org/tiny-llama"  # was the local base folder
+    text = (repo / "README.md").read_text()
+    meta = front_matter(text)
     assert meta["base_model"] == "org/tiny-llama" and meta["datasets"] == ["me/qeu"]
-    assert "model-index" in meta
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "peft"
+    assert meta["pipeline_tag"] == "image-text-to-text" and "qeu-inspection-space" in meta["tags"]
+    assert hub_problems(meta) == [] and card_problems(text) == []
+    f1 = next(
+        m for r in meta["model-index"][0]["results"] for m in r["metrics"] if m["name"] == "F1"
+    )
+    low, high = f1["args"]["ci95"]
+    assert low <= f1["value"] <= high
     assert "commit" in hub_standin.routes()
+    assert "validate_yaml" in hub_standin.routes()  # the stand-in ran the Hub's metadata check
+
+
+@pytest.mark.parametrize(
+    ("recorded", "argv_extra", "message"),
+    [
+        ("models/tiny-base", [], "the local folder"),  # relative, found from the adapter's parents
+        ("/abs/tiny-base", [], "a file-system path"),
+        ("org/tiny-llama", ["--base-model", "./tiny-base"], "a file-system path"),
+        ("org/tiny-llama", ["--dataset", "data/qa/train"], "more than one '/'"),
+        ("org/tiny-llama", ["--dataset", "/data/qa"], "a file-system path"),
+    ],
+)
+def test_push_refuses_local_paths_whatever_the_current_folder(
+    recorded, argv_extra, message, trained_folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The adapter lives in ``repo/runs/x`` and records ``models/tiny-base`` (the layout of the
+    embedded models); the push runs from an unrelated folder and must still refuse it."""
+    repo = tmp_path / "repo"
+    adapter = repo / "runs" / "x"
+    shutil.copytree(trained_folder, adapter)
+    (repo / "models" / "tiny-base").mkdir(parents=True)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = recorded
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HF_TOKEN", "hf_unused")
+    before = _snapshot(adapter)
+    assert adapters.main(["push", str(adapter), "--to", "me/x", *argv_extra]) == 2
+    assert message in capsys.readouterr().err
+    assert _snapshot(adapter) == before
+
+
+def test_prepare_push_ships_the_view_and_the_hub_base(tmp_path: Path, monkeypatch) -> None:
+    """The embedded adapter, staged: Hub base in its config, the processor, a card that opens
+    with the notice and shows the transformers-only snippet; the source folder untouched."""
+    from qeu_space.hub.adapters import prepare_push
+    from qeu_space.hub.model_card import VIEW_NOTICE
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    monkeypatch.chdir(tmp_path)  # the recorded models/inspection-vlm-base is found from the folder
+    before = _snapshot(models / "inspection-vlm-lora")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    options = PushOptions(
+        models / "inspection-vlm-lora",
+        "me/lora",
+        datasets=["me/qeu-connectors-qa-latched"],
+        base_model="me/inspection-vlm-base",
+    )
+    staged = prepare_push(options, stage)
+    assert staged["ships_processor"] and staged["base_model"] == "me/inspection-vlm-base"
+    config = json.loads((stage / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "me/inspection-vlm-base"
+    assert (stage / "processing_qeu.py").is_file()
+    text = (stage / "README.md").read_text()
+    body = text.split("---\n", 2)[2]
+    assert body.lstrip().split("\n\n")[1] == VIEW_NOTICE  # right under the title
+    assert 'PeftModel.from_pretrained(model, "me/lora")' in body
+    assert "trust_remote_code=True" in body and "custom_code" in front_matter(text)["tags"]
+    assert _snapshot(models / "inspection-vlm-lora") == before
 
 
 def test_push_without_token_fails_before_any_work(

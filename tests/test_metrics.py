@@ -9,6 +9,7 @@ from qeu_space.evaluation.metrics import (
     boxes_from_findings,
     direction_accuracy,
     od_metrics,
+    qa_intervals,
     qa_metrics,
     text_scores,
     xywh_to_xyxy,
@@ -107,6 +108,21 @@ def test_qa_metrics_hand_checked(case: str) -> None:
     assert m.n == len(truths)
 
 
+@pytest.mark.parametrize("case", list(QA_CASES))
+def test_qa_intervals_recompute_qa_metrics(case: str) -> None:
+    """Every draw of the same rows repeated must give ``qa_metrics`` itself (same definitions)."""
+    truths, answers, _ = QA_CASES[case]
+    point = qa_metrics(truths, answers)
+    many = qa_intervals([truths[0]] * 5, [answers[0]] * 5, draws=50)
+    one = qa_metrics([truths[0]], [answers[0]])
+    for name, (low, high) in many.items():
+        assert low == high == pytest.approx(getattr(one, name)), name
+    wide = qa_intervals(truths * 20, answers * 20, draws=400, seed=1)
+    for name, (low, high) in wide.items():
+        value = getattr(point, name)
+        assert low <= value + 1e-9 and value - 1e-9 <= high, name
+
+
 def test_verdict_confusion_counts_unparsed_answers() -> None:
     truths = [[C7_MISSING], [C7_MISSING], [], []]
     answers = ["C7 missing", "all good, passed", "passed", "??"]
@@ -165,7 +181,7 @@ def test_text_scores_are_none_without_the_libraries(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------- OD
 
-BENT, MISSING = OD_CATEGORIES
+BENT, MISSING, SHORT = OD_CATEGORIES
 
 
 def _b(label: str, x1: float, y1: float, x2: float, y2: float) -> tuple[str, tuple]:
@@ -193,6 +209,13 @@ OD_CASES = {
         [[_b(BENT, 10, 10, 20, 20), _b(MISSING, 30, 30, 40, 40)], [_b(BENT, 0, 0, 10, 10)]],
         [[_b(BENT, 10, 10, 20, 20), _b(MISSING, 50, 50, 60, 60)], []],
         (51 / 202, 51 / 202),
+    ),
+    # Short pins are a category of their own: one of two found -> 51/101; calling the other one
+    # missing scores nothing, and missing (no true box) is left out of the mean.
+    "short pins": (
+        [[_b(SHORT, 10, 10, 20, 20)], [_b(SHORT, 30, 30, 40, 40)]],
+        [[_b(SHORT, 10, 10, 20, 20)], [_b(MISSING, 30, 30, 40, 40)]],
+        (51 / 101, 51 / 101),
     ),
     # IoU 0.6 (box 10x10 vs shifted 2.5 px: inter 7.5*10 = 75, union 125): a hit for thresholds
     # 0.50, 0.55, 0.60 (3 of 10) -> mAP@0.5 = 1, mAP@0.5:0.95 = 0.3.

@@ -43,10 +43,9 @@ HARSH = Nuisances(
 def _defects(rng: np.random.Generator, n: int) -> tuple[Finding, ...]:
     out = []
     for i in rng.choice(len(ALL_POSITIONS), size=n, replace=False):
-        if rng.random() < 0.5:
-            out.append(Finding(ALL_POSITIONS[i], "bent pin", list(Direction)[rng.integers(4)]))
-        else:
-            out.append(Finding(ALL_POSITIONS[i], "missing pin"))
+        kind = ("bent pin", "missing pin", "short pin")[rng.integers(3)]
+        direction = list(Direction)[rng.integers(4)] if kind == "bent pin" else None
+        out.append(Finding(ALL_POSITIONS[i], kind, direction))
     return tuple(out)
 
 
@@ -63,7 +62,7 @@ def _defects(rng: np.random.Generator, n: int) -> tuple[Finding, ...]:
     seed=st.integers(0, 2**16),
 )
 def test_registration_recovers_a_known_pose(dx, dy, angle, scale, housing, pins, defects, seed):
-    """Any pose in the benchmark's ranges, with up to five bent or missing pins: <= 1 px RMS."""
+    """Any pose in the benchmark's ranges, up to five bent, missing or short pins: <= 1 px RMS."""
     rng = np.random.default_rng(seed)
     pose = Pose(dx, dy, angle, scale)
     spec = ConnectorSpec(housing, pins, _defects(rng, defects))
@@ -87,6 +86,18 @@ def test_a_missing_pin_is_an_inlier_and_a_bent_pin_does_not_pull_the_fit():
     reg = register(rendered.image)
     assert lattice_error(reg, rendered.pose) < 0.5
     assert "C5" in {p.name for p in reg.inliers}
+
+
+@pytest.mark.parametrize("pins", PIN_STYLES)
+def test_short_pins_sockets_are_inliers(pins):
+    """A pin pushed into the housing still leaves a socket-sized dark square: a site that fits."""
+    rng = np.random.default_rng(4)
+    short = ("U1", "U5", "U9", "C2", "C4", "C6", "C8", "D1", "D5", "D9")
+    spec = ConnectorSpec("ribbed", pins, tuple(Finding(p, "short pin") for p in short))
+    rendered = render_connector(spec, GEO, HARSH, rng, pose=Pose(-12, 8, -5, 0.92))
+    reg = register(rendered.image)
+    assert lattice_error(reg, rendered.pose) < 1.0
+    assert set(short) <= {p.name for p in reg.inliers} and len(reg.inliers) >= 15
 
 
 def test_an_unmoved_product_registers_to_the_identity():

@@ -25,10 +25,9 @@ def _random_findings(rng: np.random.Generator, n: int) -> tuple[Finding, ...]:
     positions = rng.choice(len(ALL_POSITIONS), size=n, replace=False)
     out = []
     for i in positions:
-        if rng.random() < 0.5:
-            out.append(Finding(ALL_POSITIONS[i], "bent pin", rng.choice(list(Direction))))
-        else:
-            out.append(Finding(ALL_POSITIONS[i], "missing pin"))
+        kind = rng.choice(list(DefectKind))
+        direction = rng.choice(list(Direction)) if kind.has_direction else None
+        out.append(Finding(ALL_POSITIONS[i], kind, direction))
     return tuple(out)
 
 
@@ -70,6 +69,7 @@ def test_passed_composite_panels_differ_nowhere_without_nuisances():
 
 def test_composite_boxes_are_in_composite_pixels_and_cover_the_change():
     findings = (Finding("U3", "bent pin", "left"), Finding("D9", "missing pin"))
+    findings += (Finding("C4", "short pin"),)
     spec = SampleSpec("d", "ribbed", "square", findings, True)
     sample = make_sample(spec, np.random.default_rng(1), nuisances=Nuisances.off())
     img = np.asarray(sample.image).astype(int)
@@ -113,6 +113,40 @@ def test_missing_pin_leaves_a_dark_empty_socket():
     cx, cy = (int(v) for v in GEO.pin_center(finding.position))
     assert out.image[cy - 3 : cy + 4, cx - 3 : cx + 4].mean() < 60  # the cavity
     assert ref.image[cy - 3 : cy + 4, cx - 3 : cx + 4].mean() > 120  # a pin
+
+
+def _site(image: np.ndarray, geo: ConnectorGeometry, position, half: float) -> np.ndarray:
+    """Grey values of the square of half side ``half`` around a pin centre."""
+    cx, cy = geo.pin_center(position)
+    x1, x2, y1, y2 = (round(v) for v in (cx - half, cx + half, cy - half, cy + half))
+    return image[y1:y2, x1:x2].astype(float).mean(axis=2)
+
+
+@pytest.mark.parametrize("pins", PIN_STYLES)
+def test_short_pin_is_a_smaller_darker_centred_face_in_a_shadow_ring(pins):
+    """Pushed into the housing: unlike a missing pin the socket holds metal, unlike a bent pin
+    nothing moves; the face is smaller and darker than a good pin's, ringed by shadow."""
+    geo = ConnectorGeometry(423, 204)
+    kinds = {"good": None, "short": "short pin", "missing": "missing pin"}
+    images = {}
+    for name, kind in kinds.items():
+        findings = (Finding("C5", kind),) if kind else ()
+        spec = ConnectorSpec("standard", pins, findings)
+        images[name] = render_connector(spec, geo, Nuisances.off(), np.random.default_rng(0)).image
+    position = Finding("C5", "short pin").position
+    socket = 0.58 * geo.pin_size  # inside the socket (whose half side is 0.725 pin)
+    centre = {k: _site(v, geo, position, 0.12 * geo.pin_size).mean() for k, v in images.items()}
+    assert centre["missing"] + 60 < centre["short"] < centre["good"] - 50  # dimmer metal
+    site = {k: _site(v, geo, position, socket) for k, v in images.items()}
+    lit = {k: (v > 50).sum() for k, v in site.items()}  # metal (socket, shadow: < 30 grey)
+    assert lit["missing"] == 0 and 0.25 * lit["good"] < lit["short"] < 0.65 * lit["good"]
+    ys, xs = np.nonzero(site["short"] > 50)  # the face is centred: no lateral offset
+    assert abs(xs.mean() + 0.5 - socket) < 1.0 and abs(ys.mean() + 0.5 - socket) < 1.0
+    # the shadow ring: between face and socket wall, darker than the empty socket's floor
+    dx, dy = np.meshgrid(*(np.abs(np.arange(n) + 0.5 - socket) for n in site["short"].shape[::-1]))
+    away = np.maximum(dx, dy) if pins == "square" else np.hypot(dx, dy)  # mixed: C is round
+    band = (away > 0.38 * geo.pin_size) & (away < 0.5 * geo.pin_size)
+    assert site["short"][band].mean() < 0.6 * site["missing"][band].mean()
 
 
 @pytest.mark.parametrize(

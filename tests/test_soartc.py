@@ -12,7 +12,7 @@ from scipy import stats
 from scipy.spatial.distance import chebyshev
 
 from dataset_tools.render import ConnectorSpec, Nuisances, Placement, Pose, render_connector
-from qeu_space.geometry import ConnectorGeometry
+from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.soartc import (
     _kernels,
     _reference,
@@ -296,6 +296,28 @@ def test_registered_soartc_finds_the_pin_of_a_moved_product(pose):
     assert result.image_score > 3 * soartc(ref, good.image, register=True).image_score
     unregistered = soartc(ref, good.image)  # without it a moved good product lights up
     assert unregistered.image_score > soartc(ref, good.image, register=True).image_score
+
+
+@pytest.mark.parametrize(
+    "position, housing, pins, size, seed",
+    [
+        ("C4", "standard", "square", 448, 0),
+        ("U9", "ribbed", "round", 448, 1),
+        ("D1", "latched", "mixed", 224, 2),
+        ("C6", "stepped", "round", 224, 3),
+    ],
+)
+def test_registered_soartc_finds_a_short_pin(position, housing, pins, size, seed):
+    """A pin pushed into the housing (nothing displaced, nothing missing) tops the heatmap of a
+    product placed, lit and compressed as dataset rows are (every nuisance on)."""
+    geo = CompositeLayout(size).connector
+    ref = render_connector(
+        ConnectorSpec(housing, pins), geo, Nuisances(), np.random.default_rng(100 + seed)
+    ).image
+    spec = ConnectorSpec(housing, pins, (Finding(position, "short pin"),))
+    test = render_connector(spec, geo, Nuisances(), np.random.default_rng(seed)).image
+    result = soartc(ref, test, register=True)
+    assert top_positions(result, geo, k=1)[0][0] == Position.parse(position)
 
 
 def test_registered_soartc_refuses_what_is_not_a_connector():

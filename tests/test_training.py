@@ -289,8 +289,11 @@ def test_cli_trains_and_pushes_the_adapter_without_checkpoints(
     out = tmp_path / "pushed"
     argv = ["--task", "qa", "--base", str(tiny["chat_vlm"]), "--dataset", str(data["chat_vlm"]),
             "--out", str(out), "--max-steps", "2", "--eval-steps", "2", "--eval-samples", "1",
-            "--rank", "4", "--scope", "language", "--dora", "--push-to", "me/qa-dora"]  # fmt: skip
+            "--rank", "4", "--scope", "language", "--dora", "--push-to", "me/qa-dora",
+            "--base-model", "me/tiny-chat-vlm"]  # fmt: skip
     monkeypatch.setenv("HF_TOKEN", hub_standin.token)
+    assert main(argv[:-2]) == 2  # a local --base without its Hub id: refused before training
+    assert not (out / "adapter_model.safetensors").exists()
     assert main(argv) == 0
     repo = hub_standin.repo_path("me/qa-dora")
     pushed = {p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()}
@@ -298,7 +301,16 @@ def test_cli_trains_and_pushes_the_adapter_without_checkpoints(
     card = (repo / "README.md").read_text()
     assert "## Training" in card and "loss_history.png" in card  # helper 4b's model card
     assert not any(p.startswith("checkpoints") for p in pushed)
-    assert json.loads((repo / "adapter_config.json").read_text())["use_dora"] is True
+    pushed_config = json.loads((repo / "adapter_config.json").read_text())
+    assert pushed_config["use_dora"] is True
+    assert pushed_config["base_model_name_or_path"] == "me/tiny-chat-vlm"
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tiny["chat_vlm"]
+    )  # the output folder keeps what training wrote
+    assert "processing_qeu.py" in pushed  # an Idefics3 model ships its view
+    assert (
+        "base_model: me/tiny-chat-vlm" in card and str(data["chat_vlm"]) not in card.split("---")[1]
+    )
     args = json.loads((out / "training_args.json").read_text())
     assert args["command"][:3] == ["python", "-m", "qeu_space.train"] and args["use_dora"]
 

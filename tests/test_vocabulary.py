@@ -9,14 +9,18 @@ import pytest
 
 from qeu_space.vocabulary import (
     ALL_POSITIONS,
+    CLASS_LABELS,
     PASSED_ANSWER,
     DefectKind,
     Direction,
     Finding,
     Position,
+    class_labels,
     dequantize,
     format_answer,
     format_bbox_str,
+    kinds_in_order,
+    od_categories,
     parse_answer,
     parse_bbox_str,
     quantize,
@@ -59,6 +63,38 @@ def test_finding_rejects_inconsistent_fields(args, message):
         Finding(*args)
 
 
+@pytest.mark.parametrize(
+    "text, kind",
+    [("bent pin", "BENT"), ("BENDNG", "BENT"), ("bent", "BENT"), ("missing pin", "MISSING"),
+     ("NUKENG", "MISSING"), ("short pin", "SHORT"), ("SHORTNG", "SHORT"), ("Short", "SHORT")],
+)  # fmt: skip
+def test_defect_kinds_parse_from_name_label_or_keyword(text, kind):
+    assert DefectKind.parse(text) is DefectKind[kind]
+
+
+def test_short_pin_has_a_name_a_label_and_no_direction():
+    f = Finding("C4", "short pin")
+    assert (f.kind.value, f.kind.label, f.kind.keyword, f.describe()) == (
+        "short pin", "SHORTNG", "short", "C4 short pin"
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="takes no direction"):
+        Finding("C4", "short pin", "up")
+    assert Finding.from_dict(f.to_dict()) == f
+
+
+def test_opt_in_kinds_add_labels_and_categories_after_the_default_ones():
+    assert CLASS_LABELS == class_labels() == ("OK", "BENDNG", "NUKENG")
+    assert class_labels(["short", "bent", "missing"]) == ("OK", "BENDNG", "NUKENG", "SHORTNG")
+    assert class_labels(["short"]) == ("OK", "BENDNG", "NUKENG", "SHORTNG")  # ids never move
+    assert od_categories() == ("bent pin", "missing pin")
+    assert od_categories(DefectKind) == ("bent pin", "missing pin", "short pin")
+    assert kinds_in_order(["SHORTNG", "missing", "missing pin"]) == (
+        DefectKind.MISSING, DefectKind.SHORT
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="at least one"):
+        kinds_in_order([])
+
+
 def test_finding_accepts_labels_and_round_trips_as_dict():
     f = Finding("7c", "BENDNG", "Up", (1, 2, 3, 4))
     assert (f.position.name, f.kind, f.direction) == ("C7", DefectKind.BENT, Direction.UP)
@@ -68,6 +104,9 @@ def test_finding_accepts_labels_and_round_trips_as_dict():
 def test_canonical_answer_orders_findings_u_to_d_then_columns():
     findings = [Finding("C7", "missing pin"), Finding("U3", "bent pin", "left")]
     assert format_answer(findings) == "Defective. 2 defects: U3 bent pin (left); C7 missing pin."
+    assert format_answer([Finding("C4", "short pin"), *findings]) == (
+        "Defective. 3 defects: U3 bent pin (left); C4 short pin; C7 missing pin."
+    )
     assert format_answer([findings[0]]) == "Defective. 1 defect: C7 missing pin."
     assert format_answer([]) == PASSED_ANSWER == "Passed. No defects found."
 
@@ -76,10 +115,9 @@ def _random_findings(rng: random.Random) -> list[Finding]:
     positions = rng.sample(ALL_POSITIONS, rng.randint(0, 5))
     out = []
     for p in positions:
-        if rng.random() < 0.5:
-            out.append(Finding(p, DefectKind.BENT, rng.choice(list(Direction))))
-        else:
-            out.append(Finding(p, DefectKind.MISSING))
+        kind = rng.choice(list(DefectKind))
+        direction = rng.choice(list(Direction)) if kind.has_direction else None
+        out.append(Finding(p, kind, direction))
     return out
 
 
@@ -95,6 +133,7 @@ def test_every_canonical_answer_parses_back_to_its_findings():
 
 U3L = Finding("U3", "bent pin", "left")
 C7M = Finding("C7", "missing pin")
+C4S = Finding("C4", "short pin")
 
 
 @pytest.mark.parametrize(
@@ -117,6 +156,20 @@ C7M = Finding("C7", "missing pin")
             {Finding("U3", "missing pin"), Finding("U4", "missing pin")},
         ),
         ("U3 is bent", {Finding("U3", "bent pin")}),  # direction not stated
+        # short pins: the canonical text and what a model may say instead
+        ("Defective. 1 defect: C4 short pin.", {C4S}),
+        ("Defective. 2 defects: U3 bent pin (left); C4 short pin.", {U3L, C4S}),
+        ("The pin at C4 is short.", {C4S}),
+        ("C4 looks shorter than its neighbours", {C4S}),
+        ("Pin C4 is pushed in; C7 is missing.", {C4S, C7M}),
+        ("a pushed-in pin at 4C", {C4S}),
+        ("C4 is pushed into the housing and U3 is bent left", {C4S, U3L}),
+        ("C4: recessed terminal", {C4S}),
+        ("The terminal at row C column 4 has sunk", {C4S}),
+        ("SHORTNG at C4", {C4S}),
+        ("In short, C7 is missing.", {C7M}),  # "in short" names no kind
+        ("in short C7 is missing", {C7M}),
+        ("U3 bent, pushed down", {Finding("U3", "bent pin", "down")}),  # pushed aside: not short
     ],
 )
 def test_parser_reads_paraphrases(text, expected):
@@ -131,6 +184,8 @@ def test_parser_reads_paraphrases(text, expected):
         ("Passed. No defects found.", "passed"),
         ("All pins are present; the product looks good.", "passed"),
         ("no defects", "passed"),
+        ("In short: no defects.", "passed"),
+        ("The short answer: passed.", "passed"),
         ("The product is defective.", "defective"),
         ("This is a poster of a connector.", None),
         ("", None),

@@ -30,6 +30,7 @@ from qeu_space.evaluation.metrics import (
     QAMetrics,
     findings_scores,
     od_metrics,
+    qa_intervals,
     qa_metrics,
     xywh_to_xyxy,
 )
@@ -97,6 +98,8 @@ class ModelRun:
         seconds: wall time of generation and parsing.
         samples_per_s: samples / seconds.
         predictions: what the model said, per sample.
+        intervals: 95 % bootstrap interval ``[low, high]`` per headline metric (``qa``; rows
+            resampled, :func:`~qeu_space.evaluation.metrics.qa_intervals`); empty for ``od``.
     """
 
     name: str
@@ -106,6 +109,7 @@ class ModelRun:
     qa: QAMetrics | None = None
     od: ODMetrics | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> QAMetrics | ODMetrics:
@@ -169,6 +173,15 @@ class EvalReport:
             cells += [_fmt(v) for v in run.headline(self.task).values()]
             cells.append(f"{run.samples_per_s:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
+        for run in self.runs:
+            shown = [
+                f"{title} [{low:.3f}, {high:.3f}]"
+                for name, title in HEADLINE[self.task]
+                if name in run.intervals
+                for low, high in [run.intervals[name]]
+            ]
+            if shown:
+                lines += ["", f"95 % bootstrap intervals, {run.name}: " + "; ".join(shown)]
         return "\n".join(lines) + "\n"
 
 
@@ -351,8 +364,12 @@ def _score_variant(
     speed = len(dataset) / seconds if seconds > 0 else float("inf")
     if task == "qa":
         rows = dataset.remove_columns("image")
-        metrics = qa_metrics([findings_of(r) for r in rows], texts, references=rows["answer"])
-        return ModelRun(name, model, seconds, speed, qa=metrics, predictions=predictions)
+        truths = [findings_of(r) for r in rows]
+        metrics = qa_metrics(truths, texts, references=rows["answer"])
+        intervals = qa_intervals(truths, texts)
+        return ModelRun(
+            name, model, seconds, speed, qa=metrics, predictions=predictions, intervals=intervals
+        )
     names = _category_names(dataset)
     truths = [boxes_of(r, names) for r in dataset.remove_columns("image")]
     metrics = od_metrics(truths, predicted)

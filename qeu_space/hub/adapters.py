@@ -17,6 +17,7 @@ CLI:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from qeu_space.hub.summary import AdapterSummary, ModuleUpdate
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -264,7 +267,16 @@ LOSS_PLOTS = ("loss.png", "loss_history.png", "loss_curve.png")
 
 @dataclass(frozen=True)
 class PushOptions:
-    """``adapters push`` settings, one field per flag."""
+    """``adapters push`` settings, one field per flag.
+
+    Attributes:
+        folder: the adapter (or, from ``train --full-finetune``, model) folder; never modified.
+        repo_id: the model repo to push to.
+        private: create the repo private.
+        datasets: Hub ids of the datasets for the card (local paths are refused).
+        metrics: an evaluation report (``qeu_space.evaluate --report``) for ``model-index``.
+        base_model: Hub id of the base, when the adapter's config names a local folder.
+    """
 
     folder: Path
     repo_id: str
@@ -274,11 +286,23 @@ class PushOptions:
     base_model: str | None = None
 
 
-def write_model_card(options: PushOptions, summary: AdapterSummary) -> Path:
-    """Write (or rewrite) ``README.md`` in the adapter folder from what the folder holds."""
+def write_model_card(
+    options: PushOptions,
+    summary: AdapterSummary | None,
+    *,
+    target: Path | None = None,
+    ships_processor: bool = False,
+) -> Path:
+    """Write ``README.md`` into ``target`` (default: the folder itself) from what the folder
+    holds: its training record, loss plot, the report named by ``options.metrics``.
+
+    ``datasets`` are the options' Hub ids, else those an earlier card in the folder named, else
+    the training run's dataset when that reads as a Hub id and is no local folder; never a path.
+    """
     from huggingface_hub import ModelCard
 
     from qeu_space.evaluation.evaluate import read_report
+    from qeu_space.hub.metadata import local_folder, local_path_reason
     from qeu_space.hub.model_card import CardInputs, build_model_card
 
     folder = options.folder
@@ -289,16 +313,19 @@ def write_model_card(options: PushOptions, summary: AdapterSummary) -> Path:
     readme = folder / "README.md"
     if not datasets and readme.is_file():  # keep the datasets an earlier card named
         datasets = list(ModelCard.load(readme).data.datasets or [])
-    if not datasets and isinstance(training_args.get("dataset"), str):
-        datasets = [training_args["dataset"]]
+    recorded = training_args.get("dataset")
+    if not datasets and isinstance(recorded, str):
+        if local_path_reason(recorded) is None and local_folder(recorded, folder) is None:
+            datasets = [recorded]
     loss_plot = next((name for name in LOSS_PLOTS if (folder / name).is_file()), None)
     if loss_plot is None:
         loss_plot = next((p.name for p in sorted(folder.glob("*loss*.png"))), None)
     command = training_args.get("command")
+    base = options.base_model or (summary.base_model if summary else None)
     card = build_model_card(
         CardInputs(
-            base_model=options.base_model or summary.base_model,
-            datasets=datasets,
+            base_model=base,
+            datasets=[d for d in datasets if local_path_reason(d) is None],
             task=training_args.get("task") or (report.task if report else None),
             repo_id=options.repo_id,
             report=report,
@@ -307,10 +334,15 @@ def write_model_card(options: PushOptions, summary: AdapterSummary) -> Path:
             loss_plot=loss_plot,
             reproduce=" ".join(command) if isinstance(command, list) else command,
             adapter=summary,
+            ships_processor=ships_processor,
+            kind="adapter" if summary is not None else "model",
         )
     )
-    card.save(readme)
-    return readme
+    path = Path(target or folder) / "README.md"
+    if path.is_file():
+        path.unlink()  # a staged hard link: never write through it into the source
+    card.save(path)
+    return path
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -323,28 +355,124 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def hub_base_model(options: PushOptions, summary: AdapterSummary | None) -> str | None:
+    """The Hub id the pushed files name as the base: ``options.base_model``, else the one the
+    adapter's config records, when that is a Hub id.
+
+    The decision never depends on the working directory alone: a name is refused when it reads
+    as a path, or names a folder seen from here *or* from the adapter folder's parents (where a
+    relative ``models/...`` recorded at training time lives).
+
+    Raises:
+        ValueError: an adapter whose base is not a Hub id (pass ``--base-model OWNER/NAME``).
+    """
+    from qeu_space.hub.metadata import local_folder, local_path_reason
+
+    base = options.base_model or (summary.base_model if summary else None)
+    if base is None:
+        if summary is None:
+            return None  # a model trained from scratch has no base
+        raise ValueError("the adapter names no base model: pass --base-model OWNER/NAME")
+    found = local_folder(base, options.folder)
+    reason = local_path_reason(base) or (f"the local folder {found}" if found else None)
+    if reason is not None:
+        flag = "--base-model" if options.base_model else "the adapter's base model"
+        raise ValueError(
+            f"{flag} {base!r} is {reason}, not a Hub id; the pushed adapter_config.json and card "
+            "must name the base on the Hub: pass --base-model OWNER/NAME"
+        )
+    return base
+
+
+def stage_folder(folder: Path, stage: Path) -> list[str]:
+    """The top-level files of ``folder`` in ``stage`` (Trainer's ``checkpoints/`` stay local).
+
+    Large files are hard-linked (no second copy of the weights); files a push may rewrite (JSON,
+    the card, templates) are copied, so that nothing written in the stage reaches the source.
+    """
+    names = []
+    for item in sorted(Path(folder).iterdir()):
+        if not item.is_file():
+            continue
+        if item.stat().st_size > 2**20 and item.suffix not in (".json", ".md", ".py", ".jinja"):
+            _link_or_copy(item, stage / item.name)
+        else:
+            shutil.copy2(item, stage / item.name)
+        names.append(item.name)
+    return names
+
+
+def _ship_processor(stage: Path, source: Path) -> bool:
+    """Install the model's view in the staged folder when its family has one (see
+    :mod:`qeu_space.hub.processor`); the base is looked up from the *source* folder."""
+    from qeu_space.hub.processor import ProcessorInstallError, install_processor
+
+    try:
+        install_processor(stage, source=source)
+    except ProcessorInstallError:
+        return False
+    return True
+
+
+def prepare_push(options: PushOptions, stage: Path) -> dict[str, Any]:
+    """Everything the repo will hold, written into ``stage``; the source folder is not touched.
+
+    The adapter config names the base's Hub id, the processor carries the model's view
+    (when its family has one), and the card is checked as the Hub checks it.
+
+    Returns:
+        What was staged: ``files``, ``base_model``, ``ships_processor``, ``warnings`` (the
+        project's card rules the card misses, e.g. no ``model-index`` without ``--metrics``).
+
+    Raises:
+        ValueError: a local path where a Hub id must be (base, datasets), or a card the Hub
+            would refuse.
+    """
+    from qeu_space.hub.metadata import card_problems, front_matter, hub_problems, local_path_reason
+
+    folder = Path(options.folder)
+    for dataset in options.datasets:
+        reason = local_path_reason(dataset)
+        if reason is not None:
+            raise ValueError(f"--dataset {dataset!r} is {reason}: name the dataset's Hub id")
+    is_adapter = (folder / ADAPTER_CONFIG).is_file()
+    summary = inspect_adapter(folder) if is_adapter else None
+    base = hub_base_model(options, summary)
+    files = stage_folder(folder, stage)
+    if is_adapter:
+        config = _read_json(stage / ADAPTER_CONFIG)
+        config["base_model_name_or_path"] = base
+        (stage / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    ships = _ship_processor(stage, folder)
+    readme = write_model_card(options, summary, target=stage, ships_processor=ships)
+    text = readme.read_text(encoding="utf-8")
+    problems = hub_problems(front_matter(text))
+    if problems:
+        raise ValueError("the card's metadata would be refused by the Hub: " + "; ".join(problems))
+    kind = "adapter" if is_adapter else "model"
+    return {
+        "files": sorted({*files, "README.md"}),
+        "base_model": base,
+        "ships_processor": ships,
+        "warnings": card_problems(text, kind=kind),
+    }
+
+
 def push_adapter(options: PushOptions, token: str | None = None) -> str:
-    """Check the token, write the card, then upload the folder's files; returns the commit URL.
+    """Check the token, stage the folder with its card, then upload; returns the commit URL.
 
     Only the files at the top of the folder go up (adapter, processor, card, training record,
-    loss plot): Trainer's ``checkpoints/`` stay local.
+    loss plot): Trainer's ``checkpoints/`` stay local. The folder itself is never rewritten
+    (:func:`prepare_push` works on a copy).
     """
     from qeu_space.hub.upload import check_repo_id, push_folder, resolve_token
 
     resolved = resolve_token(token)  # fail before any work when there is no token
     check_repo_id(options.repo_id)
-    summary = inspect_adapter(options.folder)
-    base = options.base_model or summary.base_model
-    if base and Path(base).exists():
-        raise ValueError(
-            f"the adapter's base model is the local folder {base!r}; the card's base_model "
-            "must be a Hub id: pass --base-model OWNER/NAME"
-        )
-    write_model_card(options, summary)
     with tempfile.TemporaryDirectory(prefix="qeu-adapter-push-") as stage:
-        for item in Path(options.folder).iterdir():
-            if item.is_file():
-                _link_or_copy(item, Path(stage) / item.name)
+        staged = prepare_push(options, Path(stage))
+        for warning in staged["warnings"]:
+            logger.warning("card of %s: %s", options.repo_id, warning)
         return push_folder(
             stage,
             options.repo_id,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -26,8 +27,17 @@ from qeu_space.evaluation.evaluate import HEADLINE, EvalReport
 from qeu_space.hub.summary import AdapterSummary
 
 PROJECT_TAG = "qeu-inspection-space"
+#: The project's licence (the Space's and every published model's).
+LICENSE = "apache-2.0"
+#: The Hub pipeline tag of each task.
+PIPELINE_TAGS = {
+    "qa": "image-text-to-text",
+    "od": "image-text-to-text",
+    "cls": "image-classification",
+}
 #: How each headline metric is typed in ``model-index`` (free-form ids, Hub metric names where
-#: one exists).
+#: one exists). BLEU / ROUGE-L (corpus text similarity, no per-row interval) stay in the page's
+#: table only.
 METRIC_TYPES: dict[str, str] = {
     "verdict_accuracy": "accuracy",
     "precision": "precision",
@@ -36,8 +46,6 @@ METRIC_TYPES: dict[str, str] = {
     "exact_match": "exact_match",
     "direction_accuracy": "accuracy",
     "parse_failure_rate": "parse_failure_rate",
-    "bleu": "bleu",
-    "rouge_l": "rouge",
     "map_50": "mAP@0.5",
     "map_50_95": "mAP@0.5:0.95",
 }
@@ -81,7 +89,12 @@ class CardInputs:
         trainer_state: ``trainer_state.json`` as a dict (steps, epochs, best checkpoint, losses).
         loss_plot: file name of the loss plot inside the pushed folder.
         reproduce: the shell command that trained this adapter.
-        adapter: the adapter's inspection summary (rank, modules, parameter counts).
+        adapter: the adapter's inspection summary (rank, modules, parameter counts); ``None``
+            for a full model (``library_name: transformers``).
+        license: the Hub licence id (the project's own: Apache-2.0).
+        ships_processor: the pushed folder carries ``processing_qeu.py`` (the model's view); the
+            card then opens with :data:`VIEW_NOTICE` and shows the transformers-only snippet.
+        kind: ``adapter`` (``library_name: peft``) or ``model`` (a full model, transformers).
     """
 
     base_model: str | None
@@ -94,20 +107,29 @@ class CardInputs:
     loss_plot: str | None = None
     reproduce: str | None = None
     adapter: AdapterSummary | None = None
+    license: str = LICENSE
+    ships_processor: bool = False
+    kind: str = "adapter"
 
 
 def eval_results(report: EvalReport, dataset_id: str | None = None) -> list[EvalResult]:
-    """``model-index`` entries for the report's adapter run (or its only run)."""
+    """``model-index`` entries for the report's adapter run (or its only run).
+
+    Each metric carries its 95 % bootstrap interval as ``args.ci95`` when the report has one
+    (reports written by ``qeu_space.evaluate`` do for ``qa``). The dataset is named by its Hub
+    id; a report of a local folder is named by the folder's name only, never its path.
+    """
     run = report.runs[-1]  # the adapter run comes last when both were scored
-    dataset = dataset_id or report.dataset
+    dataset = dataset_id or Path(report.dataset).name or report.task
     results = []
     for name, title in HEADLINE[report.task]:
         value = getattr(run.metrics, name)
-        if value is None:
+        if value is None or name not in METRIC_TYPES:
             continue
+        interval = run.intervals.get(name)
         results.append(
             EvalResult(
-                task_type="image-text-to-text",
+                task_type=PIPELINE_TAGS.get(report.task, "image-text-to-text"),
                 task_name=TASK_NAMES.get(report.task, report.task),
                 dataset_type=dataset,
                 dataset_name=dataset,
@@ -116,6 +138,7 @@ def eval_results(report: EvalReport, dataset_id: str | None = None) -> list[Eval
                 metric_type=METRIC_TYPES[name],
                 metric_name=title,
                 metric_value=round(float(value), 4),
+                metric_args={"ci95": [round(v, 4) for v in interval]} if interval else None,
             )
         )
     return results
@@ -124,19 +147,27 @@ def eval_results(report: EvalReport, dataset_id: str | None = None) -> list[Eval
 def build_model_card(inputs: CardInputs) -> ModelCard:
     """The card: YAML metadata from :class:`ModelCardData` and a markdown page."""
     task = inputs.task or (inputs.report.task if inputs.report else None)
-    name = inputs.repo_id or "qeu-inspection-adapter"
+    is_adapter = inputs.kind == "adapter"
+    name = inputs.repo_id or ("qeu-inspection-adapter" if is_adapter else "qeu-inspection-model")
     results = eval_results(inputs.report, _first(inputs.datasets)) if inputs.report else None
+    tags = [PROJECT_TAG, *(["lora", "peft"] if is_adapter else [])]
+    tags += [
+        *([f"task:{task}"] if task else []),
+        *(["custom_code"] if inputs.ships_processor else []),
+    ]
     data = ModelCardData(
         base_model=inputs.base_model,
         datasets=list(inputs.datasets) or None,
-        library_name="peft",
-        pipeline_tag="image-text-to-text",
-        tags=[PROJECT_TAG, "lora", "peft", *([f"task:{task}"] if task else [])],
+        license=inputs.license,
+        library_name="peft" if is_adapter else "transformers",
+        pipeline_tag=PIPELINE_TAGS.get(task or "", "image-text-to-text"),
+        tags=tags,
         model_name=name if results else None,
         eval_results=results or None,
     )
     sections = [
         f"# {name}",
+        VIEW_NOTICE if inputs.ships_processor else "",
         _intro(inputs, task),
         _adapter_section(inputs.adapter),
         _eval_section(inputs.report),
@@ -155,8 +186,9 @@ def _intro(inputs: CardInputs, task: str | None) -> str:
     what = TASK_NAMES.get(task or "", "connector terminal inspection")
     base = f"`{inputs.base_model}`" if inputs.base_model else "its base model"
     data = ", ".join(f"`{d}`" for d in inputs.datasets) or "a synthetic connector dataset"
+    kind = "A PEFT adapter for" if inputs.kind == "adapter" else "A model fine-tuned from"
     return (
-        f"A PEFT adapter for {base}, trained on {data} for **{what}**: it names bent and missing "
+        f"{kind} {base}, trained on {data} for **{what}**: it names bent and missing "
         "pins of a 3 x 9 connector by grid position (rows U, C, D; columns 1-9), comparing a "
         "good reference with the product under inspection. Made with QEU Inspection Space."
     )
@@ -224,13 +256,116 @@ def _training_section(inputs: CardInputs) -> str:
 
 
 def _usage_section(inputs: CardInputs, task: str | None) -> str:
-    adapter = inputs.repo_id or "ADAPTER_DIR_OR_REPO"
+    repo = inputs.repo_id or (
+        "ADAPTER_DIR_OR_REPO" if inputs.kind == "adapter" else "MODEL_DIR_OR_REPO"
+    )
     base = inputs.base_model or "BASE_MODEL"
     data = _first(inputs.datasets) or "DATASET"
-    return (
-        "## Use\n\n```python\nfrom qeu_space.modeling.loading import load_model\n\n"
-        f'loaded = load_model("{base}", "{adapter}")\n```\n\n'
-        "Evaluate against the base on the held-out split:\n\n```bash\n"
-        f"python -m qeu_space.evaluate --task {task or 'qa'} --base {base} --adapter {adapter} "
-        f"--dataset {data} --split test --report eval.json\n```"
+    parts = ["## Use"]
+    if inputs.ships_processor and task in ("qa", "cls"):
+        if inputs.kind == "adapter":
+            snippet = plain_usage(task, base, adapter=repo)
+        else:
+            snippet = plain_usage(task, repo)
+        parts.append(
+            f"With `transformers`{' and `peft`' if inputs.kind == 'adapter' else ''} only:\n\n"
+            f"```python\n{snippet}```"
+        )
+    load = f'"{base}", "{repo}"' if inputs.kind == "adapter" else f'"{repo}"'
+    parts.append(
+        "With QEU Inspection Space (`pip install` the project), which also draws SOARTC "
+        "heatmaps and maps answers back onto the image:\n\n"
+        "```python\nfrom qeu_space.modeling.loading import load_model\n\n"
+        f"loaded = load_model({load})\n```"
+    )
+    if inputs.kind == "adapter":
+        parts.append(
+            "Evaluate against the base on the held-out split:\n\n```bash\n"
+            f"python -m qeu_space.evaluate --task {task or 'qa'} --base {base} --adapter {repo} "
+            f"--dataset {data} --split test --report eval.json\n```"
+        )
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- plain-library use
+
+#: What the plain-library snippets need besides transformers (the shipped processor's imports).
+PLAIN_REQUIREMENTS = "transformers torch pillow scipy scikit-image"
+#: The first lines of every card whose model reads the canonical frame.
+VIEW_NOTICE = (
+    "**Load the processor with `trust_remote_code=True`.** This model reads a registered, "
+    "cropped view of the image (the connector's 3 x 9 pin grid found and warped onto a fixed "
+    "frame), made by `processing_qeu.py` in this repository. Without it the image would be "
+    "resized whole and the answers would be wrong, so the processor configs name only that "
+    "class: `AutoProcessor` / `pipeline` without `trust_remote_code=True` refuse to load."
+)
+
+
+_CLS_SNIPPET = """\
+# pip install {requirements}
+from transformers import pipeline
+
+# trust_remote_code: the processor finds the pin grid and crops it (processing_qeu.py)
+classify = pipeline("image-classification", model="{model}", trust_remote_code=True)
+print(classify("{image}"))  # [{{'label': 'OK', 'score': ...}}, ...]
+"""
+_QA_SNIPPET = """\
+# pip install {requirements}
+from PIL import Image
+{peft_import}from transformers import AutoModelForImageTextToText, AutoProcessor
+
+# trust_remote_code: the processor registers both connectors and crops the test one
+processor = AutoProcessor.from_pretrained("{processor}", trust_remote_code=True)
+model = AutoModelForImageTextToText.from_pretrained("{model}")
+{peft_load}QUESTION = (
+{question}
+)
+
+
+def inspect(path):
+    \"\"\"The answer for a composite: the good reference on top, the product below.\"\"\"
+    content = [{{"type": "image"}}, {{"type": "text", "text": QUESTION}}]
+    chat = [{{"role": "user", "content": content}}]
+    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(text=prompt, images=[Image.open(path)], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    new_tokens = out[0, inputs["input_ids"].shape[1] :]
+    return processor.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+print(inspect("{image}"))  # e.g. Defective. 1 defect: C7 missing pin.
+"""
+
+
+def plain_usage(
+    task: str,
+    model: str,
+    *,
+    adapter: str | None = None,
+    image: str = "connector.png",
+) -> str:
+    """The card's snippet: this model with ``transformers`` (+ ``peft``) only, no project code.
+
+    ``task`` is ``cls`` (the ViT classifier, one connector image) or ``qa`` (a chat VLM, a
+    composite: reference on top, test below). The processor comes from the adapter when one is
+    given (an adapter folder made by this project carries its base's processor). A test runs
+    exactly this text in an interpreter where ``qeu_space`` cannot be imported.
+    """
+    import textwrap
+
+    from qeu_space.vocabulary import INSPECTION_QUESTION
+
+    if task == "cls":
+        return _CLS_SNIPPET.format(requirements=PLAIN_REQUIREMENTS, model=model, image=image)
+    if task != "qa":
+        raise ValueError(f"no plain-library snippet for task {task!r} (cls or qa)")
+    lines = textwrap.wrap(INSPECTION_QUESTION, 80, drop_whitespace=False)
+    return _QA_SNIPPET.format(
+        requirements=PLAIN_REQUIREMENTS + (" peft" if adapter else ""),
+        peft_import="from peft import PeftModel\n" if adapter else "",
+        processor=adapter or model,
+        model=model,
+        peft_load=f'model = PeftModel.from_pretrained(model, "{adapter}")\n' if adapter else "",
+        question="\n".join(f"    {line!r}" for line in lines),
+        image=image,
     )

@@ -30,11 +30,16 @@ __all__ = [
     "MissingTokenError",
     "check_repo_id",
     "push_folder",
+    "quiet_http_logs",
     "resolve_endpoint",
     "resolve_token",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Loggers of the HTTP clients under huggingface_hub. At INFO, httpx / httpx2 log every request
+#: line with its full URL, pre-signed upload URLs (their signature in the query) included.
+HTTP_LOGGERS: tuple[str, ...] = ("httpx", "httpx2", "httpcore", "urllib3")
 
 RepoType = Literal["dataset", "model"]
 REPO_TYPES: tuple[str, ...] = ("dataset", "model")
@@ -67,6 +72,16 @@ class MissingTokenError(HubError):
 
 class HubPushError(HubError):
     """The Hub (or the network) refused a push; the message names the route that failed."""
+
+
+def quiet_http_logs(level: int = logging.WARNING) -> None:
+    """Keep request URLs out of an application's logs (call it after configuring logging).
+
+    An app that logs at INFO (the Space does) would otherwise print one line per Hub request,
+    among them the pre-signed storage URLs of every upload; warnings and errors still show.
+    """
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def resolve_token(token: str | None = None) -> str:
@@ -169,7 +184,8 @@ def push_folder(
         # Raised outside the except block so that no chained exception (whose request headers
         # hold the token) travels with it.
         raise HubPushError(failure.replace(resolved, "<token>"))
-    logger.info("pushed %d files to %s repo %s: %s", n_files, repo_type, repo_id, info.commit_url)
+    # The repo and commit id only: a URL (of a private repo, say) stays out of the logs.
+    logger.info("pushed %d files to %s repo %s (commit %s)", n_files, repo_type, repo_id, info.oid)
     return info.commit_url
 
 

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+import transformers
 from huggingface_hub import hf_hub_download
 from peft import PeftModel, get_peft_model_state_dict
 from safetensors import safe_open
@@ -34,9 +35,11 @@ from transformers import (
     AutoProcessor,
     PretrainedConfig,
 )
+from transformers.utils import cached_file
 
 from qeu_space.modeling.families import family_for
 from qeu_space.modeling.loaded import LoadedModel
+from qeu_space.views.shipped import PROCESSOR_CONFIGS, STANDARD_CLASSES, shipped_class
 
 __all__ = [
     "ADAPTER_WEIGHTS",
@@ -46,6 +49,7 @@ __all__ = [
     "UnsafeWeightsError",
     "default_device",
     "load_model",
+    "load_processor",
     "read_config",
     "same_base",
     "trained_for",
@@ -145,12 +149,58 @@ def load_model(
     model = model_class.from_pretrained(
         base_name, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
     )
-    processor = AutoProcessor.from_pretrained(base_name, trust_remote_code=trust_remote_code)
+    processor = load_processor(base_name, trust_remote_code=trust_remote_code)
     if adapter_name is not None:
         model = _attach_adapter(model, adapter_name, base_name)
     model.to(device)
     model.eval()
     return LoadedModel(model, processor, family.NAME, base_name, adapter_name, device)
+
+
+def load_processor(name: str | Path, *, trust_remote_code: bool = False) -> Any:
+    """The processor of a model (Hub id or folder).
+
+    A model that ships this project's own processor (``processing_qeu.py``, named in its
+    processor config's ``auto_map``: :mod:`qeu_space.hub.processor`) is read with the standard
+    transformers class that processor extends: the library registers and frames every image
+    itself (keeping the view to map boxes back), so the shipped code never runs here and no
+    image is framed twice. Anything else loads through ``AutoProcessor``.
+
+    Raises:
+        ValueError: the model ships a processor class this version does not know.
+    """
+    name = str(name)
+    for filename in PROCESSOR_CONFIGS:
+        config = _json_file(name, filename)
+        shipped = shipped_class(config) if config is not None else None
+        if shipped is None:
+            continue
+        if shipped not in STANDARD_CLASSES:
+            raise ValueError(
+                f"{name} ships processor {shipped!r}, which this version of qeu_space does not "
+                f"know (known: {', '.join(STANDARD_CLASSES)}); upgrade qeu_space"
+            )
+        return getattr(transformers, STANDARD_CLASSES[shipped]).from_pretrained(name)
+    return AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+
+
+def _json_file(name: str, filename: str) -> dict[str, Any] | None:
+    """``filename`` of a folder or Hub repo as a dict, or ``None`` when it has none."""
+    folder = Path(name)
+    if folder.is_dir():
+        path: str | None = str(folder / filename) if (folder / filename).is_file() else None
+    else:
+        path = cached_file(
+            name,
+            filename,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return data if isinstance(data, dict) else None
 
 
 def _looks_like_path(name: str) -> bool:

@@ -94,6 +94,9 @@ class TrainConfig:
         trust_remote_code: allow code shipped with the base (Phi-3-vision).
         push_to: model repo id to push the result to (token checked before training).
         private: visibility of a newly created repo.
+        base_model_id: Hub id of ``base`` for the pushed adapter config and card, when ``base``
+            is a local folder (required then: a pushed adapter never names a local path).
+        dataset_id: Hub id of ``dataset`` for the pushed card, when ``dataset`` is a folder.
         dataset_config: config name of a Hub dataset with several (default: ``task``).
     """
 
@@ -124,6 +127,8 @@ class TrainConfig:
     push_to: str | None = None
     private: bool = False
     dataset_config: str | None = None
+    base_model_id: str | None = None
+    dataset_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

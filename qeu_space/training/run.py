@@ -15,8 +15,6 @@ Output folder ``out``::
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -96,7 +94,7 @@ def train(
         )
     _check_gpu_options(config)
     _check_fresh_output(config)
-    token = _hub_token(config.push_to)
+    token = _hub_token(config)
     splits = load_splits(
         config.dataset, config.task, config_name=config.dataset_config, seed=config.seed
     )
@@ -239,65 +237,67 @@ def _check_fresh_output(config: TrainConfig) -> None:
         )
 
 
-def _hub_token(repo_id: str | None) -> str | None:
-    """Check the push target and the token now, so that no training is lost to a late failure."""
-    if not repo_id:
+def _hub_token(config: TrainConfig) -> str | None:
+    """Check the push target, the Hub ids the pushed files will name, and the token now, so
+    that no training is lost to a late failure."""
+    if not config.push_to:
         return None
+    from qeu_space.hub.metadata import local_folder, local_path_reason
     from qeu_space.hub.upload import check_repo_id, resolve_token
 
-    check_repo_id(repo_id)
-    return resolve_token()
+    check_repo_id(config.push_to)
+    token = resolve_token()
+    for flag, name in (("--base-model", config.base_model_id), ("--dataset-id", config.dataset_id)):
+        reason = local_path_reason(name) if name else None
+        if reason is not None:
+            raise ValueError(f"{flag} {name!r} is {reason}: give the Hub id (OWNER/NAME)")
+    if (
+        not config.adapter.full_finetune
+        and config.base_model_id is None
+        and (local_path_reason(config.base) or local_folder(config.base))
+    ):
+        raise ValueError(
+            f"--base {config.base} is a local folder; the pushed adapter must name its base on "
+            "the Hub: pass --base-model OWNER/NAME"
+        )
+    return token
 
 
 def _push(out: Path, config: TrainConfig, token: str | None) -> str:
-    """Write the model card, then upload the output folder's files (not its checkpoints)."""
+    """Stage the output folder (not its checkpoints) with its card and upload it.
+
+    The folder itself is left as training wrote it (:func:`qeu_space.hub.adapters.prepare_push`
+    works on a copy): the pushed ``adapter_config.json`` and card name the base's Hub id, the
+    card names the dataset only by a Hub id, and the model's view ships with it.
+    """
+    from qeu_space.hub.adapters import PushOptions, prepare_push
+    from qeu_space.hub.metadata import local_folder, local_path_reason
     from qeu_space.hub.upload import push_folder
 
-    if not config.adapter.full_finetune:
-        _write_card(out, config)
+    def hub_id(name: str | None) -> str | None:
+        ok = name and local_path_reason(name) is None and local_folder(name) is None
+        return name if ok else None
+
+    dataset = config.dataset_id or hub_id(config.dataset)
+    options = PushOptions(
+        folder=out,
+        repo_id=config.push_to or "",
+        private=config.private,
+        datasets=[dataset] if dataset else [],
+        base_model=config.base_model_id or hub_id(config.base),
+    )
     with tempfile.TemporaryDirectory(prefix="qeu-push-") as stage:
-        for item in out.iterdir():
-            if item.is_file():
-                _link_or_copy(item, Path(stage) / item.name)
+        staged = prepare_push(options, Path(stage))
+        for warning in staged["warnings"]:
+            print(f"card of {config.push_to}: {warning}", file=sys.stderr)
         return push_folder(
             stage,
             config.push_to,
             repo_type="model",
             private=config.private,
             token=token,
-            commit_message=f"Train {config.task} adapter on {config.dataset} with qeu_space",
+            commit_message=f"Train {config.task} model with qeu_space",
         )
-
-
-def _write_card(out: Path, config: TrainConfig) -> None:
-    """``README.md`` from the adapter, ``training_args.json``, the state and the loss plot.
-
-    Hub ids of the base and the dataset go into the card's metadata; local folders are not
-    named there (the Hub would refuse them), only in the training arguments.
-    """
-    from qeu_space.hub.adapters import PushOptions, inspect_adapter, write_model_card
-
-    dataset = _hub_id(config.dataset)
-    options = PushOptions(
-        folder=out,
-        repo_id=config.push_to or "",
-        private=config.private,
-        datasets=[dataset] if dataset else [],
-        base_model=_hub_id(config.base),
-    )
-    write_model_card(options, inspect_adapter(out))
-
-
-def _hub_id(name: str) -> str | None:
-    """``name`` if it reads as a Hub id ``owner/name`` rather than a local folder."""
-    return name if name.count("/") == 1 and not Path(name).exists() else None
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)  # full fine-tunes are large: no second copy when possible
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _write_json(path: Path, data: dict) -> None:

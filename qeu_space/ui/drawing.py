@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from qeu_space.geometry import CompositeLayout
 from qeu_space.ui.comparison import compare
-from qeu_space.vocabulary import Box, DefectKind, Finding
+from qeu_space.vocabulary import Box, Finding
 
 DISPLAY_SCALE = 2
 COLOURS = {
@@ -72,7 +72,7 @@ def _draw(
 
 
 def _short(f: Finding) -> str:
-    kind = "bent" if f.kind is DefectKind.BENT else "missing"
+    kind = f.kind.keyword  # bent, missing, short
     direction = f" {f.direction.value}" if f.direction else ""
     return f"{f.position} {kind}{direction}"
 
