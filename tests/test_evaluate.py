@@ -110,6 +110,9 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
                 findings_exact_match=found.exact_match,
                 n_unreadable=sum(not florence2.readable(t) for t in texts),
             )
+            assert "unreadable_rate" in run.intervals  # defined on every draw
+            for low, high in run.intervals.values():
+                assert 0.0 <= low <= high <= 1.0
 
 
 def test_no_adapter_gives_one_base_row(data, models, tmp_path: Path) -> None:
