@@ -51,6 +51,22 @@ DIRECTIONS: tuple[str, ...] = ("up", "down", "left", "right")
 RECENT = 10
 
 
+def _side_by_side(panels: Sequence[Image.Image], titles: Sequence[str]) -> Image.Image:
+    """Equal panels in a row, each titled in its top-right corner."""
+    from PIL import ImageDraw
+
+    width, height = panels[0].size
+    out = Image.new("RGB", (width * len(panels), height))
+    draw = ImageDraw.Draw(out)
+    for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        out.paste(panel, (i * width, 0))
+        box = draw.textbbox((0, 0), title, font_size=28)
+        x = (i + 1) * width - (box[2] - box[0]) - 16
+        draw.rectangle((x - 6, 4, (i + 1) * width - 10, box[3] + 14), fill=(0, 0, 0))
+        draw.text((x, 8), title, fill=(255, 255, 255), font_size=28)
+    return out
+
+
 def _path(payload: Any) -> str | None:
     """The file path of a raw Gradio file payload (``{"path": ...}``) or a plain path."""
     if payload is None:
@@ -284,24 +300,33 @@ class InspectionApp:
     def _od(
         self, image: Image.Image, truth: Sequence[Finding] | None
     ) -> tuple[Image.Image | None, str]:
+        """Florence-2's boxes with their category, drawn where the product really is; with an
+        adapter, the base's boxes (left) beside the adapter's (right)."""
+        from qeu_space.modeling.families import florence2
+
         slot = self.models.od
         if not slot.available:
             return None, slot.status() if slot.name else "no Florence-2 OD model configured"
-        try:
-            answer = model_fns.detect_with_florence(
-                image, max_new_tokens=self.settings.max_new_tokens
-            )
-        except Exception as err:  # noqa: BLE001
-            logger.exception("Florence-2 failed")
-            return None, f"Florence-2 error: {err}"
-        from qeu_space.vocabulary import parse_bbox_str
-
-        boxes = parse_bbox_str(answer.text, image.size)
-        found = format_answer(answer.findings)
-        note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: {found}"
-        if truth is not None:
-            note += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
-        return draw_labelled_boxes(image, boxes), note
+        variants = [("base", False), ("fine-tuned", True)] if slot.has_adapter else [("", True)]
+        panels, notes = [], []
+        for name, tuned in variants:
+            try:
+                answer = model_fns.detect_with_florence(
+                    image, max_new_tokens=self.settings.max_new_tokens, tuned=tuned
+                )
+                boxes = florence2.boxes_in_image(answer.text, image)
+            except Exception as err:  # noqa: BLE001
+                logger.exception("Florence-2 failed")
+                return None, f"Florence-2 error: {err}"
+            note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: "
+            note += format_answer(answer.findings)
+            if truth is not None:
+                note += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
+            notes.append(f"**{name}** {note}" if name else note)
+            panels.append(draw_labelled_boxes(image, boxes))
+        if len(panels) == 1:
+            return panels[0], notes[0]
+        return _side_by_side(panels, [name for name, _ in variants]), "\n\n".join(notes)
 
     # ----------------------------------------------------------------- feedback
 
