@@ -38,6 +38,14 @@ class AdapterOptions:
     full_finetune: bool = field(
         default=False, metadata={"help": "no adapter: train every weight of the model"}
     )
+    freeze_vision: bool = field(
+        default=False,
+        metadata={
+            "help": "with --full-finetune: keep the vision tower's weights as they are (the "
+            "projector and the language model train); for a pre-trained tower "
+            "(python -m qeu_space.vision_pretrain)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -48,6 +56,8 @@ class AdapterOptions:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.scope not in SCOPES:
             raise ValueError(f"--scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.freeze_vision and not self.full_finetune:
+            raise ValueError("--freeze-vision needs --full-finetune (an adapter trains no tower)")
         object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
 
     def lora_config(self, target_modules: str) -> LoraConfig | None:
@@ -177,6 +187,7 @@ class TrainConfig:
             "use_dora": adapter.dora,
             "modules_to_save": list(adapter.modules_to_save),
             "full_finetune": adapter.full_finetune,
+            "freeze_vision": adapter.freeze_vision,
             "learning_rate": self.lr,
             "per_device_train_batch_size": self.batch_size,
             "gradient_accumulation_steps": self.grad_accum,
