@@ -17,7 +17,7 @@ from qeu_space.ui.drawing import COLOURS, DISPLAY_SCALE, mark_findings
 from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.layout import launch_options, open_feedback_store
 from qeu_space.ui.models import Answer, load_models
-from qeu_space.ui.settings import DEFAULT_BASE, REPO_ROOT, AppSettings
+from qeu_space.ui.settings import DEFAULT_BASE, DEFAULT_OD, REPO_ROOT, AppSettings
 from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding
 from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
@@ -28,7 +28,9 @@ def test_settings_defaults_are_the_embedded_models() -> None:
     assert s.base_model == str(REPO_ROOT / "models" / "inspection-vlm-base") == DEFAULT_BASE
     assert s.adapter == str(REPO_ROOT / "models" / "inspection-vlm-lora")
     assert s.vit_model == str(REPO_ROOT / "models" / "vit-inspector")
-    assert s.od_model is None and s.feedback_repo is None
+    assert s.od_model == str(REPO_ROOT / "models" / "inspection-od-base") == DEFAULT_OD
+    assert s.od_adapter == str(REPO_ROOT / "models" / "inspection-od-lora")
+    assert s.feedback_repo is None
     assert s.trust_remote_code is False
     assert (s.queue_size, s.model_concurrency, s.max_upload_bytes) == (16, 1, 10_000_000)
 
@@ -286,3 +288,28 @@ def test_device_is_cpu_here() -> None:
     assert (info.kind, info.torch_device) == ("cpu", "cpu")
     with pytest.raises(ValueError, match="QEU_DEVICE must be"):
         detect_device({"QEU_DEVICE": "tpu"})
+
+
+def test_od_panel_draws_the_shipped_boxes_with_their_category_base_beside_adapter() -> None:
+    """The embedded OD model and its adapter load offline by default; the panel draws each
+    one's boxes where the product really is (moved by the camera), labelled by category."""
+    import numpy as np
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.ui.drawing import COLOURS
+    from qeu_space.ui.handlers import InspectionApp
+
+    settings = AppSettings.from_env({"QEU_BASE_MODEL": "", "QEU_VIT_MODEL": ""})
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.od.available and models.od.has_adapter, models.od.status()
+    app = InspectionApp(settings, models, source=None, store=None, gallery=[])  # type: ignore[arg-type]
+    truth = (Finding("C4", "missing pin"),)
+    spec = SampleSpec("od", "standard", "square", truth, True)
+    sample = make_sample(spec, np.random.default_rng(3))
+    image, note = app._od(sample.image, truth)
+    assert image.size == (2 * 896, 896)  # base | fine-tuned
+    assert note.count("C4 missing pin") >= 2 and "**base**" in note and "**fine-tuned**" in note
+    x1, y1, x2, y2 = (round(v * DISPLAY_SCALE) for v in sample.findings[0].box)
+    for offset in (0, 896):  # each panel has a box outline in the box colour around the truth
+        crop = np.asarray(image.crop((offset + x1 - 8, y1 - 8, offset + x2 + 8, y2 + 8)))
+        assert (crop == COLOURS["found"]).all(axis=-1).sum() > 50

@@ -1,5 +1,6 @@
-"""Without its models (issue 5's folders absent) the Space still starts and serves SOARTC and
-samples, and each model panel says which model is missing instead of answering."""
+"""Without its models (issue 5's and issue 14's folders absent) the Space still starts and
+serves SOARTC and samples, and each model panel says which model is missing instead of
+answering."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         "QEU_BASE_MODEL": str(tmp_path / "models" / "inspection-vlm-base"),
         "QEU_ADAPTER": str(tmp_path / "models" / "inspection-vlm-lora"),
         "QEU_VIT_MODEL": str(tmp_path / "models" / "vit-inspector"),
+        "QEU_OD_MODEL": str(tmp_path / "models" / "inspection-od-base"),
+        "QEU_OD_ADAPTER": str(tmp_path / "models" / "inspection-od-lora"),
     }
     env = app_env(tmp_path, missing, QEU_QUEUE_SIZE="1")
     with launched_app(tmp_path, env) as app:
@@ -41,7 +44,9 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         assert tuned == base  # no fake answer for the fine-tuned panel either
         assert base_marked is None and tuned_marked is None and od_image is None
         assert comparison == "**truth**: Defective. 1 defect: D4 bent pin (up)."
-        assert od_note == "no Florence-2 OD model configured"
+        assert od_note == (
+            f"Florence-2 OD: model not available: {missing['QEU_OD_MODEL']} (see README)"
+        )
         check_queue_limit(app.url, composite)
         log = app.log.read_text()
         assert "chat VLM: model not available" in log
