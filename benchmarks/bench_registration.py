@@ -408,7 +408,8 @@ def report(trials: list[Trial], refusals: list[tuple[str, str, bool, str]],
         "",
         "### Per housing (in view)",
         "",
-        "| housing | poses | error median (px) | p95 | max | refused | ms median | ms p95 |",
+        "| housing | poses | error median (px) | p95 | max | refused | wall ms median | "
+        "wall ms p95 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for housing in HOUSINGS:

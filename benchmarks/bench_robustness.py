@@ -14,10 +14,14 @@ condition:
 * *both products moved* (``both ...``): the same placements, the reference moved too (its own
   direction and sign per case).
 
-Products are drawn by the renderer with no nuisance (``Nuisances.off()``) at the exact pose
-(``render_connector(..., pose=...)``; ``Rendered.pose`` is the truth for the registration error);
-the imaging conditions are applied to the drawn test image. Sizes are those of the 448 px
-composite (connector images 423 x 204).
+Every product is drawn by the renderer at the exact pose (``render_connector(..., pose=...)``;
+``Rendered.pose`` is the truth for the registration error) with the renderer's default
+*photometric* nuisances (a camera: gain +-15 %, a lighting gradient, sensor noise sigma 3 grey
+levels, blur up to 0.7 px, JPEG 75-95 for half of the images; each product its own draws, the
+same under every condition) and no geometric one; the imaging conditions are applied on top, to
+the drawn test image. ``--base-nuisances off`` draws noise-free products instead (SOARTC's unit
+space is then degenerate: a pair that differs nowhere has no normal variation to measure
+against). Sizes are those of the 448 px composite (connector images 423 x 204).
 
 Per condition, through the Space's own inference path (``load_model``; ``vit.predict`` on the test
 connector image; ``chat_vlm.generate`` on the composite, the base inside ``loaded.base_only()``;
@@ -84,6 +88,7 @@ from dataset_tools.render import (  # noqa: E402
     PIN_STYLES,
     ConnectorSpec,
     Nuisances,
+    Placement,
     Pose,
     render_connector,
 )
@@ -191,6 +196,11 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("noise", 8),
     *(Condition(c.kind, c.value, both=True) for c in _PLACEMENTS),
 )
+#: the camera every product is seen through: the renderer's photometric defaults, no placement
+BASE_NUISANCES = {
+    "default": Nuisances(shift=0.0, rotation=0.0, placement=Placement.off()),
+    "off": Nuisances.off(),
+}
 QUICK_CONDITIONS = ("none", "shift-8", "gain-0.6", "both-rotation-4")
 
 
@@ -293,12 +303,15 @@ class Scene:
     composite: Image.Image
 
 
-def render_scene(case: Case, cond: Condition, seed: int = SEED) -> Scene:
-    """Deterministic in ``(seed, case, condition)``; the product is the same under every one."""
+def render_scene(
+    case: Case, cond: Condition, seed: int = SEED, base: Nuisances = BASE_NUISANCES["default"]
+) -> Scene:
+    """Deterministic in ``(seed, case, condition)``; the product is the same under every one
+    (the renderer draws the same lighting and noise for the same generator whatever the pose)."""
     spec = ConnectorSpec(case.housing, case.pins, case.findings)
     rng = np.random.default_rng([seed, 2, case.index])
-    test = render_connector(spec, GEO, Nuisances.off(), rng, pose=cond.test_pose(case))
-    reference = render_connector(ConnectorSpec(case.housing, case.pins), GEO, Nuisances.off(),
+    test = render_connector(spec, GEO, base, rng, pose=cond.test_pose(case))
+    reference = render_connector(ConnectorSpec(case.housing, case.pins), GEO, base,
                                  np.random.default_rng([seed, 3, case.index]),
                                  pose=cond.reference_pose(case))  # fmt: skip
     image = apply_imaging(cond, test.image, np.random.default_rng([seed, 4, case.index]))
@@ -387,6 +400,18 @@ class Models:
 
 
 @dataclass(frozen=True)
+class Setup:
+    """How the scenes are made: the case seed and the camera (a key of ``BASE_NUISANCES``)."""
+
+    seed: int = SEED
+    base: str = "default"
+
+    @property
+    def nuisances(self) -> Nuisances:
+        return BASE_NUISANCES[self.base]
+
+
+@dataclass(frozen=True)
 class Unit:
     """One cached piece of work: a component on a condition, registration on or off."""
 
@@ -394,8 +419,8 @@ class Unit:
     condition: Condition
     path: str
 
-    def file(self, cache: Path, models: Models, code: str, seed: int) -> Path:
-        key = f"{self.component}|{models.key(self.component)}|{code}|{seed}"
+    def file(self, cache: Path, models: Models, code: str, setup: Setup) -> Path:
+        key = f"{self.component}|{models.key(self.component)}|{code}|{setup.seed}|{setup.base}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return cache / f"{self.condition.slug}.{self.path}.{self.component}.{digest}.json"
 
@@ -493,7 +518,7 @@ def run_units(
     models: Models,
     cache: Path | None,
     code: str,
-    seed: int,
+    setup: Setup,
     log: Callable[[str], None],
 ) -> dict[Unit, dict[int, dict]]:
     """Results of ``units`` for ``cases``: from the cache where there, else computed (and cached).
@@ -504,7 +529,7 @@ def run_units(
     results: dict[Unit, dict[int, dict]] = {}
     groups: dict[tuple[Condition, str], list[Unit]] = {}
     for unit in units:
-        file = unit.file(cache, models, code, seed) if cache else None
+        file = unit.file(cache, models, code, setup) if cache else None
         results[unit] = _load(file) if file else {}
         groups.setdefault((unit.condition, unit.path), []).append(unit)
     for (cond, path), group in groups.items():
@@ -516,7 +541,7 @@ def run_units(
         by_index = {c.index: c for c in cases}
         for start in range(0, len(needed), CHUNK):
             chunk = [by_index[i] for i in needed[start : start + CHUNK]]
-            scenes = [render_scene(c, cond, seed) for c in chunk]
+            scenes = [render_scene(c, cond, setup.seed, setup.nuisances) for c in chunk]
             context = registration_off() if path == "off" else contextlib.nullcontext()
             with context:
                 for unit in group:
@@ -529,7 +554,7 @@ def run_units(
                         results[unit][chunk[k].index] = row
         for unit in group:
             if cache:
-                _save(unit.file(cache, models, code, seed), results[unit], unit)
+                _save(unit.file(cache, models, code, setup), results[unit], unit)
         names = ", ".join(u.component for u in group)
         seconds = time.perf_counter() - started
         log(f"  {cond.name:<24} registration {path:<3} {len(needed):4d} cases {seconds:6.1f} s "
@@ -549,12 +574,12 @@ def _compute(unit: Unit, scenes: list[Scene], models: Models) -> list[dict]:
 
 def _worker(job: tuple) -> None:
     """One process's share of the units (``--workers``): results go to the cache."""
-    units, cases, paths, max_new_tokens, cache, code, seed = job
+    units, cases, paths, max_new_tokens, cache, code, setup = job
     import torch
 
     torch.set_num_threads(1)
     models = Models(paths, max_new_tokens)
-    run_units(units, cases, models, cache, code, seed, lambda line: print(line, flush=True))
+    run_units(units, cases, models, cache, code, setup, lambda line: print(line, flush=True))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -818,12 +843,17 @@ def report(args, cases, rows, heads, models: Models, seconds, loads, computed) -
         f"used for training or choosing): {kinds['passed']} passed, {kinds['bent pin']} one bent "
         f"pin at {sites['bent pin']} positions, {kinds['missing pin']} one missing pin at "
         f"{sites['missing pin']} positions (of 27), all 4 "
-        "housings x 3 pin styles, grid labels drawn, 448 px composites. Products drawn without "
-        "nuisances at the exact pose; shift = length of the move (direction fixed per case); "
+        "housings x 3 pin styles, grid labels drawn, 448 px composites. Products drawn at the "
+        f"exact pose through the camera `{args.base_nuisances}` "
+        f"(`{BASE_NUISANCES[args.base_nuisances]}`: each product its own draws, the same under "
+        "every condition); shift = length of the move (direction fixed per case); "
         "rotation sense fixed per case; imaging conditions on the product under inspection "
         "only; `both:` = the reference moved too (its own direction / sense). VLM: greedy, "
         f"batch {CHUNK}, at most {models.max_new_tokens} new tokens. Refused (no connector "
-        "found) = no answer: counted wrong. SOARTC hit over the defective cases.",
+        "found) = no answer: counted wrong. SOARTC hit over the defective cases. The ViT reads "
+        "the test connector image and the inspection VLM's view (`composite_test_grid`) is the "
+        "test panel's pin grid: neither sees the reference, so a `both:` row differs from its "
+        "test-only row only in what SOARTC and the registration do.",
     ]
     if args.quick:
         lines += ["", "**Quick smoke run on tiny random-weight models: the figures mean nothing.**"]
@@ -916,6 +946,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base", type=Path, default=MODELS["base"])
     p.add_argument("--adapter", type=Path, default=MODELS["adapter"])
     p.add_argument("--seed", type=int, default=SEED, help=f"case seed (default {SEED})")
+    p.add_argument("--base-nuisances", choices=tuple(BASE_NUISANCES), default="default",
+                   help="the camera every product is seen through (default: the renderer's "
+                   "photometric defaults; off: noise-free)")  # fmt: skip
     p.add_argument("--draws", type=int, default=DRAWS, help="bootstrap draws (1000)")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--workers", type=int, default=1, help="processes (one core each; default "
@@ -978,15 +1011,16 @@ def main(argv: list[str] | None = None) -> int:
     for path, conds, its_cases in (("on", on_conds, cases), ("off", off_conds, off_cases)):
         if path in args.path_set:
             plan += [(Unit(comp, c, path), its_cases) for c in conds for comp in components]
-    before = {u: len(_load(u.file(cache, models, code, args.seed))) if cache else 0
+    setup = Setup(args.seed, args.base_nuisances)
+    before = {u: len(_load(u.file(cache, models, code, setup))) if cache else 0
               for u, _ in plan}  # fmt: skip
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.workers > 1 and cache is not None:
-        _parallel(plan, models, cache, code, args)
+        _parallel(plan, models, cache, code, Setup(args.seed, args.base_nuisances), args)
     results: dict[Unit, dict[int, dict]] = {}
     for its_cases in (cases, off_cases):
         units = [u for u, c in plan if c is its_cases and u not in results]
-        results.update(run_units(units, its_cases, models, cache, code, args.seed, log))
+        results.update(run_units(units, its_cases, models, cache, code, setup, log))
     computed = sum(max(len(results[u]) - before[u], 0) for u, _ in plan)
     rows: dict[str, list[Row]] = {}
     heads: dict[str, dict] = {}
@@ -1013,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _parallel(plan, models: Models, cache: Path, code: str, args) -> None:
+def _parallel(plan, models: Models, cache: Path, code: str, setup: Setup, args) -> None:
     """Share the (condition, path) groups among ``--workers`` processes (results: the cache)."""
     import multiprocessing as mp
 
@@ -1028,7 +1062,7 @@ def _parallel(plan, models: Models, cache: Path, code: str, args) -> None:
         for group in share:
             units = [u for u, _ in group]
             jobs.append((units, group[0][1], models.paths, models.max_new_tokens, cache, code,
-                         args.seed))  # fmt: skip
+                         setup))  # fmt: skip
     with mp.get_context("spawn").Pool(args.workers) as pool:
         pool.map(_worker, jobs, chunksize=1)
 
