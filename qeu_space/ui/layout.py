@@ -25,7 +25,7 @@ from qeu_space.ui.cases import CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
 from qeu_space.ui.models import Models, load_models
 from qeu_space.ui.settings import AppSettings
-from qeu_space.ui.soartc_view import HEAT_LEGEND
+from qeu_space.ui.soartc_view import UNITS as HEAT_LEGEND
 from qeu_space.views.image_io import configure_pil
 
 logger = logging.getLogger(__name__)
