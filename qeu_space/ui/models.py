@@ -4,8 +4,13 @@ Three optional models, all through :func:`qeu_space.modeling.loading.load_model`
 its adapter (base vs fine-tuned answers on one loaded model), the ViT classifier of the test
 connector (verdict, and the attention rollout of :mod:`qeu_space.modeling.attention`) and a
 Florence-2 for ``<OD>`` boxes. A model that is not configured, whose folder is missing or that fails
-to load leaves its slot empty with a one-line reason ("model not available: <path> (see README)");
-the app still serves everything else, and never makes up an answer for an empty slot.
+to load leaves its slot empty with a one-line reason ("model not available: <name> (see README)");
+an adapter whose file is unreadable or whose weights are not numbers a training could give (NaN,
+infinite, astronomically large) is left out with its reason and the base answers alone. The app
+still serves everything else, and never makes up an answer for an empty slot.
+
+Visitors see model *names* (a folder's name, or its path inside the repository; a Hub id as
+given), never the server's absolute paths: :func:`display_name`, :func:`public_text`.
 
 The model functions are module-level and take only picklable arguments, because on ZeroGPU
 ``spaces.GPU`` runs them in a forked worker that inherits :data:`MODELS` and receives its
@@ -19,7 +24,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,12 +35,35 @@ import spaces
 from PIL import Image
 
 from qeu_space.modeling.devices import DeviceInfo
-from qeu_space.ui.settings import AppSettings
+from qeu_space.ui.settings import REPO_ROOT, AppSettings
 from qeu_space.vocabulary import Finding
 
 logger = logging.getLogger(__name__)
 
 README_HINT = "see README"
+#: Largest absolute LoRA weight accepted: trained adapters stay around 1; random bytes read as
+#: floats reach 1e38. Beyond this the adapter is left out as garbage.
+ADAPTER_WEIGHT_LIMIT = 1e4
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+\-]+/)*[\w.+\-]+")
+
+
+def display_name(name: str | None) -> str:
+    """What visitors see of a model name: a folder inside the repository by its relative path
+    (``models/vit-inspector``), another local folder by its own name, a Hub id as given."""
+    if not name:
+        return ""
+    path = Path(name).expanduser()
+    if not path.is_absolute() and not name.startswith((".", "~")):
+        return name  # a Hub id (or already relative)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path.name or name
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute path replaced by its :func:`display_name`."""
+    return _ABSOLUTE_PATH.sub(lambda m: display_name(m.group(0)), text)
 
 
 @dataclass
@@ -66,14 +95,14 @@ class ModelSlot:
         return self.available and bool(getattr(self.loaded, "has_adapter", False))
 
     def status(self) -> str:
-        """One line for the models panel."""
+        """One line for the models panel (names, never server paths)."""
         if self.name is None:
             return f"{self.role}: not configured"
         if not self.available:
             return f"{self.role}: {self.reason}"
-        line = f"{self.role}: `{self.name}` loaded"
+        line = f"{self.role}: `{display_name(self.name)}` loaded"
         if self.adapter and self.has_adapter:
-            line += f" with adapter `{self.adapter}`"
+            line += f" with adapter `{display_name(self.adapter)}`"
         elif self.adapter_reason:
             line += f"; {self.adapter_reason}"
         return line
@@ -95,8 +124,8 @@ MODELS = Models()
 
 
 def not_available(name: str, reason: str = "") -> str:
-    extra = f"; {reason}" if reason else ""
-    return f"model not available: {name} ({README_HINT}{extra})"
+    extra = f"; {public_text(reason)}" if reason else ""
+    return f"model not available: {display_name(name)} ({README_HINT}{extra})"
 
 
 def _missing_folder(name: str) -> bool:
@@ -107,7 +136,29 @@ def _missing_folder(name: str) -> bool:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
+    return public_text(text[0][:300]) if text else type(err).__name__
+
+
+def adapter_weight_fault(model: Any) -> str | None:
+    """Why the adapter weights of ``model`` cannot be a trained adapter's, or ``None``.
+
+    Random bytes in ``adapter_model.safetensors`` load without complaint (the header is intact)
+    and then make the model answer nothing; their values give them away: NaN, infinite, or far
+    beyond :data:`ADAPTER_WEIGHT_LIMIT`.
+    """
+    import torch
+
+    largest = 0.0
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_" not in name:
+                continue
+            if not bool(torch.isfinite(weight).all()):
+                return "its weights hold NaN or infinite values (a damaged file?)"
+            largest = max(largest, float(weight.detach().abs().max()))
+    if largest > ADAPTER_WEIGHT_LIMIT:
+        return f"its weights reach {largest:.3g}, not values a training gives (a damaged file?)"
+    return None
 
 
 def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
@@ -172,6 +223,11 @@ def _load_slot(
     if slot.available and family is not None and slot.loaded.family != family:
         slot.reason = not_available(name, f"it is a {slot.loaded.family} model, not {family}")
         slot.loaded = None
+    if slot.has_adapter:
+        fault = adapter_weight_fault(slot.loaded.model)
+        if fault is not None:
+            slot.adapter_reason = f"adapter not used: {fault}"
+            slot.loaded = replace(slot.loaded, model=slot.loaded.model.unload(), adapter=None)
     return slot
 
 

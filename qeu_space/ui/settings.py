@@ -85,8 +85,15 @@ class AppSettings:
         feedback_every: minutes between feedback pushes (``QEU_FEEDBACK_EVERY``).
         max_upload_mb: largest upload (``QEU_MAX_UPLOAD_MB``).
         max_pixels: largest ``width * height`` of an upload (``QEU_MAX_PIXELS``).
-        queue_size: requests waiting at most in the queue (``QEU_QUEUE_SIZE``).
+        queue_size: model calls (``/inspect``) waiting at most (``QEU_QUEUE_SIZE``).
         model_concurrency: model calls running at once (``QEU_MODEL_CONCURRENCY``).
+        light_queue_size: requests waiting at most for each light endpoint (``/soartc``;
+            ``/generate`` and ``/compose``), apart from the model queue
+            (``QEU_LIGHT_QUEUE_SIZE``).
+        inspections_kept: inspections kept for feedback (``QEU_INSPECTIONS_KEPT``).
+        inspection_minutes: how long an inspection can be judged (``QEU_INSPECTION_TTL``).
+        cache_minutes: age after which Gradio's temporary files (uploads, output images) are
+            deleted (``QEU_CACHE_MINUTES``).
         max_new_tokens: longest generated answer (``QEU_MAX_NEW_TOKENS``).
         gallery_size: generated samples in the gallery (``QEU_GALLERY_SIZE``).
         gallery_seed: seed of the gallery (``QEU_GALLERY_SEED``).
@@ -105,6 +112,10 @@ class AppSettings:
     max_pixels: int = 4096 * 4096
     queue_size: int = 16
     model_concurrency: int = 1
+    light_queue_size: int = 32
+    inspections_kept: int = 256
+    inspection_minutes: float = 60.0
+    cache_minutes: float = 60.0
     max_new_tokens: int = 64
     gallery_size: int = 8
     gallery_seed: int = 0
@@ -128,6 +139,10 @@ class AppSettings:
             max_pixels=int(_number(env, "QEU_MAX_PIXELS", 4096 * 4096, 96 * 96, 1e9)),
             queue_size=int(_number(env, "QEU_QUEUE_SIZE", 16, 1, 10_000)),
             model_concurrency=int(_number(env, "QEU_MODEL_CONCURRENCY", 1, 1, 64)),
+            light_queue_size=int(_number(env, "QEU_LIGHT_QUEUE_SIZE", 32, 1, 10_000)),
+            inspections_kept=int(_number(env, "QEU_INSPECTIONS_KEPT", 256, 1, 100_000)),
+            inspection_minutes=_number(env, "QEU_INSPECTION_TTL", 60.0, 0.1, 10_080),
+            cache_minutes=_number(env, "QEU_CACHE_MINUTES", 60.0, 0.02, 10_080),
             max_new_tokens=int(_number(env, "QEU_MAX_NEW_TOKENS", 64, 1, 1024)),
             gallery_size=int(_number(env, "QEU_GALLERY_SIZE", 8, 1, 64)),
             gallery_seed=int(_number(env, "QEU_GALLERY_SEED", 0, 0, 2**31)),
@@ -136,3 +151,11 @@ class AppSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """``gr.Blocks(delete_cache=(every, age))`` in seconds: files older than
+        ``cache_minutes`` go, checked every tenth of that (at least every second, at most every
+        ten minutes)."""
+        age = max(1, round(self.cache_minutes * 60))
+        return max(1, min(600, age // 10)), age
