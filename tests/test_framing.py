@@ -210,3 +210,11 @@ def test_a_composite_view_never_shows_the_labels_beside_a_moved_product(pose):
     labelled = frame(compose(ref.image, test.image, layout, True), "composite_test_grid")
     bare = frame(compose(ref.image, test.image, layout, False), "composite_test_grid")
     assert np.array_equal(np.asarray(labelled.image), np.asarray(bare.image))
+
+
+def test_vit_training_batches_are_relit_within_the_lamp_range():
+    grey = Image.new("RGB", (40, 20), (100, 100, 100))
+    means = [np.asarray(vit.augment(grey, random.Random(s), gain=0.45)).mean() for s in range(60)]
+    assert min(means) >= 100 * 0.55 - 1 and max(means) <= 100 * 1.45 + 1
+    assert min(means) < 70 and max(means) > 130  # both ends of the range are reached
+    assert vit.train_collate_options(0)["gain"] == vit.LAMP_GAIN
