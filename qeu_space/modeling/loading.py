@@ -300,7 +300,10 @@ def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
         raise AdapterMismatchError(
             f"adapter {adapter} (trained for {recorded}) does not fit base {base}: {reason}"
         ) from None
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
+    expected = {
+        k: tuple(v.shape)
+        for k, v in get_peft_model_state_dict(peft_model, save_embedding_layers=False).items()
+    }
     with safe_open(weights, framework="pt") as f:
         saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     missing = sorted(k for k in saved if _strip_adapter_name(k) not in _stripped(expected))
