@@ -220,15 +220,13 @@ def _build(args: argparse.Namespace, prog: str) -> int:
     except (OutputDirError, HubError, ValueError) as e:
         return _fail(prog, str(e))
 
-    if args.quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
     command = "python -m dataset_tools " + shlex.join(
         sys.argv[1:] if args.argv is None else args.argv
     )
     try:
-        rows = build_to_folder(cfg, args.out, command=command, overwrite=args.overwrite)
+        rows = build_to_folder(
+            cfg, args.out, command=command, overwrite=args.overwrite, progress=not args.quiet
+        )
     except OutputDirError as e:
         return _fail(prog, str(e))
     except OSError as e:

@@ -12,17 +12,19 @@ Example:
 
 from __future__ import annotations
 
-import io
 import math
-import tempfile
+import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
+import pyarrow as pa
 from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
 from dataset_tools.compose import Sample, make_sample
+from dataset_tools.png import encode_png
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import (
     CONFIGS,
@@ -38,6 +40,7 @@ from qeu_space.vocabulary import (
     CLASS_LABELS,
     INSPECTION_QUESTION,
     OD_PROMPT,
+    DefectKind,
     class_label_of,
     format_answer,
     format_bbox_str,
@@ -53,6 +56,13 @@ _FINDING = {
     "direction": Value("string"),
     "box": List(Value("float32"), length=4),
 }
+OD_CATEGORIES: tuple[str, ...] = tuple(kind.value for kind in DefectKind)
+"""The ``od`` config's ``objects.category`` names (a ``ClassLabel``): the defect kinds' names."""
+_MESSAGE = {
+    "role": Value("string"),
+    "content": List({"type": Value("string"), "text": Value("string")}),
+}
+"""A chat turn as TRL's VLM SFT reads it: ``content`` blocks ``{"type": "image"}`` / ``"text"``."""
 _COMMON = {
     "id": Value("string"),
     "image": datasets.Image(),
@@ -69,6 +79,8 @@ FEATURES: dict[Config, Features] = {
             "answer": Value("string"),
             "findings": List(_FINDING),
             "verdict": Value("string"),
+            "images": List(datasets.Image()),
+            "messages": List(_MESSAGE),
         }
     ),
     "od": Features(
@@ -78,7 +90,7 @@ FEATURES: dict[Config, Features] = {
             "bbox_str": Value("string"),
             "objects": {
                 "bbox": List(List(Value("float32"), length=4)),
-                "category": List(Value("string")),
+                "category": List(ClassLabel(names=list(OD_CATEGORIES))),
             },
         }
     ),
@@ -178,17 +190,18 @@ class BuildConfig:
         return {s: (self.num if s == "train" else held_out) for s in SPLITS}
 
 
-def _png(image: Image.Image) -> dict:
-    """PNG bytes for the ``Image()`` feature (fast compression: rows are rebuilt, not archived)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return {"bytes": buf.getvalue(), "path": None}
+def _png(image: Image.Image | np.ndarray, shared_rows: int = 0) -> dict:
+    """The ``Image()`` feature's storage form, PNG-encoded by :func:`~dataset_tools.png.encode_png`.
+
+    ``shared_rows``: the top rows that repeat across rows (a composite's reference half).
+    """
+    return {"bytes": encode_png(np.asarray(image), shared_rows=shared_rows), "path": None}
 
 
-def _common(sample: Sample, image: Image.Image, variant: str) -> dict:
+def _common(sample: Sample, image: dict, variant: str) -> dict:
     return {
         "id": sample.id,
-        "image": _png(image),
+        "image": image,
         "housing": sample.housing,
         "pins": sample.pins,
         "labels_drawn": sample.labels_drawn,
@@ -196,26 +209,58 @@ def _common(sample: Sample, image: Image.Image, variant: str) -> dict:
     }
 
 
-def qa_row(sample: Sample, variant: str = "plain") -> dict:
+def _composite_png(sample: Sample, variant: str) -> tuple[dict, tuple[int, int]]:
+    """The composite of ``variant`` as PNG, and its size; rows above the test panel are shared."""
+    image = VARIANTS[variant](sample)
+    return _png(image, shared_rows=sample.layout.origin("test")[1]), image.size
+
+
+def chat_messages(question: str, answer: str) -> list[dict]:
+    """The conversation TRL's VLM SFT reads beside ``images``: the user's image and question, the
+    assistant's answer (``content`` as typed blocks; an image block is a placeholder for
+    ``images[0]``).
+
+    Example:
+        >>> [m["role"] for m in chat_messages("Any defect?", "Passed. No defects found.")]
+        ['user', 'assistant']
+    """
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": question}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+
+
+def qa_columns(image: dict, findings) -> dict:
+    """The ``qa`` columns of one composite (PNG storage form) with its truth ``findings``."""
+    answer = format_answer(findings)
     return {
-        **_common(sample, VARIANTS[variant](sample), variant),
         "question": INSPECTION_QUESTION,
-        "answer": format_answer(sample.findings),
-        "findings": [f.to_dict() for f in sample.findings],
-        "verdict": verdict_of(sample.findings),
+        "answer": answer,
+        "findings": [f.to_dict() for f in findings],
+        "verdict": verdict_of(findings),
+        "images": [image],
+        "messages": chat_messages(INSPECTION_QUESTION, answer),
     }
 
 
+def qa_row(sample: Sample, variant: str = "plain") -> dict:
+    image, _ = _composite_png(sample, variant)
+    return {**_common(sample, image, variant), **qa_columns(image, sample.findings)}
+
+
 def od_row(sample: Sample, variant: str = "plain") -> dict:
-    image = VARIANTS[variant](sample)
+    image, size = _composite_png(sample, variant)
     boxes = [f.box for f in sample.findings]
     return {
         **_common(sample, image, variant),
         "prompt": OD_PROMPT,
-        "bbox_str": format_bbox_str(sample.findings, image.size),
+        "bbox_str": format_bbox_str(sample.findings, size),
         "objects": {
             "bbox": [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in boxes],
-            "category": [f.kind.value for f in sample.findings],
+            "category": [OD_CATEGORIES.index(f.kind.value) for f in sample.findings],
         },
     }
 
@@ -228,7 +273,7 @@ def cls_row(sample: Sample, variant: str = "plain") -> dict:
         x1, y1, x2, y2 = f["box"]
         f["box"] = [x1 - ox, y1 - oy, x2 - ox, y2 - oy]
     return {
-        **_common(sample, Image.fromarray(sample.test), variant),
+        **_common(sample, _png(sample.test), variant),
         "label": CLASS_LABELS.index(class_label_of(sample.findings)),
         "findings": findings,
     }
@@ -242,7 +287,8 @@ ROW_BUILDERS: dict[Config, Callable[[Sample, str], dict]] = {
 
 
 def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
-    """Row ``index`` of ``split``: a pure function of ``(cfg, split, index)``."""
+    """Row ``index`` of ``split``, in the features' storage form (images as PNG bytes): a pure
+    function of ``(cfg, split, index)``."""
     rng = row_rng(cfg.seed, split, index)
     spec = draw_spec(
         cfg.config,
@@ -258,28 +304,124 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
     return ROW_BUILDERS[cfg.config](sample, cfg.variant)
 
 
-def _generate_rows(indices: list[int], cfg: BuildConfig, split: Split) -> Iterator[dict]:
-    for index in indices:
-        yield make_row(cfg, split, index)
+# --------------------------------------------------------------------------- building many rows
+
+ROWS_PER_TASK = 20
+"""Rows one worker makes at a time: small enough to share 2 x 40 held-out rows out, large enough
+that handing them over costs little."""
+ROWS_PER_GROUP = 100
+"""Parquet row group size (5 tasks): a reader fetches at most 100 images for one row."""
+MAX_ROWS_PER_SHARD = 5000
 
 
-def build_dataset(cfg: BuildConfig, *, cache_dir: str | None = None) -> datasets.DatasetDict:
-    """Build all four splits with ``datasets.Dataset.from_generator`` (sharded over processes).
+@dataclass(frozen=True)
+class Task:
+    """Rows ``start`` to ``stop - 1`` of ``split``, all in parquet shard ``shard`` of ``shards``."""
 
-    ``cache_dir`` holds the Arrow files ``datasets`` writes (and must outlive the result); without
-    it the rows are kept in memory and a temporary folder is used, so a renderer change can never
-    be served a stale cache. Progress bars are ``datasets``' own (``disable_progress_bars()``).
+    split: Split
+    start: int
+    stop: int
+    shard: int
+    shards: int
+
+
+def shard_bounds(rows: int, max_rows: int = MAX_ROWS_PER_SHARD) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` of each shard, as even as ``Dataset.shard(contiguous=True)``."""
+    n = max(1, math.ceil(rows / max_rows))
+    div, mod = divmod(rows, n)
+    starts = [div * i + min(i, mod) for i in range(n + 1)]
+    return list(zip(starts[:-1], starts[1:], strict=True))
+
+
+def plan_tasks(cfg: BuildConfig) -> list[Task]:
+    """Every row of every split, in order, cut into tasks that never straddle a shard."""
+    tasks = []
+    for split, rows in cfg.split_sizes.items():
+        bounds = shard_bounds(rows)
+        for shard, (lo, hi) in enumerate(bounds):
+            for start in range(lo, hi, ROWS_PER_TASK):
+                tasks.append(Task(split, start, min(start + ROWS_PER_TASK, hi), shard, len(bounds)))
+    return tasks
+
+
+def _run_task(cfg: BuildConfig, task: Task) -> pa.RecordBatch:
+    """The task's rows as Arrow; a ``qa`` batch comes without ``images`` (see :func:`_complete`)."""
+    schema = FEATURES[cfg.config].arrow_schema
+    rows = [make_row(cfg, task.split, i) for i in range(task.start, task.stop)]
+    if "images" in schema.names:
+        schema = schema.remove(schema.get_field_index("images"))
+        for row in rows:
+            del row["images"]
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def _complete(config: Config, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Add ``qa``'s ``images`` (``[image]``) as a list view of the ``image`` column: no copy is
+    made or sent between processes (parquet still stores both columns)."""
+    schema = FEATURES[config].arrow_schema
+    if "images" not in schema.names or "images" in batch.schema.names:
+        return batch
+    image = batch.column("image")
+    offsets = pa.array(np.arange(len(image) + 1, dtype=np.int32))
+    images = pa.ListArray.from_arrays(offsets, image, type=schema.field("images").type)
+    columns = {**dict(zip(batch.schema.names, batch.columns, strict=True)), "images": images}
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _worker_task(job: tuple[BuildConfig, Task]) -> pa.RecordBatch:
+    return _run_task(*job)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where there is one (workers start in milliseconds with the renderer loaded)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def iter_batches(
+    cfg: BuildConfig, *, progress: bool = False
+) -> Iterator[tuple[Task, pa.RecordBatch]]:
+    """Every task of :func:`plan_tasks` with its rows as an Arrow batch, in order.
+
+    With ``cfg.num_proc > 1`` the tasks run in that many worker processes (one pool for all
+    splits, so workers start once and keep their caches); each row still depends only on
+    ``(seed, split, index)``. ``progress`` shows a bar with the total and an ETA.
     """
-    with tempfile.TemporaryDirectory(prefix="qeu-build-") as tmp:
-        splits = {}
-        for split, n in cfg.split_sizes.items():
-            splits[split] = datasets.Dataset.from_generator(
-                _generate_rows,
-                features=FEATURES[cfg.config],
-                gen_kwargs={"indices": list(range(n)), "cfg": cfg, "split": split},
-                num_proc=min(cfg.num_proc, n) if cfg.num_proc > 1 else None,
-                cache_dir=cache_dir or tmp,
+    from tqdm.auto import tqdm
+
+    tasks = plan_tasks(cfg)
+    workers = min(cfg.num_proc, len(tasks))
+    pool = _pool_context().Pool(workers) if workers > 1 else None
+    total = sum(cfg.split_sizes.values())
+    try:
+        if pool is None:
+            results = (_run_task(cfg, task) for task in tasks)
+        else:
+            results = pool.imap(_worker_task, [(cfg, task) for task in tasks], chunksize=1)
+        with tqdm(total=total, unit="row", desc=f"{cfg.config} rows", disable=not progress) as bar:
+            for task, batch in zip(tasks, results, strict=True):
+                bar.update(batch.num_rows)
+                yield task, _complete(cfg.config, batch)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def build_dataset(cfg: BuildConfig, *, progress: bool = False) -> datasets.DatasetDict:
+    """All four splits in memory (the rows of :func:`iter_batches`, ``cfg.num_proc`` workers)."""
+    batches: dict[str, list[pa.RecordBatch]] = {split: [] for split in cfg.split_sizes}
+    for task, batch in iter_batches(cfg, progress=progress):
+        batches[task.split].append(batch)
+    info = datasets.DatasetInfo(features=FEATURES[cfg.config])
+    schema = FEATURES[cfg.config].arrow_schema
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset(
+                datasets.table.InMemoryTable(pa.Table.from_batches(parts, schema=schema)),
+                info=info.copy(),
                 split=datasets.NamedSplit(split),
-                keep_in_memory=cache_dir is None,
             )
-        return datasets.DatasetDict(splits)
+            for split, parts in batches.items()
+        }
+    )

@@ -6,19 +6,20 @@ complete, so an error or Ctrl-C leaves either the old folder or nothing, never h
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
-import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import config as datasets_config
+from datasets.arrow_writer import get_parquet_column_options
 
-from dataset_tools.builders import BuildConfig, build_dataset
+from dataset_tools.builders import FEATURES, ROWS_PER_GROUP, BuildConfig, iter_batches
 from dataset_tools.card import dataset_card
-
-MAX_ROWS_PER_SHARD = 5000
 
 
 class OutputDirError(ValueError):
@@ -42,21 +43,82 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         )
 
 
-def write_parquet(dd: datasets.DatasetDict, cfg: BuildConfig, folder: Path, command: str) -> None:
-    """``<config>/<split>-0000i-of-0000n.parquet`` per split, and ``README.md``."""
-    split_files: dict[str, list[str]] = {}
-    for split, ds in dd.items():
-        n = max(1, math.ceil(len(ds) / MAX_ROWS_PER_SHARD))
-        files = []
-        for i in range(n):
-            name = f"{cfg.config}/{split}-{i:05d}-of-{n:05d}.parquet"
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            ds.shard(num_shards=n, index=i, contiguous=True).to_parquet(str(folder / name))
-            files.append(name)
-        split_files[split] = files
-    rows = {s: len(d) for s, d in dd.items()}
-    card = dataset_card(cfg, split_files, rows, command, {s: d.data.nbytes for s, d in dd.items()})
+class _ShardWriter:
+    """One split's parquet shards, written as rows arrive, as ``datasets``' ``to_parquet`` writes
+    them (its schema metadata, per-column compression and content-defined chunking)."""
+
+    def __init__(self, cfg: BuildConfig, folder: Path, split: str) -> None:
+        self.features = FEATURES[cfg.config]
+        self.schema = self.features.arrow_schema
+        self.folder, self.prefix = folder, f"{cfg.config}/{split}"
+        self.files: list[str] = []
+        self.rows = self.nbytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._shard = -1
+        self._pending: list[pa.RecordBatch] = []
+
+    def write(self, shard: int, shards: int, batch: pa.RecordBatch) -> None:
+        if shard != self._shard:
+            self.close()
+            name = f"{self.prefix}-{shard:05d}-of-{shards:05d}.parquet"
+            (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(
+                self.folder / name,
+                schema=self.schema,
+                use_content_defined_chunking=datasets_config.DEFAULT_CDC_OPTIONS,
+                write_page_index=True,
+                **get_parquet_column_options(self.features, self.schema),
+            )
+            self._shard = shard
+            self.files.append(name)
+        self._pending.append(batch)
+        self.rows += batch.num_rows
+        self.nbytes += batch.nbytes
+        if sum(b.num_rows for b in self._pending) >= ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending and self._writer is not None:
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
+            self._writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+        self._pending = []
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.add_key_value_metadata(
+                {"content_defined_chunking": json.dumps(datasets_config.DEFAULT_CDC_OPTIONS)}
+            )
+            self._writer.close()
+            self._writer = None
+
+
+def write_parquet(
+    cfg: BuildConfig, folder: Path, command: str, *, progress: bool = False
+) -> dict[str, int]:
+    """Render every row and write ``<config>/<split>-0000i-of-0000n.parquet`` and ``README.md``.
+
+    Rows go to parquet as they are made (no intermediate Arrow cache, no second pass); returns
+    the rows per split.
+    """
+    writers = {split: _ShardWriter(cfg, folder, split) for split in cfg.split_sizes}
+    try:
+        with closing(iter_batches(cfg, progress=progress)) as batches:
+            for task, batch in batches:
+                writers[task.split].write(task.shard, task.shards, batch)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    rows = {split: w.rows for split, w in writers.items()}
+    card = dataset_card(
+        cfg,
+        {split: w.files for split, w in writers.items()},
+        rows,
+        command,
+        {split: w.nbytes for split, w in writers.items()},
+    )
     card.save(folder / "README.md")
+    return rows
 
 
 @contextmanager
@@ -85,15 +147,14 @@ def staged_folder(out: Path) -> Iterator[Path]:
 
 
 def build_to_folder(
-    cfg: BuildConfig, out: Path, *, command: str, overwrite: bool = False
+    cfg: BuildConfig,
+    out: Path,
+    *,
+    command: str,
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> dict[str, int]:
     """Build ``cfg`` and write it to ``out`` atomically; returns the rows per split."""
     check_output_dir(out, overwrite)
     with staged_folder(out) as staging:
-        cache = staging / ".cache"
-        dd = build_dataset(cfg, cache_dir=str(cache))
-        write_parquet(dd, cfg, staging, command)
-        rows = {split: len(ds) for split, ds in dd.items()}
-        del dd
-        shutil.rmtree(cache, ignore_errors=True)
-    return rows
+        return write_parquet(cfg, staging, command, progress=progress)

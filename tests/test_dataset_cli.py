@@ -103,7 +103,7 @@ def test_a_failure_mid_write_leaves_the_old_dataset_and_no_partial_folder(tmp_pa
     assert main(["build", "--config", "qa", "--out", str(out), *SMALL]) == 0
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
 
-    def broken(dd, cfg, folder, command):
+    def broken(cfg, folder, command, *, progress=False):
         (folder / "qa").mkdir()
         (folder / "qa" / "train-00000-of-00001.parquet").write_bytes(b"half")
         raise KeyboardInterrupt

@@ -92,7 +92,7 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
             truths = [[Finding.from_dict(f) for f in row["findings"]] for row in table]
             assert run.qa == qa_metrics(truths, texts, references=table["answer"])
         else:
-            truths = [ev.boxes_of(row) for row in table]
+            truths = [ev.boxes_of(row, ev.category_names(table)) for row in table]
             sizes = [image.size for image in table["image"]]
             preds = [parse_bbox_str(t, s) for t, s in zip(texts, sizes, strict=True)]
             assert run.od == od_metrics(truths, preds)
@@ -181,7 +181,7 @@ def test_category_names_from_classlabel_features() -> None:
         }
     )
     table = datasets.Dataset.from_dict({"image": [], "objects": []}, features=features)
-    assert ev._category_names(table) == ["bent pin", "missing pin"]
+    assert ev.category_names(table) == ["bent pin", "missing pin"]
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["root", "task subfolder"])
