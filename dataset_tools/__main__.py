@@ -29,6 +29,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+PLACEHOLDERS = {"--out": "<folder>", "--db": "<feedback.sqlite3>"}
+"""Options whose value is a local path: a card shows a placeholder, so its command runs anywhere."""
+
+
+def reproducible_command(argv: list[str]) -> str:
+    """The command line as typed, local paths replaced by :data:`PLACEHOLDERS`.
+
+    Example:
+        >>> reproducible_command(["build", "--config", "qa", "--num", "9", "--out", "/home/me/qa"])
+        'python -m dataset_tools build --config qa --num 9 --out <folder>'
+    """
+    words, hide = [], None
+    for arg in argv:
+        name, eq, _ = arg.partition("=")
+        if hide is not None:
+            words.append(hide)
+            hide = None
+        elif arg in PLACEHOLDERS:
+            words.append(arg)
+            hide = PLACEHOLDERS[arg]
+        elif eq and name in PLACEHOLDERS:
+            words.append(f"{name}={PLACEHOLDERS[name]}")
+        else:
+            words.append(shlex.quote(arg))
+    return " ".join(["python -m dataset_tools", *words])
+
+
 def _fail(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
@@ -104,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--no-nuisances",
         action="store_true",
-        help="clean renders: no lighting change, noise, blur, shift, rotation or JPEG",
+        help="clean renders: no camera placement (on by default: shift, turn and scale of the "
+        "product), lighting change, noise, blur, jitter or JPEG",
     )
     build.add_argument(
         "--housings",
@@ -165,9 +193,7 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
     from qeu_space.feedback import default_db_path
 
     db = args.db or Path(os.environ.get("QEU_FEEDBACK_DB") or default_db_path())
-    command = "python -m dataset_tools " + shlex.join(
-        sys.argv[1:] if args.argv is None else args.argv
-    )
+    command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
         report = write_feedback_split(
             db,
@@ -220,9 +246,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
     except (OutputDirError, HubError, ValueError) as e:
         return _fail(prog, str(e))
 
-    command = "python -m dataset_tools " + shlex.join(
-        sys.argv[1:] if args.argv is None else args.argv
-    )
+    command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
         rows = build_to_folder(
             cfg, args.out, command=command, overwrite=args.overwrite, progress=not args.quiet

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import dataset_tools.save
-from dataset_tools.__main__ import main
+from dataset_tools.__main__ import main, reproducible_command
 from dataset_tools.builders import BuildConfig, build_dataset
+from qeu_space import REPOSITORY_URL
 
 SMALL = ["--num", "6", "--seed", "1", "--size", "224", "--quiet"]
 
@@ -32,7 +33,10 @@ def test_build_writes_parquet_and_a_card_that_load_dataset_reads(tmp_path, capsy
     ]
     card = (out / "README.md").read_text()
     assert "task_categories:" in card and "license: cc-by-4.0" in card
-    assert "python -m dataset_tools build --config qa --out" in card  # the regenerating command
+    # the regenerating command runs anywhere: no local path, and the card links to the code
+    assert "python -m dataset_tools build --config qa --out <folder> --num 6" in card
+    assert str(tmp_path) not in card and REPOSITORY_URL in card
+    assert "camera placement: shift up to 24 px" in card and "the defaults of `build`" in card
     loaded = datasets.load_dataset(str(out))
     direct = build_dataset(BuildConfig("qa", num=6, seed=1, size=224))
     for split in direct:
@@ -42,6 +46,21 @@ def test_build_writes_parquet_and_a_card_that_load_dataset_reads(tmp_path, capsy
             np.asarray(loaded[split][0]["image"]), np.asarray(direct[split][0]["image"])
         )
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["build", "--out", "/home/me/qa", "--num", "9"], "build --out <folder> --num 9"),
+        (["build", "--out=/srv/x y", "--seed", "1"], "build --out=<folder> --seed 1"),
+        (["build", "--push-to", "me/qeu", "--out", "d"], "build --push-to me/qeu --out <folder>"),
+        (["from-feedback", "--db", "/data/f.sqlite3", "--out", "o"],
+         "from-feedback --db <feedback.sqlite3> --out <folder>"),
+        (["build", "--housings", "a b"], "build --housings 'a b'"),
+    ],
+)  # fmt: skip
+def test_the_cards_command_names_no_local_path(argv, command):
+    assert reproducible_command(argv) == f"python -m dataset_tools {command}"
 
 
 def _file_in(tmp_path: Path) -> Path:
