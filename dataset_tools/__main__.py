@@ -10,9 +10,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from dataset_tools.builders import VARIANTS, BuildConfig
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
-from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES
+from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES, VARIANT_NAMES
+from qeu_space.cli import OneLineParser, fail
 
 EXAMPLES = """examples:
   python -m dataset_tools build --config qa --num 1000 --seed 0 --out data/qa
@@ -20,13 +20,6 @@ EXAMPLES = """examples:
       --push-to me/qeu-connectors-od
   python -m dataset_tools build --config cls --num 3000 --out data/cls --overwrite
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage is one ``--help`` away)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 PLACEHOLDERS = {"--out": "<folder>", "--db": "<feedback.sqlite3>"}
@@ -56,17 +49,12 @@ def reproducible_command(argv: list[str]) -> str:
     return " ".join(["python -m dataset_tools", *words])
 
 
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m dataset_tools",
         description="Synthetic connector-inspection datasets for VLMs, Florence-2 and ViTs.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     build = sub.add_parser(
         "build",
         help="render, compose and write a dataset (parquet + dataset card)",
@@ -112,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--size", type=int, default=448, help="composite side in pixels (448)")
     build.add_argument(
         "--variant",
-        choices=list(VARIANTS),
+        choices=VARIANT_NAMES,
         default="plain",
         help="plain composites, or nsoart: the SOARTC map blended over the lower product",
     )
@@ -204,9 +192,9 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
             command=command,
         )
     except (FileNotFoundError, ValueError) as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
     except OSError as e:
-        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+        return fail(prog, f"could not write {args.out}: {e.strerror or e}")
     print(
         f"wrote {args.out}: {args.split} {report.used} of {report.stored} feedback rows "
         f"({report.skipped_correct} judged correct left out, {report.unreadable} unreadable)"
@@ -215,6 +203,7 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
 
 
 def _build(args: argparse.Namespace, prog: str) -> int:
+    from dataset_tools.builders import BuildConfig  # datasets, pyarrow: after --help
     from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
 
     try:
@@ -233,7 +222,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             num_proc=args.num_proc,
         )
     except ValueError as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
 
     from dataset_tools.save import OutputDirError, build_to_folder, check_output_dir
 
@@ -244,7 +233,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             check_repo_id(args.push_to)
             token = resolve_token()
     except (OutputDirError, HubError, ValueError) as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
 
     command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
@@ -252,9 +241,9 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             cfg, args.out, command=command, overwrite=args.overwrite, progress=not args.quiet
         )
     except OutputDirError as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
     except OSError as e:
-        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+        return fail(prog, f"could not write {args.out}: {e.strerror or e}")
     print(f"wrote {args.out}: " + ", ".join(f"{s} {n}" for s, n in rows.items()))
     if args.push_to:
         try:
@@ -267,7 +256,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
                 commit_message=f"Upload {cfg.config} dataset ({command})",
             )
         except HubError as e:
-            return _fail(prog, f"{e} (the dataset is saved in {args.out}; push again later)")
+            return fail(prog, f"{e} (the dataset is saved in {args.out}; push again later)")
         print(f"pushed to {url}")
     return 0
 

@@ -7,10 +7,7 @@ complete, so an error or Ctrl-C leaves either the old folder or nothing, never h
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,27 +17,15 @@ from datasets.arrow_writer import get_parquet_column_options
 
 from dataset_tools.builders import FEATURES, ROWS_PER_GROUP, BuildConfig, iter_batches
 from dataset_tools.card import dataset_card
+from qeu_space.cli import CliError, check_output_folder, staged_folder
 
-
-class OutputDirError(ValueError):
-    """The destination cannot be written as asked."""
+OutputDirError = CliError
+"""The destination cannot be written as asked (the CLIs' shared check)."""
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty destination without ``overwrite``, or one that cannot be written."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--out {out} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputDirError(
-            f"--out {out} is not empty; pass --overwrite to replace it or choose another folder"
-        )
-    parent = out.resolve().parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputDirError(
-            f"--out {out}: cannot write in {existing or parent}; choose a writable folder"
-        )
+    check_output_folder(out, "--out", overwrite=overwrite)
 
 
 class _ShardWriter:
@@ -119,31 +104,6 @@ def write_parquet(
     )
     card.save(folder / "README.md")
     return rows
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out``; on success it replaces ``out`` in one rename.
-
-    On any error (Ctrl-C included) the staging folder is removed and ``out`` is left as it was.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir()
-        yield staging
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_to_folder(

@@ -262,3 +262,10 @@ def test_tasks_cover_every_row_once_in_order_and_never_straddle_a_shard(rows):
         for t in mine:
             lo, hi = shard_bounds(n)[t.shard]
             assert lo <= t.start < t.stop <= hi and t.shards == len(shard_bounds(n))
+
+
+def test_the_cli_offers_every_image_variant():
+    from dataset_tools.builders import VARIANTS
+    from dataset_tools.sampling import VARIANT_NAMES
+
+    assert tuple(VARIANTS) == VARIANT_NAMES

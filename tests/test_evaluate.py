@@ -65,7 +65,7 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
     report_path = tmp_path / "reports" / f"{task}.json"
     argv = ["--task", task, "--base", str(base), "--adapter", str(adapter)]
     argv += ["--dataset", str(data[task]), "--split", "test", "--report", str(report_path)]
-    argv += ["--limit", "2", "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"]
+    argv += ["--limit", "2", "--max-new-tokens", "8", "--batch-size", "2", "--quiet"]
     assert evaluate_main(argv) == 0
     assert "| base (" in capsys.readouterr().out
 
@@ -131,7 +131,7 @@ def test_cli_bad_input_is_one_line(change, message, data, models, tmp_path, caps
         "--base": str(base),
         "--dataset": str(data["qa"]),
         "--report": str(tmp_path / "r.json"),
-        "--no-progress": None,
+        "--quiet": None,
     }
     args.update(change)
     argv = [item for k, v in args.items() for item in ((k,) if v is None else (k, v))]

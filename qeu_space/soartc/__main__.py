@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from qeu_space.cli import CliError, OneLineParser, check_output_file
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.soartc.core import DEFAULT_DESCRIPTOR, DESCRIPTORS, soartc
 from qeu_space.soartc.overlay import DEFAULT_VMAX, heatmap_overlay
@@ -16,7 +17,7 @@ from qeu_space.soartc.positions import top_positions
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m qeu_space.soartc",
         description=(
             "Compare a test image of a connector with a good reference image by SOARTC: print "
@@ -75,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 27:
         parser.error(f"--top must be between 1 and 27, got {args.top}")
+    if args.out is not None:
+        try:  # before the comparison
+            check_output_file(args.out, "--out")
+        except CliError as err:
+            parser.error(str(err))
     try:
         reference = _open(args.reference)
         test = _open(args.test)

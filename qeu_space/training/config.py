@@ -93,6 +93,7 @@ class TrainConfig:
         push_to: model repo id to push the result to (token checked before training).
         private: visibility of a newly created repo.
         dataset_config: config name of a Hub dataset with several (default: ``task``).
+        progress: show the progress bar (steps with total and ETA); ``--quiet`` turns it off.
     """
 
     task: str
@@ -121,6 +122,7 @@ class TrainConfig:
     push_to: str | None = None
     private: bool = False
     dataset_config: str | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
