@@ -23,7 +23,7 @@ import pyarrow as pa
 from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
-from dataset_tools.compose import Sample, make_sample
+from dataset_tools.compose import Sample, compose_into, make_sample
 from dataset_tools.png import encode_png
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import (
@@ -210,9 +210,23 @@ def _common(sample: Sample, image: dict, variant: str) -> dict:
 
 
 def _composite_png(sample: Sample, variant: str) -> tuple[dict, tuple[int, int]]:
-    """The composite of ``variant`` as PNG, and its size; rows above the test panel are shared."""
-    image = VARIANTS[variant](sample)
-    return _png(image, shared_rows=sample.layout.origin("test")[1]), image.size
+    """The composite of ``variant`` as PNG, and its size; rows above the test panel are shared.
+
+    A plain composite is composed again as an array (``sample.image`` is the same pixels; reading
+    them back out of PIL costs more than placing the two products once more).
+    """
+    layout = sample.layout
+    if variant == "plain":
+        image = compose_into(
+            np.empty((layout.size, layout.size, 3), np.uint8),
+            sample.reference,
+            sample.test,
+            layout,
+            sample.labels_drawn,
+        )
+    else:
+        image = np.asarray(VARIANTS[variant](sample))
+    return _png(image, shared_rows=layout.origin("test")[1]), (image.shape[1], image.shape[0])
 
 
 def chat_messages(question: str, answer: str) -> list[dict]:
@@ -352,7 +366,25 @@ def _run_task(cfg: BuildConfig, task: Task) -> pa.RecordBatch:
         schema = schema.remove(schema.get_field_index("images"))
         for row in rows:
             del row["images"]
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
+    images = _image_column([row.pop("image") for row in rows], schema.field("image").type)
+    rest = schema.remove(schema.get_field_index("image"))
+    batch = pa.RecordBatch.from_pylist(rows, schema=rest)
+    columns = dict(zip(rest.names, batch.columns, strict=True))
+    columns["image"] = images
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _image_column(images: list[dict], storage: pa.DataType) -> pa.StructArray:
+    """``Image()`` storage of PNG-bytes rows from one joined buffer: Arrow's builder would grow
+    its buffer by copies, each on fresh memory, which costs more per row than the PNG's header."""
+    data = [image["bytes"] for image in images]
+    kind = storage.field("bytes").type
+    offsets = np.zeros(len(data) + 1, np.int64 if kind == pa.large_binary() else np.int32)
+    np.cumsum([len(b) for b in data], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    binary = pa.Array.from_buffers(kind, len(data), buffers)
+    paths = pa.array([image["path"] for image in images], storage.field("path").type)
+    return pa.StructArray.from_arrays([binary, paths], fields=list(storage))
 
 
 def _complete(config: Config, batch: pa.RecordBatch) -> pa.RecordBatch:

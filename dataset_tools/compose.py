@@ -78,10 +78,15 @@ def _canvas(size: int, labels_drawn: bool) -> np.ndarray:
     return arr
 
 
-def compose(
-    reference: np.ndarray, test: np.ndarray, layout: CompositeLayout, labels_drawn: bool = True
-) -> Image.Image:
-    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas."""
+def compose_into(
+    out: np.ndarray,
+    reference: np.ndarray,
+    test: np.ndarray,
+    layout: CompositeLayout,
+    labels_drawn: bool = True,
+) -> np.ndarray:
+    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas in
+    ``out`` (uint8, ``layout.size`` square, RGB) and return it: the composite as an array."""
     conn = layout.connector
     for name, arr in (("reference", reference), ("test", test)):
         if arr.shape != (conn.height, conn.width, 3) or arr.dtype != np.uint8:
@@ -89,12 +94,20 @@ def compose(
                 f"{name} image must be uint8 RGB of {conn.width} x {conn.height} for a "
                 f"{layout.size} composite, got shape {arr.shape} {arr.dtype}"
             )
-    # assembled in this thread's reused buffer (a fresh 600 kB array costs a page fault per 4 kB)
-    canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
-    np.copyto(canvas, _canvas(layout.size, labels_drawn))
+    np.copyto(out, _canvas(layout.size, labels_drawn))
     for panel, arr in (("reference", reference), ("test", test)):
         x1, y1, x2, y2 = layout.crop_box(panel)
-        canvas[y1:y2, x1:x2] = arr
+        out[y1:y2, x1:x2] = arr
+    return out
+
+
+def compose(
+    reference: np.ndarray, test: np.ndarray, layout: CompositeLayout, labels_drawn: bool = True
+) -> Image.Image:
+    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas."""
+    # assembled in this thread's reused buffer (a fresh 600 kB array costs a page fault per 4 kB)
+    canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
+    compose_into(canvas, reference, test, layout, labels_drawn)
     return Image.frombytes("RGB", (layout.size, layout.size), canvas)  # a copy: canvas is reused
 
 

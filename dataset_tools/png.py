@@ -30,6 +30,8 @@ import numpy as np
 
 LEVEL = 1
 """zlib level: 1 is within 5 % of the default level's size on these noisy images, 6x faster."""
+MEM_LEVEL = 9
+"""zlib's largest hash tables: about the same size, a few percent faster than its default 8."""
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PREFIXES = 128
 """Shared tops kept per thread (a build has 4 references x 9 housings/pins x 2 label settings)."""
@@ -60,7 +62,7 @@ def _prefix(top: np.ndarray) -> tuple[bytes, int]:
     for known, stream, adler in cache.get(key, ()):
         if np.array_equal(known, top):
             return stream, adler
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 15)
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 15, MEM_LEVEL)
     stream = compressor.compress(top) + compressor.flush(zlib.Z_FULL_FLUSH)
     adler = zlib.adler32(top)
     if len(cache) >= _PREFIXES:
@@ -97,10 +99,10 @@ def encode_png(image: np.ndarray, *, shared_rows: int = 0) -> bytes:
     cut = shared_rows * stride
     if cut:
         head, adler = _prefix(flat[:cut])
-        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)  # raw deflate, continuing the stream
+        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, MEM_LEVEL)  # raw: continues the stream
     else:
         head, adler = b"", 1
-        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, 15)
+        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, 15, MEM_LEVEL)
     body = tail.compress(flat[cut:]) + tail.flush()
     if cut:
         body += struct.pack(">I", zlib.adler32(flat[cut:], adler))

@@ -269,3 +269,17 @@ def test_the_cli_offers_every_image_variant():
     from dataset_tools.sampling import VARIANT_NAMES
 
     assert tuple(VARIANTS) == VARIANT_NAMES
+
+
+@pytest.mark.parametrize("config", ["qa", "od"])
+def test_a_rows_png_is_exactly_its_composite(config):
+    from dataset_tools.compose import make_sample
+    from dataset_tools.sampling import draw_spec, row_rng
+
+    cfg = BuildConfig(config, num=4, seed=9, size=224)
+    for index in range(4):
+        rng = row_rng(cfg.seed, "train", index)
+        spec = draw_spec(config, "train", index, rng)
+        sample = make_sample(spec, rng, layout=CompositeLayout(224), nuisances=cfg.nuisances)
+        decoded = datasets.Image().decode_example(make_row(cfg, "train", index)["image"])
+        assert np.array_equal(np.asarray(decoded), np.asarray(sample.image))
