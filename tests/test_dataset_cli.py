@@ -187,3 +187,15 @@ def test_module_entry_point_help_explains_every_option():
     ):
         assert option in done.stdout
     assert "test_unseen_housing" in done.stdout and "examples:" in done.stdout
+
+
+def test_the_parquet_files_are_the_same_bytes_whatever_num_proc(tmp_path):
+    files = {}
+    for num_proc in ("1", "2"):
+        out = tmp_path / f"p{num_proc}"
+        assert (
+            main(["build", "--config", "od", "--out", str(out), "--num-proc", num_proc, *SMALL])
+            == 0
+        )
+        files[num_proc] = {p.name: p.read_bytes() for p in sorted((out / "od").iterdir())}
+    assert len(files["1"]) == 4 and files["1"] == files["2"]
