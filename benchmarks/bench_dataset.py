@@ -16,7 +16,7 @@ Goals (issue 12): end to end >= 100 composites per second with one process (one 
 ``--num-proc 2`` >= 1.7 x one process.
 
 Usage (from the repository root):
-    python -m benchmarks.bench_dataset [--rows 1000] [--composites 600] [--baseline REF | none]
+    python -m benchmarks.bench_dataset [--rows 2000] [--composites 600] [--baseline REF | none]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _checkout(ref: str) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--composites", type=int, default=600, help="composites per measurement")
-    parser.add_argument("--rows", type=int, default=1000, help="train rows of each CLI build")
+    parser.add_argument("--rows", type=int, default=2000, help="train rows of each CLI build")
     parser.add_argument("--baseline", default=BASELINE, help="git ref to compare with, or none")
     args = parser.parse_args()
     load_start = os.getloadavg()
@@ -149,8 +149,10 @@ def main() -> None:
     baseline = None if args.baseline == "none" else _checkout(args.baseline)
     if baseline is not None:
         trees[f"baseline {args.baseline}"] = baseline
+    startup = {}
     for name, root in trees.items():
         _cli(root, 1, 1)  # a fresh checkout compiles its numba kernels once (cached on disk)
+        startup[name] = _cli(root, 1, 1)[1]  # CPU s of a 4-row build: start-up, the serial part
         for num_proc in (1, 2):
             builds[name, num_proc] = _cli(root, args.rows, num_proc)
     if baseline is not None:
@@ -173,9 +175,13 @@ def main() -> None:
     print("  busy machine inflates less)")
     for name in trees:
         (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        serial = startup[name]
         print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
               f"{n / c1:6.1f} per CPU-s); --num-proc 2: {n / w2:6.1f} /s ({w2:5.1f} s wall, "
               f"CPU {c2 / c1:.2f} x), x{w1 / w2:.2f}")  # fmt: skip
+        model = c1 / (serial + (c2 - serial) / 2)
+        print(f"  {'':<18} start-up {serial:.2f} CPU-s; on 2 idle cores (CPU-time model: start-up "
+              f"serial, the rest shared) --num-proc 2 would be x{model:.2f}")  # fmt: skip
     if baseline is not None:
         mine, base = builds["this tree", 1], builds[f"baseline {args.baseline}", 1]
         print(f"  speed-up over the baseline, one process: x{base[0] / mine[0]:.1f} wall, "

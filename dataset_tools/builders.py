@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -400,8 +403,23 @@ def _complete(config: Config, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
-def _worker_task(job: tuple[BuildConfig, Task]) -> pa.RecordBatch:
-    return _run_task(*job)
+def _worker_task(job: tuple[BuildConfig, Task, str]) -> str:
+    """Run a task in a worker; the batch goes to an Arrow file in ``folder`` that the parent
+    maps: no pickling, and no copy through a pipe (which cost the parent ~1 ms a row)."""
+    cfg, task, folder = job
+    batch = _run_task(cfg, task)
+    path = os.path.join(folder, f"{task.split}-{task.start:08d}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return path
+
+
+def _mapped(path: str) -> pa.RecordBatch:
+    """The batch a worker wrote, memory-mapped (the file can go; the mapping stays valid)."""
+    with pa.memory_map(path) as source:
+        batch = pa.ipc.open_file(source).get_batch(0)
+    os.unlink(path)
+    return batch
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -423,13 +441,15 @@ def iter_batches(
 
     tasks = plan_tasks(cfg)
     workers = min(cfg.num_proc, len(tasks))
-    pool = _pool_context().Pool(workers) if workers > 1 else None
+    folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
+    pool = _pool_context().Pool(workers) if folder else None
     total = sum(cfg.split_sizes.values())
     try:
         if pool is None:
             results = (_run_task(cfg, task) for task in tasks)
         else:
-            results = pool.imap(_worker_task, [(cfg, task) for task in tasks], chunksize=1)
+            jobs = [(cfg, task, folder) for task in tasks]
+            results = (_mapped(path) for path in pool.imap(_worker_task, jobs, chunksize=1))
         with tqdm(total=total, unit="row", desc=f"{cfg.config} rows", disable=not progress) as bar:
             for task, batch in zip(tasks, results, strict=True):
                 bar.update(batch.num_rows)
@@ -438,6 +458,8 @@ def iter_batches(
         if pool is not None:
             pool.terminate()
             pool.join()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_dataset(cfg: BuildConfig, *, progress: bool = False) -> datasets.DatasetDict:
