@@ -139,7 +139,9 @@ def main() -> None:
     load_start = os.getloadavg()
     _composites(range(20))  # compile numba kernels, fill caches
 
+    cpu_start = time.thread_time()
     one = _rate(_composites, range(args.composites))
+    one_cpu = args.composites / (time.thread_time() - cpu_start)
     redraw = _rate(_composites, range(args.composites // 6), True)
     two = _parallel(args.composites, 2)
     png = _png_ms(60)
@@ -162,7 +164,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; load average {load_start[0]:.2f} at the start, "
           f"{load_end[0]:.2f} at the end")  # fmt: skip
     print("composites 448 x 448, nuisances + camera placement on (the defaults), qa mix")
-    print(f"composites/s, 1 process, 1 thread : {one:8.1f}")
+    print(f"composites/s, 1 process, 1 thread : {one:8.1f}   ({one_cpu:.1f} per CPU second)")
     print(
         f"baseline: full redraw each time   : {redraw:8.1f}   (cache speed-up x{one / redraw:.1f})"
     )
