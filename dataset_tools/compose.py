@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -45,13 +45,13 @@ class Sample:
     """One inspection sample: composite image, truth in composite pixels, and its making.
 
     Attributes:
-        image: the composite (RGB, ``layout.size`` square).
+        image: the composite (RGB, ``layout.size`` square), composed when first asked for (a
+            dataset builder encodes the composite from the arrays and never needs it).
         findings: the truth in canonical order, boxes in composite pixels (empty = passed).
         reference / test: the two connector images as drawn (uint8 RGB), before composing.
     """
 
     id: str
-    image: Image.Image
     findings: tuple[Finding, ...]
     housing: str
     pins: str
@@ -60,6 +60,11 @@ class Sample:
     reference: np.ndarray
     test: np.ndarray
     variant: str = "plain"
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The composite: the reference on top, the product under inspection below."""
+        return compose(self.reference, self.test, self.layout, self.labels_drawn)
 
 
 @lru_cache(maxsize=8)
@@ -129,7 +134,7 @@ def make_sample(
     layout: CompositeLayout | None = None,
     nuisances: Nuisances | None = None,
 ) -> Sample:
-    """Render the product under inspection, pick a pool reference, compose, move boxes."""
+    """Render the product under inspection, pick a pool reference, move boxes (composed lazily)."""
     layout = layout or CompositeLayout()
     nuisances = Nuisances() if nuisances is None else nuisances
     geo = layout.connector
@@ -142,10 +147,8 @@ def make_sample(
     findings = tuple(
         sort_findings(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
     )
-    image = compose(reference, rendered.image, layout, spec.labels_drawn)
     return Sample(
         id=spec.id,
-        image=image,
         findings=findings,
         housing=spec.housing,
         pins=spec.pins,
