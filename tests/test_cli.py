@@ -247,3 +247,12 @@ def test_soartc_many_progress_shows_the_total(capsys):
     pairs = [(rng.random((40, 60)), rng.random((40, 60))) for _ in range(3)]
     results = soartc_many(pairs, workers=2, progress=True, register=False)
     assert len(results) == 3 and "3/3" in capsys.readouterr().err
+
+
+def test_the_soartc_cli_repeats_the_kernels_settings_exactly():
+    from qeu_space.soartc import __main__ as soartc_cli
+    from qeu_space.soartc import core, overlay
+
+    assert soartc_cli.DESCRIPTORS == core.DESCRIPTORS
+    assert soartc_cli.DEFAULT_DESCRIPTOR == core.DEFAULT_DESCRIPTOR
+    assert soartc_cli.DEFAULT_VMAX == overlay.DEFAULT_VMAX

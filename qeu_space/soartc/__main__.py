@@ -11,9 +11,12 @@ from PIL import Image, UnidentifiedImageError
 
 from qeu_space.cli import CliError, OneLineParser, check_output_file
 from qeu_space.geometry import ConnectorGeometry
-from qeu_space.soartc.core import DEFAULT_DESCRIPTOR, DESCRIPTORS, soartc
-from qeu_space.soartc.overlay import DEFAULT_VMAX, heatmap_overlay
-from qeu_space.soartc.positions import top_positions
+
+# the kernels' settings, repeated so that --help answers without loading numba, scipy and
+# matplotlib (tests/test_cli.py checks they match qeu_space.soartc.core and .overlay)
+DESCRIPTORS = ("pixels", "selfsim")
+DEFAULT_DESCRIPTOR = "pixels"
+DEFAULT_VMAX = 40.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_file(args.out, "--out")
         except CliError as err:
             parser.error(str(err))
+    from qeu_space.soartc.core import soartc
+    from qeu_space.soartc.overlay import heatmap_overlay
+    from qeu_space.soartc.positions import top_positions
+
     try:
         reference = _open(args.reference)
         test = _open(args.test)
