@@ -23,7 +23,13 @@ from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.local_tokenizer import florence2_tokenizer
 from qeu_space.modeling.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
 from qeu_space.views.registration import register_composite
-from qeu_space.vocabulary import CLASS_LABELS, DefectKind, Finding, parse_answer, quantize
+from qeu_space.vocabulary import (
+    CLASS_LABELS,
+    DEFAULT_KINDS,
+    Finding,
+    parse_answer,
+    quantize,
+)
 
 COMMON = {"image", "id", "housing", "labels_drawn", "variant"}
 DESIGN_COLUMNS = {
@@ -219,7 +225,7 @@ def test_nsoart_variant_blends_the_soartc_map_over_the_lower_product_only():
 def test_od_categories_are_a_classlabel_of_the_defect_kinds(built):
     # the Hugging Face object-detection guide reads the names this way
     names = built["od"]["train"].features["objects"]["category"].feature.names
-    assert names == [kind.value for kind in DefectKind] == list(OD_CATEGORIES)
+    assert names == [kind.value for kind in DEFAULT_KINDS] == list(OD_CATEGORIES)
     categories = [c for row in built["od"]["train"] for c in row["objects"]["category"]]
     assert categories and set(categories) <= set(range(len(names)))
 

@@ -13,7 +13,8 @@ Typed texts may be the canonical answer or just the findings, separated by ``;``
 lines: ``U3 bent pin (left); C7 missing pin``. A position is a row ``U``/``C``/``D`` and a column
 ``1``-``9`` in either order (``C7``, ``7C``, ``c-7``); a kind is ``bent pin`` / ``bent`` /
 ``BENDNG`` (with a direction ``up``/``down``/``left``/``right``, in brackets or not) or
-``missing pin`` / ``missing`` / ``NUKENG``.
+``missing pin`` / ``missing`` / ``NUKENG`` or ``short pin`` / ``short`` / ``pushed in`` /
+``SHORTNG``; ``the pin at D6 is pushed in`` reads as ``D6 short pin``.
 
 Example:
     >>> read_findings("U3 bent pin (left); C7 missing pin", what="defects")
@@ -52,7 +53,8 @@ _PASSED = re.compile(
 )
 _HEADER = re.compile(r"^defective\b\.?\s*(?:(\d+)\s+defects?\s*:?)?\s*", re.I)
 _ITEM = re.compile(
-    r"^(?:position\s+)?(?P<pos>[a-z][ \t]?-?[ \t]?\d+|\d+[ \t]?-?[ \t]?[a-z](?![a-z]))"
+    r"^(?:the\s+)?(?:pin\s+)?(?:at\s+)?(?:position\s+)?"
+    r"(?P<pos>[a-z][ \t]?-?[ \t]?\d+|\d+[ \t]?-?[ \t]?[a-z](?![a-z]))"
     r"(?P<rest>.*)$",
     re.I,
 )
@@ -64,8 +66,14 @@ _KIND_NAMES = {
     "missing pin": DefectKind.MISSING,
     "missing": DefectKind.MISSING,
     "nukeng": DefectKind.MISSING,
+    "short pin": DefectKind.SHORT,
+    "short": DefectKind.SHORT,
+    "shortng": DefectKind.SHORT,
+    "pushed in": DefectKind.SHORT,
+    "pushed-in pin": DefectKind.SHORT,
+    "pushed in pin": DefectKind.SHORT,
 }
-KNOWN_KINDS = "bent pin (with a direction: up, down, left or right), missing pin"
+KNOWN_KINDS = "bent pin (with a direction: up, down, left or right), missing pin, short pin"
 
 
 def _position(token: str, item: str, what: str) -> Position:
@@ -101,8 +109,8 @@ def _item(item: str, what: str, require_direction: bool) -> Finding:
         raise ReadError(
             f"the {what} has {named} for {position} in {item!r}: known kinds are {KNOWN_KINDS}"
         )
-    if kind is DefectKind.MISSING and direction is not None:
-        raise ReadError(f"the {what} gives a missing pin a direction in {item!r}: leave it out")
+    if kind is not DefectKind.BENT and direction is not None:
+        raise ReadError(f"the {what} gives a {kind.value} a direction in {item!r}: leave it out")
     if kind is DefectKind.BENT and direction is None and require_direction:
         raise ReadError(
             f"the bent pin at {position} in the {what} needs a direction: write "
@@ -162,7 +170,8 @@ def read_findings(
 
 
 _CANONICAL_ITEM = re.compile(
-    r"^(?P<pos>[UCD][1-9]) (?P<kind>bent pin|missing pin)(?: \((?P<dir>up|down|left|right)\))?$"
+    r"^(?P<pos>[UCD][1-9]) (?P<kind>bent pin|missing pin|short pin)"
+    r"(?: \((?P<dir>up|down|left|right)\))?$"
 )
 _CANONICAL = re.compile(r"^Defective\. (?P<n>[1-9]\d*) (?P<noun>defects?): (?P<items>.+)\.$")
 
@@ -171,9 +180,10 @@ def canonical_findings(text: str) -> tuple[Finding, ...] | None:
     """The findings of an answer in the canonical form, or ``None`` if it is not in that form.
 
     Canonical: ``Passed. No defects found.`` or ``Defective. N defect(s): item; item.`` with each
-    item ``<position> bent pin (<direction>)`` or ``<position> missing pin``, ``N`` equal to the
-    number of items, no pin twice (in any order; surrounding white space is ignored). A repeated
-    word, a count that differs from the list, a missing pin with a direction, or extra text make
+    item ``<position> bent pin (<direction>)``, ``<position> missing pin`` or ``<position> short
+    pin``, ``N`` equal to the number of items, no pin twice (in any order; surrounding white space
+    is ignored). A repeated word, a count that differs from the list, a direction on anything but
+    a bent pin, or extra text make
     the answer unreadable: a degenerate generation must not pass for a verdict.
     """
     body = text.strip() if isinstance(text, str) else ""
@@ -188,7 +198,7 @@ def canonical_findings(text: str) -> tuple[Finding, ...] | None:
         part = _CANONICAL_ITEM.match(item)
         if part is None:
             return None
-        if part["kind"] == "missing pin" and part["dir"] is not None:
+        if part["kind"] != "bent pin" and part["dir"] is not None:
             return None
         findings.append(Finding(part["pos"], part["kind"], part["dir"]))
     if int(found["n"]) != len(findings) or len({f.position for f in findings}) != len(findings):
