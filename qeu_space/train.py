@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from qeu_space.cli import CliError, OneLineParser, check_output_folder, fail
 from qeu_space.modeling.catalog import SCOPES, VIT_PRESETS
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
@@ -36,19 +37,12 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage is one ``--help`` away)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _help(name: str) -> str:
     return next(f.metadata["help"] for f in fields(AdapterOptions) if f.name == name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Fine-tune Florence-2 (<OD>, --task od) or a chat VLM (Q/A, --task qa), or "
         "train a ViT classifier (OK/BENDNG/NUKENG, --task cls), on "
@@ -82,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --push-to: the Hub id of --dataset for the card, when it is a local folder",
     )  # fmt: skip
     p.add_argument("--trust-remote-code", action="store_true", help="allow the base's own code")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = p.add_argument_group("adapter")
     a.add_argument("--rank", type=int, default=16, help=_help("rank") + " (default 16)")
@@ -156,21 +151,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dataset_config=args.dataset_config,
         base_model_id=args.base_model,
         dataset_id=args.dataset_id,
+        progress=not args.quiet,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    try:  # before any work: an output that cannot be written loses nothing
+        check_output_folder(args.out, overwrite=True)  # a run's folder may hold files (resume)
+    except CliError as err:
+        return fail(PROG, err)
     from qeu_space.hub.upload import HubError
     from qeu_space.training import train
 
     try:
         config = config_from_args(args)
         result = train(config, command=[*PROG.split(), *argv])
-    except (ValueError, FileNotFoundError, HubError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, HubError) as err:  # bad input, unknown base, unwritable output
+        return fail(PROG, err)
     if os.environ.get("RANK", "0") == "0":
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         print(

@@ -229,7 +229,8 @@ def check_columns(dataset: datasets.Dataset, task: str) -> None:
         )
 
 
-def _category_names(dataset: datasets.Dataset) -> list[str] | None:
+def category_names(dataset: datasets.Dataset) -> list[str] | None:
+    """The names of ``objects.category`` when it is a ``ClassLabel`` (else ``None``)."""
     feature = dataset.features["objects"]
     category = feature["category"] if isinstance(feature, dict) else None
     if category is None and hasattr(feature, "feature"):
@@ -360,7 +361,7 @@ def _score_variant(
         return ModelRun(
             name, model, seconds, speed, qa=metrics, predictions=predictions, intervals=intervals
         )
-    names = _category_names(dataset)
+    names = category_names(dataset)
     truths = [boxes_of(r, names) for r in rows]
     metrics = od_metrics(truths, predicted)
     return ModelRun(name, model, seconds, speed, od=metrics, predictions=predictions)

@@ -91,14 +91,22 @@ def read_config(base: str | Path, *, trust_remote_code: bool = False) -> dict[st
     """The base's ``config.json`` as a dict, refusing remote code unless it is allowed.
 
     Raises:
-        FileNotFoundError: ``base`` looks like a path but is not a folder.
+        FileNotFoundError: ``base`` looks like a path but is not a folder, or is a Hub id that
+            cannot be read (unknown, or not cached without network).
         RemoteCodeError: the config has an ``auto_map`` (code shipped with the model) and
             ``trust_remote_code`` is off.
     """
     name = str(base)
     if _looks_like_path(name) and not Path(name).is_dir():
         raise FileNotFoundError(f"base model folder {name!r} does not exist")
-    config, _ = PretrainedConfig.get_config_dict(name)
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name)
+    except OSError as err:  # not on the Hub, not in its cache, or no network: one line says so
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"base model {name!r} is neither a folder nor a Hub model this machine can read "
+            f"({reason})"
+        ) from None
     auto_map = config.get("auto_map")
     if auto_map and not trust_remote_code:
         classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)

@@ -98,6 +98,7 @@ class TrainConfig:
             is a local folder (required then: a pushed adapter never names a local path).
         dataset_id: Hub id of ``dataset`` for the pushed card, when ``dataset`` is a folder.
         dataset_config: config name of a Hub dataset with several (default: ``task``).
+        progress: show the progress bar (steps with total and ETA); ``--quiet`` turns it off.
     """
 
     task: str
@@ -129,6 +130,7 @@ class TrainConfig:
     dataset_config: str | None = None
     base_model_id: str | None = None
     dataset_id: str | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

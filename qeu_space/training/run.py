@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from peft import get_peft_model
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
 from qeu_space.modeling.families import family_for, scratch_base
 from qeu_space.modeling.loading import load_model, read_config
@@ -129,6 +129,8 @@ def train(
         eval_samples=config.eval_samples,
         max_new_tokens=config.max_new_tokens,
     )
+    if not config.progress:  # quiet: no bar, and not the log lines Trainer prints instead
+        trainer.remove_callback(PrinterCallback)
     resume: str | bool | None = config.resume_from_checkpoint
     if resume == "latest":
         resume = True
@@ -196,6 +198,7 @@ def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArgu
         dataloader_num_workers=config.dataloader_workers,
         ddp_find_unused_parameters=config.adapter.full_finetune,
         report_to="none",
+        disable_tqdm=not config.progress,
     )
 
 

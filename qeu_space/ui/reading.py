@@ -14,7 +14,8 @@ lines: ``U3 bent pin (left); C7 missing pin``. A position is a row ``U``/``C``/`
 ``1``-``9`` in either order (``C7``, ``7C``, ``c-7``); a kind is ``bent pin`` / ``bent`` /
 ``BENDNG`` (with a direction ``up``/``down``/``left``/``right``, in brackets or not),
 ``missing pin`` / ``missing`` / ``NUKENG`` or ``short pin`` / ``short`` / ``SHORTNG``: every kind
-of the vocabulary (:class:`~qeu_space.vocabulary.DefectKind`), by its name, keyword or label.
+of the vocabulary (:class:`~qeu_space.vocabulary.DefectKind`), by its name, keyword or label
+(and ``pushed in`` for a short pin: ``the pin at D6 is pushed in`` reads as ``D6 short pin``).
 
 Example:
     >>> read_findings("U3 bent pin (left); C7 missing pin", what="defects")
@@ -53,13 +54,18 @@ _PASSED = re.compile(
 )
 _HEADER = re.compile(r"^defective\b\.?\s*(?:(\d+)\s+defects?\s*:?)?\s*", re.I)
 _ITEM = re.compile(
-    r"^(?:position\s+)?(?P<pos>[a-z][ \t]?-?[ \t]?\d+|\d+[ \t]?-?[ \t]?[a-z](?![a-z]))"
+    r"^(?:the\s+)?(?:pin\s+)?(?:at\s+)?(?:position\s+)?"
+    r"(?P<pos>[a-z][ \t]?-?[ \t]?\d+|\d+[ \t]?-?[ \t]?[a-z](?![a-z]))"
     r"(?P<rest>.*)$",
     re.I,
 )
 _DIRECTION = re.compile(r"\(?\s*\b(up|down|left|right)\b\s*\)?\s*$", re.I)
 _KIND_NAMES = {
     name: kind for kind in DefectKind for name in (kind.value, kind.keyword, kind.label.lower())
+} | {
+    "pushed in": DefectKind.SHORT,
+    "pushed in pin": DefectKind.SHORT,
+    "pushed-in pin": DefectKind.SHORT,
 }
 KNOWN_KINDS = ", ".join(
     kind.value + (" (with a direction: up, down, left or right)" if kind.has_direction else "")
