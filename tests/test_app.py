@@ -3,8 +3,9 @@
 One ``python app.py`` process (127.0.0.1, ephemeral port, offline) serves one test made of
 checks run in order (one test, so that ``pytest -n 2`` never launches the app twice), on tiny
 random-weight models: the tests assert on plumbing (both answers exist and differ because the
-adapter is on for one and off for the other, the report fills, rows land in the store with the
-server's own answers), never on answer quality. SOARTC is real, so its top position on a clean
+adapter is on for one and off for the other, each of the two named adapters answers when named,
+the report fills, rows land in the store with the server's own answers), never on answer
+quality. SOARTC is real, so its top position on a clean
 render is the defect's.
 """
 
@@ -27,7 +28,13 @@ from PIL import Image
 
 from qeu_space.feedback import FeedbackStore
 from qeu_space.geometry import CompositeLayout
-from tests.browser.app_server import RunningApp, app_env, launched_app, make_tiny_models
+from tests.browser.app_server import (
+    TINY_ADAPTERS,
+    RunningApp,
+    app_env,
+    launched_app,
+    make_tiny_models,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,6 +46,7 @@ def test_space_end_to_end(tmp_path: Path) -> None:
         check_named_endpoints(client)
         sample = generate_sample(client)
         check_inspect_then_feedback(client, running, sample)
+        check_each_adapter_answers_by_name(client, running, sample)
         check_forged_or_unknown_inspection_is_refused(client, running, sample)
         check_refused_truth(client, sample)
         check_soartc_takes_reference_then_test(client, sample, tmp_path)
@@ -67,7 +75,9 @@ def check_named_endpoints(client: Client) -> None:
     assert set(api) == {"/inspect", "/soartc", "/feedback", "/generate", "/compose"}
     names = {name: [p["parameter_name"] for p in api[name]["parameters"]] for name in api}
     assert names["/soartc"] == ["reference", "test"]
-    assert names["/inspect"] == ["composite", "truth"]
+    assert names["/inspect"] == ["composite", "truth", "adapter"]
+    adapter = api["/inspect"]["parameters"][2]
+    assert adapter["parameter_has_default"] and adapter["parameter_default"] == ""
     assert names["/feedback"] == [
         "inspection_id",
         "rated",
@@ -98,6 +108,7 @@ def check_inspect_then_feedback(
         assert answer["status"] in ("unreadable", "empty", "ok") and "text" in answer
     assert base["text"] != tuned["text"]  # the adapter is on for one answer and off for the other
     assert report["truth"] == truth and report["source"] == "generated seed 7"
+    assert report["adapter"] == TINY_ADAPTERS[0]  # no name: the default, the first
     assert report["od"]["note"].startswith("`<OD>` output") or "Florence-2" in report["od"]["note"]
 
     rated = "fine-tuned" if tuned["status"] != "empty" else "base"
@@ -112,9 +123,39 @@ def check_inspect_then_feedback(
     assert not row.correct and row.rated == rated and row.inspection_id == inspection_id
     assert row.corrected_answer == "Defective. 1 defect: C7 missing pin."
     assert row.truth == truth and row.source == "generated seed 7"
+    assert row.adapter_name == TINY_ADAPTERS[0] and row.adapter == "vlm-lora"
     stored = store.image(row.image_sha256)
     assert stored.size == (448, 448)
     assert np.array_equal(np.asarray(stored), np.asarray(Image.open(composite).convert("RGB")))
+
+
+def check_each_adapter_answers_by_name(
+    client: Client, running: RunningApp, sample: tuple[str, str]
+) -> None:
+    """Issue 13, item 3: the Space holds two adapters; ``/inspect`` answers with the one it is
+    named, the base's answer stays the same, feedback records which adapter was rated, and an
+    unknown name is refused with the known ones."""
+    composite, truth = sample
+    reports = {}
+    for name in TINY_ADAPTERS:
+        inspection_id, report, _ = client.predict(
+            handle_file(composite), truth, name, api_name="/inspect"
+        )
+        assert report["adapter"] == name and report["fine_tuned"]["status"] != "unavailable"
+        reports[name] = (inspection_id, report)
+    first, second = (reports[name][1] for name in TINY_ADAPTERS)
+    assert first["base"]["text"] == second["base"]["text"]
+    assert first["fine_tuned"]["text"] != second["fine_tuned"]["text"]  # two adapters, not one
+    inspection_id, report = reports[TINY_ADAPTERS[1]]
+    rated = "fine-tuned" if report["fine_tuned"]["status"] != "empty" else "base"
+    client.predict(inspection_id, rated, "wrong", "C4 short pin", "second", api_name="/feedback")
+    row = next(r for r in FeedbackStore(running.feedback_db).rows() if r.comment == "second")
+    assert row.adapter_name == TINY_ADAPTERS[1] and row.adapter == "vlm-short-pin-lora"
+    assert row.corrected_answer == "Defective. 1 defect: C4 short pin."
+    assert row.tuned_answer == report["fine_tuned"]["text"]
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(composite), truth, "nope", api_name="/inspect")
+    assert "unknown adapter 'nope'; this Space's adapters: latched, short-pin" in str(err.value)
 
 
 def check_forged_or_unknown_inspection_is_refused(
@@ -198,7 +239,7 @@ def check_server_paths_are_not_read(running: RunningApp) -> None:
     (Gradio refuses it for the typed API; ``upload_path`` for the browser's events)."""
     model_file = Path(running.env["QEU_VIT_MODEL"]) / "config.json"
     for path in ("/etc/hostname", str(model_file)):
-        data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, ""]
+        data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "", ""]
         reply = httpx.post(running.url + "/gradio_api/call/inspect", json={"data": data})
         event = reply.json()["event_id"]
         text = httpx.get(running.url + f"/gradio_api/call/inspect/{event}", timeout=60).text
@@ -313,7 +354,7 @@ def check_light_endpoints_answer_while_the_model_queue_is_full(
     def flood() -> None:  # keep the model lane full: join /inspect again and again
         with httpx.Client(timeout=60) as http:
             while not stop.is_set():
-                reply = http.post(api + "/call/inspect", json={"data": [image, ""]})
+                reply = http.post(api + "/call/inspect", json={"data": [image, "", ""]})
                 if reply.status_code == 422:
                     assert "The queue for model calls (/inspect) is full" in reply.text
                     refusals.append(time.monotonic())

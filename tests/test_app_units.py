@@ -10,7 +10,12 @@ from PIL import Image
 
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.devices import detect_device
-from qeu_space.ui.adapter_panel import adapter_markdown, device_markdown, models_markdown
+from qeu_space.ui.adapter_panel import (
+    adapter_markdown,
+    adapters_markdown,
+    device_markdown,
+    models_markdown,
+)
 from qeu_space.ui.cases import (
     normalise_composite,
     parse_defects,
@@ -25,7 +30,7 @@ from qeu_space.ui.layout import launch_options, open_feedback_store
 from qeu_space.ui.models import display_name, load_models, public_text
 from qeu_space.ui.reading import ReadError
 from qeu_space.ui.records import ModelAnswer
-from qeu_space.ui.settings import DEFAULT_BASE, REPO_ROOT, AppSettings
+from qeu_space.ui.settings import DEFAULT_BASE, REPO_ROOT, AppSettings, NamedAdapter
 from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding
 from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
@@ -35,6 +40,9 @@ def test_settings_defaults_are_the_embedded_models() -> None:
     s = AppSettings.from_env({})
     assert s.base_model == str(REPO_ROOT / "models" / "inspection-vlm-base") == DEFAULT_BASE
     assert s.adapter == str(REPO_ROOT / "models" / "inspection-vlm-lora")
+    assert s.adapters == (NamedAdapter("latched", s.adapter),) and s.adapter_names == ("latched",)
+    assert [k.value for k in s.gallery_kinds] == ["bent pin", "missing pin", "short pin"]
+    assert s.diff_samples == 24
     assert s.vit_model == str(REPO_ROOT / "models" / "vit-inspector")
     assert s.od_model is None and s.feedback_repo is None
     assert s.trust_remote_code is False
@@ -70,6 +78,47 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
     assert (s.queue_size, s.max_upload_bytes) == (4, 2_500_000)
     assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (8, 10, 5.0)
     assert s.delete_cache == (1, 3)
+
+
+LORA = str(REPO_ROOT / "models" / "inspection-vlm-lora")
+
+
+@pytest.mark.parametrize(
+    ("env", "adapters"),
+    [
+        ({"QEU_ADAPTERS": "none"}, ()),
+        ({"QEU_ADAPTERS": ""}, ()),
+        ({"QEU_ADAPTER": "none"}, ()),
+        ({"QEU_ADAPTER": "me/my-lora"}, (("my-lora", "me/my-lora"),)),  # the alias, one adapter
+        ({"QEU_ADAPTER": "fix=me/my-lora"}, (("fix", "me/my-lora"),)),
+        (
+            {"QEU_ADAPTERS": "latched=models/inspection-vlm-lora, short-pin=me/short-pin-lora"},
+            (("latched", LORA), ("short-pin", "me/short-pin-lora")),
+        ),
+        ({"QEU_ADAPTERS": "me/a,me/b,"}, (("a", "me/a"), ("b", "me/b"))),
+    ],
+)
+def test_adapters_are_read_from_qeu_adapters_or_its_alias(env: dict, adapters: tuple) -> None:
+    s = AppSettings.from_env(env)
+    assert tuple((a.name, a.source) for a in s.adapters) == adapters
+    assert s.adapter == (adapters[0][1] if adapters else None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"QEU_ADAPTERS": "a=me/x,a=me/y"}, "QEU_ADAPTERS: the adapter name 'a' is used twice"),
+        ({"QEU_ADAPTERS": "a b=me/x"}, "QEU_ADAPTERS: adapter name 'a b' must be 1-40"),
+        ({"QEU_ADAPTERS": "a="}, "QEU_ADAPTERS: 'a=' names no adapter"),
+        ({"QEU_ADAPTER": "me/x,me/y"}, "QEU_ADAPTER names one adapter; use QEU_ADAPTERS"),
+        ({"QEU_ADAPTER": "me/x", "QEU_ADAPTERS": "me/y"}, "set QEU_ADAPTERS .* or QEU_ADAPTER"),
+        ({"QEU_GALLERY_KINDS": "bent wobbly"}, "QEU_GALLERY_KINDS: unknown defect kind 'wobbly'"),
+        ({"QEU_DIFF_SAMPLES": "1000"}, "QEU_DIFF_SAMPLES must be between 4 and 64"),
+    ],
+)
+def test_bad_adapter_settings_name_the_variable(env: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AppSettings.from_env(env)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +161,7 @@ def test_launch_options_follow_gradio_variables() -> None:
             "U3 bent pin (left); C7 missing pin",
             (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin")),
         ),
+        ("C4 short pin", (Finding("C4", "short pin"),)),  # the Generate tab places short pins
     ],
 )
 def test_parse_defects(text: str, expected: tuple) -> None:
@@ -144,6 +194,7 @@ def test_parse_defects_errors(text: str, message: str) -> None:
         ("position C7 is missing", "Defective. 1 defect: C7 missing pin."),
         ("U-3 BENDNG left, D9 NUKENG", "Defective. 2 defects: U3 bent pin (left); D9 missing pin."),
         ("U3 bent pin", "Defective. 1 defect: U3 bent pin."),  # a truth may not know the way
+        ("c4 short; 4D SHORTNG", "Defective. 2 defects: C4 short pin; D4 short pin."),
     ],
 )
 def test_truth_box_reads_every_finding(text: str, expected: str | None) -> None:
@@ -163,6 +214,7 @@ REFUSED_TRUTHS = [
     ("Defective. 2 defects: C7 missing pin.", "says 2 defects but lists 1"),
     ("Defective.", "says Defective but names no defect"),
     ("C7 missing pin (left)", "gives a missing pin a direction in 'C7 missing pin (left)'"),
+    ("C4 short pin (up)", "gives a short pin a direction in 'C4 short pin (up)'"),
     ("C7 missing; c7 bent (up)", "names C7 twice"),
     ("Passed. 1 defect: D5 missing pin.", "starts with Passed and then says more"),
     ("C7", "has no defect kind for C7 in 'C7'"),
@@ -184,6 +236,8 @@ def test_each_refused_truth_names_the_wrong_part(text: str, message: str) -> Non
         ("  Defective. 1 defect: C7 missing pin.\n", ("C7",)),
         ("Defective. 2 defects: U3 bent pin (left); C7 missing pin.", ("U3", "C7")),
         ("Defective. 2 defects: C7 missing pin; U3 bent pin (left).", ("U3", "C7")),
+        ("Defective. 2 defects: C4 short pin; U3 bent pin (left).", ("U3", "C4")),
+        ("Defective. 1 defect: C4 short pin (up).", None),
         ("Passed. No defects found found found … 1 defect: D5 missing pin.", None),
         ("Defective. 1 defects: C7 missing pin.", None),
         ("Defective. 2 defects: C7 missing pin.", None),
@@ -230,6 +284,7 @@ def test_unreadable_answer_is_folded_and_escaped() -> None:
 def test_gallery_captions_are_short_and_whole() -> None:
     findings = (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin"))
     assert short_truth(findings) == "U3← C7✕"
+    assert short_truth((Finding("C4", "short pin"),)) == "C4▾"
     assert short_truth(()) == "OK"
 
 
@@ -379,7 +434,7 @@ def test_missing_adapter_keeps_the_base(tiny_vlm, tmp_path: Path) -> None:
     )
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     assert models.vlm.available and not models.vlm.has_adapter
-    assert models.vlm.adapter_reason == "adapter model not available: gone (see README)"
+    assert models.vlm.adapters[0].reason == "adapter model not available: gone (see README)"
     assert models.vit.status() == "ViT: not configured"
 
 
@@ -466,9 +521,9 @@ def test_a_damaged_adapter_is_left_out_with_its_reason(
     )
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     assert models.vlm.available and not models.vlm.has_adapter
-    assert models.vlm.adapter_reason.startswith(reason)
-    panel = adapter_markdown(str(bad), models.vlm)
-    assert panel.startswith(f"**Adapter `{how}-lora` is not in use**: {reason}")
+    assert models.vlm.adapters[0].reason.startswith(reason)
+    panel = adapters_markdown(models.vlm)
+    assert panel.startswith(f"**Adapter `{how}-lora` (`{how}-lora`) is not in use**: {reason}")
     assert str(tmp_path) not in panel
 
     from app import SyntheticSamples
@@ -515,22 +570,40 @@ def test_inspection_log_refuses_unknown_forged_and_expired_ids() -> None:
 
 @pytest.fixture
 def scripted_app(tmp_path: Path, monkeypatch):
-    """An InspectionApp whose chat VLM says what the test scripts (``answers[tuned]``)."""
+    """An InspectionApp whose chat VLM says what the test scripts (``answers[adapter]``: the
+    base is ``None``; adapters ``latched`` and ``short-pin``)."""
     from types import SimpleNamespace
 
     from app import SyntheticSamples
     from qeu_space.ui import models as model_fns
     from qeu_space.ui.handlers import InspectionApp
-    from qeu_space.ui.models import Models, ModelSlot
+    from qeu_space.ui.models import AdapterSlot, Models, ModelSlot
 
-    answers = {False: "Passed. No defects found.", True: "Defective. 1 defect: C7 missing pin."}
+    answers = {
+        None: "Passed. No defects found.",
+        "latched": "Defective. 1 defect: C7 missing pin.",
+        "short-pin": "Defective. 1 defect: C4 short pin.",
+    }
     monkeypatch.setattr(
         model_fns,
         "answer_with_vlm",
-        lambda image, *, tuned, max_new_tokens: model_fns.Answer(answers[tuned], ()),
+        lambda image, *, adapter, max_new_tokens: model_fns.Answer(answers[adapter], ()),
     )
-    slot = ModelSlot("chat VLM", "scripted", loaded=SimpleNamespace(has_adapter=True))
-    settings = AppSettings.from_env({"QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3")})
+    slot = ModelSlot(
+        "chat VLM",
+        "scripted",
+        loaded=SimpleNamespace(has_adapter=True),
+        adapters=[
+            AdapterSlot("latched", "scripted-lora", "qeu_adapter_00"),
+            AdapterSlot("short-pin", "scripted-short-pin-lora", "qeu_adapter_01"),
+        ],
+    )
+    settings = AppSettings.from_env(
+        {
+            "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
+            "QEU_ADAPTERS": "latched=scripted-lora,short-pin=scripted-short-pin-lora",
+        }
+    )
     source = SyntheticSamples()
     gallery = source.gallery(2, 0)
     app = InspectionApp(settings, Models(vlm=slot), source, open_feedback_store(settings), gallery)
@@ -547,14 +620,22 @@ def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
     status = app.send_feedback(done.id, "fine-tuned", "wrong", "u3 bent (left)", "not C7")
     assert status.startswith("Thank you: feedback #1 on inspection")
     row = app.store.recent(1)[0]
-    assert (row.base_answer, row.tuned_answer) == (answers[False], answers[True])
+    assert (row.base_answer, row.tuned_answer) == (answers[None], answers["latched"])
+    assert (row.adapter_name, row.adapter) == ("latched", "scripted-lora")  # the default
     assert row.corrected_answer == "Defective. 1 defect: U3 bent pin (left)."
     assert row.inspection_id == done.id and row.source == case.source
     assert row.truth == case.truth_text
     stored = np.asarray(app.store.image(row.image_sha256))
     assert np.array_equal(stored, np.asarray(case.composite))
 
-    answers[True] = "Passed. No defects found found found"
+    picked = app.inspect_image(case.composite, None, adapter="short-pin")
+    assert picked.record.adapter == "short-pin" and picked.report()["adapter"] == "short-pin"
+    app.send_feedback(picked.id, "fine-tuned", "correct")
+    row = app.store.recent(1)[0]
+    assert row.tuned_answer == answers["short-pin"] and row.adapter_name == "short-pin"
+    assert row.adapter == "scripted-short-pin-lora" and row.correct
+
+    answers["latched"] = "Passed. No defects found found found"
     odd = app.inspect_image(app.gallery[0].composite, None)
     assert odd.record.tuned.status == "unreadable"
     refusals = [
@@ -567,7 +648,7 @@ def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
     for args, message in refusals:
         with pytest.raises(gr.Error, match=message):
             app.send_feedback(*args)
-    assert app.store.count() == 1
+    assert app.store.count() == 2
 
 
 def test_no_connector_no_record(scripted_app) -> None:

@@ -96,6 +96,17 @@ def test_an_older_store_gains_the_inspection_id_column(tmp_path: Path) -> None:
     assert store.recent(1)[0].inspection_id == ""
     store.add(entry(2, inspection_id="new"))
     assert [r.inspection_id for r in store.rows()] == ["", "new"]
+    assert [r.adapter_name for r in store.rows()] == ["", ""]  # gained too (issue 13)
+
+
+def test_each_row_keeps_the_name_of_the_adapter_it_rates(tmp_path: Path) -> None:
+    """With several adapters in the Space, a judgement says which one answered."""
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    row = store.add(entry(1, adapter="models/inspection-vlm-short-pin", adapter_name="short-pin"))
+    again = FeedbackStore(tmp_path / "fb.sqlite3").recent(1)[0]
+    assert again.adapter_name == row.adapter_name == "short-pin"
+    assert again.adapter == "models/inspection-vlm-short-pin"
+    assert row.to_json()["adapter_name"] == "short-pin"
 
 
 def test_same_image_is_stored_once(tmp_path: Path) -> None:

@@ -68,14 +68,18 @@ CREATE TABLE IF NOT EXISTS feedback (
     source TEXT NOT NULL,
     base_model TEXT NOT NULL,
     adapter TEXT NOT NULL,
-    inspection_id TEXT NOT NULL DEFAULT ''
+    inspection_id TEXT NOT NULL DEFAULT '',
+    adapter_name TEXT NOT NULL DEFAULT ''
 );
 """
 #: Columns added after the first release, with their definitions: an older store gains them.
-_ADDED_COLUMNS = {"inspection_id": "TEXT NOT NULL DEFAULT ''"}
+_ADDED_COLUMNS = {
+    "inspection_id": "TEXT NOT NULL DEFAULT ''",
+    "adapter_name": "TEXT NOT NULL DEFAULT ''",
+}
 _COLUMNS = (
     "id, uid, created_at, replica, image_sha256, base_answer, tuned_answer, rated, correct, "
-    "corrected_answer, comment, truth, source, base_model, adapter, inspection_id"
+    "corrected_answer, comment, truth, source, base_model, adapter, inspection_id, adapter_name"
 )
 
 
@@ -104,8 +108,10 @@ class FeedbackEntry:
         comment: free text, at most :data:`MAX_COMMENT` characters (shown escaped, never as HTML).
         truth: the known truth answer (generated samples), else ``None``.
         source: where the image came from (``sample qa-...``, ``upload``).
-        base_model / adapter: which models answered.
+        base_model / adapter: which models answered (the adapter's Hub id or folder name).
         inspection_id: the Space's inspection the answers come from (``""`` outside the Space).
+        adapter_name: the name the Space gave the adapter that answered ``tuned_answer``
+            (``QEU_ADAPTERS``, e.g. ``short-pin``; ``""`` outside the Space or without one).
     """
 
     image: Image.Image
@@ -120,6 +126,7 @@ class FeedbackEntry:
     base_model: str = ""
     adapter: str = ""
     inspection_id: str = ""
+    adapter_name: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, Image.Image):
@@ -172,6 +179,7 @@ class StoredFeedback:
     base_model: str
     adapter: str
     inspection_id: str = ""
+    adapter_name: str = ""
 
     @property
     def rated_answer(self) -> str:
@@ -200,6 +208,7 @@ class StoredFeedback:
             "base_model": self.base_model,
             "adapter": self.adapter,
             "inspection_id": self.inspection_id,
+            "adapter_name": self.adapter_name,
         }
 
 
@@ -299,6 +308,7 @@ class FeedbackStore:
             entry.base_model,
             entry.adapter,
             entry.inspection_id,
+            entry.adapter_name,
         )
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -308,7 +318,7 @@ class FeedbackStore:
                 )
                 cursor = self._conn.execute(
                     f"INSERT INTO feedback ({_COLUMNS.removeprefix('id, ')}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"VALUES ({', '.join('?' * len(values))})",
                     values,
                 )
                 self._conn.execute("COMMIT")

@@ -1,21 +1,22 @@
-"""The models panel: each model's status, and what the configured adapter is.
+"""The models panel: each model's status, and what each configured adapter is.
 
-The adapter part answers "what did fine-tuning change": its base, rank and alpha, the modules it
-adapts, its share of the base's parameters (:func:`qeu_space.hub.adapters.inspect_adapter`) and the
-metrics its model card reports (``model-index`` read by ``huggingface_hub.ModelCard``). It says
-first whether the adapter is in use (a damaged one is not, and the card's figures are then not
-what answers), and it never raises: a file it cannot read is a line saying so. Names, never the
-server's paths, are shown.
+The adapter part answers "what did fine-tuning change", for every adapter of ``QEU_ADAPTERS``
+under its name: its base, rank and alpha, the modules it adapts, its share of the base's
+parameters (:func:`qeu_space.hub.adapters.inspect_adapter`) and the metrics its model card reports
+(``model-index`` read by ``huggingface_hub.ModelCard``). It says first whether the adapter is in
+use (a damaged one is not, and the card's figures are then not what answers), and it never
+raises: a file it cannot read is a line saying so. Names, never the server's paths, are shown.
 
 Example:
-    >>> markdown = adapter_markdown("models/inspection-vlm-lora")
+    >>> markdown = adapter_markdown("models/inspection-vlm-lora", name="latched")
+    >>> markdown = adapters_markdown(models.vlm)       # every adapter, in QEU_ADAPTERS order
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qeu_space.ui.models import Models, ModelSlot, display_name, public_text
+from qeu_space.ui.models import AdapterSlot, Models, ModelSlot, display_name, public_text
 
 
 def _adapter_folder(adapter: str) -> Path | None:
@@ -49,34 +50,56 @@ def card_metrics(folder: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def adapter_markdown(adapter: str | None, slot: ModelSlot | None = None) -> str:
+def adapter_markdown(
+    adapter: str | None, *, name: str | None = None, unused: str | None = None
+) -> str:
     """What the adapter is, as Markdown; a readable line when it cannot be read (never raises).
 
-    ``slot`` (the chat VLM's) says whether the adapter is in use and why not.
+    ``name`` is its name in the Space (default: its folder's or Hub id's), ``unused`` why it is
+    not in use (``None``: it is, or nothing is known).
     """
     if adapter is None:
-        return "No adapter configured (set `QEU_ADAPTER`): only the base model answers."
-    name = display_name(adapter)
-    unused = ""
-    if slot is not None and not slot.has_adapter:
-        why = slot.adapter_reason or slot.reason or "the base model is not loaded"
-        unused = (
-            f"**Adapter `{name}` is not in use**: {why}. The fine-tuned panel shows this reason; "
-            "what follows describes the file, not what answers.\n\n"
+        return "No adapter configured (set `QEU_ADAPTERS`): only the base model answers."
+    shown = display_name(adapter)
+    title = f"`{name}` (`{shown}`)" if name else f"`{shown}`"
+    note = ""
+    if unused is not None:
+        note = (
+            f"**Adapter {title} is not in use**: {unused}. The fine-tuned panel shows this "
+            "reason; what follows describes the file, not what answers.\n\n"
         )
     try:
-        return unused + _describe(adapter, name)
+        return note + _describe(adapter, title)
     except Exception as err:  # noqa: BLE001 - a damaged file is a line in the panel, not a crash
         text = public_text(str(err).strip().splitlines()[0] if str(err).strip() else "")
-        return unused + f"Adapter `{name}`: cannot be read ({text or type(err).__name__})."
+        return note + f"Adapter {title}: cannot be read ({text or type(err).__name__})."
 
 
-def _describe(adapter: str, name: str) -> str:
+def adapters_markdown(slot: ModelSlot) -> str:
+    """Every adapter of the chat VLM (``QEU_ADAPTERS`` order), each with its card's figures; one
+    that is not in use says why first."""
+    if not slot.adapters:
+        return adapter_markdown(None)
+    parts = []
+    for adapter in slot.adapters:
+        parts.append(
+            adapter_markdown(adapter.source, name=adapter.name, unused=_unused(slot, adapter))
+        )
+    return "\n\n---\n\n".join(parts)
+
+
+def _unused(slot: ModelSlot, adapter: AdapterSlot) -> str | None:
+    if not slot.available:
+        return slot.reason or "the base model is not loaded"
+    return adapter.reason or None
+
+
+def _describe(adapter: str, title: str) -> str:
     from qeu_space.hub.adapters import inspect_adapter
 
     folder = _adapter_folder(adapter)
     if folder is None:
-        return f"Adapter `{name}`: not available locally (see README)."
+        return f"Adapter {title}: not available locally (see README)."
     summary = inspect_adapter(folder)
     share = (
         f"{summary.share_of_base:.3%} of the base's {summary.base_params:,}"
@@ -86,7 +109,7 @@ def _describe(adapter: str, name: str) -> str:
     modules = sorted({m.module.rsplit(".", 1)[-1] for m in summary.modules})
     kind = summary.peft_type + (" (DoRA)" if summary.use_dora else "")
     lines = [
-        f"**Adapter** `{name}`",
+        f"**Adapter** {title}",
         "",
         "| property | value |",
         "|---|---|",

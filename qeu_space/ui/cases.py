@@ -56,18 +56,23 @@ class Case:
 
 
 _ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
-CAPTION_LEGEND = "caption: OK, or each defect's pin with ✕ missing or an arrow for a bent pin"
+#: The mark of each kind without a direction in a caption.
+_MARKS = {DefectKind.MISSING: "✕", DefectKind.SHORT: "▾"}
+CAPTION_LEGEND = (
+    "caption: OK, or each defect's pin with ✕ missing, ▾ short or an arrow for a bent pin"
+)
 
 
 def short_truth(findings: tuple[Finding, ...]) -> str:
-    """``OK``, or ``U3← C7✕`` (bent pin and its direction, missing pin): short enough for a
-    thumbnail's caption; the full truth fills the truth box when the sample is picked."""
+    """``OK``, or ``U3← C7✕ C4▾`` (bent pin and its direction, missing pin, short pin): short
+    enough for a thumbnail's caption; the full truth fills the truth box when the sample is
+    picked."""
     if not findings:
         return "OK"
     marks = []
     for f in findings:
-        if f.kind is DefectKind.MISSING:
-            marks.append(f"{f.position}✕")
+        if f.kind in _MARKS:
+            marks.append(f"{f.position}{_MARKS[f.kind]}")
         else:
             marks.append(f"{f.position}{_ARROWS[f.direction.value] if f.direction else '?'}")
     return " ".join(marks)
@@ -91,8 +96,11 @@ class CaseSource(Protocol):
     housings: tuple[str, ...]
     pin_styles: tuple[str, ...]
 
-    def gallery(self, count: int, seed: int) -> list[Case]:
-        """``count`` generated samples with their truth (a varied, reproducible set)."""
+    def gallery(
+        self, count: int, seed: int, kinds: tuple[DefectKind, ...] = tuple(DefectKind)
+    ) -> list[Case]:
+        """``count`` generated samples with their truth (a varied, reproducible set) showing
+        defects of ``kinds``; a longer list starts with the samples of a shorter one."""
         ...
 
     def generate(self, request: SampleRequest) -> Case:

@@ -80,15 +80,20 @@ def describe_comparison(cmp: Comparison) -> str:
 
 
 def comparison_markdown(
-    base: ModelAnswer | None, tuned: ModelAnswer | None, truth: Sequence[Finding] | None
+    base: ModelAnswer | None,
+    tuned: ModelAnswer | None,
+    truth: Sequence[Finding] | None,
+    *,
+    tuned_label: str = "fine-tuned",
 ) -> str:
     """Base vs fine-tuned, each against the truth when it is known.
 
     Only a canonical answer is compared; an unreadable or empty one says so (it counts as no
-    verdict, not as "passed"), and a model that did not run is left out.
+    verdict, not as "passed"), and a model that did not run is left out. ``tuned_label`` names
+    the fine-tuned answer (e.g. ``fine-tuned (short-pin)``).
     """
     lines = []
-    for name, answer in (("base", base), ("fine-tuned", tuned)):
+    for name, answer in (("base", base), (tuned_label, tuned)):
         if answer is None or answer.status in ("unavailable", "error"):
             continue
         if answer.status != "ok":

@@ -1,10 +1,12 @@
 """One handler per action of the Space; :mod:`qeu_space.ui.layout` wires them to the Blocks.
 
 An inspection is a record (:mod:`qeu_space.ui.records`): :meth:`InspectionApp.inspect_image` runs
-SOARTC, the ViT, the base and the fine-tuned answers and the ``<OD>`` boxes on one composite and
-keeps what they said under an inspection id; feedback judges that record, never answers a client
-sends. Every model fault (no model, a model that raises, an empty or non-canonical answer) is a
-line in its panel, never an exception out of a handler.
+SOARTC, the ViT, the base and the fine-tuned answers (with the adapter the visitor picked, by its
+``QEU_ADAPTERS`` name) and the ``<OD>`` boxes on one composite and keeps what they said, and which
+adapter said it, under an inspection id; feedback judges that record, never answers a client
+sends. :class:`~qeu_space.ui.differences.Differences` lists the generated samples on which the
+picked adapter and the base disagree. Every model fault (no model, a model that raises, an empty
+or non-canonical answer) is a line in its panel, never an exception out of a handler.
 
 Handlers taking uploads get Gradio's raw file payload (``preprocess=False`` events and ``gr.api``),
 so every upload is checked by :func:`qeu_space.ui.files.upload_path` and read by
@@ -45,6 +47,7 @@ from qeu_space.ui.cases import (
     split_composite,
 )
 from qeu_space.ui.comparison import compare, describe_comparison
+from qeu_space.ui.differences import Differences, DifferenceView
 from qeu_space.ui.drawing import DISPLAY_SCALE, draw_labelled_boxes, mark_findings
 from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.files import OutputFiles, upload_path
@@ -71,6 +74,10 @@ KINDS: tuple[str, ...] = tuple(k.value for k in DefectKind)
 DIRECTIONS: tuple[str, ...] = ("up", "down", "left", "right")
 RECENT = 10
 MAX_SEED = 2**32 - 1
+
+
+class UnknownAdapter(ValueError):
+    """An adapter name this Space does not have (``QEU_ADAPTERS``)."""
 
 
 def _error(err: Exception) -> gr.Error:
@@ -126,6 +133,8 @@ class Inspection:
         truth: the ground truth compared with, ``None`` when unknown.
         source: where the composite came from, as the server knows it.
         refused: why nothing was answered (no connector found), else ``None``.
+        adapter: the name of the adapter asked for the fine-tuned answer (``None``: none
+            configured).
         record: what feedback may judge (kept in the app's :class:`InspectionLog`).
         soartc / vit / od: the panels' results (``None`` when refused).
     """
@@ -138,6 +147,7 @@ class Inspection:
     soartc: SoartcView | None = None
     vit: VitView | None = None
     od: OdView | None = None
+    adapter: str | None = None
 
     @property
     def id(self) -> str:
@@ -150,6 +160,7 @@ class Inspection:
             "source": self.source,
             "truth": None if self.truth is None else format_answer(self.truth),
             "refused": self.refused,
+            "adapter": self.adapter,
             "soartc": None,
             "vit": None,
             "base": None,
@@ -169,7 +180,11 @@ class Inspection:
 
 @dataclass(repr=False)
 class InspectionApp:
-    """The Space's state: settings, models, cases, kept inspections, the feedback store."""
+    """The Space's state: settings, models, cases, kept inspections, the feedback store.
+
+    ``samples`` are the generated samples of the "where they differ" view (default: the
+    gallery); the gallery's and theirs are known cases (their truth is the server's).
+    """
 
     settings: AppSettings
     models: Models
@@ -180,14 +195,47 @@ class InspectionApp:
     cases: CaseIndex | None = None
     outputs: OutputFiles = field(default_factory=OutputFiles)
     answers: Counter = field(default_factory=Counter)
+    samples: list[Case] = field(default_factory=list)
+    differences: Differences | None = None
 
     def __post_init__(self) -> None:
         if self.inspections is None:
             self.inspections = InspectionLog(
                 self.settings.inspections_kept, self.settings.inspection_minutes * 60
             )
+        if not self.samples:
+            self.samples = list(self.gallery)
         if self.cases is None:
-            self.cases = CaseIndex(self.gallery)
+            self.cases = CaseIndex([*self.gallery, *self.samples])
+        if self.differences is None:
+            self.differences = Differences(self.samples, self._answers_for)
+
+    # ----------------------------------------------------------------- adapters
+
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        """The configured adapters' names (``QEU_ADAPTERS``), the default first."""
+        return self.settings.adapter_names
+
+    def adapter_choice(self, requested: str | None) -> str | None:
+        """The adapter a request names: ``""`` is the default (the first), ``None`` when there
+        is none.
+
+        Raises:
+            UnknownAdapter: a name this Space does not have (the message lists its names).
+        """
+        names = self.adapter_names
+        name = (requested or "").strip() if isinstance(requested, str | None) else requested
+        if not name:
+            return names[0] if names else None
+        if name in names:
+            return name
+        known = (
+            f"{', '.join(names)} (an empty name means {names[0]})"
+            if names
+            else "none: QEU_ADAPTERS names no adapter, only the base answers"
+        )
+        raise UnknownAdapter(f"unknown adapter {str(name)[:60]!r}; this Space's adapters: {known}")
 
     @property
     def limits(self) -> UploadLimits:
@@ -283,8 +331,16 @@ class InspectionApp:
         image: Image.Image,
         truth: Sequence[Finding] | None,
         progress: Callable[..., Any] = lambda *a, **k: None,
+        adapter: str | None = "",
     ) -> Inspection:
-        """Run every panel on ``image`` and keep the inspection (refused: no connector)."""
+        """Run every panel on ``image`` and keep the inspection (refused: no connector).
+
+        ``adapter`` names the adapter beside the base (``""``: the default one).
+
+        Raises:
+            UnknownAdapter: ``adapter`` is no adapter of this Space.
+        """
+        name = self.adapter_choice(adapter)
         case = self.cases.find(image)
         source = case.source if case is not None else "upload"
         if truth is None and case is not None:
@@ -293,36 +349,54 @@ class InspectionApp:
         try:  # every model reads the registered frame: no connector, no answer from anyone
             register_composite(image)
         except NoConnectorError as err:
-            return Inspection(image, truth, source, refused=str(err))
+            return Inspection(image, truth, source, refused=str(err), adapter=name)
         reference, test = split_composite(image)
         progress(0.05, desc="SOARTC heatmap")
         soartc = run_soartc(reference, test)
         progress(0.2, desc="ViT verdict")
         vit = self._vit(test)
         progress(0.35, desc="base model answering")
-        base = self._answer(tuned=False, image=image)
-        progress(0.6, desc="fine-tuned model answering")
-        tuned = self._answer(tuned=True, image=image)
+        base = self._answer(image, None)
+        progress(0.6, desc=f"adapter {name} answering" if name else "no adapter")
+        tuned = (
+            self._answer(image, name)
+            if name
+            else ModelAnswer("unavailable", note="no adapter configured (set QEU_ADAPTERS)")
+        )
         progress(0.85, desc="Florence-2 boxes")
         od = self._od(image, truth)
         progress(1.0, desc="done")
-        for who, answer in (("base", base), ("fine-tuned", tuned)):
+        for who, answer in (("base", base), (name or "fine-tuned", tuned)):
             self.answers[who, answer.status] += 1
         record = self.inspections.add(
-            InspectionRecord.new(image, truth=truth, source=source, base=base, tuned=tuned)
+            InspectionRecord.new(
+                image, truth=truth, source=source, base=base, tuned=tuned, adapter=name
+            )
         )
-        return Inspection(image, truth, source, None, record, soartc, vit, od)
+        return Inspection(image, truth, source, None, record, soartc, vit, od, name)
 
-    def api_inspect(self, composite: FileData, truth: str = "") -> tuple[str, dict, Any]:
+    def _adapter(self, requested: str | None) -> str | None:
+        try:
+            return self.adapter_choice(requested)
+        except UnknownAdapter as err:
+            raise _error(err) from None
+
+    def api_inspect(
+        self, composite: FileData, truth: str = "", adapter: str = ""
+    ) -> tuple[str, dict, Any]:
         """Inspect one composite (reference on top, test below): SOARTC, ViT, both answers, OD.
 
+        ``adapter`` names the adapter that gives the fine-tuned answer (``QEU_ADAPTERS``; ``""``
+        is the default one); an unknown name is refused with the list of known ones.
+
         Returns the inspection id (``""`` when refused: no connector found), the report (JSON:
-        ``soartc``, ``vit``, ``base``, ``fine_tuned``, ``od``, ``truth``, ``source``,
-        ``refused``) and the SOARTC heatmap (JPEG, ``None`` when refused). Send feedback on it
-        with ``/feedback`` and the id.
+        ``soartc``, ``vit``, ``base``, ``fine_tuned``, ``adapter``, ``od``, ``truth``,
+        ``source``, ``refused``) and the SOARTC heatmap (JPEG, ``None`` when refused). Send
+        feedback on it with ``/feedback`` and the id.
         """
+        name = self._adapter(adapter)
         image, known = self.read_request(composite, truth)
-        done = self.inspect_image(image, known)
+        done = self.inspect_image(image, known, adapter=name or "")
         heatmap = self.outputs.image(done.soartc.overlay, "heatmap") if done.soartc else None
         return done.id, done.report(), heatmap
 
@@ -330,11 +404,14 @@ class InspectionApp:
         self,
         composite: Any,
         truth: str | None,
+        adapter: str | None = "",
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
         """The browser's Inspect button: every panel and the feedback panel, one record."""
+        name = self._adapter(adapter)
         image, known = self.read_request(composite, truth)
-        return Panels.of(self.inspect_image(image, known, progress), self.corrected_start).values()
+        done = self.inspect_image(image, known, progress, adapter=name or "")
+        return Panels.of(done, self.corrected_start).values()
 
     def ui_clear(self) -> tuple:
         """A new composite was chosen: no panel may keep showing the last inspection."""
@@ -355,27 +432,91 @@ class InspectionApp:
             verdict.probabilities, attention, f"ViT verdict: **{verdict.label}** ({p:.0%})"
         )
 
-    def _answer(self, *, tuned: bool, image: Image.Image) -> ModelAnswer:
+    def _unavailable(self, adapter: str | None) -> ModelAnswer | None:
+        """Why the base (``adapter=None``) or the named adapter cannot answer, or ``None``."""
         slot = self.models.vlm
-        who = "fine-tuned" if tuned else "base"
         if not slot.available:
             return ModelAnswer(
                 "unavailable", note=slot.reason or "no chat VLM configured (set QEU_BASE_MODEL)"
             )
-        if tuned and not slot.has_adapter:
-            return ModelAnswer(
-                "unavailable",
-                note=slot.adapter_reason or "no adapter configured (set QEU_ADAPTER)",
-            )
+        if adapter is None:
+            return None
+        named = slot.named(adapter)
+        if named is None or not named.in_use or not slot.has_adapter:
+            why = named.reason if named is not None and named.reason else "it is not loaded"
+            return ModelAnswer("unavailable", note=why or f"adapter {adapter} is not loaded")
+        return None
+
+    def _answer(self, image: Image.Image, adapter: str | None) -> ModelAnswer:
+        """The base's answer (``adapter=None``) or the named adapter's, as a panel's record."""
+        who = "base" if adapter is None else "fine-tuned"
+        missing = self._unavailable(adapter)
+        if missing is not None:
+            return missing
         try:
             answer = model_fns.answer_with_vlm(
-                image, tuned=tuned, max_new_tokens=self.settings.max_new_tokens
+                image, adapter=adapter, max_new_tokens=self.settings.max_new_tokens
             )
         except Exception as err:  # noqa: BLE001
             logger.exception("chat VLM failed")
             return ModelAnswer("error", note=f"model error: {_short_error(err)}")
         findings = canonical_findings(answer.text) or ()
         return ModelAnswer.from_text(answer.text, tuple(findings), who)
+
+    def _answers_for(self, images: Sequence[Image.Image], adapter: str | None) -> list:
+        """Answers for the "where they differ" view (a model error raises: nothing is kept)."""
+        who = "base" if adapter is None else "fine-tuned"
+        answers = model_fns.answers_with_vlm(
+            images, adapter=adapter, max_new_tokens=self.settings.max_new_tokens
+        )
+        return [
+            ModelAnswer.from_text(a.text, tuple(canonical_findings(a.text) or ()), who)
+            for a in answers
+        ]
+
+    # ----------------------------------------------------------------- where they differ
+
+    def difference_view(
+        self, adapter: str | None, progress: Callable[..., Any] = lambda f, d: None
+    ) -> DifferenceView | str:
+        """The samples the adapter and the base disagree on, or why there is nothing to show."""
+        name = self.adapter_choice(adapter)
+        if name is None:
+            return "No adapter configured (set `QEU_ADAPTERS`): only the base answers."
+        for who in (None, name):
+            missing = self._unavailable(who)
+            if missing is not None:
+                return f"Nothing to compare: {missing.note}"
+        return self.differences.view(name, progress)
+
+    def ui_differences(
+        self,
+        adapter: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[list, str, list[int]]:
+        """The browser's "where they differ" button: gallery, table, and the samples listed."""
+        try:
+            view = self.difference_view(adapter, lambda f, d: progress(f, desc=d))
+        except UnknownAdapter as err:
+            raise _error(err) from None
+        except Exception as err:  # noqa: BLE001 - a model error is a line, nothing is kept
+            logger.exception("where they differ failed")
+            return [], f"model error: {_short_error(err)}", []
+        if isinstance(view, str):
+            return [], view, []
+        return view.gallery(), view.markdown(), [d.index for d in view.differences]
+
+    def pick_difference(
+        self, shown: list[int] | None, adapter: str | None, evt: gr.SelectData
+    ) -> tuple[Image.Image, str, str, str | None, Any]:
+        """A listed sample becomes the composite to inspect, with its truth and the adapter, and
+        the Inspect tab is shown."""
+        index = evt.index if isinstance(evt.index, int) else int(evt.index[0])
+        if not shown or not 0 <= index < len(shown):
+            raise gr.Error("no such sample in the list: press the button again")
+        case = self.samples[shown[index]]
+        name = self._adapter(adapter)
+        return case.composite, case.truth_text, case.source, name, gr.Tabs(selected="inspect")
 
     def _od(self, image: Image.Image, truth: Sequence[Finding] | None) -> OdView:
         slot = self.models.od
@@ -474,7 +615,8 @@ class InspectionApp:
                 fixed = format_answer(
                     read_findings(corrected, what="corrected answer", require_direction=True)
                 )
-            adapter = self.settings.adapter if self.models.vlm.has_adapter else None
+            named = self.models.vlm.named(record.adapter) if record.adapter else None
+            in_use = named is not None and named.in_use and self.models.vlm.has_adapter
             entry = FeedbackEntry(
                 image=record.image,
                 base_answer=record.base.text,
@@ -486,8 +628,9 @@ class InspectionApp:
                 truth=record.truth_text,
                 source=record.source,
                 base_model=display_name(self.settings.base_model),
-                adapter=display_name(adapter),
+                adapter=display_name(named.source) if in_use else "",
                 inspection_id=record.id,
+                adapter_name=record.adapter if in_use else "",
             )
         except ValueError as err:
             raise _error(err) from None

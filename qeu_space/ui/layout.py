@@ -1,10 +1,12 @@
-"""The Blocks of the Space: Inspect (with feedback), the feedback log, the models panel.
+"""The Blocks of the Space: Inspect (with feedback), where an adapter and the base differ, the
+feedback log, the models panel.
 
-Named API endpoints (``gradio_client``): ``/inspect`` (composite, truth -> inspection id, report,
-heatmap), ``/soartc`` (reference, test -> heatmap, result), ``/feedback`` (inspection id,
-rated, judgement, corrected answer, comment -> status), ``/generate`` and ``/compose`` (a
-composite to inspect). The first three are typed ``gr.api`` endpoints that return JSON and one
-JPEG; the browser's buttons run private events that fill its panels from the same records.
+Named API endpoints (``gradio_client``): ``/inspect`` (composite, truth, adapter -> inspection
+id, report, heatmap), ``/soartc`` (reference, test -> heatmap, result), ``/feedback``
+(inspection id, rated, judgement, corrected answer, comment -> status), ``/generate`` and
+``/compose`` (a composite to inspect). The first three are typed ``gr.api`` endpoints that return
+JSON and one JPEG; the browser's buttons run private events that fill its panels from the same
+records.
 
 Each kind of request has a lane of its own in the queue (:mod:`qeu_space.ui.queues`): model calls
 (``QEU_MODEL_CONCURRENCY`` running, ``QEU_QUEUE_SIZE`` waiting), ``/soartc`` and the samples
@@ -27,11 +29,11 @@ import gradio as gr
 
 from qeu_space.feedback import RATED, FeedbackStore, HubMirror
 from qeu_space.modeling.devices import detect_device
-from qeu_space.ui.adapter_panel import adapter_markdown, device_markdown, models_markdown
+from qeu_space.ui.adapter_panel import adapters_markdown, device_markdown, models_markdown
 from qeu_space.ui.cases import CAPTION_LEGEND, CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
-from qeu_space.ui.models import Models, load_models
-from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, VIT_LEGEND, Panels
+from qeu_space.ui.models import Models, load_models, use_models
+from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, VIT_LEGEND, Panels
 from qeu_space.ui.queues import Lane, install_lanes
 from qeu_space.ui.settings import AppSettings
 from qeu_space.views.image_io import configure_pil
@@ -42,7 +44,14 @@ TITLE = "QEU Inspection Space"
 INTRO = (
     "Connector terminals (rows **U, C, D** by columns **1-9**): the upper product is a good "
     "reference, the lower one is inspected. Pick a sample, generate one with chosen defects, or "
-    "upload a composite or a reference/test pair; then **Inspect**."
+    "upload a composite or a reference/test pair; pick the adapter that answers beside the base; "
+    "then **Inspect**."
+)
+DIFF_INTRO = (
+    "Generated test samples (held-out pin positions, every defect kind of `QEU_GALLERY_KINDS`) "
+    "answered by the base and by the chosen adapter: the list shows only those on which the two "
+    "disagree, with the truth, so you see at once what the adapter changed. Answers are computed "
+    "the first time an adapter is asked for, then kept."
 )
 CSS = """
 .qeu-feedback { width: 100%; border-collapse: collapse; font-size: 0.9em; table-layout: fixed; }
@@ -99,7 +108,7 @@ def models_panel(app: InspectionApp) -> str:
     """The Models tab's status part: each model, and what its answers were this session."""
     counts = app.answers
     lines = [models_markdown(app.models), "", "**Answers since start**", ""]
-    for who in ("base", "fine-tuned"):
+    for who in ("base", *(app.adapter_names or ("fine-tuned",))):
         parts = [f"{counts[who, s]} {s}" for s in ("ok", "unreadable", "empty", "error")]
         lines.append(f"- {who}: " + ", ".join(parts))
     return "\n".join(lines)
@@ -116,13 +125,22 @@ def build_demo(
     configure_pil(settings.max_pixels)
     if models is None:
         models = load_models(settings, detect_device())
+    else:
+        use_models(models)  # the model functions run what the page shows
+    samples = source.gallery(
+        max(settings.gallery_size, settings.diff_samples),
+        settings.gallery_seed,
+        kinds=settings.gallery_kinds,
+    )
     app = InspectionApp(
         settings=settings,
         models=models,
         source=source,
         store=store or open_feedback_store(settings),
-        gallery=source.gallery(settings.gallery_size, settings.gallery_seed),
+        gallery=samples[: settings.gallery_size],
+        samples=samples[: settings.diff_samples],
     )
+    names = list(app.adapter_names)
     push = (
         f"pushed to `{settings.feedback_repo}`"
         if app.store.mirror is not None
@@ -137,7 +155,7 @@ def build_demo(
         inspection = gr.State(None)
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         gr.Markdown(device_markdown(models), elem_id="device-line")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     with gr.Column(scale=4, min_width=300):
@@ -165,10 +183,11 @@ def build_demo(
                                         label="Pins",
                                     )
                                 defects = gr.Textbox(
-                                    label="Defects",
+                                    label="Defects (bent pin with its direction, missing pin, "
+                                    "short pin)",
                                     value="U3 bent pin (left); C7 missing pin",
-                                    placeholder="e.g. U3 bent pin (left); C7 missing pin "
-                                    "(empty = a good product)",
+                                    placeholder="e.g. U3 bent pin (left); C7 missing pin; "
+                                    "C4 short pin (empty = a good product)",
                                     elem_id="defects",
                                 )
                                 with gr.Row():
@@ -213,6 +232,13 @@ def build_demo(
                         source_box = gr.Textbox(
                             label="Case", interactive=False, max_lines=1, elem_id="case"
                         )
+                        adapter_pick = gr.Dropdown(
+                            names,
+                            value=names[0] if names else None,
+                            label="Adapter beside the base (QEU_ADAPTERS)",
+                            visible=bool(names),
+                            elem_id="adapter-pick",
+                        )
                         inspect_btn = gr.Button("Inspect", variant="primary", elem_id="inspect")
                     with gr.Column(scale=6, min_width=300):
                         with gr.Row():
@@ -240,7 +266,7 @@ def build_demo(
                                     label="Base findings", height=300, format="jpeg"
                                 )
                             with gr.Column(min_width=240):
-                                gr.Markdown("**Fine-tuned answer**")
+                                tuned_title_md = gr.Markdown(TUNED_TITLE, elem_id="tuned-title")
                                 tuned_answer = gr.Markdown(elem_id="tuned-answer")
                                 tuned_marked = gr.Image(
                                     label="Fine-tuned findings", height=300, format="jpeg"
@@ -285,9 +311,34 @@ def build_demo(
                 )
                 recent = gr.HTML(label="Recent feedback", elem_id="feedback-log")
                 refresh_btn = gr.Button("Refresh")
-            with gr.Tab("Models & adapter", id="models"):
+            with gr.Tab("Models & adapters", id="models"):
                 models_md = gr.Markdown(elem_id="models-panel")
-                gr.Markdown(adapter_markdown(settings.adapter, models.vlm), elem_id="adapter-panel")
+                gr.Markdown(adapters_markdown(models.vlm), elem_id="adapter-panel")
+            with gr.Tab("Where they differ", id="differ"):
+                gr.Markdown(DIFF_INTRO)
+                with gr.Row():
+                    differ_pick = gr.Dropdown(
+                        names,
+                        value=names[0] if names else None,
+                        label="Adapter",
+                        elem_id="differ-pick",
+                    )
+                    differ_btn = gr.Button(
+                        f"Compare with the base on {len(app.samples)} samples",
+                        variant="primary",
+                        elem_id="differ-run",
+                    )
+                differ_gallery = gr.Gallery(
+                    label="Samples on which they disagree (caption: truth · base ✓/✗ · "
+                    "adapter ✓/✗); pick one to inspect it",
+                    columns=6,
+                    height=240,
+                    allow_preview=False,
+                    format="png",
+                    elem_id="differ-gallery",
+                )
+                differ_md = gr.Markdown(elem_id="differ-table")
+                differ_shown = gr.State([])
 
         panels = {
             "heatmap": heatmap,
@@ -296,6 +347,7 @@ def build_demo(
             "vit_attention": vit_attention,
             "vit_note": vit_note,
             "base_answer": base_answer,
+            "tuned_title": tuned_title_md,
             "tuned_answer": tuned_answer,
             "base_marked": base_marked,
             "tuned_marked": tuned_marked,
@@ -334,7 +386,7 @@ def build_demo(
         )
         inspecting = inspect_btn.click(
             app.ui_inspect,
-            inputs=[composite, truth],
+            inputs=[composite, truth, adapter_pick],
             outputs=panel_outputs,
             preprocess=False,
             **lane["models"].wiring(),
@@ -344,6 +396,30 @@ def build_demo(
         # and the feedback panel, and a running inspection of the old one is dropped.
         composite.change(
             app.ui_clear, outputs=panel_outputs, cancels=[inspecting], queue=False, **private
+        )
+        # Another adapter: the panels showed the last one's answer, so they are emptied too.
+        adapter_pick.input(
+            app.ui_clear, outputs=panel_outputs, cancels=[inspecting], queue=False, **private
+        )
+        differ_btn.click(
+            app.ui_differences,
+            inputs=[differ_pick],
+            outputs=[differ_gallery, differ_md, differ_shown],
+            **lane["models"].wiring(),
+            **private,
+        )
+        differ_pick.input(
+            lambda: ([], "", []),
+            outputs=[differ_gallery, differ_md, differ_shown],
+            queue=False,
+            **private,
+        )
+        differ_gallery.select(
+            app.pick_difference,
+            inputs=[differ_shown, differ_pick],
+            outputs=[composite, truth, source_box, adapter_pick, tabs],
+            queue=False,
+            **private,
         )
         soartc_btn.click(
             app.ui_soartc,

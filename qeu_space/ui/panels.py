@@ -34,6 +34,12 @@ NOTHING_TO_JUDGE = (
     "image and the answers the models gave it."
 )
 RAW_SHOWN = 4000
+TUNED_TITLE = "**Fine-tuned answer**"
+
+
+def tuned_title(adapter: str | None) -> str:
+    """The fine-tuned panel's heading: which adapter answered."""
+    return TUNED_TITLE + (f" (adapter `{html.escape(adapter)}`)" if adapter else "")
 
 
 def answer_markdown(answer: ModelAnswer) -> str:
@@ -71,6 +77,7 @@ class Panels:
     vit_attention: Image.Image | None
     vit_note: str
     base_answer: str
+    tuned_title: str
     tuned_answer: str
     base_marked: Image.Image | None
     tuned_marked: Image.Image | None
@@ -100,6 +107,7 @@ class Panels:
             vit_attention=None,
             vit_note="",
             base_answer="",
+            tuned_title=TUNED_TITLE,
             tuned_answer="",
             base_marked=None,
             tuned_marked=None,
@@ -145,7 +153,8 @@ class Panels:
             return mark_findings(record.image, answer.findings, truth)
 
         corrected, feedback_image = corrected_start(record)
-        comparison = comparison_markdown(record.base, record.tuned, truth)
+        label = f"fine-tuned ({record.adapter})" if record.adapter else "fine-tuned"
+        comparison = comparison_markdown(record.base, record.tuned, truth, tuned_label=label)
         if truth is not None and "**truth**" not in comparison:
             comparison += f"\n\n**truth**: {format_answer(truth)}"
         return cls(
@@ -155,6 +164,7 @@ class Panels:
             vit_attention=inspection.vit.attention,
             vit_note=inspection.vit.note,
             base_answer=answer_markdown(record.base),
+            tuned_title=tuned_title(record.adapter),
             tuned_answer=answer_markdown(record.tuned),
             base_marked=marked(record.base),
             tuned_marked=marked(record.tuned),

@@ -12,9 +12,10 @@ an *unreadable answer*.
 Typed texts may be the canonical answer or just the findings, separated by ``;``, ``,`` or new
 lines: ``U3 bent pin (left); C7 missing pin``. A position is a row ``U``/``C``/``D`` and a column
 ``1``-``9`` in either order (``C7``, ``7C``, ``c-7``); a kind is ``bent pin`` / ``bent`` /
-``BENDNG`` (with a direction ``up``/``down``/``left``/``right``, in brackets or not) or
-``missing pin`` / ``missing`` / ``NUKENG`` or ``short pin`` / ``short`` / ``pushed in`` /
-``SHORTNG``; ``the pin at D6 is pushed in`` reads as ``D6 short pin``.
+``BENDNG`` (with a direction ``up``/``down``/``left``/``right``, in brackets or not),
+``missing pin`` / ``missing`` / ``NUKENG`` or ``short pin`` / ``short`` / ``SHORTNG``: every kind
+of the vocabulary (:class:`~qeu_space.vocabulary.DefectKind`), by its name, keyword or label
+(and ``pushed in`` for a short pin: ``the pin at D6 is pushed in`` reads as ``D6 short pin``).
 
 Example:
     >>> read_findings("U3 bent pin (left); C7 missing pin", what="defects")
@@ -60,20 +61,16 @@ _ITEM = re.compile(
 )
 _DIRECTION = re.compile(r"\(?\s*\b(up|down|left|right)\b\s*\)?\s*$", re.I)
 _KIND_NAMES = {
-    "bent pin": DefectKind.BENT,
-    "bent": DefectKind.BENT,
-    "bendng": DefectKind.BENT,
-    "missing pin": DefectKind.MISSING,
-    "missing": DefectKind.MISSING,
-    "nukeng": DefectKind.MISSING,
-    "short pin": DefectKind.SHORT,
-    "short": DefectKind.SHORT,
-    "shortng": DefectKind.SHORT,
+    name: kind for kind in DefectKind for name in (kind.value, kind.keyword, kind.label.lower())
+} | {
     "pushed in": DefectKind.SHORT,
-    "pushed-in pin": DefectKind.SHORT,
     "pushed in pin": DefectKind.SHORT,
+    "pushed-in pin": DefectKind.SHORT,
 }
-KNOWN_KINDS = "bent pin (with a direction: up, down, left or right), missing pin, short pin"
+KNOWN_KINDS = ", ".join(
+    kind.value + (" (with a direction: up, down, left or right)" if kind.has_direction else "")
+    for kind in DefectKind
+)
 
 
 def _position(token: str, item: str, what: str) -> Position:
@@ -109,7 +106,7 @@ def _item(item: str, what: str, require_direction: bool) -> Finding:
         raise ReadError(
             f"the {what} has {named} for {position} in {item!r}: known kinds are {KNOWN_KINDS}"
         )
-    if kind is not DefectKind.BENT and direction is not None:
+    if not kind.has_direction and direction is not None:
         raise ReadError(f"the {what} gives a {kind.value} a direction in {item!r}: leave it out")
     if kind is DefectKind.BENT and direction is None and require_direction:
         raise ReadError(
@@ -170,7 +167,7 @@ def read_findings(
 
 
 _CANONICAL_ITEM = re.compile(
-    r"^(?P<pos>[UCD][1-9]) (?P<kind>bent pin|missing pin|short pin)"
+    rf"^(?P<pos>[UCD][1-9]) (?P<kind>{'|'.join(k.value for k in DefectKind)})"
     r"(?: \((?P<dir>up|down|left|right)\))?$"
 )
 _CANONICAL = re.compile(r"^Defective\. (?P<n>[1-9]\d*) (?P<noun>defects?): (?P<items>.+)\.$")
@@ -182,9 +179,9 @@ def canonical_findings(text: str) -> tuple[Finding, ...] | None:
     Canonical: ``Passed. No defects found.`` or ``Defective. N defect(s): item; item.`` with each
     item ``<position> bent pin (<direction>)``, ``<position> missing pin`` or ``<position> short
     pin``, ``N`` equal to the number of items, no pin twice (in any order; surrounding white space
-    is ignored). A repeated word, a count that differs from the list, a direction on anything but
-    a bent pin, or extra text make
-    the answer unreadable: a degenerate generation must not pass for a verdict.
+    is ignored). A repeated word, a count that differs from the list, a direction on a kind that
+    has none, or extra text make the answer unreadable: a degenerate generation must not pass for
+    a verdict.
     """
     body = text.strip() if isinstance(text, str) else ""
     if body == PASSED_ANSWER:
@@ -198,7 +195,7 @@ def canonical_findings(text: str) -> tuple[Finding, ...] | None:
         part = _CANONICAL_ITEM.match(item)
         if part is None:
             return None
-        if part["kind"] != "bent pin" and part["dir"] is not None:
+        if not DefectKind.parse(part["kind"]).has_direction and part["dir"] is not None:
             return None
         findings.append(Finding(part["pos"], part["kind"], part["dir"]))
     if int(found["n"]) != len(findings) or len({f.position for f in findings}) != len(findings):

@@ -115,6 +115,8 @@ class InspectionRecord:
             ``generated seed 7``, ``pair upload``, or ``upload`` for anything else).
         base / tuned: the base and the fine-tuned model's answers.
         created: ``time.monotonic()`` when answered.
+        adapter: the name of the adapter that gave ``tuned`` (``QEU_ADAPTERS``), ``None`` when
+            no adapter is configured.
     """
 
     id: str
@@ -124,6 +126,7 @@ class InspectionRecord:
     base: ModelAnswer
     tuned: ModelAnswer
     created: float
+    adapter: str | None = None
 
     @classmethod
     def new(
@@ -134,8 +137,11 @@ class InspectionRecord:
         source: str,
         base: ModelAnswer,
         tuned: ModelAnswer,
+        adapter: str | None = None,
     ) -> InspectionRecord:
-        return cls(secrets.token_urlsafe(16), image, truth, source, base, tuned, time.monotonic())
+        return cls(
+            secrets.token_urlsafe(16), image, truth, source, base, tuned, time.monotonic(), adapter
+        )
 
     @property
     def truth_text(self) -> str | None:

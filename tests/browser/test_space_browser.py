@@ -5,7 +5,8 @@ panel and the feedback panel are cleared and feedback is refused; inspect the ne
 pin of the feedback grid, judge, send a comment that is HTML: the stored row is the inspected
 image with the answers the server gave it. Then the views (item 7): the log shows the comment as
 text, filled when a page loads, a 2,000-character word wraps, and the page fits 420 px. A
-screenshot of the page is saved (``QEU_SCREENSHOT=path`` also copies it there).
+screenshot of the page is saved (``QEU_SCREENSHOT=path`` also copies it there). Then the
+adapters (issue 13, item 3): the picker, and the "Where they differ" view.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from PIL import Image
 
 from qeu_space.geometry import CompositeLayout
 from qeu_space.vocabulary import Position
-from tests.browser.app_server import RunningApp, app_env, launched_app, make_tiny_models
+from tests.browser.app_server import (
+    TINY_ADAPTERS,
+    RunningApp,
+    app_env,
+    launched_app,
+    make_tiny_models,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -226,3 +233,59 @@ def test_views_wrap_and_fit_420_px(running: RunningApp) -> None:
                 page.close()
         finally:
             browser.close()
+
+
+def test_adapter_picker_and_where_they_differ_in_chromium(running: RunningApp) -> None:
+    """Issue 13, item 3: the picker chooses which adapter answers beside the base (the panel
+    says which); "Where they differ" answers the generated samples with the base and the chosen
+    adapter, lists those on which they disagree with the truth, and a listed sample opens in the
+    Inspect tab with that adapter picked."""
+    from playwright.sync_api import sync_playwright
+
+    first, second = TINY_ADAPTERS
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            _open(page, running.url)
+            assert _value(page, "adapter-pick") == first
+            _pick(page, SECOND)
+            _choose(page, "adapter-pick", second)
+            _inspect(page)
+            assert f"adapter {second}" in _text(page, "tuned-title")
+            assert f"fine-tuned ({second})" in _text(page, "comparison")
+
+            page.get_by_role("tab", name="Where they differ").click()
+            _choose(page, "differ-pick", second)
+            page.locator("#differ-run").click()
+            page.wait_for_function(
+                "document.querySelector('#differ-table').innerText.includes('disagree on')"
+            )
+            table = _text(page, "differ-table")
+            assert f"{second} and the base disagree on" in table
+            thumbs = page.locator("#differ-gallery button.thumbnail-item")
+            thumbs.first.wait_for()
+            listed = int(table.split("disagree on ")[1].split(" of ")[0])
+            assert thumbs.count() == listed >= 1  # random adapters: they differ somewhere
+            before = _value(page, "case")
+            thumbs.first.click()
+            page.wait_for_function(
+                "(before) => document.querySelector('#case input, #case textarea').value"
+                " !== before",
+                arg=before,
+            )
+            assert page.get_by_role("tab", name="Inspect").get_attribute("aria-selected") == "true"
+            assert _value(page, "case").startswith("sample ") and _value(page, "truth")
+            assert _value(page, "adapter-pick") == second
+        finally:
+            browser.close()
+
+
+def _choose(page, elem_id: str, option: str) -> None:
+    """Pick ``option`` in the dropdown ``elem_id``."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_function(
+        "([id, v]) => document.querySelector(`#${id} input`).value === v", arg=[elem_id, option]
+    )
