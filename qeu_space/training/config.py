@@ -38,6 +38,13 @@ class AdapterOptions:
     full_finetune: bool = field(
         default=False, metadata={"help": "no adapter: train every weight of the model"}
     )
+    new_words: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "words the base never learned to write (e.g. short): the embedding rows of "
+            "their tokens train beside the LoRA (PEFT trainable tokens; tied output rows too)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -49,9 +56,18 @@ class AdapterOptions:
         if self.scope not in SCOPES:
             raise ValueError(f"--scope must be one of {SCOPES}, got {self.scope!r}")
         object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
+        object.__setattr__(self, "new_words", tuple(self.new_words))
+        if self.new_words and self.full_finetune:
+            raise ValueError("--new-words trains token rows beside a LoRA: drop --full-finetune")
 
-    def lora_config(self, target_modules: str) -> LoraConfig | None:
-        """The ``peft.LoraConfig`` for a family's ``target_modules`` regex; None for full FT."""
+    def lora_config(
+        self, target_modules: str, token_ids: tuple[int, ...] = ()
+    ) -> LoraConfig | None:
+        """The ``peft.LoraConfig`` for a family's ``target_modules`` regex; None for full FT.
+
+        ``token_ids`` (the tokens of :attr:`new_words`) become PEFT ``trainable_token_indices``:
+        a base that never wrote a word has untrained rows for its tokens (``short`` is ``s h or t``
+        in the inspection VLM's tokenizer), which a LoRA on the layers alone only misspells."""
         if self.full_finetune:
             return None
         from peft import LoraConfig
@@ -63,6 +79,7 @@ class AdapterOptions:
             target_modules=target_modules,
             use_dora=self.dora,
             modules_to_save=list(self.modules_to_save) or None,
+            trainable_token_indices=sorted(set(token_ids)) or None,
             bias="none",
         )
 
@@ -178,6 +195,7 @@ class TrainConfig:
             "dropout": None if adapter.full_finetune else adapter.dropout,
             "use_dora": adapter.dora,
             "modules_to_save": list(adapter.modules_to_save),
+            "new_words": list(adapter.new_words),
             "full_finetune": adapter.full_finetune,
             "learning_rate": self.lr,
             "per_device_train_batch_size": self.batch_size,

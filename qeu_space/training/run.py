@@ -110,7 +110,7 @@ def train(
             device=str(args.device),
             dtype=torch.float32,
         )
-    model = _trainable(loaded.model, config, family)
+    model = _trainable(loaded.model, config, family, loaded.processor)
     eval_collator, train_collator = collators(
         family, loaded.processor, loaded.model.config, config.seed
     )
@@ -202,10 +202,27 @@ def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArgu
     )
 
 
-def _trainable(model: Any, config: TrainConfig, family: Any) -> Any:
+def word_token_ids(processor: Any, words: tuple[str, ...]) -> tuple[int, ...]:
+    """The token ids of ``words`` as they are written inside an answer (after a space) and at
+    its start; a word the tokenizer cannot write raises a ``ValueError``."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids: set[int] = set()
+    for word in words:
+        for text in (f" {word}", word):
+            found = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in found:
+                raise ValueError(f"--new-words {word!r}: the tokenizer has no tokens for it")
+            ids.update(found)
+    return tuple(sorted(ids))
+
+
+def _trainable(model: Any, config: TrainConfig, family: Any, processor: Any = None) -> Any:
     """Wrap the base in a LoRA/DoRA ``PeftModel``, or make every weight trainable."""
     model.train()
-    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope))
+    token_ids = (
+        word_token_ids(processor, config.adapter.new_words) if config.adapter.new_words else ()
+    )
+    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope), token_ids)
     if lora is None:
         model.requires_grad_(True)
         return model
