@@ -21,6 +21,8 @@ from qeu_space.geometry import CompositeLayout
 from qeu_space.hub.upload import quiet_http_logs
 from qeu_space.ui import AppSettings, Case, SampleRequest, build_demo, launch_options
 from qeu_space.ui.cases import COMPOSITE_SIZE
+from qeu_space.ui.settings import DEFAULT_GALLERY_KINDS
+from qeu_space.vocabulary import DefectKind
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 LAYOUT = CompositeLayout(COMPOSITE_SIZE)
@@ -32,12 +34,15 @@ class SyntheticSamples:
     housings = HOUSINGS
     pin_styles = PIN_STYLES
 
-    def gallery(self, count: int, seed: int) -> list[Case]:
-        """Test-split samples (held-out defect positions), labels drawn, reproducible."""
+    def gallery(
+        self, count: int, seed: int, kinds: tuple[DefectKind, ...] = DEFAULT_GALLERY_KINDS
+    ) -> list[Case]:
+        """Test-split samples (held-out defect positions), labels drawn, reproducible; defects
+        of ``kinds`` (``QEU_GALLERY_KINDS``), drawn as ``--kinds`` draws them in a dataset."""
         cases = []
         for index in range(count):
             rng = row_rng(seed, "test", index)
-            spec = draw_spec("qa", "test", index, rng, unlabelled_fraction=0.0)
+            spec = draw_spec("qa", "test", index, rng, unlabelled_fraction=0.0, kinds=kinds)
             sample = make_sample(spec, rng, layout=LAYOUT)
             cases.append(Case(sample.image, sample.findings, f"sample {sample.id}"))
         return cases

@@ -1,24 +1,33 @@
-"""How fast the dataset tools make composites and rows.
+"""How fast the dataset tools make composites and whole datasets, against a baseline, in one run.
 
-Prints, in one run:
-* composites per second at 448 x 448 (renderer + composite, nuisances on) in one process, one
-  thread, and with 2 worker processes (what ``--num-proc 2`` shares out);
-* the same in one process with the clean-product cache cleared before every composite: the
-  baseline of drawing every pin of both products from scratch each time;
-* rows per second of ``python -m dataset_tools build`` including PNG encoding and parquet writing,
-  with ``--num-proc 1`` and ``2``.
+Prints, in one run (load average at the start and the end):
 
-Goal (issue 2): at least 200 composites per second per core.
+* composites per second at 448 x 448 (renderer + composite, nuisances and camera placement on,
+  the ``qa`` mix) in one process and one thread, and with 2 worker processes; the same with the
+  clean-product caches cleared before every composite (the full-redraw baseline);
+* PNG encoding, ms per composite: PIL at ``compress_level=1`` (what the builder used before)
+  against :func:`dataset_tools.png.encode_png` with the composite's top shared;
+* end to end, what a user waits for: ``python -m dataset_tools build --config qa`` from process
+  start to the last parquet file, composites (rows) per second with ``--num-proc 1`` and ``2``,
+  and their ratio; the same for a baseline checkout (``--baseline``, default the commit before
+  the build speed-up, extracted with ``git archive``).
 
-Usage:
-    python -m benchmarks.bench_dataset [--composites 600] [--rows 400]   (from the repository root)
+Goals (issue 12): end to end >= 100 composites per second with one process (one core), and
+``--num-proc 2`` >= 1.7 x one process.
+
+Usage (from the repository root):
+    python -m benchmarks.bench_dataset [--rows 2000] [--composites 600] [--baseline REF | none]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,12 +36,15 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import datasets  # noqa: E402
+import numpy as np  # noqa: E402
 
 from dataset_tools import compose, render  # noqa: E402
-from dataset_tools.builders import BuildConfig  # noqa: E402
+from dataset_tools.png import encode_png  # noqa: E402
 from dataset_tools.sampling import draw_spec, row_rng  # noqa: E402
-from dataset_tools.save import build_to_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "060b9c7"
+"""The last commit before the build speed-up (PIL PNG, datasets' from_generator + to_parquet)."""
 
 
 def _composites(indices: range, clear_cache: bool = False) -> int:
@@ -61,39 +73,126 @@ def _parallel(n: int, workers: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _rows(n: int, num_proc: int) -> float:
+def _png_ms(n: int) -> tuple[float, float, float, float]:
+    """ms per composite and KiB: PIL level 1 vs encode_png with the top shared (CPU time)."""
+    samples = []
+    for i in range(n):
+        rng = row_rng(0, "train", i)
+        samples.append(compose.make_sample(draw_spec("qa", "train", i, rng), rng))
+    top = samples[0].layout.origin("test")[1]
+    start, size_pil = time.thread_time(), 0
+    for s in samples:
+        buf = io.BytesIO()
+        s.image.save(buf, format="PNG", compress_level=1)
+        size_pil += buf.tell()
+    pil = (time.thread_time() - start) / n * 1000
+    start, size_ours = time.thread_time(), 0
+    for s in samples:
+        size_ours += len(encode_png(np.asarray(s.image), shared_rows=top))
+    ours = (time.thread_time() - start) / n * 1000
+    return pil, ours, size_pil / n / 1024, size_ours / n / 1024
+
+
+def _cli(root: Path, rows: int, num_proc: int) -> tuple[float, float, int]:
+    """Wall seconds from the start of ``python -m dataset_tools build`` to its exit, its CPU
+    seconds (user + system, its worker processes included), and the rows written."""
     out = Path(tempfile.mkdtemp(prefix="qeu-bench-")) / "qa"
-    cfg = BuildConfig("qa", num=n, seed=0, eval_fraction=0.1, num_proc=num_proc)
+    command = [sys.executable, "-m", "dataset_tools", "build", "--config", "qa", "--num",
+               str(rows), "--seed", "0", "--out", str(out), "--num-proc", str(num_proc),
+               "--quiet"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    rows = build_to_folder(cfg, out, command="bench")
-    rate = sum(rows.values()) / (time.perf_counter() - start)
+    subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    import pyarrow.parquet as pq
+
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / "qa").glob("*.parquet"))
+    assert total, "the build wrote nothing"
     shutil.rmtree(out.parent)
-    return rate
+    return seconds, cpu, total
+
+
+def _checkout(ref: str) -> Path | None:
+    """``ref``'s tracked files in a temporary folder (``git archive``), or None without git."""
+    folder = Path(tempfile.mkdtemp(prefix="qeu-baseline-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", ref], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"baseline {ref}: not available ({err})")
+        shutil.rmtree(folder)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--composites", type=int, default=600, help="composites per measurement")
-    parser.add_argument("--rows", type=int, default=400, help="train rows per build measurement")
+    parser.add_argument("--rows", type=int, default=2000, help="train rows of each CLI build")
+    parser.add_argument("--baseline", default=BASELINE, help="git ref to compare with, or none")
     args = parser.parse_args()
-    datasets.disable_progress_bars()
+    load_start = os.getloadavg()
     _composites(range(20))  # compile numba kernels, fill caches
 
+    cpu_start = time.thread_time()
     one = _rate(_composites, range(args.composites))
-    baseline = _rate(_composites, range(args.composites // 6), True)
+    one_cpu = args.composites / (time.thread_time() - cpu_start)
+    redraw = _rate(_composites, range(args.composites // 6), True)
     two = _parallel(args.composites, 2)
-    rows1 = _rows(args.rows, 1)
-    rows2 = _rows(args.rows, 2)
+    png = _png_ms(60)
 
-    print(f"machine: {os.cpu_count()} cores; composites 448 x 448, nuisances on, qa mix")
-    print(f"composites/s, 1 process, 1 thread : {one:8.1f}   (goal >= 200 per core)")
+    builds = {}
+    trees = {"this tree": ROOT}
+    baseline = None if args.baseline == "none" else _checkout(args.baseline)
+    if baseline is not None:
+        trees[f"baseline {args.baseline}"] = baseline
+    startup = {}
+    for name, root in trees.items():
+        _cli(root, 1, 1)  # a fresh checkout compiles its numba kernels once (cached on disk)
+        startup[name] = _cli(root, 1, 1)[1]  # CPU s of a 4-row build: start-up, the serial part
+        for num_proc in (1, 2):
+            builds[name, num_proc] = _cli(root, args.rows, num_proc)
+    if baseline is not None:
+        shutil.rmtree(baseline)
+    load_end = os.getloadavg()
+
+    print(f"machine: {os.cpu_count()} cores; load average {load_start[0]:.2f} at the start, "
+          f"{load_end[0]:.2f} at the end")  # fmt: skip
+    print("composites 448 x 448, nuisances + camera placement on (the defaults), qa mix")
+    print(f"composites/s, 1 process, 1 thread : {one:8.1f}   ({one_cpu:.1f} per CPU second)")
     print(
-        f"baseline: full redraw each time   : {baseline:8.1f}   "
-        f"-> cache speed-up x{one / baseline:.1f}"
+        f"baseline: full redraw each time   : {redraw:8.1f}   (cache speed-up x{one / redraw:.1f})"
     )
     print(f"composites/s, 2 processes         : {two:8.1f}   ({two / one:.2f} x one process)")
-    print(f"rows/s incl. PNG + parquet, 1 proc: {rows1:8.1f}")
-    print(f"rows/s incl. PNG + parquet, 2 proc: {rows2:8.1f}")
+    print(f"PNG per composite, PIL level 1    : {png[0]:8.2f} ms  {png[2]:6.0f} KiB")
+    print(f"PNG per composite, encode_png     : {png[1]:8.2f} ms  {png[3]:6.0f} KiB  "
+          f"(x{png[0] / png[1]:.1f} faster)")  # fmt: skip
+    print(f"end to end: python -m dataset_tools build --config qa --num {args.rows} --quiet")
+    print("  (composites per wall second; per CPU second of the build and its workers, which a")
+    print("  busy machine inflates less)")
+    for name in trees:
+        (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        serial = startup[name]
+        print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
+              f"{n / c1:6.1f} per CPU-s); --num-proc 2: {n / w2:6.1f} /s ({w2:5.1f} s wall, "
+              f"CPU {c2 / c1:.2f} x), x{w1 / w2:.2f}")  # fmt: skip
+        model = c1 / (serial + (c2 - serial) / 2)
+        print(f"  {'':<18} start-up {serial:.2f} CPU-s; on 2 idle cores (CPU-time model: start-up "
+              f"serial, the rest shared) --num-proc 2 would be x{model:.2f}")  # fmt: skip
+    if baseline is not None:
+        mine, base = builds["this tree", 1], builds[f"baseline {args.baseline}", 1]
+        print(f"  speed-up over the baseline, one process: x{base[0] / mine[0]:.1f} wall, "
+              f"x{base[1] / mine[1]:.1f} CPU")  # fmt: skip
+    (w1, c1, n), (w2, _, _) = builds["this tree", 1], builds["this tree", 2]
+    print(
+        f"goals: >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
+        f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ from dataset_tools.render import (  # noqa: E402
     render_connector,
 )
 from dataset_tools.sampling import TEST_POSITIONS  # noqa: E402
+from qeu_space.evaluation.evaluate import category_names  # noqa: E402
 from qeu_space.evaluation.metrics import (  # noqa: E402
     BOOTSTRAP_DRAWS,
     LabelledBox,
@@ -259,7 +260,7 @@ def dataset_rows(folder: str, split: str, limit: int) -> tuple[list[Image.Image]
     table = load_dataset(folder, split=split)
     if limit:
         table = table.select(range(min(limit, len(table))))
-    names = _category_names(table)
+    names = category_names(table)
     images, truths = [], []
     for row in table:
         images.append(row["image"].convert("RGB"))
@@ -269,12 +270,6 @@ def dataset_rows(folder: str, split: str, limit: int) -> tuple[list[Image.Image]
             [(c, xywh_to_xyxy(b)) for c, b in zip(categories, objects["bbox"], strict=True)]
         )
     return images, truths
-
-
-def _category_names(table) -> list[str] | None:
-    from qeu_space.evaluation.evaluate import _category_names
-
-    return _category_names(table)
 
 
 # --------------------------------------------------------------------------- robustness

@@ -126,13 +126,16 @@ def _loop(family: str, mode: str, config, module, steps: int) -> dict:
         config.dataset, split="validation" if mode == "validate" else "train"
     )
     if mode == "validate":
+        from qeu_space.evaluation.evaluate import category_names
         from qeu_space.training import validation
 
         n = min(len(rows), 16)
         subset = list(rows.select(range(n)))
         start = time.perf_counter()
         texts = module.generate(loaded, [r["image"] for r in subset], max_new_tokens=32)
-        validation.score(config.task, validation.counts(config.task, module, subset, texts))
+        names = category_names(rows) if config.task == "od" else None
+        pairs = validation.counts(config.task, module, subset, texts, names)
+        validation.score(config.task, pairs)
         return {"samples_per_s": n / (time.perf_counter() - start), "peak_mb": _peak_mb()}
     model = _trainable(loaded.model, config, module)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -10,9 +10,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from dataset_tools.builders import VARIANTS, BuildConfig
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
-from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES
+from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES, VARIANT_NAMES
+from qeu_space.cli import OneLineParser, fail
 from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind
 
 EXAMPLES = """examples:
@@ -23,24 +23,39 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage is one ``--help`` away)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+PLACEHOLDERS = {"--out": "<folder>", "--db": "<feedback.sqlite3>"}
+"""Options whose value is a local path: a card shows a placeholder, so its command runs anywhere."""
 
 
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
+def reproducible_command(argv: list[str]) -> str:
+    """The command line as typed, local paths replaced by :data:`PLACEHOLDERS`.
+
+    Example:
+        >>> reproducible_command(["build", "--config", "qa", "--num", "9", "--out", "/home/me/qa"])
+        'python -m dataset_tools build --config qa --num 9 --out <folder>'
+    """
+    words, hide = [], None
+    for arg in argv:
+        name, eq, _ = arg.partition("=")
+        if hide is not None:
+            words.append(hide)
+            hide = None
+        elif arg in PLACEHOLDERS:
+            words.append(arg)
+            hide = PLACEHOLDERS[arg]
+        elif eq and name in PLACEHOLDERS:
+            words.append(f"{name}={PLACEHOLDERS[name]}")
+        else:
+            words.append(shlex.quote(arg))
+    return " ".join(["python -m dataset_tools", *words])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m dataset_tools",
         description="Synthetic connector-inspection datasets for VLMs, Florence-2 and ViTs.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     build = sub.add_parser(
         "build",
         help="render, compose and write a dataset (parquet + dataset card)",
@@ -86,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--size", type=int, default=448, help="composite side in pixels (448)")
     build.add_argument(
         "--variant",
-        choices=list(VARIANTS),
+        choices=VARIANT_NAMES,
         default="plain",
         help="plain composites, or nsoart: the SOARTC map blended over the lower product",
     )
@@ -105,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--no-nuisances",
         action="store_true",
-        help="clean renders: no lighting change, noise, blur, shift, rotation or JPEG",
+        help="clean renders: no camera placement (on by default: shift, turn and scale of the "
+        "product), lighting change, noise, blur, jitter or JPEG",
     )
     build.add_argument(
         "--housings",
@@ -176,9 +192,7 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
     from qeu_space.feedback import default_db_path
 
     db = args.db or Path(os.environ.get("QEU_FEEDBACK_DB") or default_db_path())
-    command = "python -m dataset_tools " + shlex.join(
-        sys.argv[1:] if args.argv is None else args.argv
-    )
+    command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
         report = write_feedback_split(
             db,
@@ -189,9 +203,9 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
             command=command,
         )
     except (FileNotFoundError, ValueError) as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
     except OSError as e:
-        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+        return fail(prog, f"could not write {args.out}: {e.strerror or e}")
     print(
         f"wrote {args.out}: {args.split} {report.used} of {report.stored} feedback rows "
         f"({report.skipped_correct} judged correct left out, {report.unreadable} unreadable)"
@@ -200,6 +214,7 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
 
 
 def _build(args: argparse.Namespace, prog: str) -> int:
+    from dataset_tools.builders import BuildConfig  # datasets, pyarrow: after --help
     from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
 
     try:
@@ -219,7 +234,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             num_proc=args.num_proc,
         )
     except ValueError as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
 
     from dataset_tools.save import OutputDirError, build_to_folder, check_output_dir
 
@@ -230,21 +245,17 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             check_repo_id(args.push_to)
             token = resolve_token()
     except (OutputDirError, HubError, ValueError) as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
 
-    if args.quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
-    command = "python -m dataset_tools " + shlex.join(
-        sys.argv[1:] if args.argv is None else args.argv
-    )
+    command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
-        rows = build_to_folder(cfg, args.out, command=command, overwrite=args.overwrite)
+        rows = build_to_folder(
+            cfg, args.out, command=command, overwrite=args.overwrite, progress=not args.quiet
+        )
     except OutputDirError as e:
-        return _fail(prog, str(e))
+        return fail(prog, str(e))
     except OSError as e:
-        return _fail(prog, f"could not write {args.out}: {e.strerror or e}")
+        return fail(prog, f"could not write {args.out}: {e.strerror or e}")
     print(f"wrote {args.out}: " + ", ".join(f"{s} {n}" for s, n in rows.items()))
     if args.push_to:
         try:
@@ -257,7 +268,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
                 commit_message=f"Upload {cfg.config} dataset ({command})",
             )
         except HubError as e:
-            return _fail(prog, f"{e} (the dataset is saved in {args.out}; push again later)")
+            return fail(prog, f"{e} (the dataset is saved in {args.out}; push again later)")
         print(f"pushed to {url}")
     return 0
 

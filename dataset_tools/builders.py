@@ -12,17 +12,22 @@ Example:
 
 from __future__ import annotations
 
-import io
 import math
+import multiprocessing
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
+import pyarrow as pa
 from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
-from dataset_tools.compose import Sample, make_sample
+from dataset_tools.compose import Sample, compose_into, make_sample
+from dataset_tools.png import encode_png
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import (
     CONFIGS,
@@ -45,6 +50,7 @@ from qeu_space.vocabulary import (
     format_answer,
     format_bbox_str,
     kinds_in_order,
+    od_categories,
     verdict_of,
 )
 
@@ -57,6 +63,14 @@ _FINDING = {
     "direction": Value("string"),
     "box": List(Value("float32"), length=4),
 }
+OD_CATEGORIES: tuple[str, ...] = od_categories(DEFAULT_KINDS)
+"""The default ``od`` config's ``objects.category`` names (a ``ClassLabel``): the default defect
+kinds' names; ``--kinds ... short`` adds ``short pin`` (:func:`features`)."""
+_MESSAGE = {
+    "role": Value("string"),
+    "content": List({"type": Value("string"), "text": Value("string")}),
+}
+"""A chat turn as TRL's VLM SFT reads it: ``content`` blocks ``{"type": "image"}`` / ``"text"``."""
 _COMMON = {
     "id": Value("string"),
     "image": datasets.Image(),
@@ -73,6 +87,8 @@ FEATURES: dict[Config, Features] = {
             "answer": Value("string"),
             "findings": List(_FINDING),
             "verdict": Value("string"),
+            "images": List(datasets.Image()),
+            "messages": List(_MESSAGE),
         }
     ),
     "od": Features(
@@ -82,7 +98,7 @@ FEATURES: dict[Config, Features] = {
             "bbox_str": Value("string"),
             "objects": {
                 "bbox": List(List(Value("float32"), length=4)),
-                "category": List(Value("string")),
+                "category": List(ClassLabel(names=list(OD_CATEGORIES))),
             },
         }
     ),
@@ -107,11 +123,15 @@ VARIANTS: dict[str, Callable[[Sample], Image.Image]] = {
 
 def features(config: Config, kinds: tuple[DefectKind, ...] = DEFAULT_KINDS) -> Features:
     """The features of ``config`` rows showing ``kinds``: :data:`FEATURES` unless an opt-in kind
-    adds a class (``cls`` with ``short pin`` has ``OK``, ``BENDNG``, ``NUKENG``, ``SHORTNG``)."""
-    labels = class_labels(kinds)
-    if config != "cls" or labels == CLASS_LABELS:
-        return FEATURES[config]
-    return Features({**FEATURES["cls"], "label": ClassLabel(names=list(labels))})
+    adds a class (``cls`` with ``short pin`` has ``OK``, ``BENDNG``, ``NUKENG``, ``SHORTNG``;
+    ``od`` categories gain ``short pin``)."""
+    if config == "cls" and class_labels(kinds) != CLASS_LABELS:
+        return Features({**FEATURES["cls"], "label": ClassLabel(names=list(class_labels(kinds)))})
+    if config == "od" and od_categories(kinds) != OD_CATEGORIES:
+        objects = {**FEATURES["od"]["objects"]}
+        objects["category"] = List(ClassLabel(names=list(od_categories(kinds))))
+        return Features({**FEATURES["od"], "objects": objects})
+    return FEATURES[config]
 
 
 @dataclass(frozen=True)
@@ -199,17 +219,18 @@ class BuildConfig:
         return {s: (self.num if s == "train" else held_out) for s in SPLITS}
 
 
-def _png(image: Image.Image) -> dict:
-    """PNG bytes for the ``Image()`` feature (fast compression: rows are rebuilt, not archived)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return {"bytes": buf.getvalue(), "path": None}
+def _png(image: Image.Image | np.ndarray, shared_rows: int = 0) -> dict:
+    """The ``Image()`` feature's storage form, PNG-encoded by :func:`~dataset_tools.png.encode_png`.
+
+    ``shared_rows``: the top rows that repeat across rows (a composite's reference half).
+    """
+    return {"bytes": encode_png(np.asarray(image), shared_rows=shared_rows), "path": None}
 
 
-def _common(sample: Sample, image: Image.Image, variant: str) -> dict:
+def _common(sample: Sample, image: dict, variant: str) -> dict:
     return {
         "id": sample.id,
-        "image": _png(image),
+        "image": image,
         "housing": sample.housing,
         "pins": sample.pins,
         "labels_drawn": sample.labels_drawn,
@@ -217,26 +238,76 @@ def _common(sample: Sample, image: Image.Image, variant: str) -> dict:
     }
 
 
-def qa_row(sample: Sample, variant: str = "plain") -> dict:
+def _composite_png(sample: Sample, variant: str) -> tuple[dict, tuple[int, int]]:
+    """The composite of ``variant`` as PNG, and its size; rows above the test panel are shared.
+
+    A plain composite is composed again as an array (``sample.image`` is the same pixels; reading
+    them back out of PIL costs more than placing the two products once more).
+    """
+    layout = sample.layout
+    if variant == "plain":
+        image = compose_into(
+            np.empty((layout.size, layout.size, 3), np.uint8),
+            sample.reference,
+            sample.test,
+            layout,
+            sample.labels_drawn,
+        )
+    else:
+        image = np.asarray(VARIANTS[variant](sample))
+    return _png(image, shared_rows=layout.origin("test")[1]), (image.shape[1], image.shape[0])
+
+
+def chat_messages(question: str, answer: str) -> list[dict]:
+    """The conversation TRL's VLM SFT reads beside ``images``: the user's image and question, the
+    assistant's answer (``content`` as typed blocks; an image block is a placeholder for
+    ``images[0]``).
+
+    Example:
+        >>> [m["role"] for m in chat_messages("Any defect?", "Passed. No defects found.")]
+        ['user', 'assistant']
+    """
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": question}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+    ]
+
+
+def qa_columns(image: dict, findings) -> dict:
+    """The ``qa`` columns of one composite (PNG storage form) with its truth ``findings``."""
+    answer = format_answer(findings)
     return {
-        **_common(sample, VARIANTS[variant](sample), variant),
         "question": INSPECTION_QUESTION,
-        "answer": format_answer(sample.findings),
-        "findings": [f.to_dict() for f in sample.findings],
-        "verdict": verdict_of(sample.findings),
+        "answer": answer,
+        "findings": [f.to_dict() for f in findings],
+        "verdict": verdict_of(findings),
+        "images": [image],
+        "messages": chat_messages(INSPECTION_QUESTION, answer),
     }
 
 
-def od_row(sample: Sample, variant: str = "plain") -> dict:
-    image = VARIANTS[variant](sample)
+def qa_row(sample: Sample, variant: str = "plain") -> dict:
+    image, _ = _composite_png(sample, variant)
+    return {**_common(sample, image, variant), **qa_columns(image, sample.findings)}
+
+
+def od_row(
+    sample: Sample, variant: str = "plain", categories: tuple[str, ...] = OD_CATEGORIES
+) -> dict:
+    """One composite with its ``bbox_str`` and ``objects`` (categories: indices of
+    ``categories``, the kinds the build draws)."""
+    image, size = _composite_png(sample, variant)
     boxes = [f.box for f in sample.findings]
     return {
         **_common(sample, image, variant),
         "prompt": OD_PROMPT,
-        "bbox_str": format_bbox_str(sample.findings, image.size),
+        "bbox_str": format_bbox_str(sample.findings, size),
         "objects": {
             "bbox": [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in boxes],
-            "category": [f.kind.value for f in sample.findings],
+            "category": [categories.index(f.kind.value) for f in sample.findings],
         },
     }
 
@@ -250,7 +321,7 @@ def cls_row(sample: Sample, variant: str = "plain", labels: tuple[str, ...] = CL
         x1, y1, x2, y2 = f["box"]
         f["box"] = [x1 - ox, y1 - oy, x2 - ox, y2 - oy]
     return {
-        **_common(sample, Image.fromarray(sample.test), variant),
+        **_common(sample, _png(sample.test), variant),
         "label": labels.index(class_label_of(sample.findings)),
         "findings": findings,
     }
@@ -264,7 +335,8 @@ ROW_BUILDERS: dict[Config, Callable[[Sample, str], dict]] = {
 
 
 def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
-    """Row ``index`` of ``split``: a pure function of ``(cfg, split, index)``."""
+    """Row ``index`` of ``split``, in the features' storage form (images as PNG bytes): a pure
+    function of ``(cfg, split, index)``."""
     rng = row_rng(cfg.seed, split, index)
     spec = draw_spec(
         cfg.config,
@@ -280,31 +352,167 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
     sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
     if cfg.config == "cls":
         return cls_row(sample, cfg.variant, class_labels(cfg.kinds))
+    if cfg.config == "od":
+        return od_row(sample, cfg.variant, od_categories(cfg.kinds))
     return ROW_BUILDERS[cfg.config](sample, cfg.variant)
 
 
-def _generate_rows(indices: list[int], cfg: BuildConfig, split: Split) -> Iterator[dict]:
-    for index in indices:
-        yield make_row(cfg, split, index)
+# --------------------------------------------------------------------------- building many rows
+
+ROWS_PER_TASK = 20
+"""Rows one worker makes at a time: small enough to share 2 x 40 held-out rows out, large enough
+that handing them over costs little."""
+ROWS_PER_GROUP = 100
+"""Parquet row group size (5 tasks): a reader fetches at most 100 images for one row."""
+MAX_ROWS_PER_SHARD = 5000
 
 
-def build_dataset(cfg: BuildConfig, *, cache_dir: str | None = None) -> datasets.DatasetDict:
-    """Build all four splits with ``datasets.Dataset.from_generator`` (sharded over processes).
+@dataclass(frozen=True)
+class Task:
+    """Rows ``start`` to ``stop - 1`` of ``split``, all in parquet shard ``shard`` of ``shards``."""
 
-    ``cache_dir`` holds the Arrow files ``datasets`` writes (and must outlive the result); without
-    it the rows are kept in memory and a temporary folder is used, so a renderer change can never
-    be served a stale cache. Progress bars are ``datasets``' own (``disable_progress_bars()``).
+    split: Split
+    start: int
+    stop: int
+    shard: int
+    shards: int
+
+
+def shard_bounds(rows: int, max_rows: int = MAX_ROWS_PER_SHARD) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` of each shard, as even as ``Dataset.shard(contiguous=True)``."""
+    n = max(1, math.ceil(rows / max_rows))
+    div, mod = divmod(rows, n)
+    starts = [div * i + min(i, mod) for i in range(n + 1)]
+    return list(zip(starts[:-1], starts[1:], strict=True))
+
+
+def plan_tasks(cfg: BuildConfig) -> list[Task]:
+    """Every row of every split, in order, cut into tasks that never straddle a shard."""
+    tasks = []
+    for split, rows in cfg.split_sizes.items():
+        bounds = shard_bounds(rows)
+        for shard, (lo, hi) in enumerate(bounds):
+            for start in range(lo, hi, ROWS_PER_TASK):
+                tasks.append(Task(split, start, min(start + ROWS_PER_TASK, hi), shard, len(bounds)))
+    return tasks
+
+
+def _run_task(cfg: BuildConfig, task: Task) -> pa.RecordBatch:
+    """The task's rows as Arrow; a ``qa`` batch comes without ``images`` (see :func:`_complete`)."""
+    schema = features(cfg.config, cfg.kinds).arrow_schema
+    rows = [make_row(cfg, task.split, i) for i in range(task.start, task.stop)]
+    if "images" in schema.names:
+        schema = schema.remove(schema.get_field_index("images"))
+        for row in rows:
+            del row["images"]
+    images = _image_column([row.pop("image") for row in rows], schema.field("image").type)
+    rest = schema.remove(schema.get_field_index("image"))
+    batch = pa.RecordBatch.from_pylist(rows, schema=rest)
+    columns = dict(zip(rest.names, batch.columns, strict=True))
+    columns["image"] = images
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _image_column(images: list[dict], storage: pa.DataType) -> pa.StructArray:
+    """``Image()`` storage of PNG-bytes rows from one joined buffer: Arrow's builder would grow
+    its buffer by copies, each on fresh memory, which costs more per row than the PNG's header."""
+    data = [image["bytes"] for image in images]
+    kind = storage.field("bytes").type
+    offsets = np.zeros(len(data) + 1, np.int64 if kind == pa.large_binary() else np.int32)
+    np.cumsum([len(b) for b in data], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    binary = pa.Array.from_buffers(kind, len(data), buffers)
+    paths = pa.array([image["path"] for image in images], storage.field("path").type)
+    return pa.StructArray.from_arrays([binary, paths], fields=list(storage))
+
+
+def _complete(feats: Features, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Add ``qa``'s ``images`` (``[image]``) as a list view of the ``image`` column: no copy is
+    made or sent between processes (parquet still stores both columns)."""
+    schema = feats.arrow_schema
+    if "images" not in schema.names or "images" in batch.schema.names:
+        return batch
+    image = batch.column("image")
+    offsets = pa.array(np.arange(len(image) + 1, dtype=np.int32))
+    images = pa.ListArray.from_arrays(offsets, image, type=schema.field("images").type)
+    columns = {**dict(zip(batch.schema.names, batch.columns, strict=True)), "images": images}
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+def _worker_task(job: tuple[BuildConfig, Task, str]) -> str:
+    """Run a task in a worker; the batch goes to an Arrow file in ``folder`` that the parent
+    maps: no pickling, and no copy through a pipe (which cost the parent ~1 ms a row)."""
+    cfg, task, folder = job
+    batch = _run_task(cfg, task)
+    path = os.path.join(folder, f"{task.split}-{task.start:08d}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return path
+
+
+def _mapped(path: str) -> pa.RecordBatch:
+    """The batch a worker wrote, memory-mapped (the file can go; the mapping stays valid)."""
+    with pa.memory_map(path) as source:
+        batch = pa.ipc.open_file(source).get_batch(0)
+    os.unlink(path)
+    return batch
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where there is one (workers start in milliseconds with the renderer loaded)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def iter_batches(
+    cfg: BuildConfig, *, progress: bool = False
+) -> Iterator[tuple[Task, pa.RecordBatch]]:
+    """Every task of :func:`plan_tasks` with its rows as an Arrow batch, in order.
+
+    With ``cfg.num_proc > 1`` the tasks run in that many worker processes (one pool for all
+    splits, so workers start once and keep their caches); each row still depends only on
+    ``(seed, split, index)``. ``progress`` shows a bar with the total and an ETA.
     """
-    with tempfile.TemporaryDirectory(prefix="qeu-build-") as tmp:
-        splits = {}
-        for split, n in cfg.split_sizes.items():
-            splits[split] = datasets.Dataset.from_generator(
-                _generate_rows,
-                features=features(cfg.config, cfg.kinds),
-                gen_kwargs={"indices": list(range(n)), "cfg": cfg, "split": split},
-                num_proc=min(cfg.num_proc, n) if cfg.num_proc > 1 else None,
-                cache_dir=cache_dir or tmp,
+    from tqdm.auto import tqdm
+
+    tasks = plan_tasks(cfg)
+    workers = min(cfg.num_proc, len(tasks))
+    folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
+    pool = _pool_context().Pool(workers) if folder else None
+    total = sum(cfg.split_sizes.values())
+    try:
+        if pool is None:
+            results = (_run_task(cfg, task) for task in tasks)
+        else:
+            jobs = [(cfg, task, folder) for task in tasks]
+            results = (_mapped(path) for path in pool.imap(_worker_task, jobs, chunksize=1))
+        with tqdm(total=total, unit="row", desc=f"{cfg.config} rows", disable=not progress) as bar:
+            for task, batch in zip(tasks, results, strict=True):
+                bar.update(batch.num_rows)
+                yield task, _complete(features(cfg.config, cfg.kinds), batch)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_dataset(cfg: BuildConfig, *, progress: bool = False) -> datasets.DatasetDict:
+    """All four splits in memory (the rows of :func:`iter_batches`, ``cfg.num_proc`` workers)."""
+    batches: dict[str, list[pa.RecordBatch]] = {split: [] for split in cfg.split_sizes}
+    for task, batch in iter_batches(cfg, progress=progress):
+        batches[task.split].append(batch)
+    feats = features(cfg.config, cfg.kinds)
+    info = datasets.DatasetInfo(features=feats)
+    schema = feats.arrow_schema
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset(
+                datasets.table.InMemoryTable(pa.Table.from_batches(parts, schema=schema)),
+                info=info.copy(),
                 split=datasets.NamedSplit(split),
-                keep_in_memory=cache_dir is None,
             )
-        return datasets.DatasetDict(splits)
+            for split, parts in batches.items()
+        }
+    )

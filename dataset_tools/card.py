@@ -1,7 +1,7 @@
 """The dataset card: YAML metadata the Hub and ``load_dataset`` read, and a page people read.
 
-The card names the exact command that regenerates the data, so a dataset on the Hub is a recipe
-as much as a file.
+The card names the command that regenerates the data (with placeholders for local paths) and
+links to the code, so a dataset on the Hub is a recipe as much as a file.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from dataset_tools.builders import BuildConfig, features
+from dataset_tools.compose import REFERENCE_POOL
+from dataset_tools.render import REFERENCE_WIDTH, Nuisances
 from dataset_tools.sampling import KIND_SHARES, SPLIT_POSITIONS
-from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind, class_labels
+from qeu_space import REPOSITORY_URL
+from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind, class_labels, od_categories
 
 TASKS = {
     "qa": (["image-text-to-text", "visual-question-answering"], "question / answer"),
@@ -72,22 +75,41 @@ def dataset_card(
         else "`train` has defects at every position (a pre-training set): scores on `validation` "
         "and\n`test` measure fit, not reading the grid at positions never seen defective."
     )
+    nuisances = "\n".join(f"  - {line}" for line in describe_nuisances(cfg.nuisances))
+    defaults = (
+        " (the defaults of `build`: `--no-nuisances` turns them all off)"
+        if cfg.nuisances == Nuisances()
+        else ""
+    )
+    categories = ", ".join(f"`{c}`" for c in od_categories(cfg.kinds))
     body = f"""
 # QEU connector inspection: `{cfg.config}` ({task_name})
 
 Synthetic images of a connector (a housing with a 3 x 9 pin grid: rows U, C, D by columns 1-9)
-with {_kinds_text(cfg)} pins, rendered by `dataset_tools` of QEU Inspection Space.
+with {_kinds_text(cfg)} pins, rendered by `dataset_tools` of
+[QEU Inspection Space]({REPOSITORY_URL}) (the code, with the renderer and the training scripts).
 Q/A and OD images are composites: a good reference on top, the product under inspection below,
 coordinate labels on both (left out on a share of rows, so models also learn unlabelled images).
 
 ## Regenerate
 
+From a checkout of {REPOSITORY_URL}, with its `requirements.txt` installed:
+
 ```bash
 {command}
 ```
 
-Same command, same rows (every row depends only on the seed, the split and its index).
+`<folder>` is any folder to write to. Same command, same rows (every row depends only on the
+seed, the split and its index, whatever `--num-proc`).
 
+## Use
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("<this dataset's Hub id or folder>", "{cfg.config}")
+```
+{_USE[cfg.config]}
 ## Splits
 
 {held_out} Housings `{", ".join(cfg.housings)}`
@@ -100,7 +122,10 @@ appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{c
 ## Settings
 
 - composite size: {cfg.size} x {cfg.size}; variant: `{cfg.variant}`; seed: {cfg.seed}
-- nuisances: {cfg.nuisances}
+- nuisances{defaults}, each drawn per product from the row's seed (the reference and
+  the product under inspection; references come from a pool of {REFERENCE_POOL} per housing and
+  pin style):
+{nuisances}
 - unlabelled share: {cfg.unlabelled_fraction}
 - defect kinds: {_kinds_line(cfg)}
 
@@ -108,9 +133,12 @@ appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{c
 
 `id`, `image`, `housing`, `pins` (pin style), `labels_drawn`, `variant`, and per config:
 `qa`: `question`, `answer` (canonical text, e.g. `Defective. 2 defects: U3 bent pin (left); C7
-missing pin.`), `findings` (position, kind, direction, box in composite pixels), `verdict`;
+missing pin.`), `findings` (position, kind, direction, box in composite pixels), `verdict`,
+`images` (`[image]`) and `messages` (user: the image and the question; assistant: the answer), the
+conversational form TRL's `SFTTrainer` reads for vision-language models;
 `od`: `prompt` (`<OD>`), `bbox_str` (1000 bins per axis, Florence-2's floor rule), `objects`
-(`bbox` as [x, y, w, h], `category`); `cls`: `label`, `findings` (boxes in the connector image).
+(`bbox` as [x, y, w, h], `category` a `ClassLabel`: {categories});
+`cls`: `label`, `findings` (boxes in the connector image).
 """
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
@@ -132,6 +160,55 @@ def _kinds_line(cfg: BuildConfig) -> str:
         + (f"; off: {', '.join(off)}" if off else "")
         + f" (`--kinds {flag}`{default})"
     )
+
+
+_USE = {
+    "qa": """
+Fine-tune a vision-language model with TRL: `images` + `messages` are its conversational
+vision format.
+
+```python
+from trl import SFTConfig, SFTTrainer
+
+trainer = SFTTrainer(model=model, processing_class=processor, train_dataset=ds["train"],
+                     args=SFTConfig(output_dir="out", max_length=None))
+```
+""",
+    "od": """
+`ds["train"].features["objects"]["category"].feature.names` names the categories.
+""",
+    "cls": """
+`ds["train"].features["label"].names` names the classes (`OK` is a product without defect).
+""",
+}
+
+
+def describe_nuisances(n: Nuisances) -> list[str]:
+    """The nuisances of ``n`` in words, one line each (``none`` when all are off)."""
+    lines = []
+    p = n.placement
+    if p.active:
+        low, high = p.scale
+        lines.append(
+            f"camera placement: shift up to {p.shift:g} px (for a {REFERENCE_WIDTH} px wide "
+            f"connector, scaled with it), rotation up to {p.rotation:g} degrees, scale "
+            f"{low:g}-{high:g}" + (", every socket kept in view" if p.keep_in_view else "")
+        )
+    if n.gain or n.gradient:
+        lines.append(f"lighting: gain 1 +- {n.gain:g}, linear gradient up to +- {n.gradient:g}")
+    if n.noise:
+        lines.append(f"sensor noise: sigma {n.noise:g} grey levels")
+    if n.blur:
+        lines.append(f"blur: Gaussian, sigma up to {n.blur:g} px")
+    if n.shift or n.rotation:
+        lines.append(
+            f"jitter: sub-pixel shift up to {n.shift:g} px, rotation up to {n.rotation:g} degrees"
+        )
+    if n.jpeg is not None and n.jpeg_probability:
+        lines.append(
+            f"JPEG: quality {n.jpeg[0]}-{n.jpeg[1]} on {n.jpeg_probability:.0%} of the products"
+        )
+    return lines or ["none (`--no-nuisances`: clean renders)"]
 
 
 def _size_category(n: int) -> str:

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -45,13 +45,13 @@ class Sample:
     """One inspection sample: composite image, truth in composite pixels, and its making.
 
     Attributes:
-        image: the composite (RGB, ``layout.size`` square).
+        image: the composite (RGB, ``layout.size`` square), composed when first asked for (a
+            dataset builder encodes the composite from the arrays and never needs it).
         findings: the truth in canonical order, boxes in composite pixels (empty = passed).
         reference / test: the two connector images as drawn (uint8 RGB), before composing.
     """
 
     id: str
-    image: Image.Image
     findings: tuple[Finding, ...]
     housing: str
     pins: str
@@ -60,6 +60,11 @@ class Sample:
     reference: np.ndarray
     test: np.ndarray
     variant: str = "plain"
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The composite: the reference on top, the product under inspection below."""
+        return compose(self.reference, self.test, self.layout, self.labels_drawn)
 
 
 @lru_cache(maxsize=8)
@@ -78,10 +83,15 @@ def _canvas(size: int, labels_drawn: bool) -> np.ndarray:
     return arr
 
 
-def compose(
-    reference: np.ndarray, test: np.ndarray, layout: CompositeLayout, labels_drawn: bool = True
-) -> Image.Image:
-    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas."""
+def compose_into(
+    out: np.ndarray,
+    reference: np.ndarray,
+    test: np.ndarray,
+    layout: CompositeLayout,
+    labels_drawn: bool = True,
+) -> np.ndarray:
+    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas in
+    ``out`` (uint8, ``layout.size`` square, RGB) and return it: the composite as an array."""
     conn = layout.connector
     for name, arr in (("reference", reference), ("test", test)):
         if arr.shape != (conn.height, conn.width, 3) or arr.dtype != np.uint8:
@@ -89,12 +99,20 @@ def compose(
                 f"{name} image must be uint8 RGB of {conn.width} x {conn.height} for a "
                 f"{layout.size} composite, got shape {arr.shape} {arr.dtype}"
             )
-    # assembled in this thread's reused buffer (a fresh 600 kB array costs a page fault per 4 kB)
-    canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
-    np.copyto(canvas, _canvas(layout.size, labels_drawn))
+    np.copyto(out, _canvas(layout.size, labels_drawn))
     for panel, arr in (("reference", reference), ("test", test)):
         x1, y1, x2, y2 = layout.crop_box(panel)
-        canvas[y1:y2, x1:x2] = arr
+        out[y1:y2, x1:x2] = arr
+    return out
+
+
+def compose(
+    reference: np.ndarray, test: np.ndarray, layout: CompositeLayout, labels_drawn: bool = True
+) -> Image.Image:
+    """Place two connector images (each ``layout.connector`` sized) on the labelled canvas."""
+    # assembled in this thread's reused buffer (a fresh 600 kB array costs a page fault per 4 kB)
+    canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
+    compose_into(canvas, reference, test, layout, labels_drawn)
     return Image.frombytes("RGB", (layout.size, layout.size), canvas)  # a copy: canvas is reused
 
 
@@ -116,7 +134,7 @@ def make_sample(
     layout: CompositeLayout | None = None,
     nuisances: Nuisances | None = None,
 ) -> Sample:
-    """Render the product under inspection, pick a pool reference, compose, move boxes."""
+    """Render the product under inspection, pick a pool reference, move boxes (composed lazily)."""
     layout = layout or CompositeLayout()
     nuisances = Nuisances() if nuisances is None else nuisances
     geo = layout.connector
@@ -129,10 +147,8 @@ def make_sample(
     findings = tuple(
         sort_findings(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
     )
-    image = compose(reference, rendered.image, layout, spec.labels_drawn)
     return Sample(
         id=spec.id,
-        image=image,
         findings=findings,
         housing=spec.housing,
         pins=spec.pins,

@@ -22,17 +22,11 @@ from pathlib import Path
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_tools.builders import FEATURES
+from dataset_tools.builders import FEATURES, qa_columns
 from dataset_tools.save import check_output_dir
 from qeu_space.feedback import FeedbackStore, StoredFeedback, open_store, png_bytes
 from qeu_space.geometry import CompositeLayout
-from qeu_space.vocabulary import (
-    INSPECTION_QUESTION,
-    Finding,
-    format_answer,
-    parse_answer,
-    verdict_of,
-)
+from qeu_space.vocabulary import Finding, parse_answer
 
 UNKNOWN = "unknown"
 
@@ -81,17 +75,15 @@ def feedback_row(store: FeedbackStore, row: StoredFeedback) -> dict | None:
         return None
     image = store.image(row.image_sha256)
     findings = _findings(row.taught_answer, image.size)
+    stored = {"bytes": png_bytes(image), "path": None}
     return {
         "id": f"feedback-{row.uid}",
-        "image": {"bytes": png_bytes(image), "path": None},
+        "image": stored,
         "housing": UNKNOWN,
         "pins": UNKNOWN,
         "labels_drawn": True,
         "variant": "plain",
-        "question": INSPECTION_QUESTION,
-        "answer": format_answer(findings),
-        "findings": [f.to_dict() for f in findings],
-        "verdict": verdict_of(findings),
+        **qa_columns(stored, findings),
     }
 
 

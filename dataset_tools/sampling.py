@@ -43,6 +43,9 @@ SPLIT_POSITIONS: dict[Split, tuple[Position, ...]] = {
     "test_unseen_housing": ALL_POSITIONS,
 }
 
+VARIANT_NAMES: tuple[str, ...] = ("plain", "nsoart")
+"""Image variants of a composite (drawn by :data:`dataset_tools.builders.VARIANTS`)."""
+
 TRAIN_POSITION_CHOICES: tuple[str, ...] = ("held-out", "all")
 """Where ``train`` defects may sit: off the validation/test positions, or anywhere."""
 

@@ -6,94 +6,115 @@ complete, so an error or Ctrl-C leaves either the old folder or nothing, never h
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
+from contextlib import closing
 from pathlib import Path
 
-import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import config as datasets_config
+from datasets.arrow_writer import get_parquet_column_options
 
-from dataset_tools.builders import BuildConfig, build_dataset
+from dataset_tools.builders import FEATURES, ROWS_PER_GROUP, BuildConfig, iter_batches
 from dataset_tools.card import dataset_card
+from qeu_space.cli import CliError, check_output_folder, staged_folder
 
-MAX_ROWS_PER_SHARD = 5000
-
-
-class OutputDirError(ValueError):
-    """The destination cannot be written as asked."""
+OutputDirError = CliError
+"""The destination cannot be written as asked (the CLIs' shared check)."""
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty destination without ``overwrite``, or one that cannot be written."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--out {out} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputDirError(
-            f"--out {out} is not empty; pass --overwrite to replace it or choose another folder"
-        )
-    parent = out.resolve().parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputDirError(
-            f"--out {out}: cannot write in {existing or parent}; choose a writable folder"
-        )
+    check_output_folder(out, "--out", overwrite=overwrite)
 
 
-def write_parquet(dd: datasets.DatasetDict, cfg: BuildConfig, folder: Path, command: str) -> None:
-    """``<config>/<split>-0000i-of-0000n.parquet`` per split, and ``README.md``."""
-    split_files: dict[str, list[str]] = {}
-    for split, ds in dd.items():
-        n = max(1, math.ceil(len(ds) / MAX_ROWS_PER_SHARD))
-        files = []
-        for i in range(n):
-            name = f"{cfg.config}/{split}-{i:05d}-of-{n:05d}.parquet"
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            ds.shard(num_shards=n, index=i, contiguous=True).to_parquet(str(folder / name))
-            files.append(name)
-        split_files[split] = files
-    rows = {s: len(d) for s, d in dd.items()}
-    card = dataset_card(cfg, split_files, rows, command, {s: d.data.nbytes for s, d in dd.items()})
-    card.save(folder / "README.md")
+class _ShardWriter:
+    """One split's parquet shards, written as rows arrive, as ``datasets``' ``to_parquet`` writes
+    them (its schema metadata, per-column compression and content-defined chunking)."""
+
+    def __init__(self, cfg: BuildConfig, folder: Path, split: str) -> None:
+        self.features = FEATURES[cfg.config]
+        self.schema = self.features.arrow_schema
+        self.folder, self.prefix = folder, f"{cfg.config}/{split}"
+        self.files: list[str] = []
+        self.rows = self.nbytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._shard = -1
+        self._pending: list[pa.RecordBatch] = []
+
+    def write(self, shard: int, shards: int, batch: pa.RecordBatch) -> None:
+        if shard != self._shard:
+            self.close()
+            name = f"{self.prefix}-{shard:05d}-of-{shards:05d}.parquet"
+            (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(
+                self.folder / name,
+                schema=self.schema,
+                use_content_defined_chunking=datasets_config.DEFAULT_CDC_OPTIONS,
+                write_page_index=True,
+                **get_parquet_column_options(self.features, self.schema),
+            )
+            self._shard = shard
+            self.files.append(name)
+        self._pending.append(batch)
+        self.rows += batch.num_rows
+        self.nbytes += batch.nbytes
+        if sum(b.num_rows for b in self._pending) >= ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending and self._writer is not None:
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
+            self._writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+        self._pending = []
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.add_key_value_metadata(
+                {"content_defined_chunking": json.dumps(datasets_config.DEFAULT_CDC_OPTIONS)}
+            )
+            self._writer.close()
+            self._writer = None
 
 
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out``; on success it replaces ``out`` in one rename.
+def write_parquet(
+    cfg: BuildConfig, folder: Path, command: str, *, progress: bool = False
+) -> dict[str, int]:
+    """Render every row and write ``<config>/<split>-0000i-of-0000n.parquet`` and ``README.md``.
 
-    On any error (Ctrl-C included) the staging folder is removed and ``out`` is left as it was.
+    Rows go to parquet as they are made (no intermediate Arrow cache, no second pass); returns
+    the rows per split.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    writers = {split: _ShardWriter(cfg, folder, split) for split in cfg.split_sizes}
     try:
-        staging.mkdir()
-        yield staging
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        with closing(iter_batches(cfg, progress=progress)) as batches:
+            for task, batch in batches:
+                writers[task.split].write(task.shard, task.shards, batch)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    rows = {split: w.rows for split, w in writers.items()}
+    card = dataset_card(
+        cfg,
+        {split: w.files for split, w in writers.items()},
+        rows,
+        command,
+        {split: w.nbytes for split, w in writers.items()},
+    )
+    card.save(folder / "README.md")
+    return rows
 
 
 def build_to_folder(
-    cfg: BuildConfig, out: Path, *, command: str, overwrite: bool = False
+    cfg: BuildConfig,
+    out: Path,
+    *,
+    command: str,
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> dict[str, int]:
     """Build ``cfg`` and write it to ``out`` atomically; returns the rows per split."""
     check_output_dir(out, overwrite)
     with staged_folder(out) as staging:
-        cache = staging / ".cache"
-        dd = build_dataset(cfg, cache_dir=str(cache))
-        write_parquet(dd, cfg, staging, command)
-        rows = {split: len(ds) for split, ds in dd.items()}
-        del dd
-        shutil.rmtree(cache, ignore_errors=True)
-    return rows
+        return write_parquet(cfg, staging, command, progress=progress)

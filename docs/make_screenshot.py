@@ -36,19 +36,19 @@ def main() -> int:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
-            page.goto(app.url, wait_until="networkidle")
+            page.goto(app.url, wait_until="load")  # not networkidle: the heartbeat stays open
+            page.locator("#sample-gallery button.thumbnail-item").first.wait_for()
             page.locator("#sample-gallery button.thumbnail-item").nth(args.sample).click()
             page.wait_for_function("document.querySelector('#truth textarea').value !== ''")
             page.locator("#inspect").click()
             page.wait_for_function(
-                "document.querySelector('#tuned-answer textarea').value !== ''"
-                " && document.querySelector('#comparison').innerText.includes('truth')"
+                "document.querySelector('#judging').innerText.includes('Judging inspection')"
             )
             page.wait_for_timeout(1500)  # let the images finish drawing
             page.screenshot(path=str(args.out), full_page=True)
             print(f"truth: {page.locator('#truth textarea').input_value()}")
-            print(f"base:  {page.locator('#base-answer textarea').input_value()}")
-            print(f"tuned: {page.locator('#tuned-answer textarea').input_value()}")
+            print(f"base:  {page.locator('#base-answer').inner_text()}")
+            print(f"tuned: {page.locator('#tuned-answer').inner_text()}")
             browser.close()
     print(f"wrote {args.out}")
     return 0

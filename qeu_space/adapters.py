@@ -5,8 +5,8 @@ adapter, writing its model card, pushing it), imported after the arguments are p
 
 Example:
     python -m qeu_space.adapters inspect out/qa-lora --plot norms.png [--json]
-    python -m qeu_space.adapters push out/qa-lora --to me/qeu-qa-lora --dataset me/qeu-connectors \\
-        --metrics out/eval.json [--private]
+    python -m qeu_space.adapters push out/qa-lora --push-to me/qeu-qa-lora \\
+        --dataset me/qeu-connectors --metrics out/eval.json [--private]
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qeu_space.cli import CliError, OneLineParser, check_output_file, deprecated_alias, fail
+
+PROG = "python -m qeu_space.adapters"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m qeu_space.adapters", description="Inspect or publish a PEFT adapter."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog=PROG, description="Inspect or publish a PEFT adapter.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     inspect = sub.add_parser("inspect", help="rank, modules, parameter share, update norms")
     inspect.add_argument("folder", type=Path)
     inspect.add_argument("--plot", type=Path, help="write a bar plot of the norms (PNG)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     push = sub.add_parser("push", help="write the model card and upload to a model repo")
     push.add_argument("folder", type=Path)
-    push.add_argument("--to", dest="repo_id", required=True, help="OWNER/NAME of the model repo")
+    push.add_argument("--push-to", dest="repo_id", metavar="REPO", help="OWNER/NAME of the model "
+                      "repo (required)")  # fmt: skip
+    deprecated_alias(push, "--to", "--push-to", dest="repo_id", metavar="REPO")
     push.add_argument("--private", action="store_true")
     push.add_argument(
         "--dataset",
@@ -44,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "push" and not args.repo_id:  # required, under either spelling
+        parser.error("the following arguments are required: --push-to")
+    if args.command == "inspect" and args.plot is not None:
+        try:  # before any work
+            check_output_file(args.plot, "--plot")
+        except CliError as err:
+            return fail(f"{PROG} inspect", err)
     from qeu_space.hub.adapters import PushOptions, inspect_adapter, plot_norms, push_adapter
     from qeu_space.hub.upload import HubError
 
@@ -65,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         url = push_adapter(options)
     except (ValueError, OSError, HubError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"{PROG} {args.command}", err)
     print(f"pushed {options.folder} to {options.repo_id}: {url}")
     return 0
 

@@ -15,12 +15,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qeu_space.cli import (
+    CliError,
+    OneLineParser,
+    check_device,
+    check_output_file,
+    deprecated_alias,
+    fail,
+)
 from qeu_space.evaluation.evaluate import TASKS
+
+PROG = "python -m qeu_space.evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m qeu_space.evaluate",
+    parser = OneLineParser(
+        prog=PROG,
         description="Score a model (and its adapter against its base) on a Q/A or OD split.",
     )
     parser.add_argument("--task", required=True, choices=TASKS)
@@ -28,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help="PEFT adapter folder or Hub id")
     parser.add_argument("--dataset", required=True, help="dataset folder or Hub id")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--report", required=True, type=Path, help="JSON file to write")
+    parser.add_argument(
+        "--report",
+        required=True,
+        type=Path,
+        help="JSON file to write (and the markdown table beside it, same name, .md)",
+    )
     parser.add_argument("--limit", type=int, help="score only the first N rows")
     parser.add_argument(
         "--compare-base",
@@ -40,20 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
     parser.add_argument("--trust-remote-code", action="store_true")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    deprecated_alias(parser, "--no-progress", "--quiet", const=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # before any work: a report that cannot be written or a missing device loses nothing
+        for path in (args.report, args.report.with_suffix(".md")):
+            check_output_file(path, "--report")
+        check_device(args.device)
+    except CliError as err:
+        return fail(PROG, err)
     from qeu_space.evaluation.evaluate import EvalOptions, run_evaluation
 
+    settings = vars(args)
+    settings["progress"] = not settings.pop("quiet")
     try:
-        options = EvalOptions(**vars(args))
+        options = EvalOptions(**settings)
         report = run_evaluation(options)
     except (ValueError, OSError) as err:  # bad input, missing files, Hub unreachable
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(PROG, err)
     print(report.to_markdown())
     print(f"wrote {options.report} and {options.report.with_suffix('.md')}")
     return 0

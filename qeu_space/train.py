@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from qeu_space.cli import CliError, OneLineParser, check_output_folder, fail
 from qeu_space.modeling.catalog import SCOPES, VIT_PRESETS
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
@@ -36,19 +37,12 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (usage is one ``--help`` away)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _help(name: str) -> str:
     return next(f.metadata["help"] for f in fields(AdapterOptions) if f.name == name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Fine-tune Florence-2 (<OD>, --task od) or a chat VLM (Q/A, --task qa), or "
         "train a ViT classifier (OK/BENDNG/NUKENG, --task cls), on "
@@ -82,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --push-to: the Hub id of --dataset for the card, when it is a local folder",
     )  # fmt: skip
     p.add_argument("--trust-remote-code", action="store_true", help="allow the base's own code")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = p.add_argument_group("adapter")
     a.add_argument("--rank", type=int, default=16, help=_help("rank") + " (default 16)")
@@ -93,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_help("modules_to_save"))  # fmt: skip
     a.add_argument("--full-finetune", action="store_true", help=_help("full_finetune"))
     a.add_argument("--freeze-vision", action="store_true", help=_help("freeze_vision"))
+    a.add_argument("--new-words", nargs="+", default=[], metavar="WORD", help=_help("new_words"))
 
     o = p.add_argument_group("optimisation")
     o.add_argument("--learning-rate", "--lr", type=float,
@@ -129,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         modules_to_save=tuple(args.modules_to_save),
         full_finetune=args.full_finetune,
         freeze_vision=args.freeze_vision,
+        new_words=tuple(args.new_words),
     )
     return TrainConfig(
         task=args.task,
@@ -158,21 +155,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dataset_config=args.dataset_config,
         base_model_id=args.base_model,
         dataset_id=args.dataset_id,
+        progress=not args.quiet,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    try:  # before any work: an output that cannot be written loses nothing
+        check_output_folder(args.out, overwrite=True)  # a run's folder may hold files (resume)
+    except CliError as err:
+        return fail(PROG, err)
     from qeu_space.hub.upload import HubError
     from qeu_space.training import train
 
     try:
         config = config_from_args(args)
         result = train(config, command=[*PROG.split(), *argv])
-    except (ValueError, FileNotFoundError, HubError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, HubError) as err:  # bad input, unknown base, unwritable output
+        return fail(PROG, err)
     if os.environ.get("RANK", "0") == "0":
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         print(

@@ -313,7 +313,7 @@ def test_push_over_the_hub_standin(
     monkeypatch.setenv("HF_TOKEN", hub_standin.token)
     before = _snapshot(trained_folder)
     json_path, _ = write_report(_report(), tmp_path / "eval.json")
-    argv = ["push", str(trained_folder), "--to", "me/qeu-qa-lora", "--dataset", "me/qeu"]
+    argv = ["push", str(trained_folder), "--push-to", "me/qeu-qa-lora", "--dataset", "me/qeu"]
     argv += ["--metrics", str(json_path), "--base-model", "org/tiny-llama", "--private"]
     assert adapters.main(argv) == 0
     out = capsys.readouterr()
@@ -414,7 +414,7 @@ def test_push_without_token_fails_before_any_work(
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("qeu_space.hub.upload.get_token", lambda: None)
     card_before = (trained_folder / "README.md").read_text()  # PEFT's own placeholder card
-    argv = ["push", str(trained_folder), "--to", "me/x", "--base-model", "org/tiny-llama"]
+    argv = ["push", str(trained_folder), "--push-to", "me/x", "--base-model", "org/tiny-llama"]
     assert adapters.main(argv) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
     assert (trained_folder / "README.md").read_text() == card_before
@@ -425,6 +425,6 @@ def test_push_refuses_a_local_base_as_card_base_model(
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_unused")
     card_before = (trained_folder / "README.md").read_text()
-    assert adapters.main(["push", str(trained_folder), "--to", "me/x"]) == 2
+    assert adapters.main(["push", str(trained_folder), "--push-to", "me/x"]) == 2
     assert "pass --base-model OWNER/NAME" in capsys.readouterr().err
     assert (trained_folder / "README.md").read_text() == card_before

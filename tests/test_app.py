@@ -3,8 +3,10 @@
 One ``python app.py`` process (127.0.0.1, ephemeral port, offline) serves one test made of
 checks run in order (one test, so that ``pytest -n 2`` never launches the app twice), on tiny
 random-weight models: the tests assert on plumbing (both answers exist and differ because the
-adapter is on for one and off for the other, panels fill, rows land in the store), never on
-answer quality. SOARTC is real, so its top position on a clean render is the defect's.
+adapter is on for one and off for the other, each of the two named adapters answers when named,
+the report fills, rows land in the store with the server's own answers), never on answer
+quality. SOARTC is real, so its top position on a clean
+render is the defect's.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -23,25 +28,36 @@ from PIL import Image
 
 from qeu_space.feedback import FeedbackStore
 from qeu_space.geometry import CompositeLayout
-from tests.browser.app_server import RunningApp, app_env, launched_app, make_tiny_models
+from tests.browser.app_server import (
+    TINY_ADAPTERS,
+    RunningApp,
+    app_env,
+    launched_app,
+    make_tiny_models,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def test_space_end_to_end(tmp_path: Path) -> None:
-    env = app_env(tmp_path, make_tiny_models(tmp_path / "models"))
+    env = app_env(tmp_path, make_tiny_models(tmp_path / "models"), QEU_QUEUE_SIZE="2")
     with launched_app(tmp_path, env) as running:
         client = Client(running.url, verbose=False, download_files=str(tmp_path / "dl"))
         check_named_endpoints(client)
         sample = generate_sample(client)
         check_inspect_then_feedback(client, running, sample)
+        check_each_adapter_answers_by_name(client, running, sample)
+        check_forged_or_unknown_inspection_is_refused(client, running, sample)
+        check_refused_truth(client, sample)
         check_soartc_takes_reference_then_test(client, sample, tmp_path)
         check_bad_composites(client, tmp_path, sample)
+        check_server_paths_are_not_read(running)
         check_not_a_connector_is_refused(client, tmp_path)
         check_mismatched_pair_and_tiny_connector(client, tmp_path)
         check_oversized_upload(running)
         check_bad_feedback(client, sample)
-        check_200_concurrent_feedback_submissions(running)
+        check_200_concurrent_feedback_submissions(client, running, sample)
+        check_light_endpoints_answer_while_the_model_queue_is_full(client, running, sample)
         assert running.process.poll() is None  # still serving after all of it
 
 
@@ -56,13 +72,23 @@ def generate_sample(client: Client) -> tuple[str, str]:
 
 def check_named_endpoints(client: Client) -> None:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/inspect", "/soartc", "/feedback", "/generate"} <= set(api)
-    assert [p["label"] for p in api["/soartc"]["parameters"]] == ["Reference (good)", "Test"]
-    assert [r["label"] for r in api["/soartc"]["returns"]] == [
-        "SOARTC heatmap",
-        "Image score",
-        "Top positions",
+    assert set(api) == {"/inspect", "/soartc", "/feedback", "/generate", "/compose"}
+    names = {name: [p["parameter_name"] for p in api[name]["parameters"]] for name in api}
+    assert names["/soartc"] == ["reference", "test"]
+    assert names["/inspect"] == ["composite", "truth", "adapter"]
+    adapter = api["/inspect"]["parameters"][2]
+    assert adapter["parameter_has_default"] and adapter["parameter_default"] == ""
+    assert names["/feedback"] == [
+        "inspection_id",
+        "rated",
+        "judgement",
+        "corrected_answer",
+        "comment",
     ]
+
+
+def inspect(client: Client, composite: str, truth: str) -> tuple[str, dict, str | None]:
+    return client.predict(handle_file(composite), truth, api_name="/inspect")
 
 
 def check_inspect_then_feedback(
@@ -70,64 +96,102 @@ def check_inspect_then_feedback(
 ) -> None:
     composite, truth = sample
     assert truth == "Defective. 1 defect: C7 missing pin."
-    out = client.predict(handle_file(composite), truth, api_name="/inspect")
-    (heatmap, score, top, vit_label, vit_attention, vit_note, base, tuned) = out[:8]
-    base_marked, tuned_marked, comparison, od_image, od_note = out[8:]
-    assert Image.open(heatmap).size[0] > 200
-    assert score > 0
-    assert top["headers"] == ["position", "score"] and len(top["data"]) == 5
-    assert top["data"][0][0] == "C7"  # SOARTC finds the missing pin on a clean render
-    assert vit_label["label"] in ("OK", "BENDNG", "NUKENG")
-    assert Image.open(vit_attention).size == (423, 204)  # the test connector of a 448 composite
-    assert vit_note.startswith("ViT verdict: **")
-    assert isinstance(base, str) and isinstance(tuned, str) and base and tuned
-    assert base != tuned  # the adapter is on for one answer and off for the other
-    assert Image.open(base_marked).size == (896, 896)
-    assert Image.open(tuned_marked).size == (896, 896)
-    assert "**base**" in comparison and "**fine-tuned**" in comparison
-    assert "**truth**: Defective. 1 defect: C7 missing pin." in comparison
-    assert Image.open(od_image).size == (896, 896)
-    assert "<OD>" in od_note
+    inspection_id, report, heatmap = inspect(client, composite, truth)
+    assert len(inspection_id) >= 22 and report["inspection_id"] == inspection_id
+    assert Image.open(heatmap).size == (423, 204 + 30)  # the test panel and its colour bar
+    soartc = report["soartc"]
+    assert soartc["score"] > soartc["threshold"] > 0 and soartc["verdict"] == "defective"
+    assert soartc["top"][0][0] == "C7"  # SOARTC finds the missing pin on a clean render
+    assert report["vit"]["label"] in ("OK", "BENDNG", "NUKENG")
+    base, tuned = report["base"], report["fine_tuned"]
+    for answer in (base, tuned):  # random weights: text, but not the canonical form
+        assert answer["status"] in ("unreadable", "empty", "ok") and "text" in answer
+    assert base["text"] != tuned["text"]  # the adapter is on for one answer and off for the other
+    assert report["truth"] == truth and report["source"] == "generated seed 7"
+    assert report["adapter"] == TINY_ADAPTERS[0]  # no name: the default, the first
+    assert report["od"]["note"].startswith("`<OD>` output") or "Florence-2" in report["od"]["note"]
 
-    status, recent = client.predict(
-        handle_file(composite),
-        base,
-        tuned,
-        "fine-tuned",
-        "wrong",
-        "c7 is missing",
-        '<img src=x onerror="alert(1)"> wrong pin',
-        truth,
-        "generated seed 7",
-        api_name="/feedback",
+    rated = "fine-tuned" if tuned["status"] != "empty" else "base"
+    status = client.predict(
+        inspection_id, rated, "wrong", "c7 is missing", "<b>wrong pin</b>", api_name="/feedback"
     )
     assert status.startswith("Thank you: feedback #")
-    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; wrong pin" in recent
-    assert "<img" not in recent
 
     store = FeedbackStore(running.feedback_db)
-    row = next(r for r in store.rows() if r.comment.endswith("wrong pin"))
-    assert (row.base_answer, row.tuned_answer) == (base, tuned)
-    assert not row.correct and row.rated == "fine-tuned"
+    row = next(r for r in store.rows() if r.comment == "<b>wrong pin</b>")
+    assert (row.base_answer, row.tuned_answer) == (base["text"], tuned["text"])
+    assert not row.correct and row.rated == rated and row.inspection_id == inspection_id
     assert row.corrected_answer == "Defective. 1 defect: C7 missing pin."
     assert row.truth == truth and row.source == "generated seed 7"
-    assert store.image(row.image_sha256).size == (448, 448)
+    assert row.adapter_name == TINY_ADAPTERS[0] and row.adapter == "vlm-lora"
+    stored = store.image(row.image_sha256)
+    assert stored.size == (448, 448)
+    assert np.array_equal(np.asarray(stored), np.asarray(Image.open(composite).convert("RGB")))
+
+
+def check_each_adapter_answers_by_name(
+    client: Client, running: RunningApp, sample: tuple[str, str]
+) -> None:
+    """Issue 13, item 3: the Space holds two adapters; ``/inspect`` answers with the one it is
+    named, the base's answer stays the same, feedback records which adapter was rated, and an
+    unknown name is refused with the known ones."""
+    composite, truth = sample
+    reports = {}
+    for name in TINY_ADAPTERS:
+        inspection_id, report, _ = client.predict(
+            handle_file(composite), truth, name, api_name="/inspect"
+        )
+        assert report["adapter"] == name and report["fine_tuned"]["status"] != "unavailable"
+        reports[name] = (inspection_id, report)
+    first, second = (reports[name][1] for name in TINY_ADAPTERS)
+    assert first["base"]["text"] == second["base"]["text"]
+    assert first["fine_tuned"]["text"] != second["fine_tuned"]["text"]  # two adapters, not one
+    inspection_id, report = reports[TINY_ADAPTERS[1]]
+    rated = "fine-tuned" if report["fine_tuned"]["status"] != "empty" else "base"
+    client.predict(inspection_id, rated, "wrong", "C4 short pin", "second", api_name="/feedback")
+    row = next(r for r in FeedbackStore(running.feedback_db).rows() if r.comment == "second")
+    assert row.adapter_name == TINY_ADAPTERS[1] and row.adapter == "vlm-short-pin-lora"
+    assert row.corrected_answer == "Defective. 1 defect: C4 short pin."
+    assert row.tuned_answer == report["fine_tuned"]["text"]
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(composite), truth, "nope", api_name="/inspect")
+    assert "unknown adapter 'nope'; this Space's adapters: latched, short-pin" in str(err.value)
+
+
+def check_forged_or_unknown_inspection_is_refused(
+    client: Client, running: RunningApp, sample: tuple[str, str]
+) -> None:
+    """Issue 11, item 2: only the server's own inspections can be judged."""
+    before = FeedbackStore(running.feedback_db).count()
+    for forged in ("", "forged-id", "A" * 22, "x" * 5000):
+        with pytest.raises(AppError) as err:
+            client.predict(forged, "base", "wrong", "C7 missing pin", "", api_name="/feedback")
+        message = str(err.value)
+        assert "no inspection to judge" in message or "unknown or expired inspection id" in message
+    assert FeedbackStore(running.feedback_db).count() == before
+
+
+def check_refused_truth(client: Client, sample: tuple[str, str]) -> None:
+    """Issue 11, item 6, through the API: nothing is inspected against a truth it misreads."""
+    with pytest.raises(AppError, match="unknown position 'Z9' in 'Z9 missing pin'"):
+        inspect(client, sample[0], "C7 missing pin; Z9 missing pin")
+    with pytest.raises(AppError, match="has 'exploded pin' for C7"):
+        inspect(client, sample[0], "Defective. 1 defect: C7 exploded pin.")
 
 
 def check_soartc_takes_reference_then_test(
     client: Client, sample: tuple[str, str], tmp_path: Path
 ) -> None:
-    from qeu_space.geometry import CompositeLayout
-
     layout = CompositeLayout(448)
     composite = Image.open(sample[0])
     paths = []
     for panel in ("reference", "test"):
         paths.append(tmp_path / f"{panel}.png")
         composite.crop(layout.crop_box(panel)).save(paths[-1])
-    heatmap, score, top = client.predict(*map(handle_file, paths), api_name="/soartc")
-    assert Image.open(heatmap).size[0] > layout.connector.width / 2
-    assert score > 0 and top["data"][0][0] == "C7"
+    heatmap, result = client.predict(*map(handle_file, paths), api_name="/soartc")
+    assert Image.open(heatmap).size[0] == layout.connector.width
+    assert result["score"] > result["threshold"] and result["top"][0][0] == "C7"
+    assert result["verdict"] == "defective" and result["units"] == "robust SD"
 
 
 def _png(image: Image.Image) -> bytes:
@@ -166,22 +230,37 @@ def check_bad_composites(client: Client, tmp_path: Path, sample: tuple[str, str]
         with pytest.raises(AppError) as err:
             client.predict(handle_file(path), "", api_name="/inspect")
         assert message in str(err.value), case
-        _, score, _ = client.predict(handle_file(good), handle_file(good), api_name="/soartc")
-        assert score >= 0, f"not serving after {case}"
+        _, result = client.predict(handle_file(good), handle_file(good), api_name="/soartc")
+        assert result["score"] >= 0, f"not serving after {case}"
+
+
+def check_server_paths_are_not_read(running: RunningApp) -> None:
+    """A payload naming a file on the server (not an upload) is refused, never inspected
+    (Gradio refuses it for the typed API; ``upload_path`` for the browser's events)."""
+    model_file = Path(running.env["QEU_VIT_MODEL"]) / "config.json"
+    for path in ("/etc/hostname", str(model_file)):
+        data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "", ""]
+        reply = httpx.post(running.url + "/gradio_api/call/inspect", json={"data": data})
+        event = reply.json()["event_id"]
+        text = httpx.get(running.url + f"/gradio_api/call/inspect/{event}", timeout=60).text
+        assert text.startswith("event: error"), text
+    assert "Cannot move /etc/hostname to the gradio cache dir" in running.log.read_text()
 
 
 def check_not_a_connector_is_refused(client: Client, tmp_path: Path) -> None:
-    """A flat image is no connector: /soartc refuses it, /inspect answers nothing, says why."""
+    """A flat image is no connector: /soartc refuses it, /inspect answers nothing, says why,
+    and gives no inspection id (so no feedback can be stored about it)."""
     flat = tmp_path / "flat.png"
     Image.new("RGB", (448, 448), (90, 90, 90)).save(flat)
     panel = tmp_path / "flat-panel.png"
     Image.new("RGB", (423, 204), (90, 90, 90)).save(panel)
     with pytest.raises(AppError, match=r"no connector found \("):
         client.predict(handle_file(panel), handle_file(panel), api_name="/soartc")
-    out = client.predict(handle_file(flat), "", api_name="/inspect")
-    base, tuned = out[6], out[7]
-    assert base.startswith("no connector found (") and tuned == base
-    assert out[1] is None and not out[3]  # no SOARTC score, no ViT verdict
+    inspection_id, report, heatmap = inspect(client, str(flat), "")
+    assert report["refused"].startswith("no connector found (")
+    assert inspection_id == "" and report["inspection_id"] is None and heatmap is None
+    assert report["soartc"] is None and report["vit"] is None  # no score, no ViT verdict
+    assert report["base"] is None and report["fine_tuned"] is None
 
 
 def check_mismatched_pair_and_tiny_connector(client: Client, tmp_path: Path) -> None:
@@ -207,30 +286,108 @@ def check_oversized_upload(running: RunningApp) -> None:
 
 
 def check_bad_feedback(client: Client, sample: tuple[str, str]) -> None:
-    args = [handle_file(sample[0]), "a", "b", "fine-tuned", "wrong", "", "", "", ""]
-    with pytest.raises(AppError, match="a wrong answer needs the corrected answer"):
-        client.predict(*args, api_name="/feedback")
+    inspection_id, report, _ = inspect(client, sample[0], sample[1])
+    rated = "base" if report["base"]["status"] != "empty" else "fine-tuned"
+    refusals = [
+        ((inspection_id, rated, "wrong", "", ""), "a wrong answer needs the corrected answer"),
+        ((inspection_id, rated, "wrong", "C7 missing; Z9 missing", ""), "unknown position 'Z9'"),
+        ((inspection_id, rated, "perhaps", "", ""), "say whether the rated answer is correct"),
+        ((inspection_id, "both", "wrong", "C7 missing", ""), "rate one of the answers"),
+    ]
+    for args, message in refusals:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/feedback")
+    if report[{"base": "base", "fine-tuned": "fine_tuned"}[rated]]["status"] == "unreadable":
+        with pytest.raises(AppError, match="is unreadable, so it cannot be correct"):
+            client.predict(inspection_id, rated, "correct", "", "", api_name="/feedback")
 
 
-def check_200_concurrent_feedback_submissions(running: RunningApp) -> None:
-    """The browser's path (direct POST, no queue): 200 at once, none refused, 200 rows."""
+def check_200_concurrent_feedback_submissions(
+    client: Client, running: RunningApp, sample: tuple[str, str]
+) -> None:
+    """200 judgements of one inspection at once through the queue: none refused, 200 rows."""
+    inspection_id, report, _ = inspect(client, sample[0], sample[1])
+    rated = "base" if report["base"]["status"] != "empty" else "fine-tuned"
     api = running.url + "/gradio_api"
     before = FeedbackStore(running.feedback_db).count()
-    uploaded = httpx.post(api + "/upload", files={"files": ("c.png", GOOD)}, timeout=60).json()
-    image = {"path": uploaded[0], "meta": {"_type": "gradio.FileData"}}
 
-    async def submit(http: httpx.AsyncClient, i: int) -> int:
-        data = [image, "Passed.", "Passed.", "base", "correct", "", f"burst {i}", "", ""]
-        return (await http.post(api + "/run/feedback", json={"data": data})).status_code
+    async def submit(http: httpx.AsyncClient, i: int) -> str:
+        data = [inspection_id, rated, "wrong", "Passed", f"burst {i}"]
+        event = (await http.post(api + "/call/feedback", json={"data": data})).json()["event_id"]
+        return (await http.get(api + f"/call/feedback/{event}")).text
 
-    async def burst() -> list[int]:
-        limits = httpx.Limits(max_connections=200)
+    async def burst() -> list[str]:
+        # No kept-alive connections: uvicorn closes idle ones after 5 s, racing their reuse.
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=300, limits=limits) as http:
             return await asyncio.gather(*(submit(http, i) for i in range(200)))
 
-    assert asyncio.run(burst()) == [200] * 200
+    replies = asyncio.run(burst())
+    assert all("Thank you: feedback #" in reply for reply in replies), replies[:3]
     store = FeedbackStore(running.feedback_db)
     assert store.count() == before + 200
     burst_rows = sorted(r.comment for r in store.rows() if r.comment.startswith("burst "))
     assert burst_rows == sorted(f"burst {i}" for i in range(200))
+    assert {r.inspection_id for r in store.rows() if r.comment.startswith("burst ")} == {
+        inspection_id
+    }
     assert store.integrity() == "ok"
+
+
+def check_light_endpoints_answer_while_the_model_queue_is_full(
+    client: Client, running: RunningApp, sample: tuple[str, str]
+) -> None:
+    """Issue 11, item 4: with ``/inspect``'s queue full (``QEU_QUEUE_SIZE=2``), ``/feedback``,
+    ``/soartc`` and ``/generate`` still answer through gradio_client, and a refused inspection
+    says what to do."""
+    from gradio_client.exceptions import ValidationError
+
+    inspection_id, report, _ = inspect(client, sample[0], sample[1])
+    rated = "base" if report["base"]["status"] != "empty" else "fine-tuned"
+    api = running.url + "/gradio_api"
+    with open(sample[0], "rb") as f:
+        uploaded = httpx.post(api + "/upload", files={"files": ("c.png", f)}, timeout=60).json()
+    image = {"path": uploaded[0], "meta": {"_type": "gradio.FileData"}}
+    refusals: list[float] = []
+    stop = threading.Event()
+
+    def flood() -> None:  # keep the model lane full: join /inspect again and again
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                reply = http.post(api + "/call/inspect", json={"data": [image, "", ""]})
+                if reply.status_code == 422:
+                    assert "The queue for model calls (/inspect) is full" in reply.text
+                    refusals.append(time.monotonic())
+                time.sleep(0.01)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not refusals and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refusals, "the model queue never filled"
+        start = time.monotonic()
+        status = client.predict(
+            inspection_id, rated, "wrong", "C7 missing pin", "", api_name="/feedback"
+        )
+        composite, _, _ = client.predict(
+            "ribbed", "round", "D4 bent pin (up)", True, False, 3, api_name="/generate"
+        )
+        layout = CompositeLayout(448)
+        pair = [running.log.parent / f"lane-{p}.png" for p in ("reference", "test")]
+        for path, panel in zip(pair, ("reference", "test"), strict=True):
+            Image.open(composite).crop(layout.crop_box(panel)).save(path)
+        _, result = client.predict(*map(handle_file, pair), api_name="/soartc")
+        with pytest.raises(ValidationError) as refused:
+            inspect(client, sample[0], "")
+        end = time.monotonic()
+    finally:
+        stop.set()
+        flooder.join(timeout=60)
+    assert status.startswith("Thank you: feedback #")
+    assert result["top"][0][0] == "D4"
+    assert sum(start <= t <= end for t in refusals) >= 2  # full while they were answered
+    message = str(refused.value)
+    assert "The queue for model calls (/inspect) is full" in message
+    assert "try again in a minute" in message and "/feedback have queues of their own" in message

@@ -10,14 +10,27 @@ from PIL import Image
 
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.devices import detect_device
-from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
-from qeu_space.ui.cases import normalise_composite, parse_defects, parse_truth, split_composite
+from qeu_space.ui.adapter_panel import (
+    adapter_markdown,
+    adapters_markdown,
+    device_markdown,
+    models_markdown,
+)
+from qeu_space.ui.cases import (
+    normalise_composite,
+    parse_defects,
+    parse_truth,
+    short_truth,
+    split_composite,
+)
 from qeu_space.ui.comparison import compare, comparison_markdown, describe_comparison
 from qeu_space.ui.drawing import COLOURS, DISPLAY_SCALE, mark_findings
 from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.layout import launch_options, open_feedback_store
-from qeu_space.ui.models import Answer, load_models
-from qeu_space.ui.settings import DEFAULT_BASE, DEFAULT_OD, REPO_ROOT, AppSettings
+from qeu_space.ui.models import display_name, load_models, public_text
+from qeu_space.ui.reading import ReadError
+from qeu_space.ui.records import ModelAnswer
+from qeu_space.ui.settings import DEFAULT_BASE, DEFAULT_OD, REPO_ROOT, AppSettings, NamedAdapter
 from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding
 from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
@@ -27,12 +40,17 @@ def test_settings_defaults_are_the_embedded_models() -> None:
     s = AppSettings.from_env({})
     assert s.base_model == str(REPO_ROOT / "models" / "inspection-vlm-base") == DEFAULT_BASE
     assert s.adapter == str(REPO_ROOT / "models" / "inspection-vlm-lora")
+    assert s.adapters == (NamedAdapter("latched", s.adapter),) and s.adapter_names == ("latched",)
+    assert [k.value for k in s.gallery_kinds] == ["bent pin", "missing pin", "short pin"]
+    assert s.diff_samples == 24
     assert s.vit_model == str(REPO_ROOT / "models" / "vit-inspector")
     assert s.od_model == str(REPO_ROOT / "models" / "inspection-od-base") == DEFAULT_OD
     assert s.od_adapter == str(REPO_ROOT / "models" / "inspection-od-lora")
     assert s.feedback_repo is None
     assert s.trust_remote_code is False
     assert (s.queue_size, s.model_concurrency, s.max_upload_bytes) == (16, 1, 10_000_000)
+    assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (32, 256, 60.0)
+    assert s.delete_cache == (360, 3600)  # files older than an hour, checked every 6 minutes
 
 
 def test_settings_read_the_environment(tmp_path: Path) -> None:
@@ -48,6 +66,10 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
             "QEU_FEEDBACK_REPO": "me/feedback",
             "QEU_QUEUE_SIZE": "4",
             "QEU_MAX_UPLOAD_MB": "2.5",
+            "QEU_LIGHT_QUEUE_SIZE": "8",
+            "QEU_INSPECTIONS_KEPT": "10",
+            "QEU_INSPECTION_TTL": "5",
+            "QEU_CACHE_MINUTES": "0.05",
         }
     )
     assert s.base_model == "HuggingFaceTB/SmolVLM-256M-Instruct"  # a Hub id is kept as given
@@ -56,6 +78,49 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
     assert s.trust_remote_code and s.feedback_repo == "me/feedback"
     assert s.feedback_db == tmp_path / "fb.sqlite3"
     assert (s.queue_size, s.max_upload_bytes) == (4, 2_500_000)
+    assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (8, 10, 5.0)
+    assert s.delete_cache == (1, 3)
+
+
+LORA = str(REPO_ROOT / "models" / "inspection-vlm-lora")
+
+
+@pytest.mark.parametrize(
+    ("env", "adapters"),
+    [
+        ({"QEU_ADAPTERS": "none"}, ()),
+        ({"QEU_ADAPTERS": ""}, ()),
+        ({"QEU_ADAPTER": "none"}, ()),
+        ({"QEU_ADAPTER": "me/my-lora"}, (("my-lora", "me/my-lora"),)),  # the alias, one adapter
+        ({"QEU_ADAPTER": "fix=me/my-lora"}, (("fix", "me/my-lora"),)),
+        (
+            {"QEU_ADAPTERS": "latched=models/inspection-vlm-lora, short-pin=me/short-pin-lora"},
+            (("latched", LORA), ("short-pin", "me/short-pin-lora")),
+        ),
+        ({"QEU_ADAPTERS": "me/a,me/b,"}, (("a", "me/a"), ("b", "me/b"))),
+    ],
+)
+def test_adapters_are_read_from_qeu_adapters_or_its_alias(env: dict, adapters: tuple) -> None:
+    s = AppSettings.from_env(env)
+    assert tuple((a.name, a.source) for a in s.adapters) == adapters
+    assert s.adapter == (adapters[0][1] if adapters else None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"QEU_ADAPTERS": "a=me/x,a=me/y"}, "QEU_ADAPTERS: the adapter name 'a' is used twice"),
+        ({"QEU_ADAPTERS": "a b=me/x"}, "QEU_ADAPTERS: adapter name 'a b' must be 1-40"),
+        ({"QEU_ADAPTERS": "a="}, "QEU_ADAPTERS: 'a=' names no adapter"),
+        ({"QEU_ADAPTER": "me/x,me/y"}, "QEU_ADAPTER names one adapter; use QEU_ADAPTERS"),
+        ({"QEU_ADAPTER": "me/x", "QEU_ADAPTERS": "me/y"}, "set QEU_ADAPTERS .* or QEU_ADAPTER"),
+        ({"QEU_GALLERY_KINDS": "bent wobbly"}, "QEU_GALLERY_KINDS: unknown defect kind 'wobbly'"),
+        ({"QEU_DIFF_SAMPLES": "1000"}, "QEU_DIFF_SAMPLES must be between 4 and 64"),
+    ],
+)
+def test_bad_adapter_settings_name_the_variable(env: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AppSettings.from_env(env)
 
 
 @pytest.mark.parametrize(
@@ -72,6 +137,8 @@ def test_flags_read_every_spelling_the_error_names(value: str, on: bool) -> None
         ({"QEU_QUEUE_SIZE": "0"}, "QEU_QUEUE_SIZE must be between 1 and"),
         ({"QEU_TRUST_REMOTE_CODE": "maybe"}, "QEU_TRUST_REMOTE_CODE must be 1/true"),
         ({"QEU_MAX_PIXELS": "10"}, "QEU_MAX_PIXELS must be between"),
+        ({"QEU_LIGHT_QUEUE_SIZE": "0"}, "QEU_LIGHT_QUEUE_SIZE must be between"),
+        ({"QEU_INSPECTION_TTL": "never"}, "QEU_INSPECTION_TTL must be a number"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict, message: str) -> None:
@@ -96,6 +163,7 @@ def test_launch_options_follow_gradio_variables() -> None:
             "U3 bent pin (left); C7 missing pin",
             (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin")),
         ),
+        ("C4 short pin", (Finding("C4", "short pin"),)),  # the Generate tab places short pins
     ],
 )
 def test_parse_defects(text: str, expected: tuple) -> None:
@@ -104,18 +172,122 @@ def test_parse_defects(text: str, expected: tuple) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("some words", "no defect read"), ("U3 bent pin", "needs a direction")],
+    [
+        ("some words", "'some words', which names no pin position"),
+        ("U3 bent pin", "the bent pin at U3 in the defects list needs a direction"),
+        ("C7 missing pin; Z9 missing pin", "unknown position 'Z9' in 'Z9 missing pin'"),
+    ],
 )
 def test_parse_defects_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ReadError, match=message):
         parse_defects(text)
 
 
-def test_truth_box() -> None:
-    assert parse_truth("") is None and parse_truth(None) is None
-    assert parse_truth("Passed. No defects found.") == ()
-    with pytest.raises(UploadError, match="cannot read the ground truth"):
-        parse_truth("who knows")
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", None),
+        ("  ", None),
+        ("Passed. No defects found.", "Passed. No defects found."),
+        ("passed", "Passed. No defects found."),
+        ("OK", "Passed. No defects found."),
+        ("Defective. 1 defect: C7 missing pin.", "Defective. 1 defect: C7 missing pin."),
+        ("7c missing; u3 bent (left)", "Defective. 2 defects: U3 bent pin (left); C7 missing pin."),
+        ("position C7 is missing", "Defective. 1 defect: C7 missing pin."),
+        ("U-3 BENDNG left, D9 NUKENG", "Defective. 2 defects: U3 bent pin (left); D9 missing pin."),
+        ("U3 bent pin", "Defective. 1 defect: U3 bent pin."),  # a truth may not know the way
+        ("c4 short; 4D SHORTNG", "Defective. 2 defects: C4 short pin; D4 short pin."),
+    ],
+)
+def test_truth_box_reads_every_finding(text: str, expected: str | None) -> None:
+    from qeu_space.vocabulary import format_answer
+
+    found = parse_truth(text)
+    assert (None if found is None else format_answer(found)) == expected
+
+
+#: Issue 11, item 6: each refused truth text, and the part its message must name.
+REFUSED_TRUTHS = [
+    ("Defective. 1 defect: Z9 exploded pin.", "unknown position 'Z9' in 'Z9 exploded pin'"),
+    ("C7 missing pin; Z9 missing pin", "unknown position 'Z9' in 'Z9 missing pin'"),
+    ("Defective. 1 defect: C7 exploded pin.", "has 'exploded pin' for C7 in 'C7 exploded pin'"),
+    ("C10 missing pin", "unknown position 'C10'"),
+    ("who knows", "'who knows', which names no pin position"),
+    ("Defective. 2 defects: C7 missing pin.", "says 2 defects but lists 1"),
+    ("Defective.", "says Defective but names no defect"),
+    ("C7 missing pin (left)", "gives a missing pin a direction in 'C7 missing pin (left)'"),
+    ("C4 short pin (up)", "gives a short pin a direction in 'C4 short pin (up)'"),
+    ("C7 missing; c7 bent (up)", "names C7 twice"),
+    ("Passed. 1 defect: D5 missing pin.", "starts with Passed and then says more"),
+    ("C7", "has no defect kind for C7 in 'C7'"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), REFUSED_TRUTHS)
+def test_each_refused_truth_names_the_wrong_part(text: str, message: str) -> None:
+    with pytest.raises(ReadError) as err:
+        parse_truth(text)
+    assert message in str(err.value)
+    assert str(err.value).startswith("the ground truth ")
+
+
+@pytest.mark.parametrize(
+    ("text", "findings"),
+    [
+        ("Passed. No defects found.", ()),
+        ("  Defective. 1 defect: C7 missing pin.\n", ("C7",)),
+        ("Defective. 2 defects: U3 bent pin (left); C7 missing pin.", ("U3", "C7")),
+        ("Defective. 2 defects: C7 missing pin; U3 bent pin (left).", ("U3", "C7")),
+        ("Defective. 2 defects: C4 short pin; U3 bent pin (left).", ("U3", "C4")),
+        ("Defective. 1 defect: C4 short pin (up).", None),
+        ("Passed. No defects found found found … 1 defect: D5 missing pin.", None),
+        ("Defective. 1 defects: C7 missing pin.", None),
+        ("Defective. 2 defects: C7 missing pin.", None),
+        ("Defective. 2 defects: C7 missing pin; C7 missing pin.", None),
+        ("Defective. 1 defect: C7 missing pin (left).", None),
+        ("position C7 is missing", None),
+        ("", None),
+    ],
+)
+def test_only_canonical_answers_are_answers(text: str, findings: tuple | None) -> None:
+    from qeu_space.ui.reading import canonical_findings
+
+    got = canonical_findings(text)
+    assert (None if got is None else tuple(str(f.position) for f in got)) == findings
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("Defective. 1 defect: C7 missing pin.", "ok"),
+        ("Passed. No defects found found found … 1 defect: D5 missing pin.", "unreadable"),
+        ("", "empty"),
+        ("   \n", "empty"),
+    ],
+)
+def test_model_answer_status(text: str, status: str) -> None:
+    answer = ModelAnswer.from_text(text, (), "fine-tuned")
+    assert answer.status == status
+    assert answer.answered is (status != "empty")
+    if status == "empty":
+        assert "fine-tuned model gave an empty answer" in answer.note
+
+
+def test_unreadable_answer_is_folded_and_escaped() -> None:
+    from qeu_space.ui.panels import answer_markdown
+
+    raw = "Passed. No defects found found <b>found</b>"
+    text = answer_markdown(ModelAnswer.from_text(raw, (), "base"))
+    assert text.startswith("**unreadable answer**")
+    assert "<details><summary>raw output (" in text and "&lt;b&gt;found&lt;/b&gt;" in text
+    assert "<b>" not in text
+
+
+def test_gallery_captions_are_short_and_whole() -> None:
+    findings = (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin"))
+    assert short_truth(findings) == "U3← C7✕"
+    assert short_truth((Finding("C4", "short pin"),)) == "C4▾"
+    assert short_truth(()) == "OK"
 
 
 def test_composites_are_square_and_split_into_panels() -> None:
@@ -203,10 +375,10 @@ def test_feedback_table_escapes_every_text(tmp_path: Path) -> None:
 
 def test_comparison_markdown() -> None:
     truth = (Finding("C7", "missing pin"),)
-    base = Answer("nonsense", ())
-    tuned = Answer("Defective. 1 defect: C7 missing pin.", truth)
+    base = ModelAnswer.from_text("Passed. No defects found found", (), "base")
+    tuned = ModelAnswer.from_text("Defective. 1 defect: C7 missing pin.", truth, "fine-tuned")
     text = comparison_markdown(base, tuned, truth)
-    assert "**base**: no verdict could be read" in text
+    assert "**base**: unreadable answer — no verdict to compare" in text
     assert "**fine-tuned**: reads as *Defective. 1 defect: C7 missing pin.*" in text
     assert "matches the truth" in text
     assert "truth unknown" in comparison_markdown(base, None, None)
@@ -219,10 +391,20 @@ def test_missing_models_leave_readable_slots(tmp_path: Path) -> None:
     )
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     assert not models.vlm.available and not models.vit.available and not models.od.available
-    assert models.vlm.reason == f"model not available: {missing} (see README)"
-    assert models.vit.status() == f"ViT: model not available: {missing}-vit (see README)"
+    assert models.vlm.reason == "model not available: nowhere (see README)"  # a name, no path
+    assert models.vit.status() == "ViT: model not available: nowhere-vit (see README)"
     text = models_markdown(models)
-    assert "**Device**: CPU" in text and "chat VLM: model not available" in text
+    assert "chat VLM: model not available" in text and str(tmp_path) not in text
+    assert "Device" not in text and device_markdown(models).startswith("**Device**: CPU")
+
+
+def test_visitors_see_names_not_server_paths(tmp_path: Path) -> None:
+    assert display_name(str(REPO_ROOT / "models" / "vit-inspector")) == "models/vit-inspector"
+    assert display_name(str(tmp_path / "my-lora")) == "my-lora"
+    hub_id = "HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert display_name(hub_id) == hub_id
+    line = f"cannot open {tmp_path}/base/config.json: see https://huggingface.co/docs/x"
+    assert public_text(line) == "cannot open config.json: see https://huggingface.co/docs/x"
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +423,8 @@ def test_adapter_panel_shows_rank_modules_share_and_card_metrics(tiny_vlm) -> No
     assert "q_proj" in text and "v_proj" in text
     assert "of the base's" in text  # share of a locally counted base
     assert "| QEU connectors (qa) / test | findings F1 | 0.625 |" in text
+    assert "not measured by this app" in text
+    assert str(adapter.parent) not in text  # names, not server paths
     assert adapter_markdown(None).startswith("No adapter configured")
     assert "not available locally" in adapter_markdown("/no/such/adapter")
 
@@ -252,9 +436,7 @@ def test_missing_adapter_keeps_the_base(tiny_vlm, tmp_path: Path) -> None:
     )
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     assert models.vlm.available and not models.vlm.has_adapter
-    assert models.vlm.adapter_reason == (
-        f"adapter model not available: {tmp_path / 'gone'} (see README)"
-    )
+    assert models.vlm.adapters[0].reason == "adapter model not available: gone (see README)"
     assert models.vit.status() == "ViT: not configured"
 
 
@@ -290,6 +472,270 @@ def test_device_is_cpu_here() -> None:
         detect_device({"QEU_DEVICE": "tpu"})
 
 
+# --------------------------------------------------------------------------- faults, records
+
+
+def damaged_adapter(adapter: Path, out: Path, how: str) -> Path:
+    """A copy of ``adapter`` whose weights file is cut in half or holds random bytes."""
+    import shutil
+    import struct
+
+    shutil.copytree(adapter, out)
+    weights = out / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:  # garbage: the header stays valid, every tensor byte is random
+        header = 8 + struct.unpack("<Q", data[:8])[0]
+        rng = np.random.default_rng(0)
+        data[header:] = rng.integers(0, 256, len(data) - header, dtype=np.uint8).tobytes()
+    weights.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("truncated", "adapter not used: Error while deserializing header"),
+        ("garbage", "adapter not used: its weights hold NaN or infinite values"),
+    ],
+)
+def test_a_damaged_adapter_is_left_out_with_its_reason(
+    tiny_vlm, tmp_path: Path, how: str, reason: str
+) -> None:
+    """Issue 11, item 3: the base still answers, the panels say why the adapter does not, and
+    building the app (the Models & adapter panel) does not raise."""
+    from qeu_space.ui.handlers import InspectionApp
+    from qeu_space.ui.layout import build_demo
+    from qeu_space.ui.panels import answer_markdown
+
+    base, adapter = tiny_vlm
+    bad = damaged_adapter(adapter, tmp_path / f"{how}-lora", how)
+    settings = AppSettings.from_env(
+        {
+            "QEU_BASE_MODEL": str(base),
+            "QEU_ADAPTER": str(bad),
+            "QEU_VIT_MODEL": "",
+            "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
+            "QEU_GALLERY_SIZE": "1",
+            "QEU_MAX_NEW_TOKENS": "4",
+        }
+    )
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.vlm.available and not models.vlm.has_adapter
+    assert models.vlm.adapters[0].reason.startswith(reason)
+    panel = adapters_markdown(models.vlm)
+    assert panel.startswith(f"**Adapter `{how}-lora` (`{how}-lora`) is not in use**: {reason}")
+    assert str(tmp_path) not in panel
+
+    from app import SyntheticSamples
+
+    source = SyntheticSamples()
+    demo = build_demo(settings, source, models=models)  # the panel that crashed the app
+    assert demo is not None
+    app = InspectionApp(settings, models, source, open_feedback_store(settings), [])
+    done = app.inspect_image(source.gallery(1, 0)[0].composite, None)
+    assert done.record.tuned.status == "unavailable"
+    assert answer_markdown(done.record.tuned).startswith(reason)
+    assert done.record.base.status in ("ok", "unreadable", "empty")  # the base ran
+
+
+def test_inspection_log_refuses_unknown_forged_and_expired_ids() -> None:
+    from qeu_space.ui.records import InspectionLog, InspectionRecord, UnknownInspection
+
+    now = [0.0]
+    log = InspectionLog(capacity=2, ttl=60, clock=lambda: now[0])
+    image = Image.new("RGB", (448, 448), (9, 9, 9))
+    answer = ModelAnswer.from_text("Passed. No defects found.", (), "base")
+
+    def inspect() -> InspectionRecord:
+        return log.add(
+            InspectionRecord.new(
+                image.copy(), truth=None, source="upload", base=answer, tuned=answer
+            )
+        )
+
+    first, second = inspect(), inspect()
+    assert len(first.id) >= 22 and first.id != second.id
+    assert log.get(first.id) is first and first.image is second.image  # one copy of the pixels
+    for bad, message in (("", "no inspection to judge"), ("forged-id", "unknown or expired")):
+        with pytest.raises(UnknownInspection, match=message):
+            log.get(bad)
+    third = inspect()  # capacity 2: the first goes
+    with pytest.raises(UnknownInspection, match="keeps the last 2 inspections for 1 minutes"):
+        log.get(first.id)
+    now[0] = 61.0
+    with pytest.raises(UnknownInspection, match="unknown or expired"):
+        log.get(third.id)
+    assert len(log) == 0
+
+
+@pytest.fixture
+def scripted_app(tmp_path: Path, monkeypatch):
+    """An InspectionApp whose chat VLM says what the test scripts (``answers[adapter]``: the
+    base is ``None``; adapters ``latched`` and ``short-pin``)."""
+    from types import SimpleNamespace
+
+    from app import SyntheticSamples
+    from qeu_space.ui import models as model_fns
+    from qeu_space.ui.handlers import InspectionApp
+    from qeu_space.ui.models import AdapterSlot, Models, ModelSlot
+
+    answers = {
+        None: "Passed. No defects found.",
+        "latched": "Defective. 1 defect: C7 missing pin.",
+        "short-pin": "Defective. 1 defect: C4 short pin.",
+    }
+    monkeypatch.setattr(
+        model_fns,
+        "answer_with_vlm",
+        lambda image, *, adapter, max_new_tokens: model_fns.Answer(answers[adapter], ()),
+    )
+    slot = ModelSlot(
+        "chat VLM",
+        "scripted",
+        loaded=SimpleNamespace(has_adapter=True),
+        adapters=[
+            AdapterSlot("latched", "scripted-lora", "qeu_adapter_00"),
+            AdapterSlot("short-pin", "scripted-short-pin-lora", "qeu_adapter_01"),
+        ],
+    )
+    settings = AppSettings.from_env(
+        {
+            "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
+            "QEU_ADAPTERS": "latched=scripted-lora,short-pin=scripted-short-pin-lora",
+        }
+    )
+    source = SyntheticSamples()
+    gallery = source.gallery(2, 0)
+    app = InspectionApp(settings, Models(vlm=slot), source, open_feedback_store(settings), gallery)
+    return app, answers
+
+
+def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
+    import gradio as gr
+
+    app, answers = scripted_app
+    case = app.gallery[1]
+    done = app.inspect_image(case.composite, None)  # truth from the server's own case
+    assert done.source == case.source and done.truth == case.truth
+    status = app.send_feedback(done.id, "fine-tuned", "wrong", "u3 bent (left)", "not C7")
+    assert status.startswith("Thank you: feedback #1 on inspection")
+    row = app.store.recent(1)[0]
+    assert (row.base_answer, row.tuned_answer) == (answers[None], answers["latched"])
+    assert (row.adapter_name, row.adapter) == ("latched", "scripted-lora")  # the default
+    assert row.corrected_answer == "Defective. 1 defect: U3 bent pin (left)."
+    assert row.inspection_id == done.id and row.source == case.source
+    assert row.truth == case.truth_text
+    stored = np.asarray(app.store.image(row.image_sha256))
+    assert np.array_equal(stored, np.asarray(case.composite))
+
+    picked = app.inspect_image(case.composite, None, adapter="short-pin")
+    assert picked.record.adapter == "short-pin" and picked.report()["adapter"] == "short-pin"
+    app.send_feedback(picked.id, "fine-tuned", "correct")
+    row = app.store.recent(1)[0]
+    assert row.tuned_answer == answers["short-pin"] and row.adapter_name == "short-pin"
+    assert row.adapter == "scripted-short-pin-lora" and row.correct
+
+    answers["latched"] = "Passed. No defects found found found"
+    odd = app.inspect_image(app.gallery[0].composite, None)
+    assert odd.record.tuned.status == "unreadable"
+    refusals = [
+        (("forged", "base", "correct"), "unknown or expired inspection id 'forged'"),
+        ((odd.id, "fine-tuned", "correct"), "answer is unreadable, so it cannot be correct"),
+        ((odd.id, "fine-tuned", "wrong", "C7 exploded"), "has 'exploded' for C7"),
+        ((odd.id, "fine-tuned", "wrong", ""), "a wrong answer needs the corrected answer"),
+        ((odd.id, "base", "maybe"), "say whether the rated answer is correct or wrong"),
+    ]
+    for args, message in refusals:
+        with pytest.raises(gr.Error, match=message):
+            app.send_feedback(*args)
+    assert app.store.count() == 2
+
+
+def test_no_connector_no_record(scripted_app) -> None:
+    import gradio as gr
+
+    app, _ = scripted_app
+    done = app.inspect_image(Image.new("RGB", (448, 448), (90, 90, 90)), None)
+    assert done.refused.startswith("no connector found (") and done.id == ""
+    assert done.report()["base"] is None and done.report()["soartc"] is None
+    with pytest.raises(gr.Error, match="no inspection to judge"):
+        app.send_feedback(done.id, "base", "correct")
+
+
+def test_panels_are_emptied_without_a_score() -> None:
+    from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, Panels
+
+    empty = Panels.empty()
+    assert empty.soartc == NOT_INSPECTED and "score" not in empty.soartc.lower()
+    assert empty.inspection_id is None and empty.judging == NOTHING_TO_JUDGE
+    assert empty.heatmap is None and empty.feedback_image is None and empty.corrected == ""
+    assert len(empty.values()) == len(Panels.names())
+
+
+def test_heatmap_has_a_colour_bar_with_the_threshold() -> None:
+    from app import SyntheticSamples
+    from qeu_space.ui.soartc_view import BAR_HEIGHT, load_threshold, run_soartc
+
+    case = SyntheticSamples().gallery(1, 0)[0]
+    reference, test = split_composite(case.composite)
+    view = run_soartc(reference, test)
+    threshold = load_threshold()
+    assert view.threshold == threshold.value
+    assert (
+        threshold.provenance["good_pairs"] >= 100 and "calibrate" in threshold.provenance["command"]
+    )
+    assert view.overlay.size == (test.width, test.height + BAR_HEIGHT)
+    bar = np.asarray(view.overlay)[test.height :]
+    assert bar[:10, 0].max() < 40 and bar[:10, -1].mean() > 200  # dark at 0, bright at the top
+    assert view.verdict == ("defective" if view.score > view.threshold else "passed")
+    assert f"threshold {view.threshold:.1f}" in view.markdown()
+
+
+def test_only_uploaded_files_are_read(tmp_path: Path, monkeypatch) -> None:
+    from qeu_space.ui.files import upload_path
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    uploaded = tmp_path / "gradio" / "abc" / "c.png"
+    uploaded.parent.mkdir(parents=True)
+    uploaded.write_bytes(b"x")
+    assert upload_path({"path": str(uploaded)}, "composite") == str(uploaded.resolve())
+    for payload in ("/etc/hostname", {"path": str(tmp_path / "gradio" / ".." / "secret.png")}):
+        with pytest.raises(UploadError, match="the composite was not received"):
+            upload_path(payload, "composite")
+    with pytest.raises(UploadError, match="no composite: upload one first"):
+        upload_path(None, "composite")
+
+
+def test_output_images_are_jpeg_files_that_delete_cache_removes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from gradio.route_utils import delete_files_created_by_app
+
+    from app import SyntheticSamples
+    from qeu_space.ui.layout import build_demo
+    from qeu_space.ui.models import Models
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    settings = AppSettings.from_env(
+        {
+            "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
+            "QEU_GALLERY_SIZE": "1",
+            "QEU_CACHE_MINUTES": "0.05",
+        }
+    )
+    demo = build_demo(settings, SyntheticSamples(), models=Models())
+    assert demo.delete_cache == (1, 3)
+    payload = demo.inspection_app.outputs.image(Image.new("RGB", (40, 20)), "heatmap")
+    path = Path(payload["path"])
+    assert path.suffix == ".jpg" and path.is_relative_to(tmp_path / "gradio")
+    with Image.open(path) as written:
+        assert written.format == "JPEG"
+    delete_files_created_by_app(demo, age=None)  # what the schedule does once files are old
+    assert not path.exists()
+
+
 def test_od_panel_draws_the_shipped_boxes_with_their_category_base_beside_adapter() -> None:
     """The embedded OD model and its adapter load offline by default; the panel draws each
     one's boxes where the product really is (moved by the camera), labelled by category."""
@@ -302,11 +748,12 @@ def test_od_panel_draws_the_shipped_boxes_with_their_category_base_beside_adapte
     settings = AppSettings.from_env({"QEU_BASE_MODEL": "", "QEU_VIT_MODEL": ""})
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     assert models.od.available and models.od.has_adapter, models.od.status()
-    app = InspectionApp(settings, models, source=None, store=None, gallery=[])  # type: ignore[arg-type]
+    app = InspectionApp(settings, models, None, None, [])  # type: ignore[arg-type]
     truth = (Finding("C4", "missing pin"),)
     spec = SampleSpec("od", "standard", "square", truth, True)
     sample = make_sample(spec, np.random.default_rng(3))
-    image, note = app._od(sample.image, truth)
+    view = app._od(sample.image, truth)
+    image, note = view.image, view.note
     assert image.size == (2 * 896, 896)  # base | fine-tuned
     assert note.count("C4 missing pin") >= 2 and "**base**" in note and "**fine-tuned**" in note
     x1, y1, x2, y2 = (round(v * DISPLAY_SCALE) for v in sample.findings[0].box)

@@ -1,10 +1,9 @@
-"""Without its models (issue 5's and issue 14's folders absent) the Space still starts and
-serves SOARTC and samples, and each model panel says which model is missing instead of
-answering."""
+"""Without its models (issue 5's and issue 14's folders absent), or with a damaged adapter, the
+Space still starts and serves, and each model panel says why it has no answer instead of
+answering (issue 11, item 3)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.browser.app_server import app_env, launched_app
+from tests.browser.app_server import app_env, launched_app, make_tiny_adapter
+from tests.test_app_units import damaged_adapter
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -25,7 +25,7 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         "QEU_OD_MODEL": str(tmp_path / "models" / "inspection-od-base"),
         "QEU_OD_ADAPTER": str(tmp_path / "models" / "inspection-od-lora"),
     }
-    env = app_env(tmp_path, missing, QEU_QUEUE_SIZE="1")
+    env = app_env(tmp_path, missing)
     with launched_app(tmp_path, env) as app:
         page = httpx.get(app.url, timeout=30)
         assert page.status_code == 200
@@ -33,43 +33,54 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         composite, truth, _ = client.predict(
             "ribbed", "round", "D4 bent pin (up)", True, False, 1, api_name="/generate"
         )
-        out = client.predict(handle_file(composite), truth, api_name="/inspect")
-        heatmap, score, top, vit_label, vit_attention, vit_note, base, tuned = out[:8]
-        base_marked, tuned_marked, comparison, od_image, od_note = out[8:]
-        assert Image.open(heatmap).size[0] > 200 and score > 0
-        assert top["data"][0][0] == "D4"
-        assert not vit_label and vit_attention is None  # an empty Label reads as {}
-        assert vit_note == f"ViT: model not available: {missing['QEU_VIT_MODEL']} (see README)"
-        assert base == f"model not available: {missing['QEU_BASE_MODEL']} (see README)"
-        assert tuned == base  # no fake answer for the fine-tuned panel either
-        assert base_marked is None and tuned_marked is None and od_image is None
-        assert comparison == "**truth**: Defective. 1 defect: D4 bent pin (up)."
-        assert od_note == (
-            f"Florence-2 OD: model not available: {missing['QEU_OD_MODEL']} (see README)"
+        inspection_id, report, heatmap = client.predict(
+            handle_file(composite), truth, api_name="/inspect"
         )
-        check_queue_limit(app.url, composite)
+        assert Image.open(heatmap).size[0] > 200 and report["soartc"]["score"] > 0
+        assert report["soartc"]["top"][0][0] == "D4"
+        vit, base, tuned = report["vit"], report["base"], report["fine_tuned"]
+        assert vit["label"] is None and vit["probabilities"] is None
+        assert vit["note"] == "ViT: model not available: vit-inspector (see README)"
+        assert base == {
+            "status": "unavailable",
+            "text": "",
+            "answer": None,
+            "findings": [],
+            "note": "model not available: inspection-vlm-base (see README)",
+        }
+        assert tuned["status"] == "unavailable" and tuned["text"] == ""  # no fake answer
+        assert report["od"]["note"] == (
+            "Florence-2 OD: model not available: inspection-od-base (see README)"
+        )
+        with pytest.raises(Exception, match="the base model gave no answer in this inspection"):
+            client.predict(inspection_id, "base", "correct", "", "", api_name="/feedback")
         log = app.log.read_text()
         assert "chat VLM: model not available" in log
         assert "Traceback" not in log
+        assert str(tmp_path / "models") not in page.text + httpx.get(app.url + "/config").text
 
 
-def check_queue_limit(url: str, composite: str) -> None:
-    """With ``QEU_QUEUE_SIZE=1`` a burst of inspections is refused past one waiting call, while
-    feedback (no queue) is still taken."""
-    api = url + "/gradio_api"
-    with open(composite, "rb") as f:
-        uploaded = httpx.post(api + "/upload", files={"files": ("c.png", f)}, timeout=60).json()
-    image = {"path": uploaded[0], "meta": {"_type": "gradio.FileData"}}
+def test_a_garbage_adapter_leaves_the_app_serving_with_the_reason(tmp_path: Path) -> None:
+    """Random bytes in ``adapter_model.safetensors`` load "fine" and answer nothing: the app
+    leaves the adapter out, says why in the fine-tuned panel and the Models tab, and the base
+    still answers."""
+    from qeu_space.modeling.tiny_models import make_tiny_idefics3
 
-    async def burst() -> list[str]:
-        async with httpx.AsyncClient(timeout=120) as http:
-            joins = [http.post(api + "/call/inspect", json={"data": [image, ""]}) for _ in range(8)]
-            return [r.text for r in await asyncio.gather(*joins)]
-
-    replies = asyncio.run(burst())
-    refused = [r for r in replies if "Queue is full. Max size is 1" in r]
-    accepted = [r for r in replies if "event_id" in r]
-    assert refused and accepted and len(refused) + len(accepted) == 8
-    data = [image, "a", "b", "base", "correct", "", "during a full queue", "", ""]
-    taken = httpx.post(api + "/run/feedback", json={"data": data}, timeout=60)
-    assert taken.status_code == 200 and "Thank you" in taken.text
+    base = make_tiny_idefics3(tmp_path / "models" / "vlm-base")
+    adapter = make_tiny_adapter(base, tmp_path / "models" / "vlm-lora")
+    garbage = damaged_adapter(adapter, tmp_path / "models" / "garbage-lora", "garbage")
+    models = {"QEU_BASE_MODEL": str(base), "QEU_ADAPTER": str(garbage), "QEU_VIT_MODEL": ""}
+    with launched_app(tmp_path, app_env(tmp_path, models)) as app:
+        client = Client(app.url, verbose=False, download_files=str(tmp_path / "dl"))
+        composite, truth, _ = client.predict(
+            "standard", "square", "C7 missing pin", True, False, 2, api_name="/generate"
+        )
+        _, report, _ = client.predict(handle_file(composite), truth, api_name="/inspect")
+        reason = "adapter not used: its weights hold NaN or infinite values"
+        assert report["fine_tuned"]["status"] == "unavailable"
+        assert report["fine_tuned"]["note"].startswith(reason)
+        assert report["base"]["status"] in ("ok", "unreadable", "empty")  # the base ran
+        config = httpx.get(app.url + "/config", timeout=30).text
+        assert "is not in use" in config and reason in config  # the Models & adapter tab
+        assert str(tmp_path / "models") not in config  # model names, not server paths
+        assert app.process.poll() is None

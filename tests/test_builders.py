@@ -8,14 +8,28 @@ import pytest
 from transformers import Florence2Processor
 from transformers.models.clip import CLIPImageProcessorPil
 
-from dataset_tools.builders import FEATURES, BuildConfig, build_dataset, make_row
+from dataset_tools.builders import (
+    FEATURES,
+    OD_CATEGORIES,
+    BuildConfig,
+    build_dataset,
+    make_row,
+    plan_tasks,
+    shard_bounds,
+)
 from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
 from dataset_tools.sampling import SPLIT_POSITIONS, SPLITS
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.local_tokenizer import florence2_tokenizer
 from qeu_space.modeling.tiny_models import FLORENCE2_POST_PROCESSOR_CONFIG
 from qeu_space.views.registration import register_composite
-from qeu_space.vocabulary import CLASS_LABELS, Finding, parse_answer, quantize
+from qeu_space.vocabulary import (
+    CLASS_LABELS,
+    DEFAULT_KINDS,
+    Finding,
+    parse_answer,
+    quantize,
+)
 
 COMMON = {"image", "id", "housing", "labels_drawn", "variant"}
 DESIGN_COLUMNS = {
@@ -84,13 +98,14 @@ def test_every_bbox_str_reads_back_through_transformers_florence2_processor(buil
     processor = _florence2_processor()
     checked = 0
     for ds in built["od"].values():
+        names = ds.features["objects"]["category"].feature.names
         for row in ds:
             size = row["image"].size
             result = processor.post_process_generation(
                 row["bbox_str"], task="<OD>", image_size=size
             )["<OD>"]
             objects = row["objects"]
-            assert result["labels"] == objects["category"]
+            assert result["labels"] == [names[i] for i in objects["category"]]
             for got, (x, y, w, h) in zip(result["bboxes"], objects["bbox"], strict=True):
                 for value, true, side in zip(got, (x, y, x + w, y + h), size * 2, strict=True):
                     # transformers returns whole pixels (the bin centre truncated): one bin + 1 px
@@ -205,3 +220,72 @@ def test_nsoart_variant_blends_the_soartc_map_over_the_lower_product_only():
     assert changed[y1:y2, x1:x2].mean() > 0.5  # the map covers the product under inspection
     changed[y1:y2, x1:x2] = False
     assert not changed.any()  # the reference and the labels are untouched
+
+
+def test_od_categories_are_a_classlabel_of_the_defect_kinds(built):
+    # the Hugging Face object-detection guide reads the names this way
+    names = built["od"]["train"].features["objects"]["category"].feature.names
+    assert names == [kind.value for kind in DEFAULT_KINDS] == list(OD_CATEGORIES)
+    categories = [c for row in built["od"]["train"] for c in row["objects"]["category"]]
+    assert categories and set(categories) <= set(range(len(names)))
+
+
+def test_qa_rows_carry_images_and_messages_as_trl_reads_them(built):
+    ds = built["qa"]["train"]
+    assert ds.features["images"] == datasets.List(datasets.Image())
+    for row in ds.select(range(4)):
+        assert len(row["images"]) == 1
+        assert np.array_equal(np.asarray(row["images"][0]), np.asarray(row["image"]))
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        blocks = [part["type"] for message in row["messages"] for part in message["content"]]
+        assert blocks.count("image") == len(row["images"])  # one placeholder per image
+        assert user["content"][0]["type"] == "image"
+        assert user["content"][1] == {"type": "text", "text": row["question"]}
+        assert assistant["content"] == [{"type": "text", "text": row["answer"]}]
+
+
+@pytest.mark.parametrize("config", ["qa", "od", "cls"])
+def test_rows_are_made_in_the_features_storage_form(config):
+    # the builder hands rows to Arrow without Features.encode_example: they must need none
+    cfg = BuildConfig(config, num=3, seed=2, size=224)
+    for index in range(3):
+        row = make_row(cfg, "train", index)
+        assert FEATURES[config].encode_example(row) == row
+
+
+@pytest.mark.parametrize("rows", [1, 7, 5000, 5001, 12345])
+def test_tasks_cover_every_row_once_in_order_and_never_straddle_a_shard(rows):
+    bounds = shard_bounds(rows, 5000)
+    table = datasets.Dataset.from_dict({"i": list(range(rows))})
+    for shard, (lo, hi) in enumerate(bounds):  # the same cut as datasets' contiguous shards
+        assert table.shard(len(bounds), shard, contiguous=True)["i"] == list(range(lo, hi))
+    cfg = BuildConfig("qa", num=rows, eval_fraction=0.01)
+    tasks = plan_tasks(cfg)
+    for split, n in cfg.split_sizes.items():
+        mine = [t for t in tasks if t.split == split]
+        assert [i for t in mine for i in range(t.start, t.stop)] == list(range(n))
+        for t in mine:
+            lo, hi = shard_bounds(n)[t.shard]
+            assert lo <= t.start < t.stop <= hi and t.shards == len(shard_bounds(n))
+
+
+def test_the_cli_offers_every_image_variant():
+    from dataset_tools.builders import VARIANTS
+    from dataset_tools.sampling import VARIANT_NAMES
+
+    assert tuple(VARIANTS) == VARIANT_NAMES
+
+
+@pytest.mark.parametrize("config", ["qa", "od"])
+def test_a_rows_png_is_exactly_its_composite(config):
+    from dataset_tools.compose import make_sample
+    from dataset_tools.sampling import draw_spec, row_rng
+
+    cfg = BuildConfig(config, num=4, seed=9, size=224)
+    for index in range(4):
+        rng = row_rng(cfg.seed, "train", index)
+        spec = draw_spec(config, "train", index, rng)
+        sample = make_sample(spec, rng, layout=CompositeLayout(224), nuisances=cfg.nuisances)
+        decoded = datasets.Image().decode_example(make_row(cfg, "train", index)["image"])
+        assert np.array_equal(np.asarray(decoded), np.asarray(sample.image))

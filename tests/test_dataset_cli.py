@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import dataset_tools.save
-from dataset_tools.__main__ import main
+from dataset_tools.__main__ import main, reproducible_command
 from dataset_tools.builders import BuildConfig, build_dataset
+from qeu_space import REPOSITORY_URL
 
 SMALL = ["--num", "6", "--seed", "1", "--size", "224", "--quiet"]
 
@@ -32,7 +33,10 @@ def test_build_writes_parquet_and_a_card_that_load_dataset_reads(tmp_path, capsy
     ]
     card = (out / "README.md").read_text()
     assert "task_categories:" in card and "license: cc-by-4.0" in card
-    assert "python -m dataset_tools build --config qa --out" in card  # the regenerating command
+    # the regenerating command runs anywhere: no local path, and the card links to the code
+    assert "python -m dataset_tools build --config qa --out <folder> --num 6" in card
+    assert str(tmp_path) not in card and REPOSITORY_URL in card
+    assert "camera placement: shift up to 24 px" in card and "the defaults of `build`" in card
     loaded = datasets.load_dataset(str(out))
     direct = build_dataset(BuildConfig("qa", num=6, seed=1, size=224))
     for split in direct:
@@ -42,6 +46,21 @@ def test_build_writes_parquet_and_a_card_that_load_dataset_reads(tmp_path, capsy
             np.asarray(loaded[split][0]["image"]), np.asarray(direct[split][0]["image"])
         )
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["build", "--out", "/home/me/qa", "--num", "9"], "build --out <folder> --num 9"),
+        (["build", "--out=/srv/x y", "--seed", "1"], "build --out=<folder> --seed 1"),
+        (["build", "--push-to", "me/qeu", "--out", "d"], "build --push-to me/qeu --out <folder>"),
+        (["from-feedback", "--db", "/data/f.sqlite3", "--out", "o"],
+         "from-feedback --db <feedback.sqlite3> --out <folder>"),
+        (["build", "--housings", "a b"], "build --housings 'a b'"),
+    ],
+)  # fmt: skip
+def test_the_cards_command_names_no_local_path(argv, command):
+    assert reproducible_command(argv) == f"python -m dataset_tools {command}"
 
 
 def _file_in(tmp_path: Path) -> Path:
@@ -103,7 +122,7 @@ def test_a_failure_mid_write_leaves_the_old_dataset_and_no_partial_folder(tmp_pa
     assert main(["build", "--config", "qa", "--out", str(out), *SMALL]) == 0
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
 
-    def broken(dd, cfg, folder, command):
+    def broken(cfg, folder, command, *, progress=False):
         (folder / "qa").mkdir()
         (folder / "qa" / "train-00000-of-00001.parquet").write_bytes(b"half")
         raise KeyboardInterrupt
@@ -168,3 +187,15 @@ def test_module_entry_point_help_explains_every_option():
     ):
         assert option in done.stdout
     assert "test_unseen_housing" in done.stdout and "examples:" in done.stdout
+
+
+def test_the_parquet_files_are_the_same_bytes_whatever_num_proc(tmp_path):
+    files = {}
+    for num_proc in ("1", "2"):
+        out = tmp_path / f"p{num_proc}"
+        assert (
+            main(["build", "--config", "od", "--out", str(out), "--num-proc", num_proc, *SMALL])
+            == 0
+        )
+        files[num_proc] = {p.name: p.read_bytes() for p in sorted((out / "od").iterdir())}
+    assert len(files["1"]) == 4 and files["1"] == files["2"]

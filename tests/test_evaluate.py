@@ -66,7 +66,7 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
     report_path = tmp_path / "reports" / f"{task}.json"
     argv = ["--task", task, "--base", str(base), "--adapter", str(adapter)]
     argv += ["--dataset", str(data[task]), "--split", "test", "--report", str(report_path)]
-    argv += ["--limit", "2", "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"]
+    argv += ["--limit", "2", "--max-new-tokens", "8", "--batch-size", "2", "--quiet"]
     assert evaluate_main(argv) == 0
     assert "| base (" in capsys.readouterr().out
 
@@ -93,7 +93,7 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
             truths = [[Finding.from_dict(f) for f in row["findings"]] for row in table]
             assert run.qa == qa_metrics(truths, texts, references=table["answer"])
         else:
-            truths = [ev.boxes_of(row) for row in table]
+            truths = [ev.boxes_of(row, ev.category_names(table)) for row in table]
             images = [image.convert("RGB") for image in table["image"]]
             pairs = list(zip(texts, images, strict=True))
             preds = [florence2.boxes_in_image(t, image) for t, image in pairs]
@@ -148,7 +148,7 @@ def test_cli_bad_input_is_one_line(change, message, data, models, tmp_path, caps
         "--base": str(base),
         "--dataset": str(data["qa"]),
         "--report": str(tmp_path / "r.json"),
-        "--no-progress": None,
+        "--quiet": None,
     }
     args.update(change)
     argv = [item for k, v in args.items() for item in ((k,) if v is None else (k, v))]
@@ -198,7 +198,7 @@ def test_category_names_from_classlabel_features() -> None:
         }
     )
     table = datasets.Dataset.from_dict({"image": [], "objects": []}, features=features)
-    assert ev._category_names(table) == ["bent pin", "missing pin"]
+    assert ev.category_names(table) == ["bent pin", "missing pin"]
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["root", "task subfolder"])

@@ -66,6 +66,49 @@ def test_rows_round_trip(tmp_path: Path) -> None:
     assert reopened.count() == 2
 
 
+def test_rows_keep_their_inspection_id(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    row = store.add(entry(1, inspection_id="abc123"))
+    assert store.recent(1)[0].inspection_id == "abc123" == row.inspection_id
+    assert row.to_json()["inspection_id"] == "abc123"
+
+
+def test_an_older_store_gains_the_inspection_id_column(tmp_path: Path) -> None:
+    """A store written before inspection ids keeps its rows and takes new ones."""
+    import sqlite3
+
+    db = tmp_path / "old.sqlite3"
+    old_schema = """
+    CREATE TABLE images (sha256 TEXT PRIMARY KEY, png BLOB NOT NULL);
+    CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL, replica TEXT NOT NULL, image_sha256 TEXT NOT NULL,
+        base_answer TEXT NOT NULL, tuned_answer TEXT NOT NULL, rated TEXT NOT NULL,
+        correct INTEGER NOT NULL, corrected_answer TEXT NOT NULL, comment TEXT NOT NULL,
+        truth TEXT, source TEXT NOT NULL, base_model TEXT NOT NULL, adapter TEXT NOT NULL);
+    INSERT INTO images VALUES ('s', x'00');
+    INSERT INTO feedback VALUES (1, 'u', '2025-01-01T00:00:00', 'r', 's', 'Passed.', 'Passed.',
+        'base', 1, '', 'old row', NULL, 'upload', 'b', '');
+    """
+    with sqlite3.connect(db) as conn:
+        conn.executescript(old_schema)
+    store = FeedbackStore(db)
+    assert [r.comment for r in store.rows()] == ["old row"]
+    assert store.recent(1)[0].inspection_id == ""
+    store.add(entry(2, inspection_id="new"))
+    assert [r.inspection_id for r in store.rows()] == ["", "new"]
+    assert [r.adapter_name for r in store.rows()] == ["", ""]  # gained too (issue 13)
+
+
+def test_each_row_keeps_the_name_of_the_adapter_it_rates(tmp_path: Path) -> None:
+    """With several adapters in the Space, a judgement says which one answered."""
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    row = store.add(entry(1, adapter="models/inspection-vlm-short-pin", adapter_name="short-pin"))
+    again = FeedbackStore(tmp_path / "fb.sqlite3").recent(1)[0]
+    assert again.adapter_name == row.adapter_name == "short-pin"
+    assert again.adapter == "models/inspection-vlm-short-pin"
+    assert row.to_json()["adapter_name"] == "short-pin"
+
+
 def test_same_image_is_stored_once(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path / "fb.sqlite3")
     a, b = store.add(entry(5)), store.add(entry(5, comment="again"))

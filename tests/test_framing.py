@@ -193,3 +193,28 @@ def test_chat_vlm_frames_batches_as_its_config_asks(tmp_path):
     whole = chat_vlm.collate(loaded.processor, [row])["pixel_values"]
     assert not torch.equal(whole, expected)
     assert chat_vlm.generate(loaded, [image], max_new_tokens=2)  # generation frames too
+
+
+@pytest.mark.parametrize("pose", [dict(scale=1.12), dict(dx=-24, scale=1.06), dict(dy=20, angle=6)])
+def test_a_composite_view_never_shows_the_labels_beside_a_moved_product(pose):
+    """Where the moved product left its panel, the view shows fill, not the labels or canvas."""
+    from dataset_tools.compose import compose
+    from dataset_tools.render import ConnectorSpec, Pose, render_connector
+
+    layout = CompositeLayout(448)
+    geo = layout.connector
+    ref = render_connector(ConnectorSpec("stepped"), geo, Nuisances.off(), np.random.default_rng(0))
+    test = render_connector(
+        ConnectorSpec("stepped"), geo, Nuisances.off(), np.random.default_rng(1), pose=Pose(**pose)
+    )
+    labelled = frame(compose(ref.image, test.image, layout, True), "composite_test_grid")
+    bare = frame(compose(ref.image, test.image, layout, False), "composite_test_grid")
+    assert np.array_equal(np.asarray(labelled.image), np.asarray(bare.image))
+
+
+def test_vit_training_batches_are_relit_within_the_lamp_range():
+    grey = Image.new("RGB", (40, 20), (100, 100, 100))
+    means = [np.asarray(vit.augment(grey, random.Random(s), gain=0.45)).mean() for s in range(60)]
+    assert min(means) >= 100 * 0.55 - 1 and max(means) <= 100 * 1.45 + 1
+    assert min(means) < 70 and max(means) > 130  # both ends of the range are reached
+    assert vit.train_collate_options(0)["gain"] == vit.LAMP_GAIN

@@ -114,9 +114,12 @@ def test_qa_rows_with_short_pins_read_back(short_builds):
 
 def test_od_rows_name_short_pins_in_bbox_str_and_objects(short_builds):
     seen = set()
-    for row in short_builds["od"]["train"]:
+    ds = short_builds["od"]["train"]
+    names = ds.features["objects"]["category"].feature.names
+    assert names == ["bent pin", "missing pin", "short pin"]
+    for row in ds:
         labels = [label for label, _ in parse_bbox_str(row["bbox_str"], row["image"].size)]
-        assert labels == row["objects"]["category"]
+        assert labels == [names[i] for i in row["objects"]["category"]]
         seen |= set(labels)
     assert seen == {"bent pin", "missing pin", "short pin"}
 

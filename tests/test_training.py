@@ -350,3 +350,28 @@ def test_accelerate_launch_trains_with_two_cpu_processes(tiny, data, tmp_path):
     assert state["global_step"] == 2 and state["epoch"] == pytest.approx(1.0)
     assert done.stdout.count("trained 2 steps") == 1  # the summary comes from rank 0 only
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_new_words_train_their_token_rows_and_reload(tiny, tmp_path):
+    """--new-words short: rows of short's tokens learn from rows that write it (PEFT trainable
+    tokens), every other row stays the base's, and load_model reloads them from the adapter."""
+    from qeu_space.training.run import word_token_ids
+
+    kinds = ("bent", "missing", "short")
+    cfg = BuildConfig("qa", num=8, seed=3, size=224, eval_fraction=0.5, kinds=kinds)
+    build_to_folder(cfg, tmp_path / "qa-short", command="test")
+    options = AdapterOptions(rank=8, alpha=16, dropout=0.0, scope="all", new_words=("short",))
+    config = _config("chat_vlm", tiny, {"chat_vlm": tmp_path / "qa-short"}, tmp_path / "new",
+                     adapter=options, max_steps=2)  # fmt: skip
+    result = train(config)
+    assert json.loads((result.out / "training_args.json").read_text())["new_words"] == ["short"]
+    base = load_model(tiny["chat_vlm"], device="cpu")
+    ids = torch.tensor(word_token_ids(base.processor, ("short",)))
+    rows = torch.arange(base.model.get_input_embeddings().weight.shape[0])
+    before = base.model.get_input_embeddings().weight.detach().clone()
+    tuned = load_model(tiny["chat_vlm"], result.out, device="cpu")
+    embed = tuned.model.get_input_embeddings()
+    changed = ((embed(rows).detach() - before).abs().sum(dim=1) > 0).nonzero().flatten()
+    assert len(changed) > 0 and set(changed.tolist()) <= set(ids.tolist())
+    with tuned.base_only():  # the base's own rows, as the Space's base lane reads them
+        assert torch.equal(embed(rows).detach(), before)

@@ -85,7 +85,7 @@ def test_pretraining_learns_and_writes_a_loadable_vlm(tiny_vlm, qa_data, tmp_pat
 def test_cli_refuses_a_non_empty_out_and_a_folder_that_is_no_dataset(tiny_vlm, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep")
-    args = ["--base", str(tiny_vlm), "--dataset", str(tmp_path), "--steps", "1"]
+    args = ["--base", str(tiny_vlm), "--dataset", str(tmp_path), "--max-steps", "1"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "full" / "x").read_text() == "keep"

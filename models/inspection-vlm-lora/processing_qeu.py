@@ -726,6 +726,7 @@ def register(
     if isinstance(image, Image.Image):
         image = np.asarray(image if image.mode in ("RGB", "L") else image.convert("RGB"))
     arr = np.ascontiguousarray(image)
+    geometry = geometry or ConnectorGeometry(arr.shape[1], arr.shape[0])  # one key per frame
     key = (arr.shape, arr.dtype.str, geometry, hashlib.blake2b(arr.data, digest_size=16).digest())
     with _CACHE_LOCK:
         if key in _CACHE:
@@ -1004,10 +1005,12 @@ def frame(image: Image.Image, framing: str | None, *, source: Source | None = No
     if framing is None:
         return View(regs.warp(image), image.size, None, regs)
     ox, oy = regs.layout.origin("test")
-    to_source = (
-        _translation(ox, oy) @ regs.test.matrix @ _translation(box[0] - ox, box[1] - oy)
-    )  # fmt: skip
-    return View(warp_into(image, to_source, size), image.size, to_source, regs)
+    in_panel = regs.test.matrix @ _translation(box[0] - ox, box[1] - oy)
+    # sampled from the test panel alone: where the moved product left the panel the view shows
+    # fill, as a connector image does, never the labels or the reference beside it
+    panel = image.crop(regs.layout.crop_box("test"))
+    to_source = _translation(ox, oy) @ in_panel
+    return View(warp_into(panel, in_panel, size), image.size, to_source, regs)
 
 
 # ---------------- qeu_space.views.processors (generated: edit the library, not this file)

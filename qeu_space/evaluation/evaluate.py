@@ -244,7 +244,8 @@ def check_columns(dataset: datasets.Dataset, task: str) -> None:
         )
 
 
-def _category_names(dataset: datasets.Dataset) -> list[str] | None:
+def category_names(dataset: datasets.Dataset) -> list[str] | None:
+    """The names of ``objects.category`` when it is a ``ClassLabel`` (else ``None``)."""
     feature = dataset.features["objects"]
     category = feature["category"] if isinstance(feature, dict) else None
     if category is None and hasattr(feature, "feature"):
@@ -378,7 +379,7 @@ def _score_variant(
         return ModelRun(
             name, model, seconds, speed, qa=metrics, predictions=predictions, intervals=intervals
         )
-    names = _category_names(dataset)
+    names = category_names(dataset)
     truths = [boxes_of(r, names) for r in dataset.remove_columns("image")]
     metrics = od_metrics(truths, predicted)
     # The truth's pins: an od row stores boxes only, so each is read on the registered grid.

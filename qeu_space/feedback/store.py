@@ -67,12 +67,19 @@ CREATE TABLE IF NOT EXISTS feedback (
     truth TEXT,
     source TEXT NOT NULL,
     base_model TEXT NOT NULL,
-    adapter TEXT NOT NULL
+    adapter TEXT NOT NULL,
+    inspection_id TEXT NOT NULL DEFAULT '',
+    adapter_name TEXT NOT NULL DEFAULT ''
 );
 """
+#: Columns added after the first release, with their definitions: an older store gains them.
+_ADDED_COLUMNS = {
+    "inspection_id": "TEXT NOT NULL DEFAULT ''",
+    "adapter_name": "TEXT NOT NULL DEFAULT ''",
+}
 _COLUMNS = (
     "id, uid, created_at, replica, image_sha256, base_answer, tuned_answer, rated, correct, "
-    "corrected_answer, comment, truth, source, base_model, adapter"
+    "corrected_answer, comment, truth, source, base_model, adapter, inspection_id, adapter_name"
 )
 
 
@@ -101,7 +108,10 @@ class FeedbackEntry:
         comment: free text, at most :data:`MAX_COMMENT` characters (shown escaped, never as HTML).
         truth: the known truth answer (generated samples), else ``None``.
         source: where the image came from (``sample qa-...``, ``upload``).
-        base_model / adapter: which models answered.
+        base_model / adapter: which models answered (the adapter's Hub id or folder name).
+        inspection_id: the Space's inspection the answers come from (``""`` outside the Space).
+        adapter_name: the name the Space gave the adapter that answered ``tuned_answer``
+            (``QEU_ADAPTERS``, e.g. ``short-pin``; ``""`` outside the Space or without one).
     """
 
     image: Image.Image
@@ -115,6 +125,8 @@ class FeedbackEntry:
     source: str = ""
     base_model: str = ""
     adapter: str = ""
+    inspection_id: str = ""
+    adapter_name: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, Image.Image):
@@ -166,6 +178,8 @@ class StoredFeedback:
     source: str
     base_model: str
     adapter: str
+    inspection_id: str = ""
+    adapter_name: str = ""
 
     @property
     def rated_answer(self) -> str:
@@ -193,6 +207,8 @@ class StoredFeedback:
             "source": self.source,
             "base_model": self.base_model,
             "adapter": self.adapter,
+            "inspection_id": self.inspection_id,
+            "adapter_name": self.adapter_name,
         }
 
 
@@ -246,6 +262,7 @@ class FeedbackStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
         except (OSError, sqlite3.Error) as err:
             raise OSError(
                 f"cannot open the feedback store {self.path}: {err}; set QEU_FEEDBACK_DB to a "
@@ -254,6 +271,16 @@ class FeedbackStore:
 
     def __repr__(self) -> str:
         return f"FeedbackStore({str(self.path)!r}, replica={self.replica!r})"
+
+    def _add_missing_columns(self) -> None:
+        """A store written by an older version gains the columns added since (no row lost)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(feedback)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    self._conn.execute(f"ALTER TABLE feedback ADD COLUMN {name} {definition}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     def close(self) -> None:
         with self._lock:
@@ -280,6 +307,8 @@ class FeedbackStore:
             entry.source,
             entry.base_model,
             entry.adapter,
+            entry.inspection_id,
+            entry.adapter_name,
         )
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -289,7 +318,7 @@ class FeedbackStore:
                 )
                 cursor = self._conn.execute(
                     f"INSERT INTO feedback ({_COLUMNS.removeprefix('id, ')}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"VALUES ({', '.join('?' * len(values))})",
                     values,
                 )
                 self._conn.execute("COMMIT")

@@ -163,6 +163,7 @@ rows = load_dataset("{repo_id}", split="train")  # image + the fields below
 | `truth` | the generator's truth for a generated sample, else empty |
 | `source` | where the image came from (`gallery`, `upload`, `api`, ...) |
 | `base_model`, `adapter` | the models: Hub ids, or `models/<name>` (the Space's own folders) |
+| `adapter_name` | the Space's name for the adapter that gave `tuned_answer` (`QEU_ADAPTERS`) |
 
 No record holds a path on the server that stored it.
 

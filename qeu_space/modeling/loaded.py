@@ -23,7 +23,8 @@ class LoadedModel:
         family: key of :data:`qeu_space.modeling.families.FAMILIES` (``"florence2"``,
             ``"chat_vlm"``, ``"vit"``).
         base: the base id or folder as given.
-        adapter: the adapter id or folder as given, or ``None``.
+        adapter: the adapter id or folder as given (the first one when
+            :func:`.loading.add_adapter` loaded several under their names), or ``None``.
         device: where the weights are (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
     """
 
@@ -42,7 +43,8 @@ class LoadedModel:
 
     @contextlib.contextmanager
     def base_only(self) -> Iterator[None]:
-        """Run the base model: ``disable_adapter()`` with an adapter, nothing without one."""
+        """Run the base model: ``disable_adapter()`` with adapters (all of them are off inside),
+        nothing without one."""
         if self.has_adapter:
             with self.model.disable_adapter():
                 yield

@@ -7,7 +7,10 @@ trained for in the message) when it belongs to another base.
 
 Base vs fine-tuned on one loaded model: when an adapter is given, ``loaded.model`` is a
 ``peft.PeftModel`` and the base answers inside ``with loaded.model.disable_adapter(): ...``;
-:meth:`LoadedModel.base_only` does the same and is a no-op without an adapter.
+:meth:`LoadedModel.base_only` does the same and is a no-op without an adapter. Several adapters
+share one base through PEFT's named adapters: :func:`add_adapter` loads each under its own name
+(the same checks as :func:`load_model`), and ``loaded.model.set_adapter(name)`` picks the one
+that answers.
 
 Example:
     >>> loaded = load_model("tiny/florence2", "runs/od-lora")
@@ -20,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -47,6 +51,8 @@ __all__ = [
     "LoadedModel",
     "RemoteCodeError",
     "UnsafeWeightsError",
+    "adapter_weights_file",
+    "add_adapter",
     "default_device",
     "load_model",
     "load_processor",
@@ -85,14 +91,22 @@ def read_config(base: str | Path, *, trust_remote_code: bool = False) -> dict[st
     """The base's ``config.json`` as a dict, refusing remote code unless it is allowed.
 
     Raises:
-        FileNotFoundError: ``base`` looks like a path but is not a folder.
+        FileNotFoundError: ``base`` looks like a path but is not a folder, or is a Hub id that
+            cannot be read (unknown, or not cached without network).
         RemoteCodeError: the config has an ``auto_map`` (code shipped with the model) and
             ``trust_remote_code`` is off.
     """
     name = str(base)
     if _looks_like_path(name) and not Path(name).is_dir():
         raise FileNotFoundError(f"base model folder {name!r} does not exist")
-    config, _ = PretrainedConfig.get_config_dict(name)
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name)
+    except OSError as err:  # not on the Hub, not in its cache, or no network: one line says so
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"base model {name!r} is neither a folder nor a Hub model this machine can read "
+            f"({reason})"
+        ) from None
     auto_map = config.get("auto_map")
     if auto_map and not trust_remote_code:
         classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
@@ -155,6 +169,49 @@ def load_model(
     model.to(device)
     model.eval()
     return LoadedModel(model, processor, family.NAME, base_name, adapter_name, device)
+
+
+def add_adapter(loaded: LoadedModel, adapter: str | Path, name: str) -> LoadedModel:
+    """Load one more PEFT adapter into ``loaded``'s model, under the adapter name ``name``.
+
+    The first adapter wraps the base in a ``peft.PeftModel``; later ones join it
+    (``PeftModel.load_adapter``), so every adapter shares the base's weights in memory. The
+    checks are :func:`load_model`'s: the adapter must name this base, its weights must be
+    safetensors and every saved tensor must fit a module here. The active adapter is left as it
+    was (the first one loaded); ``loaded.model.set_adapter(name)`` switches, and
+    ``loaded.base_only()`` turns all of them off.
+
+    Args:
+        loaded: a model from :func:`load_model` (with or without adapters).
+        adapter: Hub id or folder of the adapter.
+        name: PEFT adapter name (letters, digits, ``_``; unique in this model; ``.`` is not
+            allowed by torch's module names).
+
+    Returns:
+        ``loaded`` with ``model`` the ``PeftModel`` (``adapter`` stays the first adapter's).
+
+    Raises:
+        AdapterMismatchError: the adapter names another base, or its tensors do not fit. The
+            model may then hold a half-loaded adapter: load the base again rather than use it.
+        UnsafeWeightsError: only pickled weights are available.
+        ValueError: ``name`` is already loaded.
+    """
+    adapter_name = str(adapter)
+    if isinstance(loaded.model, PeftModel) and name in loaded.model.peft_config:
+        raise ValueError(f"an adapter named {name!r} is already loaded")
+    _check_adapter_base(adapter_name, loaded.base)
+    active = loaded.model.active_adapter if isinstance(loaded.model, PeftModel) else None
+    model = _attach_adapter(loaded.model, adapter_name, loaded.base, name)
+    if active is not None:
+        model.set_adapter(active)
+    model.to(loaded.device)
+    model.eval()
+    return replace(loaded, model=model, adapter=loaded.adapter or adapter_name)
+
+
+def adapter_weights_file(adapter: str | Path) -> str:
+    """The local path of an adapter's ``adapter_model.safetensors`` (a Hub id's cached copy)."""
+    return _adapter_file(str(adapter), ADAPTER_WEIGHTS)
 
 
 def load_processor(name: str | Path, *, trust_remote_code: bool = False) -> Any:
@@ -288,11 +345,17 @@ def same_base(recorded: str, base: str) -> bool:
     return False
 
 
-def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
+def _attach_adapter(model: Any, adapter: str, base: str, name: str = "default") -> PeftModel:
     weights = _adapter_file(adapter, ADAPTER_WEIGHTS)
     recorded = trained_for(adapter) or "an unrecorded base"
     try:
-        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        if isinstance(model, PeftModel):
+            model.load_adapter(adapter, adapter_name=name, is_trainable=False)
+            peft_model = model
+        else:
+            peft_model = PeftModel.from_pretrained(
+                model, adapter, adapter_name=name, is_trainable=False
+            )
     except (RuntimeError, ValueError, KeyError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         mismatch = [line for line in lines if "size mismatch" in line]
@@ -300,7 +363,12 @@ def _attach_adapter(model: Any, adapter: str, base: str) -> PeftModel:
         raise AdapterMismatchError(
             f"adapter {adapter} (trained for {recorded}) does not fit base {base}: {reason}"
         ) from None
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
+    expected = {
+        k: tuple(v.shape)
+        for k, v in get_peft_model_state_dict(
+            peft_model, adapter_name=name, save_embedding_layers=False
+        ).items()
+    }
     with safe_open(weights, framework="pt") as f:
         saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     missing = sorted(k for k in saved if _strip_adapter_name(k) not in _stripped(expected))

@@ -9,14 +9,18 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from qeu_space.cli import CliError, OneLineParser, check_output_file
 from qeu_space.geometry import ConnectorGeometry
-from qeu_space.soartc.core import DEFAULT_DESCRIPTOR, DESCRIPTORS, soartc
-from qeu_space.soartc.overlay import DEFAULT_VMAX, heatmap_overlay
-from qeu_space.soartc.positions import top_positions
+
+# the kernels' settings, repeated so that --help answers without loading numba, scipy and
+# matplotlib (tests/test_cli.py checks they match qeu_space.soartc.core and .overlay)
+DESCRIPTORS = ("pixels", "selfsim")
+DEFAULT_DESCRIPTOR = "pixels"
+DEFAULT_VMAX = 40.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m qeu_space.soartc",
         description=(
             "Compare a test image of a connector with a good reference image by SOARTC: print "
@@ -75,6 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.top <= 27:
         parser.error(f"--top must be between 1 and 27, got {args.top}")
+    if args.out is not None:
+        try:  # before the comparison
+            check_output_file(args.out, "--out")
+        except CliError as err:
+            parser.error(str(err))
+    from qeu_space.soartc.core import soartc
+    from qeu_space.soartc.overlay import heatmap_overlay
+    from qeu_space.soartc.positions import top_positions
+
     try:
         reference = _open(args.reference)
         test = _open(args.test)

@@ -464,28 +464,41 @@ def _as_pil(image: ImageLike, name: str) -> Image.Image:
 
 
 def soartc_many(
-    pairs: Iterable[tuple[ImageLike, ImageLike]], *, workers: int | None = None, **kwargs
+    pairs: Iterable[tuple[ImageLike, ImageLike]],
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    **kwargs,
 ) -> list[SoartcResult]:
     """:func:`soartc` of many ``(reference, test)`` pairs, in order, one pair per core at a time.
 
     Each of ``workers`` threads (default: the cores this process may use) runs the kernels on one
     numba thread; the kernels release the GIL, so the cores work on different pairs at once. On a
     busy machine this beats one parallel call per pair, whose threads meet after every stage.
-    ``kwargs`` go to :func:`soartc`.
+    ``progress`` shows a bar (pairs done of all, with an ETA) on stderr. ``kwargs`` go to
+    :func:`soartc`.
     """
     items = list(pairs)
     n = _cores() if workers is None else workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+
+    def bar(results: Iterable[SoartcResult]) -> list[SoartcResult]:
+        if not progress:
+            return list(results)
+        from tqdm.auto import tqdm
+
+        return list(tqdm(results, total=len(items), desc="SOARTC", unit="pair"))
+
     if n == 1 or len(items) < 2:
-        return [soartc(ref, test, **kwargs) for ref, test in items]
+        return bar(soartc(ref, test, **kwargs) for ref, test in items)
 
     def one(pair: tuple[ImageLike, ImageLike]) -> SoartcResult:
         numba.set_num_threads(1)  # per thread: this worker's kernels run on its own core
         return soartc(pair[0], pair[1], **kwargs)
 
     with ThreadPoolExecutor(min(n, len(items))) as pool:
-        return list(pool.map(one, items))
+        return bar(pool.map(one, items))
 
 
 def _cores() -> int:

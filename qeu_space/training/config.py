@@ -46,6 +46,13 @@ class AdapterOptions:
             "(python -m qeu_space.vision_pretrain)"
         },
     )
+    new_words: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "words the base never learned to write (e.g. short): the embedding rows of "
+            "their tokens train beside the LoRA (PEFT trainable tokens; tied output rows too)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -59,9 +66,18 @@ class AdapterOptions:
         if self.freeze_vision and not self.full_finetune:
             raise ValueError("--freeze-vision needs --full-finetune (an adapter trains no tower)")
         object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
+        object.__setattr__(self, "new_words", tuple(self.new_words))
+        if self.new_words and self.full_finetune:
+            raise ValueError("--new-words trains token rows beside a LoRA: drop --full-finetune")
 
-    def lora_config(self, target_modules: str) -> LoraConfig | None:
-        """The ``peft.LoraConfig`` for a family's ``target_modules`` regex; None for full FT."""
+    def lora_config(
+        self, target_modules: str, token_ids: tuple[int, ...] = ()
+    ) -> LoraConfig | None:
+        """The ``peft.LoraConfig`` for a family's ``target_modules`` regex; None for full FT.
+
+        ``token_ids`` (the tokens of :attr:`new_words`) become PEFT ``trainable_token_indices``:
+        a base that never wrote a word has untrained rows for its tokens (``short`` is ``s h or t``
+        in the inspection VLM's tokenizer), which a LoRA on the layers alone only misspells."""
         if self.full_finetune:
             return None
         from peft import LoraConfig
@@ -73,6 +89,7 @@ class AdapterOptions:
             target_modules=target_modules,
             use_dora=self.dora,
             modules_to_save=list(self.modules_to_save) or None,
+            trainable_token_indices=sorted(set(token_ids)) or None,
             bias="none",
         )
 
@@ -108,6 +125,7 @@ class TrainConfig:
             is a local folder (required then: a pushed adapter never names a local path).
         dataset_id: Hub id of ``dataset`` for the pushed card, when ``dataset`` is a folder.
         dataset_config: config name of a Hub dataset with several (default: ``task``).
+        progress: show the progress bar (steps with total and ETA); ``--quiet`` turns it off.
     """
 
     task: str
@@ -139,6 +157,7 @@ class TrainConfig:
     dataset_config: str | None = None
     base_model_id: str | None = None
     dataset_id: str | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -186,6 +205,7 @@ class TrainConfig:
             "dropout": None if adapter.full_finetune else adapter.dropout,
             "use_dora": adapter.dora,
             "modules_to_save": list(adapter.modules_to_save),
+            "new_words": list(adapter.new_words),
             "full_finetune": adapter.full_finetune,
             "freeze_vision": adapter.freeze_vision,
             "learning_rate": self.lr,

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from peft import get_peft_model
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
 from qeu_space.modeling.families import family_for, scratch_base
 from qeu_space.modeling.loading import load_model, read_config
@@ -117,7 +117,7 @@ def train(
             device=str(args.device),
             dtype=torch.float32,
         )
-    model = _trainable(loaded.model, config, family)
+    model = _trainable(loaded.model, config, family, loaded.processor)
     eval_collator, train_collator = collators(
         family, loaded.processor, loaded.model.config, config.seed
     )
@@ -136,6 +136,8 @@ def train(
         eval_samples=config.eval_samples,
         max_new_tokens=config.max_new_tokens,
     )
+    if not config.progress:  # quiet: no bar, and not the log lines Trainer prints instead
+        trainer.remove_callback(PrinterCallback)
     resume: str | bool | None = config.resume_from_checkpoint
     if resume == "latest":
         resume = True
@@ -203,13 +205,31 @@ def training_arguments(config: TrainConfig, *, best_metric: str) -> TrainingArgu
         dataloader_num_workers=config.dataloader_workers,
         ddp_find_unused_parameters=config.adapter.full_finetune,
         report_to="none",
+        disable_tqdm=not config.progress,
     )
 
 
-def _trainable(model: Any, config: TrainConfig, family: Any) -> Any:
+def word_token_ids(processor: Any, words: tuple[str, ...]) -> tuple[int, ...]:
+    """The token ids of ``words`` as they are written inside an answer (after a space) and at
+    its start; a word the tokenizer cannot write raises a ``ValueError``."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids: set[int] = set()
+    for word in words:
+        for text in (f" {word}", word):
+            found = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in found:
+                raise ValueError(f"--new-words {word!r}: the tokenizer has no tokens for it")
+            ids.update(found)
+    return tuple(sorted(ids))
+
+
+def _trainable(model: Any, config: TrainConfig, family: Any, processor: Any = None) -> Any:
     """Wrap the base in a LoRA/DoRA ``PeftModel``, or make every weight trainable."""
     model.train()
-    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope))
+    token_ids = (
+        word_token_ids(processor, config.adapter.new_words) if config.adapter.new_words else ()
+    )
+    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope), token_ids)
     if lora is None:
         model.requires_grad_(True)
         if config.adapter.freeze_vision:

@@ -17,6 +17,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
+from qeu_space.evaluation.evaluate import category_names
 from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.training import validation
 
@@ -117,6 +118,7 @@ class InspectionTrainer(Trainer):
             if len(share)
             else []
         )
-        pairs = validation.counts(self.task, self.family, list(share), texts)
+        names = category_names(share) if self.task == "od" else None
+        pairs = validation.counts(self.task, self.family, list(share), texts, names)
         pooled = gather_object(pairs) if world > 1 else pairs
         return validation.score(self.task, pooled)

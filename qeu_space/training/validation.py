@@ -22,14 +22,26 @@ def qa_truth(row: Mapping[str, Any]) -> list[Finding]:
     return [Finding.from_dict(f) for f in row["findings"]]
 
 
-def od_truth(row: Mapping[str, Any]) -> list[tuple[str, Box]]:
-    """``objects`` as ``(category, (x1, y1, x2, y2))``; both the struct-of-lists and list forms."""
+def od_truth(
+    row: Mapping[str, Any], category_names: Sequence[str] | None = None
+) -> list[tuple[str, Box]]:
+    """``objects`` as ``(category, (x1, y1, x2, y2))``; both the struct-of-lists and list forms.
+
+    A ``ClassLabel`` category (an int) is named through ``category_names`` (the feature's names).
+    """
     objects = row["objects"]
     if isinstance(objects, Mapping):
         pairs = zip(objects["category"], objects["bbox"], strict=True)
     else:
         pairs = ((o["category"], o["bbox"]) for o in objects)
-    return [(str(category), xywh_to_xyxy(bbox)) for category, bbox in pairs]
+    out = []
+    for category, bbox in pairs:
+        if not isinstance(category, str):
+            if category_names is None:
+                raise ValueError(f"objects.category holds {category!r} and no names were given")
+            category = category_names[int(category)]
+        out.append((category, xywh_to_xyxy(bbox)))
+    return out
 
 
 def cls_truth(row: Mapping[str, Any]) -> str:
@@ -38,8 +50,17 @@ def cls_truth(row: Mapping[str, Any]) -> str:
     return label if isinstance(label, str) else CLASS_LABELS[int(label)]
 
 
-def counts(task: str, family: Any, rows: Sequence[Mapping[str, Any]], texts: Sequence[str]):
-    """Per-row inputs of the task metric (kept separate so processes can pool them)."""
+def counts(
+    task: str,
+    family: Any,
+    rows: Sequence[Mapping[str, Any]],
+    texts: Sequence[str],
+    category_names: Sequence[str] | None = None,
+):
+    """Per-row inputs of the task metric (kept separate so processes can pool them).
+
+    ``category_names``: the ``od`` rows' ``objects.category`` ``ClassLabel`` names.
+    """
     if task == "qa":
         return [(qa_truth(r), t) for r, t in zip(rows, texts, strict=True)]
     if task == "cls":
@@ -49,7 +70,7 @@ def counts(task: str, family: Any, rows: Sequence[Mapping[str, Any]], texts: Seq
     # as findings on the registered grid.
     pairs = []
     for r, t in zip(rows, texts, strict=True):
-        image, truth = r["image"].convert("RGB"), od_truth(r)
+        image, truth = r["image"].convert("RGB"), od_truth(r, category_names)
         predicted = family.boxes_in_image(t, image) if t else []
         said = family.parse(t, image.size) if t else []
         pairs.append(((truth, family.findings_in_image(truth, image)), (predicted, said)))

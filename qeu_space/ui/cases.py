@@ -18,8 +18,9 @@ from typing import Protocol
 from PIL import Image
 
 from qeu_space.geometry import CompositeLayout
+from qeu_space.ui.reading import read_findings
 from qeu_space.views.image_io import UploadError
-from qeu_space.vocabulary import Finding, format_answer, parse_answer
+from qeu_space.vocabulary import DefectKind, Finding, format_answer
 
 #: Side of the composite the models see (the datasets' default).
 COMPOSITE_SIZE = 448
@@ -48,6 +49,34 @@ class Case:
     def truth_text(self) -> str:
         return "" if self.truth is None else format_answer(self.truth)
 
+    @property
+    def caption(self) -> str:
+        """The gallery caption: the truth in a few characters (:func:`short_truth`)."""
+        return "unknown" if self.truth is None else short_truth(self.truth)
+
+
+_ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+#: The mark of each kind without a direction in a caption.
+_MARKS = {DefectKind.MISSING: "✕", DefectKind.SHORT: "▾"}
+CAPTION_LEGEND = (
+    "caption: OK, or each defect's pin with ✕ missing, ▾ short or an arrow for a bent pin"
+)
+
+
+def short_truth(findings: tuple[Finding, ...]) -> str:
+    """``OK``, or ``U3← C7✕ C4▾`` (bent pin and its direction, missing pin, short pin): short
+    enough for a thumbnail's caption; the full truth fills the truth box when the sample is
+    picked."""
+    if not findings:
+        return "OK"
+    marks = []
+    for f in findings:
+        if f.kind in _MARKS:
+            marks.append(f"{f.position}{_MARKS[f.kind]}")
+        else:
+            marks.append(f"{f.position}{_ARROWS[f.direction.value] if f.direction else '?'}")
+    return " ".join(marks)
+
 
 @dataclass(frozen=True)
 class SampleRequest:
@@ -67,8 +96,11 @@ class CaseSource(Protocol):
     housings: tuple[str, ...]
     pin_styles: tuple[str, ...]
 
-    def gallery(self, count: int, seed: int) -> list[Case]:
-        """``count`` generated samples with their truth (a varied, reproducible set)."""
+    def gallery(
+        self, count: int, seed: int, kinds: tuple[DefectKind, ...] = tuple(DefectKind)
+    ) -> list[Case]:
+        """``count`` generated samples with their truth (a varied, reproducible set) showing
+        defects of ``kinds``; a longer list starts with the samples of a shorter one."""
         ...
 
     def generate(self, request: SampleRequest) -> Case:
@@ -84,36 +116,23 @@ def parse_defects(text: str) -> tuple[Finding, ...]:
     """Defects typed for a new sample (``U3 bent pin (left); C7 missing pin``); empty = passed.
 
     Raises:
-        ValueError: text that names no defect, or a bent pin without its direction.
+        ReadError: a part that is not a defect (the message names it), an unknown position or
+            kind, or a bent pin without its direction.
     """
-    if not text.strip() or text.strip().lower() in ("passed", "none", "ok"):
+    if not (text or "").strip():
         return ()
-    parsed = parse_answer(text)
-    if not parsed.findings:
-        raise ValueError(
-            f"no defect read in {text[:80]!r}: write e.g. 'U3 bent pin (left); C7 missing pin' "
-            "or leave it empty for a good product"
-        )
-    for f in parsed.findings:
-        if f.kind.has_direction and f.direction is None:
-            raise ValueError(
-                f"the bent pin at {f.position} needs a direction: write "
-                f"'{f.position} bent pin (up|down|left|right)'"
-            )
-    return parsed.findings
+    return read_findings(text, what="defects list", require_direction=True)
 
 
 def parse_truth(text: str | None) -> tuple[Finding, ...] | None:
-    """The truth box of the Inspect tab: empty means unknown."""
+    """The truth box of the Inspect tab: empty means unknown; anything else is read strictly.
+
+    Raises:
+        ReadError: naming the part of the text that is not a finding.
+    """
     if text is None or not text.strip():
         return None
-    parsed = parse_answer(text)
-    if not parsed.understood:
-        raise UploadError(
-            f"cannot read the ground truth {text[:80]!r}: leave it empty when unknown or write "
-            "e.g. 'Defective. 1 defect: C7 missing pin.'"
-        )
-    return parsed.findings
+    return read_findings(text, what="ground truth")
 
 
 def normalise_composite(image: Image.Image) -> Image.Image:

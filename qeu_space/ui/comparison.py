@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qeu_space.vocabulary import DefectKind, Finding, format_answer, parse_answer, sort_findings
+from qeu_space.vocabulary import DefectKind, Finding, format_answer, sort_findings
 
 if TYPE_CHECKING:
-    from qeu_space.ui.models import Answer
+    from qeu_space.ui.records import ModelAnswer
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,26 @@ def describe_comparison(cmp: Comparison) -> str:
 
 
 def comparison_markdown(
-    base: Answer | None, tuned: Answer | None, truth: Sequence[Finding] | None
+    base: ModelAnswer | None,
+    tuned: ModelAnswer | None,
+    truth: Sequence[Finding] | None,
+    *,
+    tuned_label: str = "fine-tuned",
 ) -> str:
-    """Base vs fine-tuned, each against the truth when it is known."""
+    """Base vs fine-tuned, each against the truth when it is known.
+
+    Only a canonical answer is compared; an unreadable or empty one says so (it counts as no
+    verdict, not as "passed"), and a model that did not run is left out. ``tuned_label`` names
+    the fine-tuned answer (e.g. ``fine-tuned (short-pin)``).
+    """
     lines = []
-    for name, answer in (("base", base), ("fine-tuned", tuned)):
-        if answer is None:
+    for name, answer in (("base", base), (tuned_label, tuned)):
+        if answer is None or answer.status in ("unavailable", "error"):
             continue
-        read = format_answer(answer.findings) if parse_answer(answer.text).understood else None
-        line = f"**{name}**: " + (f"reads as *{read}*" if read else "no verdict could be read")
+        if answer.status != "ok":
+            lines.append(f"**{name}**: {answer.status} answer — no verdict to compare")
+            continue
+        line = f"**{name}**: reads as *{format_answer(answer.findings)}*"
         if truth is not None:
             line += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
         lines.append(line)

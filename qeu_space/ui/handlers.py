@@ -1,20 +1,33 @@
 """One handler per action of the Space; :mod:`qeu_space.ui.layout` wires them to the Blocks.
 
-Handlers taking uploads get Gradio's raw file payload (events wired with ``preprocess=False``),
-so every upload is read by :func:`qeu_space.views.image_io.read_image` and a bad file becomes a
-readable ``gr.Error`` instead of an exception inside Gradio's own decoding. Model calls go through
-the ``spaces.GPU`` functions of :mod:`qeu_space.ui.models`; an empty model slot shows its reason
-("model not available: ...") in its panel and the other panels still fill.
+An inspection is a record (:mod:`qeu_space.ui.records`): :meth:`InspectionApp.inspect_image` runs
+SOARTC, the ViT, the base and the fine-tuned answers (with the adapter the visitor picked, by its
+``QEU_ADAPTERS`` name) and the ``<OD>`` boxes on one composite and keeps what they said, and which
+adapter said it, under an inspection id; feedback judges that record, never answers a client
+sends. :class:`~qeu_space.ui.differences.Differences` lists the generated samples on which the
+picked adapter and the base disagree. Every model fault (no model, a model that raises, an empty
+or non-canonical answer) is a line in its panel, never an exception out of a handler.
+
+Handlers taking uploads get Gradio's raw file payload (``preprocess=False`` events and ``gr.api``),
+so every upload is checked by :func:`qeu_space.ui.files.upload_path` and read by
+:func:`qeu_space.views.image_io.read_image`; a bad file becomes a readable ``gr.Error``. Model calls
+go through the ``spaces.GPU`` functions of :mod:`qeu_space.ui.models`.
+
+The ``api_*`` methods are the typed API (``/inspect``, ``/soartc``, ``/feedback``): compact JSON
+and one JPEG heatmap, because every file a ``gradio_client`` call uploads or downloads costs it one
+more HTTP request. The ``ui_*`` methods fill the browser's panels from the same record.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
+from gradio.data_classes import FileData
 from PIL import Image
 
 from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore
@@ -33,15 +46,26 @@ from qeu_space.ui.cases import (
     parse_truth,
     split_composite,
 )
-from qeu_space.ui.comparison import compare, comparison_markdown, describe_comparison
+from qeu_space.ui.comparison import compare, describe_comparison
+from qeu_space.ui.differences import Differences, DifferenceView
 from qeu_space.ui.drawing import DISPLAY_SCALE, draw_labelled_boxes, mark_findings
 from qeu_space.ui.feedback_view import feedback_table, toggle_finding
-from qeu_space.ui.models import Answer, Models
+from qeu_space.ui.files import OutputFiles, upload_path
+from qeu_space.ui.models import Models, display_name, public_text
+from qeu_space.ui.panels import Panels
+from qeu_space.ui.reading import ReadError, canonical_findings, read_findings
+from qeu_space.ui.records import (
+    CaseIndex,
+    InspectionLog,
+    InspectionRecord,
+    ModelAnswer,
+    UnknownInspection,
+)
 from qeu_space.ui.settings import AppSettings
-from qeu_space.ui.soartc_view import run_soartc
+from qeu_space.ui.soartc_view import SoartcView, run_soartc
 from qeu_space.views.image_io import UploadError, UploadLimits, check_pair, read_image
 from qeu_space.views.registration import NoConnectorError, register_composite
-from qeu_space.vocabulary import DefectKind, Finding, format_answer, parse_answer
+from qeu_space.vocabulary import DefectKind, Finding, format_answer
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +73,7 @@ JUDGEMENTS: tuple[str, ...] = ("correct", "wrong")
 KINDS: tuple[str, ...] = tuple(k.value for k in DefectKind)
 DIRECTIONS: tuple[str, ...] = ("up", "down", "left", "right")
 RECENT = 10
+MAX_SEED = 2**32 - 1
 
 
 def _side_by_side(panels: Sequence[Image.Image], titles: Sequence[str]) -> Image.Image:
@@ -67,83 +92,166 @@ def _side_by_side(panels: Sequence[Image.Image], titles: Sequence[str]) -> Image
     return out
 
 
-def _path(payload: Any) -> str | None:
-    """The file path of a raw Gradio file payload (``{"path": ...}``) or a plain path."""
-    if payload is None:
-        return None
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return str(payload)
+class UnknownAdapter(ValueError):
+    """An adapter name this Space does not have (``QEU_ADAPTERS``)."""
 
 
-def _upload_error(err: UploadError | ValueError) -> gr.Error:
+def _error(err: Exception) -> gr.Error:
     return gr.Error(str(err), print_exception=False)
 
 
+def _short_error(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return public_text(text[0][:300]) if text else type(err).__name__
+
+
 @dataclass(frozen=True)
-class InspectOutputs:
-    """Everything the Inspect tab shows for one composite (the order of the ``/inspect`` API)."""
+class VitView:
+    """The ViT panel: class probabilities and attention over the test connector, or why not."""
 
-    heatmap: Image.Image | None
-    score: float | None
-    top: list[list]
-    vit_label: dict[str, float] | None
-    vit_attention: Image.Image | None
-    vit_note: str
-    base_answer: str
-    tuned_answer: str
-    base_marked: Image.Image | None
-    tuned_marked: Image.Image | None
-    comparison: str
-    od_image: Image.Image | None
-    od_note: str
+    probabilities: dict[str, float] | None
+    attention: Image.Image | None
+    note: str
 
-    @classmethod
-    def refused(cls, reason: str) -> InspectOutputs:
-        """What every panel shows when no connector was found: the reason, never an answer."""
-        return cls(
-            heatmap=None,
-            score=None,
-            top=[],
-            vit_label=None,
-            vit_attention=None,
-            vit_note=reason,
-            base_answer=reason,
-            tuned_answer=reason,
-            base_marked=None,
-            tuned_marked=None,
-            comparison=f"**{reason}**",
-            od_image=None,
-            od_note=reason,
-        )
+    @property
+    def label(self) -> str | None:
+        if not self.probabilities:
+            return None
+        return max(self.probabilities, key=self.probabilities.get)
 
-    def as_tuple(self) -> tuple:
-        return (
-            self.heatmap,
-            self.score,
-            self.top,
-            self.vit_label,
-            self.vit_attention,
-            self.vit_note,
-            self.base_answer,
-            self.tuned_answer,
-            self.base_marked,
-            self.tuned_marked,
-            self.comparison,
-            self.od_image,
-            self.od_note,
-        )
+    def report(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities, "note": self.note}
 
 
-@dataclass
+@dataclass(frozen=True)
+class OdView:
+    """The Florence-2 ``<OD>`` panel: the boxes drawn, its raw output and what it says."""
+
+    image: Image.Image | None
+    note: str
+    text: str = ""
+    findings: tuple[Finding, ...] = ()
+
+    def report(self) -> dict:
+        return {
+            "text": self.text,
+            "findings": [f.to_dict() for f in self.findings],
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Everything one inspection produced; ``record`` is ``None`` when it was refused.
+
+    Attributes:
+        image: the composite inspected.
+        truth: the ground truth compared with, ``None`` when unknown.
+        source: where the composite came from, as the server knows it.
+        refused: why nothing was answered (no connector found), else ``None``.
+        adapter: the name of the adapter asked for the fine-tuned answer (``None``: none
+            configured).
+        record: what feedback may judge (kept in the app's :class:`InspectionLog`).
+        soartc / vit / od: the panels' results (``None`` when refused).
+    """
+
+    image: Image.Image
+    truth: tuple[Finding, ...] | None
+    source: str
+    refused: str | None = None
+    record: InspectionRecord | None = None
+    soartc: SoartcView | None = None
+    vit: VitView | None = None
+    od: OdView | None = None
+    adapter: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id if self.record is not None else ""
+
+    def report(self) -> dict:
+        """The ``/inspect`` API's JSON: every panel as data (boxes in composite pixels)."""
+        out: dict[str, Any] = {
+            "inspection_id": self.id or None,
+            "source": self.source,
+            "truth": None if self.truth is None else format_answer(self.truth),
+            "refused": self.refused,
+            "adapter": self.adapter,
+            "soartc": None,
+            "vit": None,
+            "base": None,
+            "fine_tuned": None,
+            "od": None,
+        }
+        if self.record is not None:
+            out.update(
+                soartc=self.soartc.report() if self.soartc else None,
+                vit=self.vit.report() if self.vit else None,
+                base=self.record.base.report(),
+                fine_tuned=self.record.tuned.report(),
+                od=self.od.report() if self.od else None,
+            )
+        return out
+
+
+@dataclass(repr=False)
 class InspectionApp:
-    """The Space's state: settings, models, the case source and gallery, the feedback store."""
+    """The Space's state: settings, models, cases, kept inspections, the feedback store.
+
+    ``samples`` are the generated samples of the "where they differ" view (default: the
+    gallery); the gallery's and theirs are known cases (their truth is the server's).
+    """
 
     settings: AppSettings
     models: Models
     source: CaseSource
     store: FeedbackStore
     gallery: list[Case]
+    inspections: InspectionLog | None = None
+    cases: CaseIndex | None = None
+    outputs: OutputFiles = field(default_factory=OutputFiles)
+    answers: Counter = field(default_factory=Counter)
+    samples: list[Case] = field(default_factory=list)
+    differences: Differences | None = None
+
+    def __post_init__(self) -> None:
+        if self.inspections is None:
+            self.inspections = InspectionLog(
+                self.settings.inspections_kept, self.settings.inspection_minutes * 60
+            )
+        if not self.samples:
+            self.samples = list(self.gallery)
+        if self.cases is None:
+            self.cases = CaseIndex([*self.gallery, *self.samples])
+        if self.differences is None:
+            self.differences = Differences(self.samples, self._answers_for)
+
+    # ----------------------------------------------------------------- adapters
+
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        """The configured adapters' names (``QEU_ADAPTERS``), the default first."""
+        return self.settings.adapter_names
+
+    def adapter_choice(self, requested: str | None) -> str | None:
+        """The adapter a request names: ``""`` is the default (the first), ``None`` when there
+        is none.
+
+        Raises:
+            UnknownAdapter: a name this Space does not have (the message lists its names).
+        """
+        names = self.adapter_names
+        name = (requested or "").strip() if isinstance(requested, str | None) else requested
+        if not name:
+            return names[0] if names else None
+        if name in names:
+            return name
+        known = (
+            f"{', '.join(names)} (an empty name means {names[0]})"
+            if names
+            else "none: QEU_ADAPTERS names no adapter, only the base answers"
+        )
+        raise UnknownAdapter(f"unknown adapter {str(name)[:60]!r}; this Space's adapters: {known}")
 
     @property
     def limits(self) -> UploadLimits:
@@ -152,10 +260,10 @@ class InspectionApp:
     # ----------------------------------------------------------------- choosing a case
 
     def gallery_items(self) -> list[tuple[Image.Image, str]]:
-        return [(case.composite, case.truth_text) for case in self.gallery]
+        return [(case.composite, case.caption) for case in self.gallery]
 
     def pick_sample(self, evt: gr.SelectData) -> tuple[Image.Image, str, str]:
-        """A gallery sample becomes the composite to inspect, with its truth."""
+        """A gallery sample becomes the composite to inspect, with its full truth."""
         index = evt.index if isinstance(evt.index, int) else int(evt.index[0])
         if not 0 <= index < len(self.gallery):
             raise gr.Error(f"no sample {index} in the gallery")
@@ -167,24 +275,23 @@ class InspectionApp:
     ) -> tuple[Image.Image, str, str]:
         """A new sample with exactly the typed defects."""
         try:
+            if seed is None or float(seed) != int(float(seed)) or not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}: {seed}")
             request = SampleRequest(
                 findings=parse_defects(defects or ""),
                 housing=housing,
                 pins=pins,
                 labels_drawn=bool(labels),
                 nuisances=bool(nuisances),
-                seed=int(seed or 0),
+                seed=int(seed),
             )
-            case = self.source.generate(request)
-        except ValueError as err:
-            raise _upload_error(err) from None
+            case = self.cases.add(self.source.generate(request))
+        except (TypeError, ValueError) as err:
+            raise _error(err) from None
         return case.composite, case.truth_text, case.source
 
     def _read(self, payload: Any, what: str, min_size: tuple[int, int]) -> Image.Image:
-        path = _path(payload)
-        if path is None:
-            raise UploadError(f"no {what}: upload one first")
-        return read_image(path, self.limits, min_size=min_size, what=what)
+        return read_image(upload_path(payload, what), self.limits, min_size=min_size, what=what)
 
     def _read_pair(self, reference: Any, test: Any) -> tuple[Image.Image, Image.Image]:
         ref = self._read(reference, "reference image", MIN_CONNECTOR)
@@ -198,204 +305,394 @@ class InspectionApp:
             ref, tst = self._read_pair(reference, test)
             composite = self.source.compose_pair(ref, tst)
         except (UploadError, ValueError) as err:
-            raise _upload_error(err) from None
-        return composite, "", "pair upload"
+            raise _error(err) from None
+        case = self.cases.add(Case(composite, None, "pair upload"))
+        return case.composite, "", case.source
 
     # ----------------------------------------------------------------- SOARTC only
 
-    def soartc(self, reference: Any, test: Any) -> tuple[Image.Image, float, list[list]]:
-        """``/soartc``: heatmap over the test image, image score, top pin positions."""
+    def soartc_view(self, reference: Any, test: Any) -> SoartcView:
         try:
             ref, tst = self._read_pair(reference, test)
-            view = run_soartc(ref, tst)
+            return run_soartc(ref, tst)
         except (UploadError, NoConnectorError) as err:
-            raise _upload_error(err) from None
-        return view.overlay, round(view.score, 3), view.top_rows()
+            raise _error(err) from None
+
+    def api_soartc(self, reference: FileData, test: FileData) -> tuple[FileData, dict]:
+        """SOARTC of a reference and a test image (one connector each, same size).
+
+        Returns the heatmap over the test image (JPEG, with its colour bar) and the result:
+        ``{"score", "threshold", "verdict", "units", "top": [[position, score], ...]}``.
+        """
+        view = self.soartc_view(reference, test)
+        return self.outputs.image(view.overlay, "heatmap"), view.report()
+
+    def ui_soartc(self, reference: Any, test: Any) -> tuple[Image.Image, str]:
+        view = self.soartc_view(reference, test)
+        return view.overlay, view.markdown()
 
     # ----------------------------------------------------------------- inspect
 
-    def inspect(
-        self,
-        composite: Any,
-        truth: str | None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple:
-        """``/inspect``: SOARTC, ViT, base and fine-tuned answers, OD boxes for one composite."""
+    def read_request(self, composite: Any, truth: str | None) -> tuple[Image.Image, Any]:
+        """The composite and the typed truth of an inspect request (``gr.Error`` if bad)."""
         try:
             image = normalise_composite(self._read(composite, "composite", MIN_COMPOSITE))
             known = parse_truth(truth)
-        except UploadError as err:
-            raise _upload_error(err) from None
-        return self.inspect_image(image, known, progress).as_tuple()
+        except (UploadError, ReadError) as err:
+            raise _error(err) from None
+        return image, known
 
     def inspect_image(
         self,
         image: Image.Image,
         truth: Sequence[Finding] | None,
         progress: Callable[..., Any] = lambda *a, **k: None,
-    ) -> InspectOutputs:
+        adapter: str | None = "",
+    ) -> Inspection:
+        """Run every panel on ``image`` and keep the inspection (refused: no connector).
+
+        ``adapter`` names the adapter beside the base (``""``: the default one).
+
+        Raises:
+            UnknownAdapter: ``adapter`` is no adapter of this Space.
+        """
+        name = self.adapter_choice(adapter)
+        case = self.cases.find(image)
+        source = case.source if case is not None else "upload"
+        if truth is None and case is not None:
+            truth = case.truth
+        truth = None if truth is None else tuple(truth)
         try:  # every model reads the registered frame: no connector, no answer from anyone
             register_composite(image)
         except NoConnectorError as err:
-            return InspectOutputs.refused(str(err))
+            return Inspection(image, truth, source, refused=str(err), adapter=name)
         reference, test = split_composite(image)
         progress(0.05, desc="SOARTC heatmap")
-        view = run_soartc(reference, test)
+        soartc = run_soartc(reference, test)
         progress(0.2, desc="ViT verdict")
-        vit_label, vit_attention, vit_note = self._vit(test)
+        vit = self._vit(test)
         progress(0.35, desc="base model answering")
-        base = self._answer(tuned=False, image=image)
-        progress(0.6, desc="fine-tuned model answering")
-        tuned = self._answer(tuned=True, image=image)
-        progress(0.85, desc="Florence-2 boxes")
-        od_image, od_note = self._od(image, truth)
-        progress(1.0, desc="done")
-        base_answer = base if isinstance(base, Answer) else None
-        tuned_answer = tuned if isinstance(tuned, Answer) else None
-        return InspectOutputs(
-            heatmap=view.overlay,
-            score=round(view.score, 3),
-            top=view.top_rows(),
-            vit_label=vit_label,
-            vit_attention=vit_attention,
-            vit_note=vit_note,
-            base_answer=base_answer.text if base_answer else str(base),
-            tuned_answer=tuned_answer.text if tuned_answer else str(tuned),
-            base_marked=mark_findings(image, base_answer.findings, truth) if base_answer else None,
-            tuned_marked=(
-                mark_findings(image, tuned_answer.findings, truth) if tuned_answer else None
-            ),
-            comparison=comparison_markdown(base_answer, tuned_answer, truth),
-            od_image=od_image,
-            od_note=od_note,
+        base = self._answer(image, None)
+        progress(0.6, desc=f"adapter {name} answering" if name else "no adapter")
+        tuned = (
+            self._answer(image, name)
+            if name
+            else ModelAnswer("unavailable", note="no adapter configured (set QEU_ADAPTERS)")
         )
+        progress(0.85, desc="Florence-2 boxes")
+        od = self._od(image, truth)
+        progress(1.0, desc="done")
+        for who, answer in (("base", base), (name or "fine-tuned", tuned)):
+            self.answers[who, answer.status] += 1
+        record = self.inspections.add(
+            InspectionRecord.new(
+                image, truth=truth, source=source, base=base, tuned=tuned, adapter=name
+            )
+        )
+        return Inspection(image, truth, source, None, record, soartc, vit, od, name)
 
-    def _vit(self, test: Image.Image) -> tuple[dict[str, float] | None, Image.Image | None, str]:
+    def _adapter(self, requested: str | None) -> str | None:
+        try:
+            return self.adapter_choice(requested)
+        except UnknownAdapter as err:
+            raise _error(err) from None
+
+    def api_inspect(
+        self, composite: FileData, truth: str = "", adapter: str = ""
+    ) -> tuple[str, dict, Any]:
+        """Inspect one composite (reference on top, test below): SOARTC, ViT, both answers, OD.
+
+        ``adapter`` names the adapter that gives the fine-tuned answer (``QEU_ADAPTERS``; ``""``
+        is the default one); an unknown name is refused with the list of known ones.
+
+        Returns the inspection id (``""`` when refused: no connector found), the report (JSON:
+        ``soartc``, ``vit``, ``base``, ``fine_tuned``, ``adapter``, ``od``, ``truth``,
+        ``source``, ``refused``) and the SOARTC heatmap (JPEG, ``None`` when refused). Send
+        feedback on it with ``/feedback`` and the id.
+        """
+        name = self._adapter(adapter)
+        image, known = self.read_request(composite, truth)
+        done = self.inspect_image(image, known, adapter=name or "")
+        heatmap = self.outputs.image(done.soartc.overlay, "heatmap") if done.soartc else None
+        return done.id, done.report(), heatmap
+
+    def ui_inspect(
+        self,
+        composite: Any,
+        truth: str | None,
+        adapter: str | None = "",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        """The browser's Inspect button: every panel and the feedback panel, one record."""
+        name = self._adapter(adapter)
+        image, known = self.read_request(composite, truth)
+        done = self.inspect_image(image, known, progress, adapter=name or "")
+        return Panels.of(done, self.corrected_start).values()
+
+    def ui_clear(self) -> tuple:
+        """A new composite was chosen: no panel may keep showing the last inspection."""
+        return Panels.empty().values()
+
+    def _vit(self, test: Image.Image) -> VitView:
         slot = self.models.vit
         if not slot.available:
-            return None, None, slot.status()
+            return VitView(None, None, slot.status())
         try:
             verdict = model_fns.classify_with_vit(test)
         except Exception as err:  # noqa: BLE001 - one panel fails, the others still show
             logger.exception("ViT failed")
-            return None, None, f"ViT error: {err}"
+            return VitView(None, None, f"ViT error: {_short_error(err)}")
         attention = attention_overlay(test, verdict.attention)
         p = verdict.probabilities[verdict.label]
-        return verdict.probabilities, attention, f"ViT verdict: **{verdict.label}** ({p:.0%})"
+        return VitView(
+            verdict.probabilities, attention, f"ViT verdict: **{verdict.label}** ({p:.0%})"
+        )
 
-    def _answer(self, *, tuned: bool, image: Image.Image) -> Answer | str:
+    def _unavailable(self, adapter: str | None) -> ModelAnswer | None:
+        """Why the base (``adapter=None``) or the named adapter cannot answer, or ``None``."""
         slot = self.models.vlm
         if not slot.available:
-            return slot.reason or "no chat VLM configured (set QEU_BASE_MODEL)"
-        if tuned and not slot.has_adapter:
-            return slot.adapter_reason or "no adapter configured (set QEU_ADAPTER)"
+            return ModelAnswer(
+                "unavailable", note=slot.reason or "no chat VLM configured (set QEU_BASE_MODEL)"
+            )
+        if adapter is None:
+            return None
+        named = slot.named(adapter)
+        if named is None or not named.in_use or not slot.has_adapter:
+            why = named.reason if named is not None and named.reason else "it is not loaded"
+            return ModelAnswer("unavailable", note=why or f"adapter {adapter} is not loaded")
+        return None
+
+    def _answer(self, image: Image.Image, adapter: str | None) -> ModelAnswer:
+        """The base's answer (``adapter=None``) or the named adapter's, as a panel's record."""
+        who = "base" if adapter is None else "fine-tuned"
+        missing = self._unavailable(adapter)
+        if missing is not None:
+            return missing
         try:
-            return model_fns.answer_with_vlm(
-                image, tuned=tuned, max_new_tokens=self.settings.max_new_tokens
+            answer = model_fns.answer_with_vlm(
+                image, adapter=adapter, max_new_tokens=self.settings.max_new_tokens
             )
         except Exception as err:  # noqa: BLE001
             logger.exception("chat VLM failed")
-            return f"model error: {str(err).strip().splitlines()[0] if str(err).strip() else err}"
+            return ModelAnswer("error", note=f"model error: {_short_error(err)}")
+        findings = canonical_findings(answer.text) or ()
+        return ModelAnswer.from_text(answer.text, tuple(findings), who)
 
-    def _od(
-        self, image: Image.Image, truth: Sequence[Finding] | None
-    ) -> tuple[Image.Image | None, str]:
+    def _answers_for(self, images: Sequence[Image.Image], adapter: str | None) -> list:
+        """Answers for the "where they differ" view (a model error raises: nothing is kept)."""
+        who = "base" if adapter is None else "fine-tuned"
+        answers = model_fns.answers_with_vlm(
+            images, adapter=adapter, max_new_tokens=self.settings.max_new_tokens
+        )
+        return [
+            ModelAnswer.from_text(a.text, tuple(canonical_findings(a.text) or ()), who)
+            for a in answers
+        ]
+
+    # ----------------------------------------------------------------- where they differ
+
+    def difference_view(
+        self, adapter: str | None, progress: Callable[..., Any] = lambda f, d: None
+    ) -> DifferenceView | str:
+        """The samples the adapter and the base disagree on, or why there is nothing to show."""
+        name = self.adapter_choice(adapter)
+        if name is None:
+            return "No adapter configured (set `QEU_ADAPTERS`): only the base answers."
+        for who in (None, name):
+            missing = self._unavailable(who)
+            if missing is not None:
+                return f"Nothing to compare: {missing.note}"
+        return self.differences.view(name, progress)
+
+    def ui_differences(
+        self,
+        adapter: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple[list, str, list[int]]:
+        """The browser's "where they differ" button: gallery, table, and the samples listed."""
+        try:
+            view = self.difference_view(adapter, lambda f, d: progress(f, desc=d))
+        except UnknownAdapter as err:
+            raise _error(err) from None
+        except Exception as err:  # noqa: BLE001 - a model error is a line, nothing is kept
+            logger.exception("where they differ failed")
+            return [], f"model error: {_short_error(err)}", []
+        if isinstance(view, str):
+            return [], view, []
+        return view.gallery(), view.markdown(), [d.index for d in view.differences]
+
+    def pick_difference(
+        self, shown: list[int] | None, adapter: str | None, evt: gr.SelectData
+    ) -> tuple[Image.Image, str, str, str | None, Any]:
+        """A listed sample becomes the composite to inspect, with its truth and the adapter, and
+        the Inspect tab is shown."""
+        index = evt.index if isinstance(evt.index, int) else int(evt.index[0])
+        if not shown or not 0 <= index < len(shown):
+            raise gr.Error("no such sample in the list: press the button again")
+        case = self.samples[shown[index]]
+        name = self._adapter(adapter)
+        return case.composite, case.truth_text, case.source, name, gr.Tabs(selected="inspect")
+
+    def _od(self, image: Image.Image, truth: Sequence[Finding] | None) -> OdView:
         """Florence-2's boxes with their category, drawn where the product really is; with an
         adapter, the base's boxes (left) beside the adapter's (right)."""
         from qeu_space.modeling.families import florence2
 
         slot = self.models.od
         if not slot.available:
-            return None, slot.status() if slot.name else "no Florence-2 OD model configured"
+            return OdView(None, slot.status() if slot.name else "no Florence-2 OD model configured")
         variants = [("base", False), ("fine-tuned", True)] if slot.has_adapter else [("", True)]
         panels, notes = [], []
+        answer = None
         for name, tuned in variants:
             try:
                 answer = model_fns.detect_with_florence(
                     image, max_new_tokens=self.settings.max_new_tokens, tuned=tuned
                 )
-                boxes = florence2.boxes_in_image(answer.text, image)
+                boxes = florence2.boxes_in_image(answer.text, image) if answer.text.strip() else []
             except Exception as err:  # noqa: BLE001
                 logger.exception("Florence-2 failed")
-                return None, f"Florence-2 error: {err}"
+                return OdView(None, f"Florence-2 error: {_short_error(err)}")
             note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: "
             note += format_answer(answer.findings)
             if truth is not None:
                 note += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
             notes.append(f"**{name}** {note}" if name else note)
             panels.append(draw_labelled_boxes(image, boxes))
+        assert answer is not None  # the adapter's answer when there is one
         if len(panels) == 1:
-            return panels[0], notes[0]
-        return _side_by_side(panels, [name for name, _ in variants]), "\n\n".join(notes)
+            return OdView(panels[0], notes[0], answer.text, answer.findings)
+        shown = _side_by_side(panels, [name for name, _ in variants])
+        return OdView(shown, "\n\n".join(notes), answer.text, answer.findings)
 
     # ----------------------------------------------------------------- feedback
 
-    def prefill_feedback(
-        self, composite: Any, tuned_answer: str, base_answer: str
-    ) -> tuple[str, Image.Image | None]:
-        """After an inspection: the corrected answer starts as the fine-tuned (else base) answer."""
-        answer = tuned_answer if parse_answer(tuned_answer or "").understood else base_answer
-        findings = parse_answer(answer or "").findings
-        text = format_answer(findings) if parse_answer(answer or "").understood else ""
-        return text, self._feedback_image(composite, findings)
-
-    def _feedback_image(self, composite: Any, findings: Sequence[Finding]) -> Image.Image | None:
+    def record(self, inspection_id: str | None) -> InspectionRecord:
         try:
-            image = normalise_composite(self._read(composite, "composite", MIN_COMPOSITE))
-        except UploadError:
-            return None
-        return mark_findings(image, findings)
+            return self.inspections.get(inspection_id or "")
+        except UnknownInspection as err:
+            raise _error(err) from None
+
+    def corrected_start(self, record: InspectionRecord) -> tuple[str, Image.Image]:
+        """The feedback panel after an inspection: the fine-tuned (else base) canonical answer
+        as the corrected answer, drawn on the inspected composite."""
+        for answer in (record.tuned, record.base):
+            if answer.status == "ok":
+                return answer.canonical, mark_findings(record.image, answer.findings)
+        return "", mark_findings(record.image, ())
 
     def toggle_pin(
-        self, corrected: str, kind: str, direction: str, composite: Any, evt: gr.SelectData
-    ) -> tuple[str, Image.Image | None]:
+        self,
+        corrected: str,
+        kind: str,
+        direction: str,
+        inspection_id: str | None,
+        evt: gr.SelectData,
+    ) -> tuple[str, Image.Image]:
         """A click on the grid adds (or removes) a finding at that pin of the test product."""
+        record = self.record(inspection_id)
         x, y = (v / DISPLAY_SCALE for v in evt.index)
         position = CompositeLayout(COMPOSITE_SIZE).position_at(x, y)
         if position is None:
             raise gr.Error("click on a pin of the lower (test) connector", print_exception=False)
-        text = toggle_finding(corrected or "", str(position), kind, direction)
-        return text, self._feedback_image(composite, parse_answer(text).findings)
+        try:
+            current = read_findings(corrected, what="corrected answer") if corrected else ()
+        except ReadError as err:
+            raise _error(err) from None
+        text = toggle_finding(format_answer(current), str(position), kind, direction)
+        return text, mark_findings(record.image, read_findings(text))
 
     def send_feedback(
         self,
-        composite: Any,
-        base_answer: str,
-        tuned_answer: str,
+        inspection_id: str | None,
+        rated: str,
+        judgement: str,
+        corrected: str = "",
+        comment: str = "",
+    ) -> str:
+        """Store a judgement of one answer of a kept inspection; returns the status line."""
+        if judgement not in JUDGEMENTS:
+            raise gr.Error(
+                f"say whether the rated answer is {' or '.join(JUDGEMENTS)}", print_exception=False
+            )
+        if rated not in RATED:
+            raise gr.Error(f"rate one of the answers: {', '.join(RATED)}", print_exception=False)
+        record = self.record(inspection_id)
+        answer = record.tuned if rated == "fine-tuned" else record.base
+        if not answer.answered:
+            raise gr.Error(
+                f"the {rated} model gave no answer in this inspection ({answer.note}): there is "
+                "nothing of it to judge; rate the other answer",
+                print_exception=False,
+            )
+        correct = judgement == "correct"
+        if correct and answer.status != "ok":
+            raise gr.Error(
+                f"the {rated} answer is unreadable, so it cannot be correct: mark it wrong and "
+                "give the corrected answer",
+                print_exception=False,
+            )
+        try:
+            fixed = ""
+            if not correct:
+                if not (corrected or "").strip():
+                    raise ReadError(
+                        "a wrong answer needs the corrected answer (type it or click the pins)"
+                    )
+                fixed = format_answer(
+                    read_findings(corrected, what="corrected answer", require_direction=True)
+                )
+            named = self.models.vlm.named(record.adapter) if record.adapter else None
+            in_use = named is not None and named.in_use and self.models.vlm.has_adapter
+            entry = FeedbackEntry(
+                image=record.image,
+                base_answer=record.base.text,
+                tuned_answer=record.tuned.text,
+                rated=rated,
+                correct=correct,
+                corrected_answer=fixed,
+                comment=(comment or "").strip(),
+                truth=record.truth_text,
+                source=record.source,
+                base_model=display_name(self.settings.base_model),
+                adapter=display_name(named.source) if in_use else "",
+                inspection_id=record.id,
+                adapter_name=record.adapter if in_use else "",
+            )
+        except ValueError as err:
+            raise _error(err) from None
+        stored = self.store.add(entry)
+        return (
+            f"Thank you: feedback #{stored.id} on inspection `{record.id[:8]}…` stored "
+            f"({self.store.count()} in all)."
+        )
+
+    def api_feedback(
+        self,
+        inspection_id: str,
+        rated: str,
+        judgement: str,
+        corrected_answer: str = "",
+        comment: str = "",
+    ) -> str:
+        """Judge one answer of an inspection: ``rated`` is ``fine-tuned`` or ``base``,
+        ``judgement`` ``correct`` or ``wrong`` (then ``corrected_answer`` is the right answer,
+        e.g. ``C7 missing pin``). The image, both answers and the truth stored are the ones the
+        server kept for ``inspection_id``. Returns the status line."""
+        return self.send_feedback(inspection_id, rated, judgement, corrected_answer, comment)
+
+    def ui_feedback(
+        self,
+        inspection_id: str | None,
         rated: str,
         judgement: str,
         corrected: str,
         comment: str,
-        truth: str | None = None,
-        source: str | None = None,
     ) -> tuple[str, str]:
-        """``/feedback``: store the judgement with the image and both answers."""
-        if judgement not in JUDGEMENTS:
-            raise gr.Error(f"say whether the answer is {' or '.join(JUDGEMENTS)}")
-        if rated not in RATED:
-            raise gr.Error(f"rate one of the answers: {', '.join(RATED)}")
-        try:
-            image = normalise_composite(self._read(composite, "composite", MIN_COMPOSITE))
-            entry = FeedbackEntry(
-                image=image,
-                base_answer=base_answer or "",
-                tuned_answer=tuned_answer or "",
-                rated=rated,
-                correct=judgement == "correct",
-                corrected_answer=corrected or "",
-                comment=(comment or "").strip(),
-                truth=(truth or "").strip() or None,
-                source=(source or "").strip() or "api",
-                base_model=self.settings.base_model or "",
-                adapter=self.settings.adapter or "",
-            )
-        except (UploadError, ValueError) as err:
-            raise _upload_error(err) from None
-        stored = self.store.add(entry)
-        return (
-            f"Thank you: feedback #{stored.id} stored ({self.store.count()} in all).",
-            self.recent_feedback_html(),
-        )
+        """The browser's Send feedback: the status line and the refreshed log."""
+        status = self.send_feedback(inspection_id, rated, judgement, corrected, comment)
+        return status, self.recent_feedback_html()
 
     def recent_feedback_html(self) -> str:
         return feedback_table(self.store.recent(RECENT), self.store.count())

@@ -1,9 +1,18 @@
-"""The Blocks of the Space: Inspect (with feedback), the feedback log, the models panel.
+"""The Blocks of the Space: Inspect (with feedback), where an adapter and the base differ, the
+feedback log, the models panel.
 
-Named API endpoints (``gradio_client``): ``/inspect`` (composite, truth), ``/soartc`` (reference
-image, test image -> heatmap, score, top positions), ``/feedback``, and ``/generate`` (a new
-sample with chosen defects). Model calls share one queue slot group (``concurrency_limit``) and
-the queue holds at most ``queue_size`` waiting requests; feedback bypasses the queue.
+Named API endpoints (``gradio_client``): ``/inspect`` (composite, truth, adapter -> inspection
+id, report, heatmap), ``/soartc`` (reference, test -> heatmap, result), ``/feedback``
+(inspection id, rated, judgement, corrected answer, comment -> status), ``/generate`` and
+``/compose`` (a composite to inspect). The first three are typed ``gr.api`` endpoints that return
+JSON and one JPEG; the browser's buttons run private events that fill its panels from the same
+records.
+
+Each kind of request has a lane of its own in the queue (:mod:`qeu_space.ui.queues`): model calls
+(``QEU_MODEL_CONCURRENCY`` running, ``QEU_QUEUE_SIZE`` waiting), ``/soartc`` and the samples
+(2 running, ``QEU_LIGHT_QUEUE_SIZE`` waiting each) and feedback (no running limit, 256 waiting):
+a full model queue refuses model calls only. Gradio's temporary files are deleted after
+``QEU_CACHE_MINUTES`` (``delete_cache``).
 
 Example:
     >>> demo = build_demo(AppSettings.from_env(), source)
@@ -20,12 +29,13 @@ import gradio as gr
 
 from qeu_space.feedback import RATED, FeedbackStore, HubMirror
 from qeu_space.modeling.devices import detect_device
-from qeu_space.ui.adapter_panel import adapter_markdown, models_markdown
-from qeu_space.ui.cases import CaseSource
+from qeu_space.ui.adapter_panel import adapters_markdown, device_markdown, models_markdown
+from qeu_space.ui.cases import CAPTION_LEGEND, CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
-from qeu_space.ui.models import Models, load_models
+from qeu_space.ui.models import Models, load_models, use_models
+from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, VIT_LEGEND, Panels
+from qeu_space.ui.queues import Lane, install_lanes
 from qeu_space.ui.settings import AppSettings
-from qeu_space.ui.soartc_view import HEAT_LEGEND
 from qeu_space.views.image_io import configure_pil
 
 logger = logging.getLogger(__name__)
@@ -34,13 +44,28 @@ TITLE = "QEU Inspection Space"
 INTRO = (
     "Connector terminals (rows **U, C, D** by columns **1-9**): the upper product is a good "
     "reference, the lower one is inspected. Pick a sample, generate one with chosen defects, or "
-    "upload a composite or a reference/test pair; then **Inspect**."
+    "upload a composite or a reference/test pair; pick the adapter that answers beside the base; "
+    "then **Inspect**."
+)
+DIFF_INTRO = (
+    "Generated test samples (held-out pin positions, every defect kind of `QEU_GALLERY_KINDS`) "
+    "answered by the base and by the chosen adapter: the list shows only those on which the two "
+    "disagree, with the truth, so you see at once what the adapter changed. Answers are computed "
+    "the first time an adapter is asked for, then kept."
 )
 CSS = """
-.qeu-feedback { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+.qeu-feedback { width: 100%; border-collapse: collapse; font-size: 0.9em; table-layout: fixed; }
 .qeu-feedback th, .qeu-feedback td { border-bottom: 1px solid #8884; padding: 4px 6px;
-  text-align: left; vertical-align: top; }
+  text-align: left; vertical-align: top; overflow-wrap: anywhere; word-break: break-word; }
+#feedback-log { max-width: 100%; overflow-x: hidden; }
+#base-answer details pre, #tuned-answer details pre { white-space: pre-wrap;
+  overflow-wrap: anywhere; max-height: 12em; overflow-y: auto; }
+@media (max-width: 640px) {
+  #sample-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+}
 """
+FEEDBACK_WAITING = 256
+LIGHT_RUNNING = 2
 
 
 def open_feedback_store(settings: AppSettings) -> FeedbackStore:
@@ -60,6 +85,35 @@ def open_feedback_store(settings: AppSettings) -> FeedbackStore:
     return FeedbackStore(settings.feedback_db, mirror=mirror)
 
 
+def lanes(settings: AppSettings) -> dict[str, Lane]:
+    """The queue's lanes (see the module docstring and the README's API section)."""
+    light = "Model calls do not hold this queue up."
+    return {
+        "models": Lane(
+            "models",
+            settings.model_concurrency,
+            settings.queue_size,
+            "model calls (/inspect)",
+            "/soartc, /generate, /compose and /feedback have queues of their own and still answer.",
+        ),
+        "soartc": Lane("soartc", LIGHT_RUNNING, settings.light_queue_size, "/soartc", light),
+        "samples": Lane(
+            "samples", LIGHT_RUNNING, settings.light_queue_size, "/generate and /compose", light
+        ),
+        "feedback": Lane("feedback", None, FEEDBACK_WAITING, "feedback", light),
+    }
+
+
+def models_panel(app: InspectionApp) -> str:
+    """The Models tab's status part: each model, and what its answers were this session."""
+    counts = app.answers
+    lines = [models_markdown(app.models), "", "**Answers since start**", ""]
+    for who in ("base", *(app.adapter_names or ("fine-tuned",))):
+        parts = [f"{counts[who, s]} {s}" for s in ("ok", "unreadable", "empty", "error")]
+        lines.append(f"- {who}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def build_demo(
     settings: AppSettings,
     source: CaseSource,
@@ -71,32 +125,45 @@ def build_demo(
     configure_pil(settings.max_pixels)
     if models is None:
         models = load_models(settings, detect_device())
+    else:
+        use_models(models)  # the model functions run what the page shows
+    samples = source.gallery(
+        max(settings.gallery_size, settings.diff_samples),
+        settings.gallery_seed,
+        kinds=settings.gallery_kinds,
+    )
     app = InspectionApp(
         settings=settings,
         models=models,
         source=source,
         store=store or open_feedback_store(settings),
-        gallery=source.gallery(settings.gallery_size, settings.gallery_seed),
+        gallery=samples[: settings.gallery_size],
+        samples=samples[: settings.diff_samples],
     )
+    names = list(app.adapter_names)
     push = (
         f"pushed to `{settings.feedback_repo}`"
         if app.store.mirror is not None
         else "stored locally"
     )
-    model_limit = {"concurrency_limit": settings.model_concurrency, "concurrency_id": "models"}
+    lane = lanes(settings)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title=TITLE, analytics_enabled=False, delete_cache=settings.delete_cache
+    ) as demo:
+        demo.temp_file_sets.append(app.outputs.paths)
+        inspection = gr.State(None)
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        gr.Markdown(models_markdown(models), elem_id="device-line")
-        with gr.Tabs():
+        gr.Markdown(device_markdown(models), elem_id="device-line")
+        with gr.Tabs() as tabs:
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
-                    with gr.Column(scale=4):
+                    with gr.Column(scale=4, min_width=300):
                         with gr.Tabs():
                             with gr.Tab("Samples"):
                                 gallery = gr.Gallery(
                                     value=app.gallery_items(),
-                                    label="Generated samples (caption = ground truth)",
+                                    label=f"Generated samples ({CAPTION_LEGEND})",
                                     columns=4,
                                     height=260,
                                     allow_preview=False,
@@ -116,16 +183,18 @@ def build_demo(
                                         label="Pins",
                                     )
                                 defects = gr.Textbox(
-                                    label="Defects",
+                                    label="Defects (bent pin with its direction, missing pin, "
+                                    "short pin)",
                                     value="U3 bent pin (left); C7 missing pin",
-                                    placeholder="e.g. U3 bent pin (left); C7 missing pin "
-                                    "(empty = a good product)",
+                                    placeholder="e.g. U3 bent pin (left); C7 missing pin; "
+                                    "C4 short pin (empty = a good product)",
+                                    elem_id="defects",
                                 )
                                 with gr.Row():
                                     labels = gr.Checkbox(value=True, label="Grid labels")
                                     nuisances = gr.Checkbox(value=True, label="Nuisances")
                                     seed = gr.Number(value=0, precision=0, label="Seed")
-                                generate_btn = gr.Button("Generate sample")
+                                generate_btn = gr.Button("Generate sample", elem_id="generate")
                             with gr.Tab("Upload pair"):
                                 with gr.Row():
                                     reference_up = gr.Image(
@@ -143,12 +212,10 @@ def build_demo(
                                 with gr.Row():
                                     compose_btn = gr.Button("Compose for inspection")
                                     soartc_btn = gr.Button("SOARTC only")
-                                pair_heat = gr.Image(label="SOARTC heatmap", height=180)
-                                with gr.Row():
-                                    pair_score = gr.Number(label="Image score")
-                                    pair_top = gr.Dataframe(
-                                        headers=["position", "score"], label="Top positions"
-                                    )
+                                pair_heat = gr.Image(
+                                    label="SOARTC heatmap", height=200, format="jpeg"
+                                )
+                                pair_soartc = gr.Markdown(NOT_INSPECTED)
                         composite = gr.Image(
                             type="filepath",
                             format="png",
@@ -160,51 +227,66 @@ def build_demo(
                         truth = gr.Textbox(
                             label="Ground truth (when known)",
                             elem_id="truth",
-                            placeholder="empty for an upload",
+                            placeholder="empty for an upload; e.g. 'C7 missing pin'",
                         )
-                        source_box = gr.Textbox(label="Source", visible=False)
+                        source_box = gr.Textbox(
+                            label="Case", interactive=False, max_lines=1, elem_id="case"
+                        )
+                        adapter_pick = gr.Dropdown(
+                            names,
+                            value=names[0] if names else None,
+                            label="Adapter beside the base (QEU_ADAPTERS)",
+                            visible=bool(names),
+                            elem_id="adapter-pick",
+                        )
                         inspect_btn = gr.Button("Inspect", variant="primary", elem_id="inspect")
-                    with gr.Column(scale=6):
+                    with gr.Column(scale=6, min_width=300):
                         with gr.Row():
                             heatmap = gr.Image(
-                                label=f"SOARTC heatmap, test product ({HEAT_LEGEND})",
-                                height=220,
+                                label="SOARTC heatmap over the test product (colour bar: "
+                                "robust SD, pass/fail mark)",
+                                height=240,
+                                format="jpeg",
+                                elem_id="heatmap",
+                            )
+                            soartc_md = gr.Markdown(NOT_INSPECTED, elem_id="soartc")
+                        with gr.Row():
+                            vit_attention = gr.Image(
+                                label="ViT attention", height=200, format="jpeg"
                             )
                             with gr.Column():
-                                score = gr.Number(label="SOARTC image score")
-                                top = gr.Dataframe(
-                                    headers=["position", "score"], label="Top positions"
-                                )
-                        with gr.Row():
-                            vit_attention = gr.Image(label="ViT attention", height=200)
-                            with gr.Column():
                                 vit_label = gr.Label(label="ViT verdict", num_top_classes=3)
-                                vit_note = gr.Markdown(label="ViT note")
+                                vit_note = gr.Markdown(elem_id="vit-note")
+                                gr.Markdown(VIT_LEGEND, elem_id="vit-legend")
                         with gr.Row():
-                            with gr.Column():
-                                base_answer = gr.Textbox(
-                                    label="Base model answer", lines=2, elem_id="base-answer"
+                            with gr.Column(min_width=240):
+                                gr.Markdown("**Base model answer**")
+                                base_answer = gr.Markdown(elem_id="base-answer")
+                                base_marked = gr.Image(
+                                    label="Base findings", height=300, format="jpeg"
                                 )
-                                base_marked = gr.Image(label="Base findings", height=300)
-                            with gr.Column():
-                                tuned_answer = gr.Textbox(
-                                    label="Fine-tuned answer", lines=2, elem_id="tuned-answer"
+                            with gr.Column(min_width=240):
+                                tuned_title_md = gr.Markdown(TUNED_TITLE, elem_id="tuned-title")
+                                tuned_answer = gr.Markdown(elem_id="tuned-answer")
+                                tuned_marked = gr.Image(
+                                    label="Fine-tuned findings", height=300, format="jpeg"
                                 )
-                                tuned_marked = gr.Image(label="Fine-tuned findings", height=300)
-                        comparison = gr.Markdown(label="Comparison", elem_id="comparison")
+                        comparison = gr.Markdown(elem_id="comparison")
                         with gr.Accordion("Florence-2 boxes", open=models.od.available):
-                            od_image = gr.Image(label="<OD> boxes", height=300)
-                            od_note = gr.Markdown(label="OD note")
+                            od_image = gr.Image(label="<OD> boxes", height=300, format="jpeg")
+                            od_note = gr.Markdown()
                 with gr.Accordion("Feedback on this prediction", open=True):
+                    judging = gr.Markdown(NOTHING_TO_JUDGE, elem_id="judging")
                     with gr.Row():
                         feedback_image = gr.Image(
                             label="Corrected findings: click a pin of the lower connector to "
                             "add or remove it",
                             interactive=False,
                             height=360,
+                            format="jpeg",
                             elem_id="feedback-grid",
                         )
-                        with gr.Column():
+                        with gr.Column(min_width=280):
                             with gr.Row():
                                 rated = gr.Radio(list(RATED), value=RATED[0], label="Answer rated")
                                 judgement = gr.Radio(
@@ -221,36 +303,75 @@ def build_demo(
                             )
                             comment = gr.Textbox(label="Comment", lines=2, elem_id="comment")
                             send_btn = gr.Button("Send feedback", elem_id="send-feedback")
-                            feedback_status = gr.Markdown(
-                                label="Feedback status", elem_id="feedback-status"
-                            )
+                            feedback_status = gr.Markdown(elem_id="feedback-status")
             with gr.Tab("Feedback log", id="log"):
                 gr.Markdown(
                     f"Feedback is {push}; `python -m dataset_tools from-feedback` turns it "
                     "into a Q/A split."
                 )
-                recent = gr.HTML(
-                    app.recent_feedback_html(), label="Recent feedback", elem_id="feedback-log"
-                )
+                recent = gr.HTML(label="Recent feedback", elem_id="feedback-log")
                 refresh_btn = gr.Button("Refresh")
-            with gr.Tab("Models & adapter", id="models"):
-                gr.Markdown(models_markdown(models))
-                gr.Markdown(adapter_markdown(settings.adapter), elem_id="adapter-panel")
+            with gr.Tab("Models & adapters", id="models"):
+                models_md = gr.Markdown(elem_id="models-panel")
+                gr.Markdown(adapters_markdown(models.vlm), elem_id="adapter-panel")
+            with gr.Tab("Where they differ", id="differ"):
+                gr.Markdown(DIFF_INTRO)
+                with gr.Row():
+                    differ_pick = gr.Dropdown(
+                        names,
+                        value=names[0] if names else None,
+                        label="Adapter",
+                        elem_id="differ-pick",
+                    )
+                    differ_btn = gr.Button(
+                        f"Compare with the base on {len(app.samples)} samples",
+                        variant="primary",
+                        elem_id="differ-run",
+                    )
+                differ_gallery = gr.Gallery(
+                    label="Samples on which they disagree (caption: truth · base ✓/✗ · "
+                    "adapter ✓/✗); pick one to inspect it",
+                    columns=6,
+                    height=240,
+                    allow_preview=False,
+                    format="png",
+                    elem_id="differ-gallery",
+                )
+                differ_md = gr.Markdown(elem_id="differ-table")
+                differ_shown = gr.State([])
 
+        panels = {
+            "heatmap": heatmap,
+            "soartc": soartc_md,
+            "vit_label": vit_label,
+            "vit_attention": vit_attention,
+            "vit_note": vit_note,
+            "base_answer": base_answer,
+            "tuned_title": tuned_title_md,
+            "tuned_answer": tuned_answer,
+            "base_marked": base_marked,
+            "tuned_marked": tuned_marked,
+            "comparison": comparison,
+            "od_image": od_image,
+            "od_note": od_note,
+            "inspection_id": inspection,
+            "judging": judging,
+            "corrected": corrected,
+            "feedback_image": feedback_image,
+            "feedback_status": feedback_status,
+        }
+        panel_outputs = [panels[name] for name in Panels.names()]
+        private = {"api_visibility": "private"}
+
+        # Browser events: choosing a case, inspecting, judging.
         case_outputs = [composite, truth, source_box]
-        gallery.select(app.pick_sample, outputs=case_outputs, api_visibility="private")
+        gallery.select(app.pick_sample, outputs=case_outputs, queue=False, **private)
         generate_btn.click(
             app.generate_sample,
             inputs=[housing, pins, defects, labels, nuisances, seed],
             outputs=case_outputs,
             api_name="generate",
-            concurrency_limit=2,
-        )
-        composite.upload(
-            lambda: ("", "upload"),
-            outputs=[truth, source_box],
-            queue=False,
-            api_visibility="private",
+            **lane["samples"].wiring(),
         )
         compose_btn.click(
             app.compose_pair,
@@ -258,75 +379,84 @@ def build_demo(
             outputs=case_outputs,
             preprocess=False,
             api_name="compose",
-            concurrency_limit=2,
+            **lane["samples"].wiring(),
+        )
+        composite.upload(
+            lambda: ("", "upload"), outputs=[truth, source_box], queue=False, **private
+        )
+        inspecting = inspect_btn.click(
+            app.ui_inspect,
+            inputs=[composite, truth, adapter_pick],
+            outputs=panel_outputs,
+            preprocess=False,
+            **lane["models"].wiring(),
+            **private,
+        )
+        # A new composite (picked, generated, composed, uploaded, cleared) empties every panel
+        # and the feedback panel, and a running inspection of the old one is dropped.
+        composite.change(
+            app.ui_clear, outputs=panel_outputs, cancels=[inspecting], queue=False, **private
+        )
+        # Another adapter: the panels showed the last one's answer, so they are emptied too.
+        adapter_pick.input(
+            app.ui_clear, outputs=panel_outputs, cancels=[inspecting], queue=False, **private
+        )
+        differ_btn.click(
+            app.ui_differences,
+            inputs=[differ_pick],
+            outputs=[differ_gallery, differ_md, differ_shown],
+            **lane["models"].wiring(),
+            **private,
+        )
+        differ_pick.input(
+            lambda: ([], "", []),
+            outputs=[differ_gallery, differ_md, differ_shown],
+            queue=False,
+            **private,
+        )
+        differ_gallery.select(
+            app.pick_difference,
+            inputs=[differ_shown, differ_pick],
+            outputs=[composite, truth, source_box, adapter_pick, tabs],
+            queue=False,
+            **private,
         )
         soartc_btn.click(
-            app.soartc,
+            app.ui_soartc,
             inputs=[reference_up, test_up],
-            outputs=[pair_heat, pair_score, pair_top],
+            outputs=[pair_heat, pair_soartc],
             preprocess=False,
-            api_name="soartc",
-            concurrency_limit=2,
-        )
-        inspect_btn.click(
-            app.inspect,
-            inputs=[composite, truth],
-            outputs=[
-                heatmap,
-                score,
-                top,
-                vit_label,
-                vit_attention,
-                vit_note,
-                base_answer,
-                tuned_answer,
-                base_marked,
-                tuned_marked,
-                comparison,
-                od_image,
-                od_note,
-            ],
-            preprocess=False,
-            api_name="inspect",
-            **model_limit,
-        ).success(
-            app.prefill_feedback,
-            inputs=[composite, tuned_answer, base_answer],
-            outputs=[corrected, feedback_image],
-            preprocess=False,
-            api_visibility="private",
+            **lane["soartc"].wiring(),
+            **private,
         )
         feedback_image.select(
             app.toggle_pin,
-            inputs=[corrected, kind, direction, composite],
+            inputs=[corrected, kind, direction, inspection],
             outputs=[corrected, feedback_image],
-            preprocess=False,
             queue=False,
-            api_visibility="private",
+            **private,
         )
         send_btn.click(
-            app.send_feedback,
-            inputs=[
-                composite,
-                base_answer,
-                tuned_answer,
-                rated,
-                judgement,
-                corrected,
-                comment,
-                truth,
-                source_box,
-            ],
+            app.ui_feedback,
+            inputs=[inspection, rated, judgement, corrected, comment],
             outputs=[feedback_status, recent],
-            preprocess=False,
-            api_name="feedback",
-            queue=False,  # the browser posts it directly: never refused by a full model queue
-            concurrency_limit=None,  # through the queue (gradio_client): never waits either
+            **lane["feedback"].wiring(),
+            **private,
         )
-        refresh_btn.click(
-            app.recent_feedback_html, outputs=recent, queue=False, api_visibility="private"
+        refresh_btn.click(app.recent_feedback_html, outputs=recent, queue=False, **private)
+        demo.load(
+            lambda: (app.recent_feedback_html(), models_panel(app)),
+            outputs=[recent, models_md],
+            queue=False,
+            **private,
         )
-    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+
+        # The typed API: JSON and one JPEG per call (README, "API").
+        gr.api(app.api_inspect, api_name="inspect", **lane["models"].wiring())
+        gr.api(app.api_soartc, api_name="soartc", **lane["soartc"].wiring())
+        gr.api(app.api_feedback, api_name="feedback", **lane["feedback"].wiring())
+    install_lanes(demo, list(lane.values()))
+    demo.inspection_app = app  # the handlers' state, for tests and benchmarks
     return demo
 
 

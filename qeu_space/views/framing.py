@@ -202,7 +202,9 @@ def frame(image: Image.Image, framing: str | None, *, source: Source | None = No
     if framing is None:
         return View(regs.warp(image), image.size, None, regs)
     ox, oy = regs.layout.origin("test")
-    to_source = (
-        _translation(ox, oy) @ regs.test.matrix @ _translation(box[0] - ox, box[1] - oy)
-    )  # fmt: skip
-    return View(warp_into(image, to_source, size), image.size, to_source, regs)
+    in_panel = regs.test.matrix @ _translation(box[0] - ox, box[1] - oy)
+    # sampled from the test panel alone: where the moved product left the panel the view shows
+    # fill, as a connector image does, never the labels or the reference beside it
+    panel = image.crop(regs.layout.crop_box("test"))
+    to_source = _translation(ox, oy) @ in_panel
+    return View(warp_into(panel, in_panel, size), image.size, to_source, regs)

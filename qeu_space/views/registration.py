@@ -411,6 +411,7 @@ def register(
     if isinstance(image, Image.Image):
         image = np.asarray(image if image.mode in ("RGB", "L") else image.convert("RGB"))
     arr = np.ascontiguousarray(image)
+    geometry = geometry or ConnectorGeometry(arr.shape[1], arr.shape[0])  # one key per frame
     key = (arr.shape, arr.dtype.str, geometry, hashlib.blake2b(arr.data, digest_size=16).digest())
     with _CACHE_LOCK:
         if key in _CACHE:

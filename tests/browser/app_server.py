@@ -1,9 +1,10 @@
 """Launch the Space (``python app.py``) on tiny random-weight models, for the app tests.
 
 The app runs in its own process exactly as on a Space: the ``QEU_*`` variables point at tiny
-models built here (Idefics3 + a LoRA adapter with a model card, a ViT, a Florence-2), the feedback
-store and Gradio's cache are in a temporary folder, the port is ephemeral on 127.0.0.1, nothing
-reaches the network (``HF_HUB_OFFLINE=1``, analytics off), and the process is stopped after.
+models built here (Idefics3 + two named LoRA adapters with model cards, a ViT, a Florence-2),
+the feedback store and Gradio's cache are in a temporary folder, the port is ephemeral on
+127.0.0.1, nothing reaches the network (``HF_HUB_OFFLINE=1``, analytics off), and the process is
+stopped after.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def make_tiny_vit(out_dir: Path) -> Path:
     return out_dir
 
 
-def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
-    """A LoRA adapter on the tiny Idefics3 (random B, so the fine-tuned answer differs), with a
-    model card reporting one metric (what the adapter panel shows)."""
+def make_tiny_adapter(base: Path, out_dir: Path, *, seed: int = 1, f1: float = 0.625) -> Path:
+    """A LoRA adapter on the tiny Idefics3 (random B, so the fine-tuned answer differs; another
+    ``seed``, another adapter), with a model card reporting one metric, findings F1 ``f1`` (what
+    the adapter panel shows)."""
     import torch
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from peft import LoraConfig, get_peft_model
@@ -67,7 +69,7 @@ def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
         init_lora_weights=False,
     )
     with torch.random.fork_rng():
-        torch.manual_seed(1)
+        torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(out_dir)
     data = ModelCardData(
@@ -82,7 +84,7 @@ def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
                 dataset_split="test",
                 metric_type="f1",
                 metric_name="findings F1",
-                metric_value=0.625,
+                metric_value=f1,
             )
         ],
     )
@@ -92,17 +94,24 @@ def make_tiny_adapter(base: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+#: The names of the two tiny adapters in ``QEU_ADAPTERS`` (the first is the default).
+TINY_ADAPTERS = ("latched", "short-pin")
+
+
 def make_tiny_models(root: Path) -> dict[str, str]:
-    """Build every tiny model under ``root``; returns the ``QEU_*`` variables naming them."""
+    """Build every tiny model under ``root``; returns the ``QEU_*`` variables naming them
+    (``QEU_ADAPTERS``: two adapters on the chat VLM, named :data:`TINY_ADAPTERS`)."""
     from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
 
     base = make_tiny_idefics3(root / "vlm-base")
     adapter = make_tiny_adapter(base, root / "vlm-lora")
+    second = make_tiny_adapter(base, root / "vlm-short-pin-lora", seed=2, f1=0.5)
     vit = make_tiny_vit(root / "vit")
     od = make_tiny_florence2(root / "florence2")
+    first_name, second_name = TINY_ADAPTERS
     return {
         "QEU_BASE_MODEL": str(base),
-        "QEU_ADAPTER": str(adapter),
+        "QEU_ADAPTERS": f"{first_name}={adapter},{second_name}={second}",
         "QEU_VIT_MODEL": str(vit),
         "QEU_OD_MODEL": str(od),
     }
