@@ -435,8 +435,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"## Held-out positions, seen housings: split `{args.split}` of `{args.dataset}` "
         f"({len(images)} rows)",
         "",
-        "Defects only at positions never defective in the base's training (U2 U7 C4 C9 D1 D6); "
-        "rows from a seed no training or checkpoint choice used. Baseline: the untrained model "
+        "Defects only at the builder's held-out test positions (U2 U7 C4 C9 D1 D6). The shipped "
+        "base was trained with `--train-positions all`, so these positions were defective in its "
+        "training rows too: they are held out from the adapter's training, not from the base's. "
+        "Rows from a seed no training or checkpoint choice used. Baseline: the untrained model "
         "(same architecture and tokenizer, random weights) in the same run. Seconds per answer: "
         f"{n_lat - 1} composites one at a time (after one warm-up), registration included.",
         "",

@@ -760,3 +760,29 @@ def test_od_panel_draws_the_shipped_boxes_with_their_category_base_beside_adapte
     for offset in (0, 896):  # each panel has a box outline in the box colour around the truth
         crop = np.asarray(image.crop((offset + x1 - 8, y1 - 8, offset + x2 + 8, y2 + 8)))
         assert (crop == COLOURS["found"]).all(axis=-1).sum() > 50
+
+
+@pytest.mark.parametrize("adapter", ["", "absent"])
+def test_od_panel_without_its_adapter_draws_the_base_alone(adapter: str, tmp_path: Path) -> None:
+    """QEU_OD_ADAPTER off (empty) or naming a folder that is not there: the base still loads and
+    draws its boxes in one panel; a missing adapter is named, never a crash."""
+    import numpy as np
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.ui.handlers import InspectionApp
+
+    value = "" if adapter == "" else str(tmp_path / "inspection-od-lora")
+    settings = AppSettings.from_env(
+        {"QEU_BASE_MODEL": "", "QEU_VIT_MODEL": "", "QEU_OD_ADAPTER": value}
+    )
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.od.available and not models.od.has_adapter
+    if adapter == "absent":
+        assert "not available" in models.od.status() and str(tmp_path) not in models.od.status()
+    app = InspectionApp(settings, models, None, None, [])  # type: ignore[arg-type]
+    truth = (Finding("D6", "bent pin", "left"),)
+    sample = make_sample(SampleSpec("od", "ribbed", "round", truth, True), np.random.default_rng(5))
+    view = app._od(sample.image, truth)
+    assert view.image is not None and view.image.size == (896, 896)
+    assert "**base**" not in view.note and "D6 bent pin" in view.note
+    assert view.findings == (Finding("D6", "bent pin"),)

@@ -2,11 +2,13 @@
 Florence-2 family reading a framed view.
 
 The shipped weights must load offline through the project's one loading path, answer freshly
-rendered composites (a seed never used in training) at held-out pin positions with readable
+rendered composites (a seed never used in training) at the builder's test positions (held out
+from the adapter's training; the base was trained at every position, see its card) with readable
 ``bbox_str`` that transformers' own ``Florence2Processor.post_process_generation`` parses, put
 every box on a pin of the product under inspection (never on the printed labels), and find the
 defects: findings F1 of at least :data:`MIN_F1` on a fixed set of :data:`SAMPLES`. The 600-row
-figures with intervals are ``benchmarks/bench_od.py``'s job.
+figures with intervals are ``benchmarks/bench_od.py``'s and ``python -m qeu_space.evaluate``'s
+job; a few rows go through that command line here.
 """
 
 from __future__ import annotations
@@ -269,3 +271,29 @@ def test_shipped_adapter_loads_on_the_base_and_switches_off(rendered) -> None:
         base = florence2.generate(loaded, images)
     assert all(florence2.readable(t) for t in tuned + base)
     assert base == florence2.generate(load_model(BASE, device="cpu"), images)
+
+
+def test_a_few_rows_are_scored_through_the_evaluate_cli(tmp_path: Path, capsys) -> None:
+    """``python -m qeu_space.evaluate --task od`` on the shipped base and adapter: the report
+    carries mAP, findings F1 with intervals, no unreadable output, base and adapter both."""
+    import json
+
+    from qeu_space.evaluate import main
+
+    data = tmp_path / "od"
+    build_to_folder(BuildConfig("od", num=8, seed=SEED, eval_fraction=1.0), data, command="test")
+    report = tmp_path / "report.json"
+    argv = ["--task", "od", "--base", str(BASE), "--adapter", str(ADAPTER),
+            "--dataset", str(data), "--split", "test", "--limit", "8",
+            "--report", str(report), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    runs = {r["name"]: r for r in json.loads(report.read_text())["runs"]}
+    assert set(runs) == {"base", "adapter"}
+    for run in runs.values():
+        od = run["od"]
+        assert od["n_images"] == 8 and od["n_unreadable"] == 0
+        assert od["findings_f1"] >= MIN_F1 and od["map_50"] > 0.5
+        low, high = run["intervals"]["findings_f1"]
+        assert 0.0 <= low <= od["findings_f1"] <= high <= 1.0
+    table = report.with_suffix(".md").read_text()
+    assert "mAP@0.5" in table and "models/inspection-od-lora" in table
