@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset_tools.builders import BuildConfig, make_row
+from dataset_tools.builders import OD_CATEGORIES, BuildConfig, make_row
 from dataset_tools.compose import SampleSpec, make_sample
 from dataset_tools.save import build_to_folder
 from qeu_space.evaluation.metrics import findings_scores, xywh_to_xyxy
@@ -82,7 +82,7 @@ def test_each_pin_has_its_own_token_in_raster_order(tiny_od: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"width": 300}, {"height": 100}, {"text_hidden": 30}, {"vision_dims": (8, 16, 48, 40)}]
+    "bad", [{"width": 300}, {"height": 100}, {"text_hidden": 30}, {"vision_dims": (8, 16, 48, 100)}]
 )
 def test_config_rejects_bad_sizes(bad: dict) -> None:
     with pytest.raises(ValueError):
@@ -145,11 +145,7 @@ def test_truth_findings_of_od_rows_match_the_qa_rows_of_the_same_draw() -> None:
         qa = make_row(BuildConfig("qa", num=12, seed=5), "test", index)
         od = make_row(BuildConfig("od", num=12, seed=5), "test", index)
         image = Image.open(io.BytesIO(od["image"]["bytes"])).convert("RGB")
-        objects = od["objects"]
-        boxes = [
-            (c, xywh_to_xyxy(b)) for c, b in zip(objects["category"], objects["bbox"], strict=True)
-        ]
-        found = florence2.findings_in_image(boxes, image, directions=True)
+        found = florence2.findings_in_image(_boxes(od), image, directions=True)
         assert [f.to_dict() | {"box": None} for f in found] == [
             Finding.from_dict(f).to_dict() | {"box": None} for f in qa["findings"]
         ]
@@ -219,12 +215,17 @@ def test_fixed_set_has_defects_at_held_out_positions(rendered: list[dict]) -> No
     assert sum(len(t) for t in truths) >= 15
 
 
-def _truth(row: dict) -> list[Finding]:
+def _boxes(row: dict) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """An od row's truth boxes, categories named (rows store ClassLabel indices)."""
     objects = row["objects"]
-    boxes = [
-        (c, xywh_to_xyxy(b)) for c, b in zip(objects["category"], objects["bbox"], strict=True)
+    return [
+        (OD_CATEGORIES[c] if isinstance(c, int) else c, xywh_to_xyxy(b))
+        for c, b in zip(objects["category"], objects["bbox"], strict=True)
     ]
-    return florence2.findings_in_image(boxes, _image(row))
+
+
+def _truth(row: dict) -> list[Finding]:
+    return florence2.findings_in_image(_boxes(row), _image(row))
 
 
 def test_outputs_are_readable_and_parse_with_transformers(shipped, outputs) -> None:
@@ -235,7 +236,7 @@ def test_outputs_are_readable_and_parse_with_transformers(shipped, outputs) -> N
         ours = florence2.parse_boxes(text, (448, 448))
         assert official["<OD>"]["labels"] == [label for label, _ in ours]
         for box, (_, mine) in zip(official["<OD>"]["bboxes"], ours, strict=True):
-            assert np.allclose(box, mine, atol=0.5)
+            assert np.allclose(box, mine, atol=1.0)  # transformers rounds to whole pixels
 
 
 def test_boxes_are_on_pins_of_the_product_under_inspection(outputs, rendered) -> None:
