@@ -298,3 +298,28 @@ def test_a_few_rows_are_scored_through_the_evaluate_cli(tmp_path: Path, capsys) 
         assert 0.0 <= low <= od["findings_f1"] <= high <= 1.0
     table = report.with_suffix(".md").read_text()
     assert "mAP@0.5" in table and "models/inspection-od-lora" in table
+
+
+def test_training_batches_are_relit_and_keep_their_targets(tiny_od: Path) -> None:
+    """Training views are relit within the lamp range (the robustness benchmark's gains 0.6 and
+    1.4 inside); the targets and the evaluation batches are untouched."""
+    import random
+
+    from qeu_space.training.data import collators
+
+    loaded = load_model(tiny_od, device="cpu")
+    evaluation, training = collators(florence2, loaded.processor, loaded.model.config, seed=0)
+    assert training is not None and training.options["gain"] == florence2.LAMP_GAIN == 0.45
+    assert "rng" not in evaluation.options
+    row = make_row(BuildConfig("od", num=4, seed=3), "train", 0)
+    row = {"image": _image(row), "bbox_str": row["bbox_str"]}
+    plain = evaluation([row] * 6)
+    relit = training([row] * 6)
+    assert torch.equal(plain["labels"], relit["labels"])
+    means = relit["pixel_values"].mean(dim=(1, 2, 3))
+    assert not torch.allclose(means, plain["pixel_values"].mean(dim=(1, 2, 3)))
+    assert float(means.max() - means.min()) > 0.1  # each composite under its own lamp
+    grey = Image.new("RGB", (40, 20), (100, 100, 100))
+    rng = random.Random(0)
+    seen = [np.asarray(florence2.relit(grey, rng.uniform(0.55, 1.45))).mean() for _ in range(60)]
+    assert 55 - 1 <= min(seen) < 70 and 130 < max(seen) <= 145 + 1
