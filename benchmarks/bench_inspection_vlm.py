@@ -71,23 +71,26 @@ def score(loaded, family, rows: list[dict], *, base: bool):
 
 
 def paired_bootstrap(
-    rows: list[dict], tuned: list[str], base: list[str], *, draws: int = 1000, seed: int = 0
+    truth: list, tuned: list, base: list, *, draws: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
     """Adapter F1 minus base F1 over resampled rows: (2.5 %, 97.5 %, share of draws <= 0).
 
-    Both models answer the same rows, so resampling rows keeps the pairing; the share of draws
-    in which the base does as well or better says how sure "the base is worse" is.
+    ``truth`` is each row's findings, ``tuned`` / ``base`` the two models' answers (texts or
+    parsed). Both models answer the same rows, so resampling rows keeps the pairing; the share of
+    draws in which the base does as well or better says how sure "the base is worse" is. Draws
+    where either F1 is undefined (no finding on either side) are left out.
     """
     import numpy as np
 
-    truth = truths(rows)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(draws):
-        idx = rng.integers(0, len(rows), len(rows))
+        idx = rng.integers(0, len(truth), len(truth))
         pick = [truth[i] for i in idx]
         tuned_f1 = qa_metrics(pick, [tuned[i] for i in idx]).f1
-        diffs.append(tuned_f1 - qa_metrics(pick, [base[i] for i in idx]).f1)
+        base_f1 = qa_metrics(pick, [base[i] for i in idx]).f1
+        if tuned_f1 is not None and base_f1 is not None:
+            diffs.append(tuned_f1 - base_f1)
     low, high = np.percentile(diffs, [2.5, 97.5])
     return float(low), float(high), float(np.mean(np.asarray(diffs) <= 0))
 
@@ -109,7 +112,7 @@ def main() -> None:
     family = family_for(loaded)
     tuned, tuned_answers = score(loaded, family, rows, base=False)
     base, base_answers = score(loaded, family, rows, base=True)
-    low, high, not_worse = paired_bootstrap(rows, tuned_answers, base_answers)
+    low, high, not_worse = paired_bootstrap(truths(rows), tuned_answers, base_answers)
     images = [row["image"] for row in rows[: args.latency_samples]]
     tuned_s = latency(loaded, images, family, base=False)
     base_s = latency(loaded, images, family, base=True)
