@@ -16,7 +16,12 @@ SCOPES: tuple[str, ...] = ("language", "vision", "all")
 #: ViT classifiers that start from random weights (``--task cls --base <preset>``).
 VIT_PRESETS: tuple[str, ...] = ("vit-pins-scratch", "vit-tiny-scratch", "vit-test-tiny")
 #: Models shipped with the project (folders of the models directory), the Space's defaults.
-EMBEDDED_MODELS: tuple[str, ...] = ("inspection-vlm-base", "inspection-vlm-lora", "vit-inspector")
+EMBEDDED_MODELS: tuple[str, ...] = (
+    "inspection-vlm-base",
+    "inspection-vlm-lora",
+    "inspection-vlm-short-pin",
+    "vit-inspector",
+)
 #: Names another folder of embedded models (same folder names), e.g. retrained copies.
 MODELS_DIR_ENV = "QEU_MODELS_DIR"
 
