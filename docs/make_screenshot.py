@@ -5,7 +5,7 @@ Starts the app as a user would (offline, on an ephemeral port), lets Debian's he
 screenshot. Needs ``/usr/bin/chromium`` (``apt-get install chromium``).
 
 Usage:
-    python docs/make_screenshot.py [--out docs/app.png] [--sample 1]
+    python docs/make_screenshot.py [--out docs/app.png] [--sample 1 | --kind "short pin"]
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "app.png")
     parser.add_argument("--sample", type=int, default=1, help="gallery sample to inspect")
+    parser.add_argument(
+        "--kind", help="inspect the first gallery sample whose truth names this kind instead"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -37,9 +40,14 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
             page.goto(app.url, wait_until="load")  # not networkidle: the heartbeat stays open
-            page.locator("#sample-gallery button.thumbnail-item").first.wait_for()
-            page.locator("#sample-gallery button.thumbnail-item").nth(args.sample).click()
-            page.wait_for_function("document.querySelector('#truth textarea').value !== ''")
+            items = page.locator("#sample-gallery button.thumbnail-item")
+            items.first.wait_for()
+            for index in range(items.count()) if args.kind else [args.sample]:
+                items.nth(index).click()
+                page.wait_for_function("document.querySelector('#truth textarea').value !== ''")
+                page.wait_for_timeout(1000)  # the truth of this sample, not the previous one
+                if not args.kind or args.kind in page.locator("#truth textarea").input_value():
+                    break
             page.locator("#inspect").click()
             page.wait_for_function(
                 "document.querySelector('#judging').innerText.includes('Judging inspection')"

@@ -39,8 +39,12 @@ from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
 def test_settings_defaults_are_the_embedded_models() -> None:
     s = AppSettings.from_env({})
     assert s.base_model == str(REPO_ROOT / "models" / "inspection-vlm-base") == DEFAULT_BASE
-    assert s.adapter == str(REPO_ROOT / "models" / "inspection-vlm-lora")
-    assert s.adapters == (NamedAdapter("latched", s.adapter),) and s.adapter_names == ("latched",)
+    assert s.adapter == str(REPO_ROOT / "models" / "inspection-vlm-short-pin")
+    assert s.adapters == (
+        NamedAdapter("short-pin", s.adapter),
+        NamedAdapter("latched", str(REPO_ROOT / "models" / "inspection-vlm-lora")),
+    )
+    assert s.adapter_names == ("short-pin", "latched")
     assert [k.value for k in s.gallery_kinds] == ["bent pin", "missing pin", "short pin"]
     assert s.diff_samples == 24
     assert s.vit_model == str(REPO_ROOT / "models" / "vit-inspector")

@@ -36,7 +36,12 @@ from qeu_space.vocabulary import CLASS_LABELS, parse_answer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-EMBEDDED = ("vit-inspector", "inspection-vlm-base", "inspection-vlm-lora")
+EMBEDDED = (
+    "vit-inspector",
+    "inspection-vlm-base",
+    "inspection-vlm-lora",
+    "inspection-vlm-short-pin",
+)
 #: Rows rendered with this seed were never used to train, choose or stage the embedded models.
 FRESH_SEED = 2027
 
@@ -226,8 +231,8 @@ def _run_plain(tmp_path: Path, snippet: str, cases: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _rendered(config: str, split: str, count: int) -> list[dict]:
-    cfg = BuildConfig(config, num=1, seed=FRESH_SEED)
+def _rendered(config: str, split: str, count: int, kinds=("bent", "missing")) -> list[dict]:
+    cfg = BuildConfig(config, num=1, seed=FRESH_SEED, kinds=kinds)
     return [make_row(cfg, split, i) for i in range(count)]
 
 
@@ -276,18 +281,26 @@ def test_plain_vit_snippet_answers_like_the_project(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_plain_vlm_snippet_answers_like_the_project(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("adapter", "kinds", "at_least"),
+    [
+        ("inspection-vlm-lora", ("bent", "missing"), 6),
+        # PEFT's trainable tokens (the rows of "short") load through plain PeftModel too
+        ("inspection-vlm-short-pin", ("bent", "missing", "short"), 5),
+    ],
+)
+def test_plain_vlm_snippet_answers_like_the_project(
+    adapter: str, kinds: tuple[str, ...], at_least: int, tmp_path: Path
+) -> None:
     """Base + adapter with transformers + peft only: the Space's answers, and mostly right ones
-    (the adapter measures findings F1 0.95 on held-out positions; exact match here >= 6 / 8)."""
+    (exact match on fresh rows >= at_least / 8; the short-pin adapter names short pins)."""
     from qeu_space.modeling.families import chat_vlm
     from qeu_space.modeling.loading import load_model
 
-    _copy_models(tmp_path, ["inspection-vlm-base", "inspection-vlm-lora"])
-    rows = _rendered("qa", "test", 8)
+    _copy_models(tmp_path, ["inspection-vlm-base", adapter])
+    rows = _rendered("qa", "test", 8, kinds)
     images = _save_images(rows, tmp_path / "images")
-    snippet = plain_usage(
-        "qa", "inspection-vlm-base", adapter="inspection-vlm-lora", image=images[0]
-    )
+    snippet = plain_usage("qa", "inspection-vlm-base", adapter=adapter, image=images[0])
     result = _run_plain(
         tmp_path,
         snippet,
@@ -295,7 +308,7 @@ def test_plain_vlm_snippet_answers_like_the_project(tmp_path: Path) -> None:
             "setup": "from transformers import AutoProcessor, pipeline",
             "refused": {
                 "AutoProcessor base": 'AutoProcessor.from_pretrained("inspection-vlm-base")',
-                "AutoProcessor adapter": 'AutoProcessor.from_pretrained("inspection-vlm-lora")',
+                "AutoProcessor adapter": f'AutoProcessor.from_pretrained("{adapter}")',
                 "pipeline": 'pipeline("image-text-to-text", model="inspection-vlm-base")',
             },
             "call": "inspect(path)",
@@ -306,10 +319,11 @@ def test_plain_vlm_snippet_answers_like_the_project(tmp_path: Path) -> None:
     truth = [parse_answer(row["answer"]).findings for row in rows]
     said = [parse_answer(answer).findings for answer in result["answers"]]
     exact = sum(set(a) == set(t) for a, t in zip(said, truth, strict=True))
-    assert exact >= 6, (result["answers"], [row["answer"] for row in rows])
-    loaded = load_model(
-        MODELS / "inspection-vlm-base", MODELS / "inspection-vlm-lora", device="cpu"
-    )
+    assert exact >= at_least, (result["answers"], [row["answer"] for row in rows])
+    if "short" in kinds:
+        assert any("short pin" in row["answer"] for row in rows)
+        assert any(f.kind.value == "short pin" for findings in said for f in findings)
+    loaded = load_model(MODELS / "inspection-vlm-base", MODELS / adapter, device="cpu")
     pictures = [Image.open(io.BytesIO(row["image"]["bytes"])) for row in rows]
     assert result["answers"] == chat_vlm.generate(loaded, pictures, batch_size=1)
 

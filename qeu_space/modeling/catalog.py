@@ -19,6 +19,7 @@ VIT_PRESETS: tuple[str, ...] = ("vit-pins-scratch", "vit-tiny-scratch", "vit-tes
 EMBEDDED_MODELS: tuple[str, ...] = (
     "inspection-vlm-base",
     "inspection-vlm-lora",
+    "inspection-vlm-short-pin",
     "vit-inspector",
     "inspection-od-base",
     "inspection-od-lora",

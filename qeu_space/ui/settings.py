@@ -27,9 +27,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: is reported as missing and never mistaken for a Hub id.
 DEFAULT_BASE = str(REPO_ROOT / "models" / "inspection-vlm-base")
 DEFAULT_ADAPTER = str(REPO_ROOT / "models" / "inspection-vlm-lora")
+DEFAULT_SHORT_PIN_ADAPTER = str(REPO_ROOT / "models" / "inspection-vlm-short-pin")
 #: The adapters beside the base by default (``QEU_ADAPTERS``), as ``(name, Hub id or folder)``:
-#: the first is the one the picker starts on and that ``/inspect`` uses without a name.
-DEFAULT_ADAPTERS: tuple[tuple[str, str], ...] = (("latched", DEFAULT_ADAPTER),)
+#: the first is the one the picker starts on and that ``/inspect`` uses without a name. The
+#: short-pin adapter comes first: it teaches the base a defect kind it has no word for, so its
+#: answers differ from the base's where a visitor can see it (the latched one adds nothing
+#: measurable; its card says why).
+DEFAULT_ADAPTERS: tuple[tuple[str, str], ...] = (
+    ("short-pin", DEFAULT_SHORT_PIN_ADAPTER),
+    ("latched", DEFAULT_ADAPTER),
+)
 #: Kinds of defect the generated samples show (``QEU_GALLERY_KINDS``): every kind the vocabulary
 #: knows, so an adapter that teaches one (``short pin``) has samples to show it on.
 DEFAULT_GALLERY_KINDS: tuple[DefectKind, ...] = tuple(DefectKind)
