@@ -12,6 +12,7 @@ Example:
     python -m dataset_tools build --config qa --num 300 --seed 9104 --eval-fraction 1.0 \\
         --kinds bent missing short --out data/qa-short-fresh
     OMP_NUM_THREADS=1 python -m benchmarks.bench_short_pin --dataset data/qa-short-fresh --write
+    (several --dataset folders, e.g. two fresh seeds, are scored together)
 """
 
 from __future__ import annotations
@@ -62,9 +63,20 @@ def f1_with_interval(truth, answers) -> tuple[float | None, list[float] | None]:
     return metrics.f1, qa_intervals(truth, answers).get("f1")
 
 
+def shown(path: str) -> str:
+    """A model path as the report shows it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, help="qa rows built with --kinds ... short")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        nargs="+",
+        help="qa rows built with --kinds ... short (several folders: scored together)",
+    )
     parser.add_argument(
         "--splits", nargs="+", default=["test"], help="splits scored together (default test)"
     )
@@ -77,7 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    data = concatenate_datasets([load_dataset(args.dataset, split=s) for s in args.splits])
+    data = concatenate_datasets(
+        [load_dataset(d, split=s) for d in args.dataset for s in args.splits]
+    )
     rows = list(data)[: args.limit or None]
     loaded = load_model(args.base, args.adapter, device="cpu")
     family = family_for(loaded)
@@ -99,15 +113,18 @@ def main() -> None:
     lines = [
         "# Short-pin adapter: per-kind findings F1, base vs adapter",
         "",
-        f"`OMP_NUM_THREADS=1 python -m benchmarks.bench_short_pin --dataset {args.dataset} "
+        "`OMP_NUM_THREADS=1 python -m benchmarks.bench_short_pin "
+        f"--dataset {' '.join(args.dataset)} "
         f"--splits {' '.join(args.splits)}` on {date.today()}, {platform.machine()}, 2 CPU cores "
         f"(shared with other work; load average {os.getloadavg()[0]:.1f} at the end), torch "
         "threads 1, CPU only.",
         "",
-        f"{len(rows)} rows of `{args.dataset}` (splits {', '.join(args.splits)}; seeds never used "
+        f"{len(rows)} rows of `{'` + `'.join(args.dataset)}` (splits {', '.join(args.splits)}; "
+        "seeds never used "
         f"for training or choosing a checkpoint): {counts[DefectKind.SHORT]} short, "
         f"{counts[DefectKind.BENT]} bent and {counts[DefectKind.MISSING]} missing pins. Base: "
-        f"`{args.base}` inside `loaded.base_only()`; adapter: `{args.adapter}`; the same rows, "
+        f"`{shown(args.base)}` inside `loaded.base_only()`; adapter: `{shown(args.adapter)}`; "
+        "the same rows, "
         "95 % bootstrap intervals (rows resampled).",
         "",
         "| kind | base findings F1 | adapter findings F1 | adapter - base (paired 95 %) |",

@@ -51,14 +51,19 @@ def source():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, source) -> dict[str, Path]:
+    from qeu_space.modeling.loading import load_processor
     from qeu_space.modeling.tiny_models import make_tiny_idefics3
+    from qeu_space.training.run import word_token_ids
 
     root = tmp_path_factory.mktemp("adapters")
     base = make_tiny_idefics3(root / "base")
+    short = word_token_ids(load_processor(base), ("short",))  # as train --new-words short
     return {
         "base": base,
         "latched": make_tiny_adapter(base, root / "latched-lora"),
-        "short-pin": make_tiny_adapter(base, root / "short-pin-lora", seed=2, f1=0.5),
+        "short-pin": make_tiny_adapter(
+            base, root / "short-pin-lora", seed=2, f1=0.5, token_indices=short
+        ),
     }
 
 
@@ -126,6 +131,34 @@ def test_two_adapters_answer_by_name_on_one_model(two, images, alone) -> None:
             assert done.report()["adapter"] == done.record.adapter == (name or NAMES[0])
             assert (done.record.base.text, done.record.tuned.text) == (base, tuned)
     assert alone["latched"] != alone["short-pin"]  # so the test can tell them apart
+
+
+def test_an_adapter_with_trainable_tokens_first_still_loads_both(
+    tiny, source, images, alone, tmp_path
+) -> None:
+    """The Space's default order names the short-pin adapter (trainable tokens) first; PEFT
+    cannot add a plain LoRA after one, so the loader adds it last and the picker keeps the
+    configured order. Each answers as it does alone; added by hand in the wrong order, the
+    error says what to do."""
+    from qeu_space.modeling.loading import AdapterMismatchError, add_adapter, has_trainable_tokens
+    from qeu_space.ui.models import use_models
+
+    assert has_trainable_tokens(tiny["short-pin"]) and not has_trainable_tokens(tiny["latched"])
+    app = make_app(
+        settings_for(tmp_path, tiny, f"short-pin={tiny['short-pin']},latched={tiny['latched']}"),
+        source,
+    )
+    use_models(app.models)
+    assert [a.name for a in app.models.vlm.adapters] == ["short-pin", "latched"]
+    assert all(a.in_use for a in app.models.vlm.adapters), [
+        a.reason for a in app.models.vlm.adapters
+    ]
+    for name in ("short-pin", "latched"):
+        done = app.inspect_image(images[0], None, adapter=name)
+        assert done.record.tuned.text == alone[name][0]
+    first = add_adapter(load_model(tiny["base"], device="cpu"), tiny["short-pin"], "a")
+    with pytest.raises(AdapterMismatchError, match="load adapters without trainable tokens"):
+        add_adapter(first, tiny["latched"], "b")
 
 
 def test_an_unknown_adapter_is_refused_with_the_known_names(two, images) -> None:

@@ -790,3 +790,22 @@ def test_od_panel_without_its_adapter_draws_the_base_alone(adapter: str, tmp_pat
     assert view.image is not None and view.image.size == (896, 896)
     assert "**base**" not in view.note and "D6 bent pin" in view.note
     assert view.findings == (Finding("D6", "bent pin"),)
+
+
+def test_the_vit_legend_names_the_classes_of_the_loaded_vit() -> None:
+    """The shipped ViT is three-class: the legend says it has no short-pin class (a short pin
+    reads as another class), and a four-class ViT gets SHORTNG explained."""
+    from types import SimpleNamespace
+
+    from qeu_space.ui.layout import vit_labels
+    from qeu_space.ui.panels import vit_legend
+
+    three = vit_legend(("OK", "BENDNG", "NUKENG"))
+    assert "**NUKENG**: missing pin" in three and "SHORTNG" not in three
+    assert "no class for a short pin" in three
+    four = vit_legend(("OK", "BENDNG", "NUKENG", "SHORTNG"))
+    assert "**SHORTNG**: short pin" in four and "no class" not in four
+    config = SimpleNamespace(id2label={1: "BENDNG", 0: "OK", 2: "NUKENG"})
+    slot = SimpleNamespace(loaded=SimpleNamespace(model=SimpleNamespace(config=config)))
+    assert vit_labels(SimpleNamespace(vit=slot)) == ("OK", "BENDNG", "NUKENG")
+    assert vit_labels(SimpleNamespace(vit=SimpleNamespace(loaded=None))) is None

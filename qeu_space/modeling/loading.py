@@ -200,6 +200,16 @@ def add_adapter(loaded: LoadedModel, adapter: str | Path, name: str) -> LoadedMo
     if isinstance(loaded.model, PeftModel) and name in loaded.model.peft_config:
         raise ValueError(f"an adapter named {name!r} is already loaded")
     _check_adapter_base(adapter_name, loaded.base)
+    if (
+        isinstance(loaded.model, PeftModel)
+        and _holds_trainable_tokens(loaded.model)
+        and not has_trainable_tokens(adapter_name)
+    ):
+        # PEFT 0.21 then looks for this adapter's token rows and fails with a KeyError
+        raise AdapterMismatchError(
+            f"adapter {adapter_name} has no trainable tokens but an adapter with them is already "
+            "loaded; load adapters without trainable tokens first (the Space does)"
+        )
     active = loaded.model.active_adapter if isinstance(loaded.model, PeftModel) else None
     model = _attach_adapter(loaded.model, adapter_name, loaded.base, name)
     if active is not None:
@@ -308,6 +318,20 @@ def _adapter_file(adapter: str, filename: str) -> str:
     if _looks_like_path(adapter):
         raise FileNotFoundError(f"adapter folder {adapter!r} does not exist")
     return hf_hub_download(adapter, filename)
+
+
+def has_trainable_tokens(adapter: str | Path) -> bool:
+    """Whether an adapter trains embedding rows beside its LoRA (``trainable_token_indices``,
+    ``train --new-words``); an unreadable config counts as no."""
+    try:
+        with open(_adapter_file(str(adapter), ADAPTER_CONFIG), encoding="utf-8") as f:
+            return bool(json.load(f).get("trainable_token_indices"))
+    except (OSError, ValueError):
+        return False
+
+
+def _holds_trainable_tokens(model: Any) -> bool:
+    return any(type(m).__name__ == "TrainableTokensWrapper" for m in model.modules())
 
 
 def trained_for(adapter: str | Path) -> str | None:

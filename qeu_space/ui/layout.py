@@ -33,7 +33,7 @@ from qeu_space.ui.adapter_panel import adapters_markdown, device_markdown, model
 from qeu_space.ui.cases import CAPTION_LEGEND, CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
 from qeu_space.ui.models import Models, load_models, use_models
-from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, VIT_LEGEND, Panels
+from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, Panels, vit_legend
 from qeu_space.ui.queues import Lane, install_lanes
 from qeu_space.ui.settings import AppSettings
 from qeu_space.views.image_io import configure_pil
@@ -102,6 +102,15 @@ def lanes(settings: AppSettings) -> dict[str, Lane]:
         ),
         "feedback": Lane("feedback", None, FEEDBACK_WAITING, "feedback", light),
     }
+
+
+def vit_labels(models: Models) -> tuple[str, ...] | None:
+    """The loaded ViT's class names (``id2label``), or ``None`` when no ViT is loaded."""
+    loaded = models.vit.loaded
+    if loaded is None:
+        return None
+    id2label = loaded.model.config.id2label
+    return tuple(id2label[i] for i in sorted(id2label))
 
 
 def models_panel(app: InspectionApp) -> str:
@@ -257,7 +266,7 @@ def build_demo(
                             with gr.Column():
                                 vit_label = gr.Label(label="ViT verdict", num_top_classes=3)
                                 vit_note = gr.Markdown(elem_id="vit-note")
-                                gr.Markdown(VIT_LEGEND, elem_id="vit-legend")
+                                gr.Markdown(vit_legend(vit_labels(models)), elem_id="vit-legend")
                         with gr.Row():
                             with gr.Column(min_width=240):
                                 gr.Markdown("**Base model answer**")

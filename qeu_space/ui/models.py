@@ -330,7 +330,7 @@ def _load_vlm(settings: AppSettings, device: DeviceInfo) -> ModelSlot:
     half-way (PEFT has then put the adapter's layers in), so after a failure the base is loaded
     again with the adapters that succeeded: what answers is never a half-loaded adapter.
     """
-    from qeu_space.modeling.loading import add_adapter
+    from qeu_space.modeling.loading import add_adapter, has_trainable_tokens
 
     slot = _load_slot("chat VLM", settings.base_model, None, settings, device)
     slot.adapters = [
@@ -342,7 +342,9 @@ def _load_vlm(settings: AppSettings, device: DeviceInfo) -> ModelSlot:
             adapter.reason = "the base model is not loaded"
         return slot
     loaded: list[AdapterSlot] = []
-    for adapter in slot.adapters:
+    # adapters with trainable tokens (``--new-words``) join last: PEFT cannot add a plain LoRA
+    # after one; the picker keeps the configured order (stable sort)
+    for adapter in sorted(slot.adapters, key=lambda a: has_trainable_tokens(a.source)):
         adapter.reason = _adapter_fault(adapter.source) or ""
         if adapter.reason:
             continue

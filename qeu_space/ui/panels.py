@@ -24,10 +24,20 @@ from qeu_space.ui.drawing import mark_findings
 from qeu_space.ui.records import InspectionRecord, ModelAnswer
 from qeu_space.vocabulary import OK_LABEL, DefectKind, format_answer
 
-VIT_LEGEND = (
-    " · ".join([f"**{OK_LABEL}**: no defect"] + [f"**{k.label}**: {k.value}" for k in DefectKind])
-    + " (the ViT classifies the lower, test product alone)"
-)
+
+def vit_legend(labels: tuple[str, ...] | None = None) -> str:
+    """The ViT's classes explained; a defect kind the loaded ViT has no class for is named, so a
+    short pin read as ``NUKENG`` by a three-class ViT is not a surprise."""
+    kinds = list(DefectKind)
+    shown = [k for k in kinds if labels is None or k.label in labels]
+    text = " · ".join([f"**{OK_LABEL}**: no defect"] + [f"**{k.label}**: {k.value}" for k in shown])
+    text += " (the ViT classifies the lower, test product alone)"
+    missing = [k.value for k in kinds if k not in shown]
+    if missing:
+        text += f"; it has no class for a {' or '.join(missing)}: it reads one as another class"
+    return text
+
+
 NOT_INSPECTED = "*Not inspected yet: press **Inspect**.*"
 NOTHING_TO_JUDGE = (
     "Nothing to judge yet: **Inspect** a composite first. Feedback is stored with the inspected "

@@ -50,10 +50,13 @@ def make_tiny_vit(out_dir: Path) -> Path:
     return out_dir
 
 
-def make_tiny_adapter(base: Path, out_dir: Path, *, seed: int = 1, f1: float = 0.625) -> Path:
+def make_tiny_adapter(
+    base: Path, out_dir: Path, *, seed: int = 1, f1: float = 0.625, token_indices=()
+) -> Path:
     """A LoRA adapter on the tiny Idefics3 (random B, so the fine-tuned answer differs; another
     ``seed``, another adapter), with a model card reporting one metric, findings F1 ``f1`` (what
-    the adapter panel shows)."""
+    the adapter panel shows). ``token_indices``: embedding rows trained beside it (PEFT trainable
+    tokens, as ``train --new-words`` makes them), moved at random so they change the answer."""
     import torch
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     from peft import LoraConfig, get_peft_model
@@ -67,10 +70,14 @@ def make_tiny_adapter(base: Path, out_dir: Path, *, seed: int = 1, f1: float = 0
         lora_alpha=4,
         target_modules=chat_vlm.lora_target_modules("language"),
         init_lora_weights=False,
+        trainable_token_indices=list(token_indices) or None,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
+        for name, param in peft_model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                param.data.normal_(0.0, 1.0)
     peft_model.save_pretrained(out_dir)
     data = ModelCardData(
         base_model=str(base),
