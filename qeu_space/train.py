@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--modules-to-save", nargs="+", default=[], metavar="MODULE",
                    help=_help("modules_to_save"))  # fmt: skip
     a.add_argument("--full-finetune", action="store_true", help=_help("full_finetune"))
+    a.add_argument("--freeze-vision", action="store_true", help=_help("freeze_vision"))
     a.add_argument("--new-words", nargs="+", default=[], metavar="WORD", help=_help("new_words"))
 
     o = p.add_argument_group("optimisation")
@@ -123,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dora=args.dora,
         modules_to_save=tuple(args.modules_to_save),
         full_finetune=args.full_finetune,
+        freeze_vision=args.freeze_vision,
         new_words=tuple(args.new_words),
     )
     return TrainConfig(

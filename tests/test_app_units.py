@@ -30,7 +30,7 @@ from qeu_space.ui.layout import launch_options, open_feedback_store
 from qeu_space.ui.models import display_name, load_models, public_text
 from qeu_space.ui.reading import ReadError
 from qeu_space.ui.records import ModelAnswer
-from qeu_space.ui.settings import DEFAULT_BASE, REPO_ROOT, AppSettings, NamedAdapter
+from qeu_space.ui.settings import DEFAULT_BASE, DEFAULT_OD, REPO_ROOT, AppSettings, NamedAdapter
 from qeu_space.views.image_io import UploadError
 from qeu_space.vocabulary import Finding
 from tests.browser.app_server import make_tiny_adapter, make_tiny_vit
@@ -48,7 +48,9 @@ def test_settings_defaults_are_the_embedded_models() -> None:
     assert [k.value for k in s.gallery_kinds] == ["bent pin", "missing pin", "short pin"]
     assert s.diff_samples == 24
     assert s.vit_model == str(REPO_ROOT / "models" / "vit-inspector")
-    assert s.od_model is None and s.feedback_repo is None
+    assert s.od_model == str(REPO_ROOT / "models" / "inspection-od-base") == DEFAULT_OD
+    assert s.od_adapter == str(REPO_ROOT / "models" / "inspection-od-lora")
+    assert s.feedback_repo is None
     assert s.trust_remote_code is False
     assert (s.queue_size, s.model_concurrency, s.max_upload_bytes) == (16, 1, 10_000_000)
     assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (32, 256, 60.0)
@@ -736,6 +738,58 @@ def test_output_images_are_jpeg_files_that_delete_cache_removes(
         assert written.format == "JPEG"
     delete_files_created_by_app(demo, age=None)  # what the schedule does once files are old
     assert not path.exists()
+
+
+def test_od_panel_draws_the_shipped_boxes_with_their_category_base_beside_adapter() -> None:
+    """The embedded OD model and its adapter load offline by default; the panel draws each
+    one's boxes where the product really is (moved by the camera), labelled by category."""
+    import numpy as np
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.ui.drawing import COLOURS
+    from qeu_space.ui.handlers import InspectionApp
+
+    settings = AppSettings.from_env({"QEU_BASE_MODEL": "", "QEU_VIT_MODEL": ""})
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.od.available and models.od.has_adapter, models.od.status()
+    app = InspectionApp(settings, models, None, None, [])  # type: ignore[arg-type]
+    truth = (Finding("C4", "missing pin"),)
+    spec = SampleSpec("od", "standard", "square", truth, True)
+    sample = make_sample(spec, np.random.default_rng(3))
+    view = app._od(sample.image, truth)
+    image, note = view.image, view.note
+    assert image.size == (2 * 896, 896)  # base | fine-tuned
+    assert note.count("C4 missing pin") >= 2 and "**base**" in note and "**fine-tuned**" in note
+    x1, y1, x2, y2 = (round(v * DISPLAY_SCALE) for v in sample.findings[0].box)
+    for offset in (0, 896):  # each panel has a box outline in the box colour around the truth
+        crop = np.asarray(image.crop((offset + x1 - 8, y1 - 8, offset + x2 + 8, y2 + 8)))
+        assert (crop == COLOURS["found"]).all(axis=-1).sum() > 50
+
+
+@pytest.mark.parametrize("adapter", ["", "absent"])
+def test_od_panel_without_its_adapter_draws_the_base_alone(adapter: str, tmp_path: Path) -> None:
+    """QEU_OD_ADAPTER off (empty) or naming a folder that is not there: the base still loads and
+    draws its boxes in one panel; a missing adapter is named, never a crash."""
+    import numpy as np
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.ui.handlers import InspectionApp
+
+    value = "" if adapter == "" else str(tmp_path / "inspection-od-lora")
+    settings = AppSettings.from_env(
+        {"QEU_BASE_MODEL": "", "QEU_VIT_MODEL": "", "QEU_OD_ADAPTER": value}
+    )
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.od.available and not models.od.has_adapter
+    if adapter == "absent":
+        assert "not available" in models.od.status() and str(tmp_path) not in models.od.status()
+    app = InspectionApp(settings, models, None, None, [])  # type: ignore[arg-type]
+    truth = (Finding("D6", "bent pin", "left"),)
+    sample = make_sample(SampleSpec("od", "ribbed", "round", truth, True), np.random.default_rng(5))
+    view = app._od(sample.image, truth)
+    assert view.image is not None and view.image.size == (896, 896)
+    assert "**base**" not in view.note and "D6 bent pin" in view.note
+    assert view.findings == (Finding("D6", "bent pin"),)
 
 
 def test_the_vit_legend_names_the_classes_of_the_loaded_vit() -> None:

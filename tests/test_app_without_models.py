@@ -1,5 +1,6 @@
-"""Without its models, or with a damaged adapter, the Space still starts and serves, and each
-model panel says why it has no answer instead of answering (issue 11, item 3)."""
+"""Without its models (issue 5's and issue 14's folders absent), or with a damaged adapter, the
+Space still starts and serves, and each model panel says why it has no answer instead of
+answering (issue 11, item 3)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
         "QEU_BASE_MODEL": str(tmp_path / "models" / "inspection-vlm-base"),
         "QEU_ADAPTER": str(tmp_path / "models" / "inspection-vlm-lora"),
         "QEU_VIT_MODEL": str(tmp_path / "models" / "vit-inspector"),
+        "QEU_OD_MODEL": str(tmp_path / "models" / "inspection-od-base"),
+        "QEU_OD_ADAPTER": str(tmp_path / "models" / "inspection-od-lora"),
     }
     env = app_env(tmp_path, missing)
     with launched_app(tmp_path, env) as app:
@@ -46,7 +49,9 @@ def test_app_serves_soartc_and_names_missing_models(tmp_path: Path) -> None:
             "note": "model not available: inspection-vlm-base (see README)",
         }
         assert tuned["status"] == "unavailable" and tuned["text"] == ""  # no fake answer
-        assert report["od"]["note"] == "no Florence-2 OD model configured"
+        assert report["od"]["note"] == (
+            "Florence-2 OD: model not available: inspection-od-base (see README)"
+        )
         with pytest.raises(Exception, match="the base model gave no answer in this inspection"):
             client.predict(inspection_id, "base", "correct", "", "", api_name="/feedback")
         log = app.log.read_text()

@@ -7,6 +7,7 @@ pre-push check (:mod:`qeu_space.hub.metadata`) and the stand-in's ``/api/validat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,13 @@ def test_embedded_cards_pass_the_check(card: Path) -> None:
     text = card.read_text(encoding="utf-8")
     assert card_problems(text) == []
     meta = front_matter(text)
-    assert "custom_code" in meta["tags"]  # they ship processing_qeu.py
+    # Those that ship processing_qeu.py say so (the OD models read their view through qeu_space).
+    ships_view = (card.parent / "processing_qeu.py").is_file()
+    assert ("custom_code" in meta["tags"]) is ships_view
     if meta["library_name"] == "peft":
-        assert meta["base_model"] == "qeu-inspection/inspection-vlm-base"
+        base = json.loads((card.parent / "adapter_config.json").read_text())
+        folder = Path(base["base_model_name_or_path"]).name
+        assert meta["base_model"] == f"qeu-inspection/{folder}"
 
 
 def test_space_readme_lists_hub_ids_only() -> None:

@@ -21,6 +21,7 @@ CLIS = {  # module: a complete argv (an unknown option is then the only mistake)
     "qeu_space.evaluate": ["--task", "qa", "--base", "b", "--dataset", "d", "--report", "r.json"],
     "qeu_space.adapters": ["push", "f", "--push-to", "me/x"],
     "qeu_space.inspection_vlm": ["--out", "o"],
+    "qeu_space.inspection_od": ["--out", "o"],
     "qeu_space.vision_pretrain": ["--base", "b", "--dataset", "d", "--out", "o"],
     "qeu_space.soartc": ["ref.png", "test.png"],
 }
@@ -31,6 +32,7 @@ HELP = [
     ("qeu_space.evaluate", ["--help"]),
     ("qeu_space.adapters", ["push", "--help"]),
     ("qeu_space.inspection_vlm", ["--help"]),
+    ("qeu_space.inspection_od", ["--help"]),
     ("qeu_space.vision_pretrain", ["--help"]),
     ("qeu_space.soartc", ["--help"]),
 ]
@@ -167,8 +169,11 @@ def test_an_unwritable_report_is_refused_before_any_work(tmp_path, capsys, where
     _one_line(capsys, "--report")
 
 
-def test_inspection_vlm_refuses_a_file_and_a_non_empty_folder_unless_overwrite(tmp_path, capsys):
-    main = _main("qeu_space.inspection_vlm")
+@pytest.mark.parametrize("module", ["qeu_space.inspection_vlm", "qeu_space.inspection_od"])
+def test_model_builders_refuse_a_file_and_a_non_empty_folder_unless_overwrite(
+    module, tmp_path, capsys
+):
+    main = _main(module)
     blocker = _a_file(tmp_path)
     assert main(["--out", str(blocker)]) == 2
     _one_line(capsys, "is a file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
 from qeu_space.evaluate import main as evaluate_main
 from qeu_space.evaluation import evaluate as ev
-from qeu_space.evaluation.metrics import od_metrics, qa_metrics
-from qeu_space.modeling.families import family_for
+from qeu_space.evaluation.metrics import findings_scores, od_metrics, qa_metrics
+from qeu_space.modeling.families import family_for, florence2
 from qeu_space.modeling.loading import load_model
 from qeu_space.modeling.tiny_models import make_tiny_florence2, make_tiny_idefics3
-from qeu_space.vocabulary import Finding, parse_bbox_str
+from qeu_space.vocabulary import Finding
 
 #: task -> (tiny model builder, LoRA scope): the two families the CLI serves.
 MODELS = {"qa": make_tiny_idefics3, "od": make_tiny_florence2}
@@ -93,9 +94,25 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
             assert run.qa == qa_metrics(truths, texts, references=table["answer"])
         else:
             truths = [ev.boxes_of(row, ev.category_names(table)) for row in table]
-            sizes = [image.size for image in table["image"]]
-            preds = [parse_bbox_str(t, s) for t, s in zip(texts, sizes, strict=True)]
-            assert run.od == od_metrics(truths, preds)
+            images = [image.convert("RGB") for image in table["image"]]
+            pairs = list(zip(texts, images, strict=True))
+            preds = [florence2.boxes_in_image(t, image) for t, image in pairs]
+            boxes = od_metrics(truths, preds)
+            truth_findings = [
+                florence2.findings_in_image(b, i) for b, i in zip(truths, images, strict=True)
+            ]
+            found = findings_scores(truth_findings, [florence2.parse(t, i.size) for t, i in pairs])
+            assert run.od == dataclasses.replace(
+                boxes,
+                findings_precision=found.precision,
+                findings_recall=found.recall,
+                findings_f1=found.f1,
+                findings_exact_match=found.exact_match,
+                n_unreadable=sum(not florence2.readable(t) for t in texts),
+            )
+            assert "unreadable_rate" in run.intervals  # defined on every draw
+            for low, high in run.intervals.values():
+                assert 0.0 <= low <= high <= 1.0
 
 
 def test_no_adapter_gives_one_base_row(data, models, tmp_path: Path) -> None:

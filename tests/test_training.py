@@ -187,6 +187,22 @@ def test_full_finetune_saves_a_model_that_loads_as_a_base(tiny, data, tmp_path):
     assert any("vision_tower" in n for n in changed) and any("language_model" in n for n in changed)
 
 
+def test_freeze_vision_trains_all_but_the_vision_tower(tiny, data, tmp_path):
+    """The staging of the shipped OD model: a pre-trained tower stays as it is while the
+    projector and the language model learn to read it."""
+    out = tmp_path / "frozen"
+    options = AdapterOptions(full_finetune=True, freeze_vision=True)
+    train(_config("florence2", tiny, data, out, adapter=options, max_steps=1))
+    loaded = load_model(out, device="cpu").model.state_dict()
+    original = load_model(tiny["florence2"], device="cpu").model.state_dict()
+    changed = {name for name, p in loaded.items() if not torch.equal(p, original[name])}
+    assert not any(".vision_tower." in n for n in changed)
+    assert any("language_model" in n for n in changed)
+    assert any("multi_modal_projector" in n for n in changed)
+    with pytest.raises(ValueError, match="--freeze-vision needs --full-finetune"):
+        AdapterOptions(freeze_vision=True)
+
+
 @pytest.mark.parametrize(
     ("options", "check"),
     [

@@ -21,6 +21,8 @@ EMBEDDED_MODELS: tuple[str, ...] = (
     "inspection-vlm-lora",
     "inspection-vlm-short-pin",
     "vit-inspector",
+    "inspection-od-base",
+    "inspection-od-lora",
 )
 #: Names another folder of embedded models (same folder names), e.g. retrained copies.
 MODELS_DIR_ENV = "QEU_MODELS_DIR"

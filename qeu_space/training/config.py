@@ -38,6 +38,14 @@ class AdapterOptions:
     full_finetune: bool = field(
         default=False, metadata={"help": "no adapter: train every weight of the model"}
     )
+    freeze_vision: bool = field(
+        default=False,
+        metadata={
+            "help": "with --full-finetune: keep the vision tower's weights as they are (the "
+            "projector and the language model train); for a pre-trained tower "
+            "(python -m qeu_space.vision_pretrain)"
+        },
+    )
     new_words: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -55,6 +63,8 @@ class AdapterOptions:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.scope not in SCOPES:
             raise ValueError(f"--scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.freeze_vision and not self.full_finetune:
+            raise ValueError("--freeze-vision needs --full-finetune (an adapter trains no tower)")
         object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
         object.__setattr__(self, "new_words", tuple(self.new_words))
         if self.new_words and self.full_finetune:
@@ -197,6 +207,7 @@ class TrainConfig:
             "modules_to_save": list(adapter.modules_to_save),
             "new_words": list(adapter.new_words),
             "full_finetune": adapter.full_finetune,
+            "freeze_vision": adapter.freeze_vision,
             "learning_rate": self.lr,
             "per_device_train_batch_size": self.batch_size,
             "gradient_accumulation_steps": self.grad_accum,

@@ -15,6 +15,7 @@ Output folder ``out``::
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -33,8 +34,12 @@ from qeu_space.training.config import TrainConfig
 from qeu_space.training.data import collators, load_splits
 from qeu_space.training.history import LossHistory
 from qeu_space.training.trainer import InspectionTrainer
+from qeu_space.views.registration import remember_at_least
 
 CHECKPOINTS = "checkpoints"
+#: Parameters of a vision tower (Florence-2 ``vision_tower``, Idefics3 ``vision_model``), not of
+#: the projector that feeds the language model.
+VISION_TOWER = re.compile(r"(^|\.)(vision_tower|vision_model)\.")
 TRAINING_ARGS = "training_args.json"
 TRAINER_STATE = "trainer_state.json"
 
@@ -98,6 +103,8 @@ def train(
         config.dataset, config.task, config_name=config.dataset_config, seed=config.seed
     )
 
+    # Both products of every composite are registered each epoch; remember them all.
+    remember_at_least(2 * sum(len(split) for split in splits.values()))
     out = Path(config.out)
     args = training_arguments(config, best_metric=family.BEST_METRIC)
     set_seed(config.seed)
@@ -225,6 +232,12 @@ def _trainable(model: Any, config: TrainConfig, family: Any, processor: Any = No
     lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope), token_ids)
     if lora is None:
         model.requires_grad_(True)
+        if config.adapter.freeze_vision:
+            frozen = [p for n, p in model.named_parameters() if VISION_TOWER.search(n)]
+            if not frozen:
+                raise ValueError(f"--freeze-vision: {config.base} has no vision tower to freeze")
+            for param in frozen:
+                param.requires_grad_(False)
         return model
     if config.gradient_checkpointing:
         model.enable_input_require_grads()

@@ -14,7 +14,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score
 
-from qeu_space.evaluation.metrics import od_metrics, qa_metrics, xywh_to_xyxy
+from qeu_space.evaluation.metrics import findings_scores, od_metrics, qa_metrics, xywh_to_xyxy
 from qeu_space.vocabulary import CLASS_LABELS, Box, Finding
 
 
@@ -65,10 +65,16 @@ def counts(
         return [(qa_truth(r), t) for r, t in zip(rows, texts, strict=True)]
     if task == "cls":
         return [(cls_truth(r), t) for r, t in zip(rows, texts, strict=True)]
-    return [
-        (od_truth(r, category_names), family.parse_boxes(t, r["image"].size))
-        for r, t in zip(rows, texts, strict=True)
-    ]
+    # Truth boxes are in the image's pixels; the output's are mapped there from the canonical
+    # frame (a product moved by the camera is compared where it really is). Both are also read
+    # as findings on the registered grid.
+    pairs = []
+    for r, t in zip(rows, texts, strict=True):
+        image, truth = r["image"].convert("RGB"), od_truth(r, category_names)
+        predicted = family.boxes_in_image(t, image) if t else []
+        said = family.parse(t, image.size) if t else []
+        pairs.append(((truth, family.findings_in_image(truth, image)), (predicted, said)))
+    return pairs
 
 
 def score(task: str, pooled: Sequence[tuple[Any, Any]]) -> dict[str, float]:
@@ -93,10 +99,12 @@ def score(task: str, pooled: Sequence[tuple[Any, Any]]) -> dict[str, float]:
     elif task == "cls":
         scores = {"accuracy": accuracy_score(list(truths), list(predictions))}
     else:
-        m = od_metrics(list(truths), list(predictions))
+        m = od_metrics([t[0] for t in truths], [p[0] for p in predictions])
+        f = findings_scores([t[1] for t in truths], [p[1] for p in predictions])
         silent = 0.0 if m.n_pred else 1.0
         scores = {
             "map_50": m.map_50 if m.map_50 is not None else silent,
             "map_50_95": m.map_50_95 if m.map_50_95 is not None else silent,
+            "findings_f1": f.f1 if f.f1 is not None else f.exact_match,
         }
     return {k: float(v) for k, v in scores.items() if v is not None}

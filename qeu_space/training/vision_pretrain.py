@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -37,8 +38,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from qeu_space.evaluation.metrics import xywh_to_xyxy
 from qeu_space.geometry import CompositeLayout
-from qeu_space.modeling.families import chat_vlm
+from qeu_space.modeling.families import chat_vlm, florence2
 from qeu_space.modeling.loading import load_model
 from qeu_space.views.framing import framing_of, grid_box
 from qeu_space.vocabulary import ALL_POSITIONS, Position
@@ -67,8 +69,14 @@ class VisionPretrainResult:
     """Share of good pins (validation) whose token is called ok."""
 
 
-def pin_tokens(model_config: Any, composite_size: int = 448) -> list[int]:
+def pin_tokens(
+    model_config: Any, composite_size: int = 448, *, grid: tuple[int, int] | None = None
+) -> list[int]:
     """Index of each pin's image token (``ALL_POSITIONS`` order) in the vision tower's output.
+
+    ``grid`` is the ``(columns, rows)`` of tokens out of the vision tower (raster order); by
+    default a square ViT grid from the config's ``image_size / patch_size`` (Idefics3). A
+    Florence-2's grid depends on its processor's image size (:func:`token_grid`).
 
     Raises:
         ValueError: the model does not frame the composite's test grid (nothing to align).
@@ -78,20 +86,34 @@ def pin_tokens(model_config: Any, composite_size: int = 448) -> list[int]:
         raise ValueError(
             f"vision pre-training needs a model that reads the test pin grid (qeu_framing "
             f"'composite_test_grid'), this one has {name!r}; build it with "
-            "`python -m qeu_space.inspection_vlm`"
+            "`python -m qeu_space.inspection_vlm` or `python -m qeu_space.inspection_od`"
         )
-    vision = model_config.vision_config
-    side = vision.image_size // vision.patch_size
+    if grid is None:
+        vision = model_config.vision_config
+        side = vision.image_size // vision.patch_size
+        grid = (side, side)
+    columns, rows = grid
     layout = CompositeLayout(composite_size)
     x1, y1, x2, y2 = grid_box((composite_size, composite_size), name)
     ox, oy = layout.origin("test")
     tokens = []
     for position in ALL_POSITIONS:
         cx, cy = layout.connector.pin_center(position)
-        column = int((cx + ox - x1) / (x2 - x1) * side)
-        row = int((cy + oy - y1) / (y2 - y1) * side)
-        tokens.append(row * side + column)
+        column = int((cx + ox - x1) / (x2 - x1) * columns)
+        row = int((cy + oy - y1) / (y2 - y1) * rows)
+        tokens.append(row * columns + column)
     return tokens
+
+
+def token_grid(model_config: Any, processor: Any) -> tuple[int, int]:
+    """``(columns, rows)`` of the vision tower's output tokens for the processor's image size."""
+    if getattr(model_config, "model_type", "") == "florence2":
+        stride = math.prod(model_config.vision_config.patch_stride)
+        size = processor.image_processor.size
+        return size["width"] // stride, size["height"] // stride
+    vision = model_config.vision_config
+    side = vision.image_size // vision.patch_size
+    return side, side
 
 
 def pin_labels(findings: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -106,13 +128,37 @@ def pin_labels(findings: Sequence[Mapping[str, Any]]) -> list[int]:
     return labels
 
 
-def _pixels(processor: Any, images: Sequence[Image.Image], framing: str) -> torch.Tensor:
+def row_pin_labels(row: Mapping[str, Any]) -> list[int]:
+    """:func:`pin_labels` of a ``qa`` row (its ``findings``) or an ``od`` row, whose pins are
+    read from its ``objects`` boxes on the registered grid (kind from the category, bend
+    direction from where the box lies around the pin)."""
+    if "findings" in row:
+        return pin_labels(row["findings"])
+    boxes = [(name, xywh_to_xyxy(box)) for name, box in _objects(row["objects"])]
+    found = florence2.findings_in_image(boxes, row["image"].convert("RGB"), directions=True)
+    return pin_labels([f.to_dict() for f in found])
+
+
+def _objects(objects: Any) -> list[tuple[str, Sequence[float]]]:
+    if isinstance(objects, Mapping):
+        return list(zip(objects["category"], objects["bbox"], strict=True))
+    return [(o["category"], o["bbox"]) for o in objects]
+
+
+def _pixels(
+    processor: Any, images: Sequence[Image.Image], framing: str, florence: bool
+) -> torch.Tensor:
+    if florence:
+        views = [florence2.view(image, framing).image for image in images]
+        return processor.image_processor(views, return_tensors="pt")["pixel_values"]
     views = [[chat_vlm.view(image, framing)] for image in images]
     pixels = processor.image_processor(views, return_tensors="pt")["pixel_values"]
     return pixels.flatten(0, 1)  # (batch, 1 image, C, H, W) -> (batch, C, H, W)
 
 
-def _tokens(vision: Any, pixels: torch.Tensor) -> torch.Tensor:
+def _tokens(vision: Any, pixels: torch.Tensor, florence: bool) -> torch.Tensor:
+    if florence:  # DaViT gives a (batch, C, H, W) map: tokens in raster order
+        return vision(pixels).last_hidden_state.flatten(2).transpose(1, 2)
     return vision(pixel_values=pixels).last_hidden_state
 
 
@@ -131,23 +177,34 @@ def pretrain_vision(
 ) -> VisionPretrainResult:
     """Train ``base``'s vision tower on per-pin classes of ``dataset``; save the VLM to ``out``.
 
+    The base is the inspection VLM (Idefics3: labels from a ``qa`` dataset's ``findings``) or
+    the ``<OD>`` model (Florence-2: a ``qa`` or an ``od`` dataset, whose pins are read from its
+    boxes, :func:`row_pin_labels`).
+
     Raises:
-        ValueError: the base does not frame the test grid, or the dataset lacks ``findings``.
+        ValueError: the base does not frame the test grid, or the dataset has neither
+            ``findings`` nor ``objects``.
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
     loaded = load_model(base, device="cpu", dtype=torch.float32)
     model, processor = loaded.model, loaded.processor
     name = framing_of(model.config)
-    tokens = torch.tensor(pin_tokens(model.config))
+    florence = loaded.family == florence2.NAME
+    tokens = torch.tensor(pin_tokens(model.config, grid=token_grid(model.config, processor)))
     data = datasets.load_dataset(str(dataset)) if Path(dataset).is_dir() else None
-    if data is None or "train" not in data or "findings" not in data["train"].column_names:
+    columns = data["train"].column_names if data is not None and "train" in data else []
+    if "findings" not in columns and "objects" not in columns:
         raise ValueError(
-            f"{dataset} is not a qa dataset folder with findings (dataset_tools build)"
+            f"{dataset} is not a qa or od dataset folder (findings or objects; dataset_tools build)"
         )
     train, validation = data["train"], data.get("validation", data["train"])
-    vision = model.model.vision_model
-    hidden = vision.config.hidden_size
+    if florence:
+        vision = model.model.vision_tower
+        hidden = model.config.vision_config.embed_dim[-1]
+    else:
+        vision = model.model.vision_model
+        hidden = vision.config.hidden_size
     head = torch.nn.Linear(hidden, len(PIN_CLASSES))
     # Where each pin is, read off its token: the answer names it, so the code must be clean.
     row_head, column_head = torch.nn.Linear(hidden, 3), torch.nn.Linear(hidden, 9)
@@ -164,8 +221,9 @@ def pretrain_vision(
     bar = tqdm(range(steps), desc="vision pre-training", disable=not progress)
     for _ in bar:
         rows = train.select(rng.sample(range(len(train)), min(batch_size, len(train))))
-        pins = _tokens(vision, _pixels(processor, rows["image"], name))[:, tokens]
-        target = torch.tensor([pin_labels(f) for f in rows["findings"]])
+        pins = _tokens(vision, _pixels(processor, rows["image"], name, florence), florence)
+        pins = pins[:, tokens]
+        target = torch.tensor([row_pin_labels(row) for row in rows])
         cross_entropy = torch.nn.functional.cross_entropy
         loss = cross_entropy(head(pins).flatten(0, 1), target.flatten())
         if position_heads:
@@ -179,7 +237,7 @@ def pretrain_vision(
         bar.set_postfix(loss=f"{loss.item():.4f}")
     seconds = time.perf_counter() - start
     vision.eval()
-    scores = _score(vision, head, processor, validation, tokens, name, eval_rows)
+    scores = _score(vision, head, processor, validation, tokens, name, eval_rows, florence)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     result = VisionPretrainResult(steps, round(seconds, 1), float(loss.item()), *scores)
@@ -188,14 +246,17 @@ def pretrain_vision(
 
 
 @torch.no_grad()
-def _score(vision, head, processor, rows, tokens, name, limit) -> tuple[float, float, float]:
+def _score(
+    vision, head, processor, rows, tokens, name, limit, florence
+) -> tuple[float, float, float]:
     rows = rows.select(range(min(limit, len(rows))))
     predicted, truth = [], []
     for begin in range(0, len(rows), 32):
         chunk = rows.select(range(begin, min(begin + 32, len(rows))))
-        logits = head(_tokens(vision, _pixels(processor, chunk["image"], name)))
+        pixels = _pixels(processor, chunk["image"], name, florence)
+        logits = head(_tokens(vision, pixels, florence))
         predicted.append(logits[:, tokens].argmax(-1).flatten())
-        truth.append(torch.tensor([pin_labels(f) for f in chunk["findings"]]).flatten())
+        truth.append(torch.tensor([row_pin_labels(row) for row in chunk]).flatten())
     p, t = torch.cat(predicted), torch.cat(truth)
     defect, good = t > 0, t == 0
     recall = float((p[defect] > 0).float().mean()) if defect.any() else 1.0

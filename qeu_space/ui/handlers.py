@@ -65,7 +65,7 @@ from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import SoartcView, run_soartc
 from qeu_space.views.image_io import UploadError, UploadLimits, check_pair, read_image
 from qeu_space.views.registration import NoConnectorError, register_composite
-from qeu_space.vocabulary import DefectKind, Finding, format_answer, parse_bbox_str
+from qeu_space.vocabulary import DefectKind, Finding, format_answer
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,22 @@ KINDS: tuple[str, ...] = tuple(k.value for k in DefectKind)
 DIRECTIONS: tuple[str, ...] = ("up", "down", "left", "right")
 RECENT = 10
 MAX_SEED = 2**32 - 1
+
+
+def _side_by_side(panels: Sequence[Image.Image], titles: Sequence[str]) -> Image.Image:
+    """Equal panels in a row, each titled in its top-right corner."""
+    from PIL import ImageDraw
+
+    width, height = panels[0].size
+    out = Image.new("RGB", (width * len(panels), height))
+    draw = ImageDraw.Draw(out)
+    for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        out.paste(panel, (i * width, 0))
+        box = draw.textbbox((0, 0), title, font_size=28)
+        x = (i + 1) * width - (box[2] - box[0]) - 16
+        draw.rectangle((x - 6, 4, (i + 1) * width - 10, box[3] + 14), fill=(0, 0, 0))
+        draw.text((x, 8), title, fill=(255, 255, 255), font_size=28)
+    return out
 
 
 class UnknownAdapter(ValueError):
@@ -519,24 +535,36 @@ class InspectionApp:
         return case.composite, case.truth_text, case.source, name, gr.Tabs(selected="inspect")
 
     def _od(self, image: Image.Image, truth: Sequence[Finding] | None) -> OdView:
+        """Florence-2's boxes with their category, drawn where the product really is; with an
+        adapter, the base's boxes (left) beside the adapter's (right)."""
+        from qeu_space.modeling.families import florence2
+
         slot = self.models.od
         if not slot.available:
             return OdView(None, slot.status() if slot.name else "no Florence-2 OD model configured")
-        try:
-            answer = model_fns.detect_with_florence(
-                image, max_new_tokens=self.settings.max_new_tokens
-            )
-        except Exception as err:  # noqa: BLE001
-            logger.exception("Florence-2 failed")
-            return OdView(None, f"Florence-2 error: {_short_error(err)}")
-        if not answer.text.strip():
-            return OdView(None, "Florence-2 gave an empty answer (no boxes, no text)")
-        boxes = parse_bbox_str(answer.text, image.size)
-        note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: "
-        note += format_answer(answer.findings)
-        if truth is not None:
-            note += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
-        return OdView(draw_labelled_boxes(image, boxes), note, answer.text, answer.findings)
+        variants = [("base", False), ("fine-tuned", True)] if slot.has_adapter else [("", True)]
+        panels, notes = [], []
+        answer = None
+        for name, tuned in variants:
+            try:
+                answer = model_fns.detect_with_florence(
+                    image, max_new_tokens=self.settings.max_new_tokens, tuned=tuned
+                )
+                boxes = florence2.boxes_in_image(answer.text, image) if answer.text.strip() else []
+            except Exception as err:  # noqa: BLE001
+                logger.exception("Florence-2 failed")
+                return OdView(None, f"Florence-2 error: {_short_error(err)}")
+            note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: "
+            note += format_answer(answer.findings)
+            if truth is not None:
+                note += f" — vs truth: {describe_comparison(compare(truth, answer.findings))}"
+            notes.append(f"**{name}** {note}" if name else note)
+            panels.append(draw_labelled_boxes(image, boxes))
+        assert answer is not None  # the adapter's answer when there is one
+        if len(panels) == 1:
+            return OdView(panels[0], notes[0], answer.text, answer.findings)
+        shown = _side_by_side(panels, [name for name, _ in variants])
+        return OdView(shown, "\n\n".join(notes), answer.text, answer.findings)
 
     # ----------------------------------------------------------------- feedback
 

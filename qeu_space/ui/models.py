@@ -461,13 +461,19 @@ def answers_with_vlm(
 
 
 @spaces.GPU(duration=60)
-def detect_with_florence(composite: Image.Image, *, max_new_tokens: int) -> Answer:
-    """Florence-2 ``<OD>`` boxes (adapter on when one is loaded)."""
+def detect_with_florence(
+    composite: Image.Image, *, max_new_tokens: int, tuned: bool = True
+) -> Answer:
+    """Florence-2 ``<OD>`` boxes (adapter on when one is loaded, unless ``tuned`` is off)."""
     loaded = MODELS.od.loaded
     if loaded is None:
         raise RuntimeError(MODELS.od.reason or "no OD model configured")
     family = _family(loaded)
-    text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+    if tuned or not loaded.has_adapter:
+        text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+    else:
+        with loaded.base_only():
+            text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
     return Answer(text, tuple(family.parse(text, composite.size)))
 
 

@@ -43,6 +43,8 @@ DEFAULT_GALLERY_KINDS: tuple[DefectKind, ...] = tuple(DefectKind)
 #: An adapter's name: what the picker shows and ``/inspect`` takes.
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 DEFAULT_VIT = str(REPO_ROOT / "models" / "vit-inspector")
+DEFAULT_OD = str(REPO_ROOT / "models" / "inspection-od-base")
+DEFAULT_OD_ADAPTER = str(REPO_ROOT / "models" / "inspection-od-lora")
 
 _OFF = ("", "none", "off", "0", "false")
 
@@ -200,8 +202,8 @@ class AppSettings:
     base_model: str | None = DEFAULT_BASE
     adapters: tuple[NamedAdapter, ...] = tuple(NamedAdapter(n, s) for n, s in DEFAULT_ADAPTERS)
     vit_model: str | None = DEFAULT_VIT
-    od_model: str | None = None
-    od_adapter: str | None = None
+    od_model: str | None = DEFAULT_OD
+    od_adapter: str | None = DEFAULT_OD_ADAPTER
     trust_remote_code: bool = False
     feedback_db: Path = field(default_factory=default_db_path)
     feedback_repo: str | None = None
@@ -229,8 +231,8 @@ class AppSettings:
             base_model=resolve_model_path(_optional(env, "QEU_BASE_MODEL", DEFAULT_BASE)),
             adapters=_adapters(env),
             vit_model=resolve_model_path(_optional(env, "QEU_VIT_MODEL", DEFAULT_VIT)),
-            od_model=resolve_model_path(_optional(env, "QEU_OD_MODEL", None)),
-            od_adapter=resolve_model_path(_optional(env, "QEU_OD_ADAPTER", None)),
+            od_model=resolve_model_path(_optional(env, "QEU_OD_MODEL", DEFAULT_OD)),
+            od_adapter=resolve_model_path(_optional(env, "QEU_OD_ADAPTER", DEFAULT_OD_ADAPTER)),
             trust_remote_code=_flag(env, "QEU_TRUST_REMOTE_CODE"),
             feedback_db=Path(db).expanduser() if db else default_db_path(),
             feedback_repo=_optional(env, "QEU_FEEDBACK_REPO", None),

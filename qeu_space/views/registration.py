@@ -381,6 +381,18 @@ _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
 
+def remember_at_least(n: int) -> int:
+    """Remember at least the last ``n`` registrations (about 1 kB each); returns the new size.
+
+    Training reads every row once per epoch: with room for all of them, only the first epoch
+    searches (``python -m qeu_space.train`` sets this from the dataset's size).
+    """
+    global _CACHE_SIZE
+    with _CACHE_LOCK:
+        _CACHE_SIZE = max(_CACHE_SIZE, int(n))
+        return _CACHE_SIZE
+
+
 def register(
     image: Image.Image | np.ndarray, geometry: ConnectorGeometry | None = None
 ) -> Registration:

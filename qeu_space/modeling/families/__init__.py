@@ -14,7 +14,12 @@ path for all, :func:`qeu_space.modeling.loading.load_model`). Each module offers
 - ``parse(text, image_size) -> list[Finding]``: findings read back from one generated text.
 
 Family extras: ``florence2.parse_boxes(text, image_size)`` gives the labelled pixel boxes (for
-mAP) and ``chat_vlm.generate(..., question=...)`` asks another question than the inspection one.
+mAP), ``florence2.boxes_in_image(text, image)`` the same boxes where the product really is,
+``florence2.findings_in_image(boxes, image)`` the pins of boxes given in an image's pixels (the
+truth of ``od`` rows) and ``florence2.readable(text)`` whether an output is a well-formed
+``bbox_str``; ``chat_vlm.generate(..., question=...)`` asks another question than the
+inspection one. Families that frame the image by the model's ``qeu_framing`` offer
+``collate_options(model_config)`` (the training collator's keyword arguments).
 Both ``generate`` functions also take ``batch_size`` (default 8). The ``vit`` classifier
 (``cls`` task) answers with a class label: ``vit.predict(loaded, images)`` gives labels and
 probabilities, its ``generate`` the label alone; it names its transformers auto class in
