@@ -41,6 +41,8 @@ EMBEDDED = (
     "inspection-vlm-base",
     "inspection-vlm-lora",
     "inspection-vlm-short-pin",
+    "inspection-od-base",
+    "inspection-od-lora",
 )
 #: Rows rendered with this seed were never used to train, choose or stage the embedded models.
 FRESH_SEED = 2027
@@ -150,7 +152,8 @@ def test_install_gives_an_adapter_its_bases_processor(
     ("files", "message"),
     [
         ({}, "no config.json"),
-        ({"config.json": {"model_type": "florence2"}}, "'florence2' model"),
+        ({"config.json": {"model_type": "llava"}}, "'llava' model"),
+        ({"config.json": {"model_type": "florence2"}}, "no processor_config.json"),
         ({"config.json": {"model_type": "vit"}}, "no preprocessor_config.json"),
     ],
 )
@@ -208,6 +211,7 @@ for label, call in cases["refused"].items():
 namespace = {}
 exec(open("snippet.py").read(), namespace)
 answers = [eval(cases["call"], namespace, {"path": p}) for p in cases["images"]]
+print()  # transformers' unanswered "[y/N]" prompt may have left the line open
 print(json.dumps({"refusals": refusals, "answers": answers}))
 """
 
@@ -347,3 +351,48 @@ def test_cli_usage_prints_the_cards_first_lines(name, argv, expected, capsys) ->
     out = capsys.readouterr().out
     assert out.startswith(VIEW_NOTICE) and expected in out
     assert main(["usage", str(MODELS / "inspection-vlm-lora"), "--id", "o/lora"]) == 2
+
+
+OD_SNIPPET = """
+from PIL import Image
+from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+processor = AutoProcessor.from_pretrained("inspection-od-base", trust_remote_code=True)
+model = Florence2ForConditionalGeneration.from_pretrained("inspection-od-base")
+
+
+def detect(path):
+    image = Image.open(path)
+    inputs = processor(text="<OD>", images=image, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=64, num_beams=1, do_sample=False)
+    text = processor.batch_decode(out, skip_special_tokens=False)[0]
+    size = processor.view(image).size  # the boxes are in the registered view's frame
+    return processor.post_process_generation(text, task="<OD>", image_size=size)["<OD>"]
+"""
+
+
+@pytest.mark.slow
+def test_plain_od_path_reads_the_registered_view(tmp_path: Path) -> None:
+    """The <OD> model with transformers only: AutoProcessor without trust_remote_code refuses
+    the folder; with it, the shipped processor registers and frames each composite, and the
+    boxes' categories are the truth's on fresh rows."""
+    from dataset_tools.builders import OD_CATEGORIES
+
+    _copy_models(tmp_path, ["inspection-od-base"])
+    rows = _rendered("od", "test", 8)
+    images = _save_images(rows, tmp_path / "images")
+    (tmp_path / "snippet.py").write_text(OD_SNIPPET)
+    result = _run_plain(
+        tmp_path,
+        OD_SNIPPET,
+        {
+            "setup": "from transformers import AutoProcessor, pipeline",
+            "refused": {"AutoProcessor": 'AutoProcessor.from_pretrained("inspection-od-base")'},
+            "call": "detect(path)",
+            "images": images,
+        },
+    )
+    assert set(result["refusals"].values()) == {True}, result["refusals"]
+    truth = [sorted(OD_CATEGORIES[c] for c in row["objects"]["category"]) for row in rows]
+    said = [sorted(answer["labels"]) for answer in result["answers"]]
+    assert any(truth) and sum(s == t for s, t in zip(said, truth, strict=True)) >= 7, (said, truth)

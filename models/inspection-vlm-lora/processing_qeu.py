@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 from skimage import filters, measure, segmentation, transform
-from transformers import Idefics3Processor, ViTImageProcessorPil
+from transformers import Florence2Processor, Idefics3Processor, ViTImageProcessorPil
 from transformers.image_transforms import to_pil_image
 
 # ---------------- qeu_space.vocabulary (generated: edit the library, not this file)
@@ -1080,6 +1080,46 @@ class QEUIdefics3Processor(Idefics3Processor):
             tokenizer,
             image_seq_len=image_seq_len,
             chat_template=chat_template,
+            **kwargs,
+        )
+
+    def view(self, image: Any) -> Image.Image:
+        """What the model reads of ``image`` (a square composite): registered, then framed."""
+        return frame(_as_pil(image), self.qeu_framing, source="composite").image
+
+    def __call__(self, images: Any = None, text: Any = None, **kwargs: Any) -> Any:
+        if images is not None:
+            images = _map_images(images, self.view)
+        return super().__call__(images=images, text=text, **kwargs)
+
+
+class QEUFlorence2Processor(Florence2Processor):
+    """``Florence2Processor`` on the model's view of each composite (reference on top, test below).
+
+    Images are registered and framed as ``qeu_framing`` names (``composite_test_grid``: the pin
+    grid of the product under inspection) before the image processor runs. The ``<OD>`` boxes
+    the model writes are then in that view's frame: ``post_process_generation(...,
+    image_size=processor.view(image).size)`` gives them in the view's pixels (the project's
+    ``boxes_in_image`` maps them back onto the photograph). An image without a connector raises
+    ``NoConnectorError`` ("no connector found (...)"), never a guess.
+    """
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        num_additional_image_tokens: int = 0,
+        post_processor_config: dict | None = None,
+        qeu_framing: str | None = "composite_test_grid",
+        **kwargs: Any,
+    ) -> None:
+        # named, not in **kwargs: transformers passes a processor only the arguments it names
+        self.qeu_framing = _check_framing(qeu_framing)
+        super().__init__(
+            image_processor,
+            tokenizer,
+            num_additional_image_tokens=num_additional_image_tokens,
+            post_processor_config=post_processor_config,
             **kwargs,
         )
 

@@ -43,6 +43,7 @@ PROCESSOR_MODULES: tuple[str, ...] = (
 PROCESSOR_ROOTS: tuple[str, ...] = (
     "QEUViTImageProcessor",
     "QEUIdefics3Processor",
+    "QEUFlorence2Processor",
     "NoConnectorError",
     "frame",
     "FRAMINGS",

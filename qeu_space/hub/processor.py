@@ -7,7 +7,8 @@ file (:mod:`.bundle`) and points the processor configs at it:
 - a ViT classifier (``config.json`` ``model_type: vit``): ``preprocessor_config.json`` names
   ``QEUViTImageProcessor`` (``auto_map``: ``AutoImageProcessor`` and ``AutoProcessor``);
 - an Idefics3 chat VLM: ``processor_config.json`` names ``QEUIdefics3Processor``
-  (``auto_map``: ``AutoProcessor``);
+  (``auto_map``: ``AutoProcessor``); a Florence-2 ``<OD>`` model likewise names
+  ``QEUFlorence2Processor``;
 - a PEFT adapter: the processor of its base (copied from the base folder when the adapter has
   none), so that the adapter's own processor files never load the plain, frameless class.
 
@@ -99,6 +100,12 @@ SHIPPED: dict[str, ShippedClass] = {
         "processor_class",
         ("AutoProcessor",),
     ),
+    "florence2": ShippedClass(
+        "QEUFlorence2Processor",
+        "processor_config.json",
+        "processor_class",
+        ("AutoProcessor",),
+    ),
 }
 
 
@@ -183,8 +190,8 @@ def install_processor(
 
     Raises:
         ProcessorInstallError: not a model or adapter folder, a model family without a shipped
-            processor (only ``vit`` and ``idefics3`` have one), or an adapter whose base is not
-            a local folder and which ships no processor yet.
+            processor (only ``vit``, ``idefics3`` and ``florence2`` have one), or an adapter
+            whose base is not a local folder and which ships no processor yet.
     """
     path = Path(folder)
     if (path / "adapter_config.json").is_file():

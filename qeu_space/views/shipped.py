@@ -19,6 +19,7 @@ MODULE_NAME = "processing_qeu"
 STANDARD_CLASSES: dict[str, str] = {
     "QEUViTImageProcessor": "ViTImageProcessorPil",
     "QEUIdefics3Processor": "Idefics3Processor",
+    "QEUFlorence2Processor": "Florence2Processor",
 }
 #: The processor configs that may name a shipped class, in the order transformers reads them.
 PROCESSOR_CONFIGS = ("processor_config.json", "preprocessor_config.json")
