@@ -208,3 +208,39 @@ def fail(prog: str, message: object) -> int:
     line = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
     print(f"{prog}: error: {line}", file=sys.stderr)
     return 2
+
+
+def untrained_model_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options of a command that writes an untrained model: ``--out``, ``--overwrite``,
+    ``--seed``."""
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("--out", required=True, help="folder to write (must be empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (swapped in only once the new model is complete)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    return parser
+
+
+def write_untrained_model(prog: str, args: argparse.Namespace, build: Any, make_config: Any) -> int:
+    """Check ``--out``, then build the model into a staged folder swapped in when complete.
+
+    ``build(folder, config)`` and ``make_config(seed=...)`` come from the modeling module, which
+    the caller imports after parsing (so ``--help`` never loads torch). Returns the exit code.
+    """
+    try:
+        check_output_folder(args.out, overwrite=args.overwrite)
+    except CliError as err:
+        return fail(prog, err)
+    config = make_config(seed=args.seed)
+    try:
+        with staged_folder(args.out) as staging:
+            build(staging, config)
+    except OSError as err:
+        return fail(prog, f"could not write {args.out}: {err.strerror or err}")
+    from dataclasses import asdict
+
+    print(f"wrote {args.out} ({asdict(config)})")
+    return 0

@@ -9,45 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
-from qeu_space.cli import CliError, OneLineParser, check_output_folder, fail, staged_folder
+from qeu_space.cli import untrained_model_parser, write_untrained_model
 
 PROG = "python -m qeu_space.inspection_vlm"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=PROG,
-        description="Write the untrained inspection VLM (Idefics3 architecture) to a folder.",
+    return untrained_model_parser(
+        PROG, "Write the untrained inspection VLM (Idefics3 architecture) to a folder."
     )
-    parser.add_argument("--out", required=True, help="folder to write (must be empty)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a non-empty --out (swapped in only once the new model is complete)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the untrained starting point to ``--out``."""
     args = build_parser().parse_args(argv)
-    try:
-        check_output_folder(args.out, overwrite=args.overwrite)
-    except CliError as err:
-        return fail(PROG, err)
     from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
 
-    config = InspectionVLMConfig(seed=args.seed)
-    try:
-        with staged_folder(args.out) as staging:
-            build_inspection_vlm(staging, config)
-    except OSError as err:
-        return fail(PROG, f"could not write {args.out}: {err.strerror or err}")
-    print(f"wrote {args.out} ({asdict(config)})")
-    return 0
+    return write_untrained_model(PROG, args, build_inspection_vlm, InspectionVLMConfig)
 
 
 if __name__ == "__main__":
