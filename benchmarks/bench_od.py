@@ -53,7 +53,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import io  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -67,16 +66,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from scipy import ndimage as ndi  # noqa: E402
 
+from benchmarks.bench_robustness import BASE_NUISANCES, Condition, apply_imaging, pose_for  # noqa: E402
+from benchmarks.bench_robustness import CONDITIONS as ROBUSTNESS_CONDITIONS  # noqa: E402
 from dataset_tools.compose import compose  # noqa: E402
 from dataset_tools.render import (  # noqa: E402
     PIN_STYLES,
     SEEN_HOUSINGS,
     ConnectorSpec,
-    Nuisances,
-    Placement,
-    Pose,
     render_connector,
 )
 from dataset_tools.sampling import TEST_POSITIONS  # noqa: E402
@@ -275,60 +272,10 @@ def dataset_rows(folder: str, split: str, limit: int) -> tuple[list[Image.Image]
 # --------------------------------------------------------------------------- robustness
 
 
-@dataclass(frozen=True)
-class Condition:
-    """``bench_robustness``'s condition of the product under inspection (reference golden)."""
-
-    kind: str
-    value: float = 0.0
-
-    @property
-    def name(self) -> str:
-        unit = {"shift": " px", "rotation": " deg", "blur": " px", "noise": "/255"}.get(self.kind)
-        return "none" if self.kind == "none" else f"{self.kind} {self.value:g}{unit or ''}"
-
-    def pose(self, direction: float, sign: int) -> Pose | None:
-        if self.kind == "shift":
-            return Pose(self.value * math.cos(direction), self.value * math.sin(direction))
-        if self.kind == "rotation":
-            return Pose(angle=sign * self.value)
-        if self.kind == "scale":
-            return Pose(scale=self.value)
-        return None
-
-
-CONDITIONS: tuple[Condition, ...] = (
-    Condition("none"),
-    *(Condition("shift", v) for v in (4, 8, 16, 24)),
-    *(Condition("rotation", v) for v in (2, 4, 6)),
-    *(Condition("scale", v) for v in (0.88, 0.94, 1.06, 1.12)),
-    Condition("gain", 0.6),
-    Condition("gain", 1.4),
-    Condition("blur", 1.5),
-    Condition("jpeg", 50),
-    Condition("noise", 8),
-)
-CAMERA = Nuisances(shift=0.0, rotation=0.0, placement=Placement.off())
+#: ``bench_robustness``'s conditions of the product under inspection (the reference golden).
+CONDITIONS: tuple[Condition, ...] = tuple(c for c in ROBUSTNESS_CONDITIONS if not c.both)
+CAMERA = BASE_NUISANCES["default"]
 KINDS = ("passed", "bent pin", "missing pin")
-
-
-def apply_imaging(cond: Condition, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The imaging condition applied to the drawn test product (as ``bench_robustness``)."""
-    if cond.kind == "gain":
-        return np.clip(np.rint(image.astype(np.float32) * cond.value), 0, 255).astype(np.uint8)
-    if cond.kind == "blur":
-        blurred = ndi.gaussian_filter(image.astype(np.float32), (cond.value, cond.value, 0))
-        return np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
-    if cond.kind == "jpeg":
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="JPEG", quality=int(cond.value))
-        buf.seek(0)
-        with Image.open(buf) as decoded:
-            return np.asarray(decoded.convert("RGB")).copy()
-    if cond.kind == "noise":
-        noisy = image.astype(np.float32) + rng.normal(0.0, cond.value, image.shape)
-        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    return image
 
 
 def case_spec(index: int, seed: int = SEED) -> tuple[ConnectorSpec, float, int]:
@@ -353,7 +300,7 @@ def render_case(index: int, cond: Condition, seed: int = SEED) -> tuple[Image.Im
     spec, direction, sign = case_spec(index, seed)
     geo = LAYOUT.connector
     rng = np.random.default_rng([seed, 2, index])
-    test = render_connector(spec, geo, CAMERA, rng, pose=cond.pose(direction, sign))
+    test = render_connector(spec, geo, CAMERA, rng, pose=pose_for(cond, direction, sign))
     reference = render_connector(ConnectorSpec(spec.housing, spec.pins), geo, CAMERA,
                                  np.random.default_rng([seed, 3, index]))  # fmt: skip
     image = apply_imaging(cond, test.image, np.random.default_rng([seed, 4, index]))

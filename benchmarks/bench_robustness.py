@@ -165,13 +165,14 @@ class Condition:
         return f"both-{text}" if self.both else text
 
     def test_pose(self, case: Case) -> Pose | None:
-        return _pose(self, case.direction, case.sign)
+        return pose_for(self, case.direction, case.sign)
 
     def reference_pose(self, case: Case) -> Pose | None:
-        return _pose(self, case.ref_direction, case.ref_sign) if self.both else None
+        return pose_for(self, case.ref_direction, case.ref_sign) if self.both else None
 
 
-def _pose(cond: Condition, direction: float, sign: int) -> Pose | None:
+def pose_for(cond: Condition, direction: float, sign: int) -> Pose | None:
+    """The move a placement condition makes in a case's direction / sense (``None``: none)."""
     if cond.kind == "shift":
         return Pose(cond.value * math.cos(direction), cond.value * math.sin(direction))
     if cond.kind == "rotation":
