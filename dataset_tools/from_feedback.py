@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from dataset_tools.builders import FEATURES, qa_columns
 from dataset_tools.save import check_output_dir
+from qeu_space.cli import staged_folder
 from qeu_space.feedback import FeedbackStore, StoredFeedback, open_store, png_bytes
 from qeu_space.geometry import CompositeLayout
 from qeu_space.vocabulary import Finding, parse_answer
@@ -169,21 +169,8 @@ def write_feedback_split(
             f"{report.unreadable} without a readable answer"
         )
     dataset = datasets.Dataset.from_list(rows, features=FEATURES["qa"], split=split)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        (staging / "qa").mkdir(parents=True)
+    with staged_folder(out) as staging:  # all or nothing: swapped in once complete
+        (staging / "qa").mkdir()
         dataset.to_parquet(str(staging / "qa" / f"{split}-00000-of-00001.parquet"))
         _card(split, len(rows), command).save(staging / "README.md")
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return report
