@@ -165,7 +165,7 @@ def test_unreadable_answer_on_a_defect_free_row_is_never_right(garbage: str) -> 
 
 
 def test_exact_match_needs_the_true_verdict() -> None:
-    """"Defective." with no position on a passed row names the truth's (empty) set: not exact."""
+    """An answer "Defective." naming no pin on a passed row is not exact (wrong verdict)."""
     m = qa_metrics([[], []], ["Defective.", "Passed. No defects found."])
     assert m.exact_match == 0.5 and m.verdict_accuracy == 0.5
 
@@ -236,6 +236,7 @@ def test_text_scores_are_none_without_the_libraries(monkeypatch) -> None:
 
 
 # --------------------------------------------------------------------------- OD
+
 
 def _b(label: str, x1: float, y1: float, x2: float, y2: float) -> tuple[str, tuple]:
     return (label, (x1, y1, x2, y2))

@@ -103,10 +103,11 @@ def qa_metrics(
     Findings become a multi-label indicator over every (position, kind) of the grid, so
     scikit-learn's micro precision / recall / F1 apply as they are; exact match is subset
     accuracy counted only where the stated verdict is the true one (an unreadable answer names
-    no findings, which would otherwise match a defect-free row). A score whose denominator is zero is undefined and reported as ``None``, not as a number
-    that reads as good or bad: precision when nothing was predicted, recall when nothing was true,
-    F1 when neither (an all-good set answered all-passed: verdict accuracy and exact match say
-    so). Predicting nothing when something was true gives F1 = 0.
+    no findings, which would otherwise match a defect-free row). A score whose denominator is
+    zero is undefined and reported as ``None``, not as a number that reads as good or bad:
+    precision when nothing was predicted, recall when nothing was true, F1 when neither (an
+    all-good set answered all-passed: verdict accuracy and exact match say so). Predicting
+    nothing when something was true gives F1 = 0.
 
     Args:
         truths: per sample, its true findings (empty = passed).
