@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from peft import LoraConfig, get_peft_model
 from dataset_tools.builders import BuildConfig
 from dataset_tools.save import build_to_folder
 from qeu_space.evaluation.evaluate import evaluate, load_split
+from qeu_space.modeling.devices import detect_device
 from qeu_space.modeling.families import chat_vlm, family_for
 from qeu_space.modeling.loading import load_model
 from qeu_space.modeling.processors import (
@@ -31,6 +33,8 @@ from qeu_space.modeling.processors import (
 )
 from qeu_space.modeling.tiny_families import TINY_FAMILIES
 from qeu_space.training import AdapterOptions, TrainConfig, train
+from qeu_space.ui.models import MODELS, answer_with_vlm, load_models, use_models
+from qeu_space.ui.settings import AppSettings
 
 NAMES = list(TINY_FAMILIES)
 
@@ -85,13 +89,28 @@ def test_family_trains_evaluates_and_serves(name, tiny, data, tmp_path):
     report = evaluate(tuned, test, task="qa", max_new_tokens=4, batch_size=2, progress=False)
     assert [run.name for run in report.runs] == ["base", "adapter"]
     assert all(len(run.predictions) == len(test) for run in report.runs)
-    # The Space's answer: the same generate call on the loaded adapter and, switched off, base.
-    images = [row["image"] for row in test]
-    said = chat_vlm.generate(tuned, images, max_new_tokens=4)
-    with tuned.base_only():
-        base_said = chat_vlm.generate(tuned, images, max_new_tokens=4)
-    assert len(said) == len(base_said) == len(images)
-    assert all(isinstance(t, str) for t in said + base_said)
+    # The Space: its model slots load base + adapter, and it answers with and without it.
+    settings = AppSettings.from_env(
+        {"QEU_BASE_MODEL": base, "QEU_ADAPTERS": f"tuned={result.out}", "QEU_VIT_MODEL": "",
+         "QEU_OD_MODEL": ""}
+    )  # fmt: skip
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert models.vlm.available and models.vlm.has_adapter, models.vlm.reason
+    with space_models(models):
+        for adapter in ("tuned", None):
+            answer = answer_with_vlm(test[0]["image"], adapter=adapter, max_new_tokens=4)
+            assert isinstance(answer.text, str)
+
+
+@contextmanager
+def space_models(models):
+    """The Space's process-wide models set to ``models``, and put back afterwards."""
+    before = (MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device)
+    use_models(models)
+    try:
+        yield
+    finally:
+        MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device = before
 
 
 # --------------------------------------------------------------------------- own training rules
@@ -238,3 +257,27 @@ def test_image_only_processor_keeps_the_class_name_and_parts():
         plain = image_only_class(cls)
         assert plain.__name__ == cls.__name__ and issubclass(plain, cls)
         assert plain.get_attributes() == ["image_processor", "tokenizer"]
+
+
+def test_missing_package_reaches_the_space_and_the_cli_in_one_line(tiny, data, tmp_path, capsys,
+                                                                   monkeypatch):  # fmt: skip
+    import transformers.models.smolvlm.processing_smolvlm as smolvlm
+
+    from qeu_space.train import main
+
+    monkeypatch.setattr(smolvlm, "num2words", None)
+    settings = AppSettings.from_env(
+        {"QEU_BASE_MODEL": str(tiny["smolvlm"]), "QEU_ADAPTERS": "none", "QEU_VIT_MODEL": "",
+         "QEU_OD_MODEL": ""}
+    )  # fmt: skip
+    models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    assert not models.vlm.available
+    assert models.vlm.reason.endswith(
+        "needs the package num2words: pip install num2words==0.5.14 (in requirements.txt))"
+    ), models.vlm.reason
+    capsys.readouterr()
+    code = main(["--task", "qa", "--base", str(tiny["smolvlm"]), "--dataset", str(data),
+                 "--out", str(tmp_path / "o"), "--max-steps", "1", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "needs the package num2words: pip install num2words==0.5.14" in err

@@ -161,11 +161,12 @@ def load_model(
     dtype = dtype or _default_dtype(device)
     _check_safetensors(base_name)
 
+    # The processor first: a package it needs and lacks is named before the weights load.
+    processor = load_processor(base_name, trust_remote_code=trust_remote_code)
     model_class = _model_class(config, trust_remote_code, family)
     model = model_class.from_pretrained(
         base_name, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
     )
-    processor = load_processor(base_name, trust_remote_code=trust_remote_code)
     if adapter_name is not None:
         model = _attach_adapter(model, adapter_name, base_name)
     model.to(device)

@@ -167,7 +167,8 @@ def _qwen(version: str, out_dir: str | Path, seed: int) -> Path:
         vision = {"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
     elif version == "2.5":
         vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-                  "out_hidden_size": 32, "window_size": 56, "fullatt_block_indexes": [1]}  # fmt: skip
+                  "out_hidden_size": 32, "window_size": 56,
+                  "fullatt_block_indexes": [1]}  # fmt: skip
     else:
         text["rope_parameters"]["mrope_interleaved"] = True
         vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
