@@ -1,6 +1,6 @@
 """Tiny random-weight models of the popular chat VLM families, saved as folders like the Hub's.
 
-One builder per family: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM2, PaliGemma, LLaVA-1.5,
+One builder per family: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM2, PaliGemma (1 and 2), LLaVA-1.5,
 LLaVA-OneVision and Gemma 3 (Idefics3 / SmolVLM and Florence-2 are in
 :mod:`qeu_space.modeling.tiny_models`). Each is the family's own transformers classes with a
 config a few thousand parameters big, its own processor class (image processor: the PIL backend;
@@ -200,8 +200,9 @@ def make_tiny_qwen3_vl(out_dir: str | Path, *, seed: int = 0) -> Path:
     return _qwen("3", out_dir, seed)
 
 
-def make_tiny_paligemma(out_dir: str | Path, *, seed: int = 0) -> Path:
-    """PaliGemma as released (``-pt``): no chat template; 32 px, patch 8 -> 16 image tokens."""
+def make_tiny_paligemma(out_dir: str | Path, *, seed: int = 0, text: str = "gemma") -> Path:
+    """PaliGemma as released (``-pt``): no chat template; 32 px, patch 8 -> 16 image tokens.
+    ``text="gemma2"`` makes PaliGemma 2 (same classes, a Gemma 2 decoder)."""
     tok = tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], bos="<bos>", eos="<eos>", pad="<pad>")
     image_processor = transformers.SiglipImageProcessorPil(
         size={"height": 32, "width": 32}, image_seq_length=16
@@ -212,7 +213,7 @@ def make_tiny_paligemma(out_dir: str | Path, *, seed: int = 0) -> Path:
         transformers.PaliGemmaConfig,
         transformers.PaliGemmaForConditionalGeneration,
         seed,
-        text_config={**TEXT, "model_type": "gemma", "vocab_size": len(tok), **_ids(tok)},
+        text_config={**TEXT, "model_type": text, "vocab_size": len(tok), **_ids(tok)},
         vision_config={**VISION, "image_size": 32, "patch_size": 8, "projection_dim": 32},
         projection_dim=32,
         hidden_size=32,
@@ -221,6 +222,10 @@ def make_tiny_paligemma(out_dir: str | Path, *, seed: int = 0) -> Path:
         **_ids(tok),
     )
     return _save(model, processor, out_dir, seed, [tok.eos_token_id])
+
+
+def make_tiny_paligemma2(out_dir: str | Path, *, seed: int = 0) -> Path:
+    return make_tiny_paligemma(out_dir, seed=seed, text="gemma2")
 
 
 def make_tiny_llava(out_dir: str | Path, *, seed: int = 0) -> Path:
@@ -387,6 +392,7 @@ TINY_FAMILIES: dict[str, Callable[..., Path]] = {
     "qwen3_vl": make_tiny_qwen3_vl,
     "smolvlm": make_tiny_smolvlm2,
     "paligemma": make_tiny_paligemma,
+    "paligemma2": make_tiny_paligemma2,
     "llava": make_tiny_llava,
     "llava_onevision": make_tiny_llava_onevision,
     "gemma3": make_tiny_gemma3,

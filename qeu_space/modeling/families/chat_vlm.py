@@ -1,5 +1,12 @@
 """Chat VLMs (``AutoModelForImageTextToText``: SmolVLM / Idefics3 by default) answering Q/A.
 
+Families tested on the full path (README "Chat VLM families"): Idefics3 / SmolVLM, SmolVLM2,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, PaliGemma 1 / 2, LLaVA-1.5, LLaVA-OneVision and Gemma 3. A
+model without a chat template is prompted in its native format (:func:`generation_prompt`);
+PaliGemma trains through its processor's ``suffix=`` (:func:`uses_suffix`), so its answer is
+causal while its prefix attends both ways; every target ends with a token the model stops on
+(:func:`ended`).
+
 The prompt is the processor's own chat template: a user turn holding the image and
 :data:`~qeu_space.vocabulary.INSPECTION_QUESTION`, then the generation prompt. For training, the
 collator renders the same prompt with the processor (which expands the image placeholder into the
