@@ -281,3 +281,13 @@ def test_missing_package_reaches_the_space_and_the_cli_in_one_line(tiny, data, t
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "needs the package num2words: pip install num2words==0.5.14" in err
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "paligemma", "llava", "gemma3"])
+def test_freeze_vision_finds_the_tower_and_keeps_the_projector(name, loaded):
+    from qeu_space.training.run import VISION_TOWER
+
+    names = [n for n, _ in loaded[name].model.named_parameters()]
+    tower = [n for n in names if VISION_TOWER.search(n)]
+    assert tower and all(chat_vlm.part_of(n) == "vision" for n in tower)
+    assert not any(chat_vlm.part_of(n) == "projector" for n in tower)

@@ -37,9 +37,9 @@ from qeu_space.training.trainer import InspectionTrainer
 from qeu_space.views.registration import remember_at_least
 
 CHECKPOINTS = "checkpoints"
-#: Parameters of a vision tower (Florence-2 ``vision_tower``, Idefics3 ``vision_model``), not of
-#: the projector that feeds the language model.
-VISION_TOWER = re.compile(r"(^|\.)(vision_tower|vision_model)\.")
+#: Parameters of a vision tower (Florence-2 ``vision_tower``, Idefics3 ``vision_model``, Qwen's
+#: ``visual`` less its ``merger``), not of the projector that feeds the language model.
+VISION_TOWER = re.compile(r"(^|\.)(vision_tower|vision_model|visual\.(?!merger\.))")
 TRAINING_ARGS = "training_args.json"
 TRAINER_STATE = "trainer_state.json"
 
