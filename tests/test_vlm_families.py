@@ -291,3 +291,30 @@ def test_freeze_vision_finds_the_tower_and_keeps_the_projector(name, loaded):
     tower = [n for n in names if VISION_TOWER.search(n)]
     assert tower and all(chat_vlm.part_of(n) == "vision" for n in tower)
     assert not any(chat_vlm.part_of(n) == "projector" for n in tower)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_name_only_scope_rule_agrees_with_the_model(name, loaded):
+    """``lora_target_modules`` (no model at hand: benchmarks, old adapters) takes what the
+    model-resolved scope takes, vision MLPs and projectors included."""
+    model = loaded[name].model
+    for scope in ("vision", "all"):
+        names, _ = chat_vlm.scope_targets(model, scope)
+        regex = chat_vlm.lora_target_modules(scope)
+        matched = {n for n, _ in model.named_modules() if re.fullmatch(regex, n)}
+        assert matched == set(names), scope
+
+
+def test_a_model_without_a_chat_template_gets_its_native_prompt(loaded, rows):
+    """LLaVA with its template removed: ``<image>`` + question + newline, target + ``</s>``."""
+    processor = copy.deepcopy(loaded["llava"].processor)
+    processor.chat_template = None
+    processor.tokenizer.chat_template = None
+    assert not chat_vlm.has_chat_template(processor)
+    assert chat_vlm.generation_prompt(processor, "Q?") == "<image>Q?\n"
+    batch = chat_vlm.collate(processor, rows[:2])
+    tok = processor.tokenizer
+    for i, row in enumerate(rows[:2]):
+        learned = [t for t in batch["labels"][i].tolist() if t != -100]
+        assert learned[-1] == tok.eos_token_id
+        assert tok.decode(learned[:-1]) == row["answer"]

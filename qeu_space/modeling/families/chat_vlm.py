@@ -61,9 +61,12 @@ _LANGUAGE = (
     _NOT_VISION
     + r".*\.(q_proj|k_proj|v_proj|o_proj|qkv_proj|gate_proj|up_proj|down_proj|gate_up_proj)"
 )
+# Sequential projectors (Qwen2-VL's merger MLP, LLaVA's mm_projector) are Linear, GELU, Linear:
+# their even entries are the linear layers. Patch embeddings are convolutions: left out.
 _VISION = (
-    rf".*{_VISION_PARTS}\..*\.(q_proj|k_proj|v_proj|out_proj|o_proj|qkv|proj|fc1|fc2)"
-    rf"|.*{_PROJECTOR_PARTS}(\..*)?\.(proj|linear_1|linear_2|fc1|fc2|\d+)"
+    rf"(?!.*patch_embed).*{_VISION_PARTS}\..*\.(q_proj|k_proj|v_proj|out_proj|o_proj|qkv|proj"
+    r"|fc1|fc2|gate_proj|up_proj|down_proj|linear_fc1|linear_fc2)"
+    rf"|.*{_PROJECTOR_PARTS}(\..*)?\.(proj|linear|linear_1|linear_2|fc1|fc2|[02468])"
 )
 #: Scope -> PEFT ``target_modules`` regex (``re.fullmatch`` on full module names).
 TARGET_MODULES: dict[str, str] = {
