@@ -180,7 +180,7 @@ def od_condition_scores(
         ]
     truth_findings = [list(t) for t in truth_findings]
     metrics = od_metrics(truth_boxes, predicted)
-    scores = findings_scores(truth_findings, found)
+    scores = findings_scores(truth_findings, found, unreadable)
     metrics = ODMetrics(
         **{
             **metrics.__dict__,

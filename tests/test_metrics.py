@@ -8,6 +8,8 @@ from qeu_space.evaluation.metrics import (
     OD_CATEGORIES,
     boxes_from_findings,
     direction_accuracy,
+    findings_scores,
+    od_intervals,
     od_metrics,
     qa_intervals,
     qa_metrics,
@@ -16,6 +18,7 @@ from qeu_space.evaluation.metrics import (
 )
 from qeu_space.vocabulary import Finding, format_answer, parse_answer
 
+BENT, MISSING, SHORT = OD_CATEGORIES
 C7_MISSING = Finding("C7", "missing pin")
 U3_LEFT = Finding("U3", "bent pin", "left")
 D9_MISSING = Finding("D9", "missing pin")
@@ -44,14 +47,14 @@ QA_CASES = {
         (1.0, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 0.0, 0.0, 2, 1, 1),
     ),
     # s1 unreadable (verdict None: parse failure, wrong verdict, C7 missed: fn 1);
-    # s2 says defective with no position (wrong verdict, no findings -> exact match holds);
+    # s2 says defective with no position (wrong verdict: not exact, though no findings);
     # s3 finds U3 without direction (tp 1, direction counts wrong) and D9 (tp 1), plus a bent
     # D1 (fp 1). tp=2 fp=1 fn=1 -> P = R = F1 = 2/3; verdicts right: s3 only -> 1/3;
-    # exact: s2 -> 1/3; direction 0/1; parse failure 1/3.
+    # exact: none -> 0; direction 0/1; parse failure 1/3.
     "unreadable and vague": (
         [[C7_MISSING], [], [U3_LEFT, D9_MISSING]],
         ["I cannot tell.", "Defective.", "U3 is bent; D9 missing; D1 is bent"],
-        (1 / 3, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 0.0, 1 / 3, 2, 1, 1),
+        (1 / 3, 2 / 3, 2 / 3, 2 / 3, 0.0, 0.0, 1 / 3, 2, 1, 1),
     ),
     # Everything passed: the model says so for s1 and names a missing C7 in s2 (fp 1).
     # tp=0 fp=1 fn=0 -> precision 0/1 = 0, recall 0/0 undefined, F1 = 2*0/(0+1+0) = 0;
@@ -132,6 +135,59 @@ def test_verdict_confusion_counts_unparsed_answers() -> None:
     assert m.parse_failure_rate == 0.25
 
 
+# Garbage a model may write on a defect-free row: it names no finding, so a metric that only
+# compares finding sets would call it right. Each must score as no verdict, never as a pass.
+UNREADABLE = ["", "llllllll", "I cannot tell.", "<loc_1><loc_2>", "Assistant: Assistant:"]
+
+
+@pytest.mark.parametrize("garbage", UNREADABLE)
+def test_unreadable_answer_on_a_defect_free_row_is_never_right(garbage: str) -> None:
+    """Issue 22: one passed row of four matched an unreadable answer (exact match 0.25)."""
+    truths = [[C7_MISSING], [D9_MISSING], [U3_LEFT], []]
+    m = qa_metrics(truths, [garbage] * 4)
+    assert m.parse_failure_rate == 1.0
+    assert m.verdict_accuracy == 0.0
+    assert m.exact_match == 0.0
+    assert m.precision is None and m.recall == 0.0 and m.f1 == 0.0
+    # the defect-free row is no true negative: it sits in the unparsed column, not "passed"
+    assert m.verdict_confusion == [[0, 0, 1], [0, 0, 3], [0, 0, 0]]
+    alone = qa_metrics([[]], [garbage])
+    assert (alone.exact_match, alone.verdict_accuracy, alone.verdict_confusion[0]) == (
+        0.0,
+        0.0,
+        [0, 0, 1],
+    )
+    for name, (low, high) in qa_intervals(truths * 3, [garbage] * 12, draws=50).items():
+        if name in ("exact_match", "verdict_accuracy"):
+            assert low == high == 0.0, name
+        if name == "parse_failure_rate":
+            assert low == high == 1.0
+
+
+def test_exact_match_needs_the_true_verdict() -> None:
+    """An answer "Defective." naming no pin on a passed row is not exact (wrong verdict)."""
+    m = qa_metrics([[], []], ["Defective.", "Passed. No defects found."])
+    assert m.exact_match == 0.5 and m.verdict_accuracy == 0.5
+
+
+def test_unreadable_od_output_on_a_defect_free_image_is_never_a_pass() -> None:
+    """Florence-2 garbage reads as no boxes; with its unreadable flag it is no verdict."""
+    truths = [[], [], [C7_MISSING]]
+    found: list[list[Finding]] = [[], [], []]
+    flags = [True, False, True]
+    scores = findings_scores(truths, found, flags)
+    assert scores.exact_match == pytest.approx(1 / 3)  # only the readable empty answer
+    assert scores.verdict_accuracy == pytest.approx(1 / 3)
+    assert scores.parse_failure_rate == pytest.approx(2 / 3)
+    assert scores.verdict_confusion == [[1, 0, 1], [0, 0, 1], [0, 0, 0]]
+    assert findings_scores(truths, found).exact_match == pytest.approx(2 / 3)  # no flags given
+    boxes = [[], [], [_b(MISSING, 0, 0, 10, 10)]]
+    ci = od_intervals(boxes, [[], [], []], truths, found, [True] * 3, draws=30, map_draws=3)
+    assert ci["findings_exact_match"] == [0.0, 0.0] and ci["unreadable_rate"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="unreadable flags"):
+        findings_scores(truths, found, [True])
+
+
 def test_qa_metrics_accepts_parsed_answers() -> None:
     truths = [[U3_LEFT], []]
     texts = ["U3 bent pin (left)", "Passed."]
@@ -180,8 +236,6 @@ def test_text_scores_are_none_without_the_libraries(monkeypatch) -> None:
 
 
 # --------------------------------------------------------------------------- OD
-
-BENT, MISSING, SHORT = OD_CATEGORIES
 
 
 def _b(label: str, x1: float, y1: float, x2: float, y2: float) -> tuple[str, tuple]:

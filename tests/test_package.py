@@ -40,6 +40,7 @@ def test_dependencies_are_the_requirements_pins() -> None:
     project = PYPROJECT["project"]
     assert project["dependencies"] == _requirements("requirements.txt")
     assert project["optional-dependencies"]["dev"] == _requirements("requirements-dev.txt")
+    assert project["optional-dependencies"]["video"] == _requirements("requirements-video.txt")
     assert PYPROJECT["build-system"]["build-backend"] == "setuptools.build_meta"
 
 

@@ -387,8 +387,8 @@ def _score_variant(
         _truth_findings(family, boxes, image)
         for boxes, image in zip(truths, dataset["image"], strict=True)
     ]
-    scores = findings_scores(truth_findings, found)
     bad = [r or not family.readable(t) for t, r in zip(texts, refused, strict=True)]
+    scores = findings_scores(truth_findings, found, bad)
     intervals = od_intervals(truths, predicted, truth_findings, found, bad, map_draws=OD_MAP_DRAWS)
     unreadable = sum(bad)
     metrics = dataclasses.replace(

@@ -2,7 +2,7 @@
 
 Nothing here loads a model or touches disk: :mod:`qeu_space.evaluation.evaluate` produces the
 predictions and hands them over. Where a maintained library computes a number it does (scikit-learn
-for accuracy, the confusion matrix, micro precision / recall / F1 and exact match; faster-coco-eval
+for accuracy, the confusion matrix, micro precision / recall / F1; faster-coco-eval
 for mAP; sacrebleu / rouge_score for the optional text scores); the few lines written by hand say
 why.
 
@@ -55,7 +55,10 @@ class QAMetrics:
         precision, recall, f1: findings micro-averaged over all samples; a predicted finding is
             a hit when its position and kind both match a true one (direction is not required);
             ``None`` where undefined (nothing predicted / nothing true / neither).
-        exact_match: share of samples whose set of (position, kind) equals the truth's.
+        exact_match: share of samples whose answer states the true verdict and whose set of
+            (position, kind) equals the truth's: an unreadable answer on a defect-free row names
+            no findings, yet it is never an exact match (nor a verdict, nor a true negative: it
+            sits in the ``unparsed`` column of the confusion matrix).
         direction_accuracy: among hits on bent pins whose truth has a direction, the share whose
             stated direction matches; ``None`` when there was no such hit.
         parse_failure_rate: share of answers whose verdict could not be read.
@@ -98,11 +101,13 @@ def qa_metrics(
     """Score answers (raw model text or already parsed) against each sample's true findings.
 
     Findings become a multi-label indicator over every (position, kind) of the grid, so
-    scikit-learn's micro precision / recall / F1 and subset accuracy (= exact match) apply as they
-    are. A score whose denominator is zero is undefined and reported as ``None``, not as a number
-    that reads as good or bad: precision when nothing was predicted, recall when nothing was true,
-    F1 when neither (an all-good set answered all-passed: verdict accuracy and exact match say
-    so). Predicting nothing when something was true gives F1 = 0.
+    scikit-learn's micro precision / recall / F1 apply as they are; exact match is subset
+    accuracy counted only where the stated verdict is the true one (an unreadable answer names
+    no findings, which would otherwise match a defect-free row). A score whose denominator is
+    zero is undefined and reported as ``None``, not as a number that reads as good or bad:
+    precision when nothing was predicted, recall when nothing was true, F1 when neither (an
+    all-good set answered all-passed: verdict accuracy and exact match say so). Predicting
+    nothing when something was true gives F1 = 0.
 
     Args:
         truths: per sample, its true findings (empty = passed).
@@ -136,6 +141,9 @@ def qa_metrics(
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, average="micro", zero_division=np.nan
     )
+    # Subset accuracy alone would call "no findings" from garbage a match on a passed row:
+    # an exact answer also states the true verdict (an unreadable one states none).
+    right_verdict = np.array([s == t for s, t in zip(said_verdicts, true_verdicts, strict=True)])
     tp = int((y_true & y_pred).sum())
     fp = int(((1 - y_true) & y_pred).sum())
     fn = int((y_true & (1 - y_pred)).sum())
@@ -151,7 +159,7 @@ def qa_metrics(
         precision=_defined(precision),
         recall=_defined(recall),
         f1=_defined(f1),
-        exact_match=float(accuracy_score(y_true, y_pred)),
+        exact_match=float(np.mean(right_verdict & (y_true == y_pred).all(axis=1))),
         direction_accuracy=direction_accuracy(truths, [p.findings for p in parsed]),
         parse_failure_rate=float(np.mean([p.verdict is None for p in parsed])),
         true_positives=tp,
@@ -226,7 +234,7 @@ def qa_intervals(
             len(true_keys & said_keys),
             len(said_keys - true_keys),
             len(true_keys - said_keys),
-            true_keys == said_keys,
+            true_keys == said_keys and said.verdict == verdict_of(truth),
             said.verdict is None,
             sum(pairs),
             len(pairs),
@@ -389,15 +397,24 @@ def od_metrics(
 
 
 def findings_scores(
-    truths: Sequence[Sequence[Finding]], predictions: Sequence[Sequence[Finding]]
+    truths: Sequence[Sequence[Finding]],
+    predictions: Sequence[Sequence[Finding]],
+    unreadable: Sequence[bool] | None = None,
 ) -> QAMetrics:
     """Findings (position and kind; direction not required) scored as Q/A answers are.
 
     Each image's findings become a parsed answer (``defective`` with findings, else
     ``passed``), so :func:`qa_metrics` gives the same micro precision / recall / F1 and exact
-    match for boxes read on the grid as for answers.
+    match for boxes read on the grid as for answers. An ``unreadable`` output (or a refused
+    image) becomes an answer with no verdict: garbage that names no box is never a pass.
     """
-    answers = [ParsedAnswer("defective" if pred else "passed", tuple(pred)) for pred in predictions]
+    flags = [False] * len(predictions) if unreadable is None else list(unreadable)
+    if len(flags) != len(predictions):
+        raise ValueError(f"{len(flags)} unreadable flags but {len(predictions)} predictions")
+    answers = [
+        ParsedAnswer(None if bad else "defective" if pred else "passed", tuple(pred))
+        for pred, bad in zip(predictions, flags, strict=True)
+    ]
     return qa_metrics(truths, answers)
 
 
@@ -437,7 +454,7 @@ def od_intervals(
             len(true_keys & said_keys),
             len(said_keys - true_keys),
             len(true_keys - said_keys),
-            true_keys == said_keys,
+            true_keys == said_keys and not unreadable[i],
             bool(unreadable[i]),
         )
     tp, fp, fn, exact, bad = per_row[rows].sum(axis=1).T

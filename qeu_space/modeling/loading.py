@@ -43,11 +43,13 @@ from transformers.utils import cached_file
 
 from qeu_space.modeling.families import family_for
 from qeu_space.modeling.loaded import LoadedModel
+from qeu_space.modeling.processors import MissingDependencyError, load_image_only
 from qeu_space.views.shipped import PROCESSOR_CONFIGS, STANDARD_CLASSES, shipped_class
 
 __all__ = [
     "ADAPTER_WEIGHTS",
     "AdapterMismatchError",
+    "MissingDependencyError",
     "LoadedModel",
     "RemoteCodeError",
     "UnsafeWeightsError",
@@ -159,11 +161,12 @@ def load_model(
     dtype = dtype or _default_dtype(device)
     _check_safetensors(base_name)
 
+    # The processor first: a package it needs and lacks is named before the weights load.
+    processor = load_processor(base_name, trust_remote_code=trust_remote_code)
     model_class = _model_class(config, trust_remote_code, family)
     model = model_class.from_pretrained(
         base_name, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
     )
-    processor = load_processor(base_name, trust_remote_code=trust_remote_code)
     if adapter_name is not None:
         model = _attach_adapter(model, adapter_name, base_name)
     model.to(device)
@@ -235,6 +238,8 @@ def load_processor(name: str | Path, *, trust_remote_code: bool = False) -> Any:
 
     Raises:
         ValueError: the model ships a processor class this version does not know.
+        MissingDependencyError: the processor needs a package that is not installed (one line
+            naming it and its install command; a video part alone is left out instead).
     """
     name = str(name)
     for filename in PROCESSOR_CONFIGS:
@@ -248,7 +253,12 @@ def load_processor(name: str | Path, *, trust_remote_code: bool = False) -> Any:
                 f"know (known: {', '.join(STANDARD_CLASSES)}); upgrade qeu_space"
             )
         return getattr(transformers, STANDARD_CLASSES[shipped]).from_pretrained(name)
-    return AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    try:
+        return AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError) as err:
+        # The video part of Qwen2-VL / SmolVLM2 / LLaVA-OneVision needs torchvision (not
+        # installed, or not saved in a folder made without it): images need only the rest.
+        return load_image_only(name, err)
 
 
 def _json_file(name: str, filename: str) -> dict[str, Any] | None:

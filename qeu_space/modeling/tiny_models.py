@@ -1,5 +1,7 @@
 """Tiny random-weight Florence-2 and Idefics3 models, saved as folders like the Hub's.
 
+(The other chat VLM families, Qwen2-VL to Gemma 3: :mod:`qeu_space.modeling.tiny_families`.)
+
 Tests, the benchmark, the Space's offline mode and the feedback loop all need a model that loads
 through exactly the path a real one does (``config.json`` + ``model.safetensors`` + processor +
 tokenizer in a folder, read by ``AutoModelForImageTextToText`` / ``AutoProcessor``) but trains a

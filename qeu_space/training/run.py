@@ -37,9 +37,9 @@ from qeu_space.training.trainer import InspectionTrainer
 from qeu_space.views.registration import remember_at_least
 
 CHECKPOINTS = "checkpoints"
-#: Parameters of a vision tower (Florence-2 ``vision_tower``, Idefics3 ``vision_model``), not of
-#: the projector that feeds the language model.
-VISION_TOWER = re.compile(r"(^|\.)(vision_tower|vision_model)\.")
+#: Parameters of a vision tower (Florence-2 ``vision_tower``, Idefics3 ``vision_model``, Qwen's
+#: ``visual`` less its ``merger``), not of the projector that feeds the language model.
+VISION_TOWER = re.compile(r"(^|\.)(vision_tower|vision_model|visual\.(?!merger\.))")
 TRAINING_ARGS = "training_args.json"
 TRAINER_STATE = "trainer_state.json"
 
@@ -229,7 +229,7 @@ def _trainable(model: Any, config: TrainConfig, family: Any, processor: Any = No
     token_ids = (
         word_token_ids(processor, config.adapter.new_words) if config.adapter.new_words else ()
     )
-    lora = config.adapter.lora_config(family.lora_target_modules(config.adapter.scope), token_ids)
+    lora = config.adapter.lora_config(_targets(model, config, family), token_ids)
     if lora is None:
         model.requires_grad_(True)
         if config.adapter.freeze_vision:
@@ -248,6 +248,23 @@ def _trainable(model: Any, config: TrainConfig, family: Any, processor: Any = No
             f"--scope {config.adapter.scope} / --modules-to-save match nothing in "
             f"{config.base}: {str(err).splitlines()[0]}"
         ) from None
+
+
+def _targets(model: Any, config: TrainConfig, family: Any) -> str | list[str]:
+    """The scope as module names of this model (families that resolve it on the model, and
+    print what it adapts and what it leaves out), else the family's name regex."""
+    scope = config.adapter.scope
+    resolve = getattr(family, "scope_targets", None)
+    if resolve is None or config.adapter.full_finetune:
+        return family.lora_target_modules(scope)
+    names, excluded = resolve(model, scope)
+    if not names:
+        raise ValueError(f"--scope {scope} matches no linear layer in {config.base}")
+    print(f"--scope {scope} adapts:\n{family.describe_targets(names, excluded)}", file=sys.stderr)
+    try:
+        return family.targets_regex(model, names)
+    except ValueError:
+        return list(names)
 
 
 def _check_gpu_options(config: TrainConfig) -> None:

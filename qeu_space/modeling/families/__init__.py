@@ -13,7 +13,9 @@ path for all, :func:`qeu_space.modeling.loading.load_model`). Each module offers
   own prompt;
 - ``parse(text, image_size) -> list[Finding]``: findings read back from one generated text.
 
-Family extras: ``florence2.parse_boxes(text, image_size)`` gives the labelled pixel boxes (for
+Family extras: ``chat_vlm.scope_targets(model, scope)`` resolves a scope on a loaded model (every
+linear layer of the part, and what is left out and why; training uses it where a family has it
+and prints it); ``florence2.parse_boxes(text, image_size)`` gives the labelled pixel boxes (for
 mAP), ``florence2.boxes_in_image(text, image)`` the same boxes where the product really is,
 ``florence2.findings_in_image(boxes, image)`` the pins of boxes given in an image's pixels (the
 truth of ``od`` rows) and ``florence2.readable(text)`` whether an output is a well-formed

@@ -1,5 +1,12 @@
 """Chat VLMs (``AutoModelForImageTextToText``: SmolVLM / Idefics3 by default) answering Q/A.
 
+Families tested on the full path (README "Chat VLM families"): Idefics3 / SmolVLM, SmolVLM2,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, PaliGemma 1 / 2, LLaVA-1.5, LLaVA-OneVision and Gemma 3. A
+model without a chat template is prompted in its native format (:func:`generation_prompt`);
+PaliGemma trains through its processor's ``suffix=`` (:func:`uses_suffix`), so its answer is
+causal while its prefix attends both ways; every target ends with a token the model stops on
+(:func:`ended`).
+
 The prompt is the processor's own chat template: a user turn holding the image and
 :data:`~qeu_space.vocabulary.INSPECTION_QUESTION`, then the generation prompt. For training, the
 collator renders the same prompt with the processor (which expands the image placeholder into the
@@ -26,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,9 +61,12 @@ _LANGUAGE = (
     _NOT_VISION
     + r".*\.(q_proj|k_proj|v_proj|o_proj|qkv_proj|gate_proj|up_proj|down_proj|gate_up_proj)"
 )
+# Sequential projectors (Qwen2-VL's merger MLP, LLaVA's mm_projector) are Linear, GELU, Linear:
+# their even entries are the linear layers. Patch embeddings are convolutions: left out.
 _VISION = (
-    rf".*{_VISION_PARTS}\..*\.(q_proj|k_proj|v_proj|out_proj|o_proj|qkv|proj|fc1|fc2)"
-    rf"|.*{_PROJECTOR_PARTS}(\..*)?\.(proj|linear_1|linear_2|fc1|fc2|\d+)"
+    rf"(?!.*patch_embed).*{_VISION_PARTS}\..*\.(q_proj|k_proj|v_proj|out_proj|o_proj|qkv|proj"
+    r"|fc1|fc2|gate_proj|up_proj|down_proj|linear_fc1|linear_fc2)"
+    rf"|.*{_PROJECTOR_PARTS}(\..*)?\.(proj|linear|linear_1|linear_2|fc1|fc2|[02468])"
 )
 #: Scope -> PEFT ``target_modules`` regex (``re.fullmatch`` on full module names).
 TARGET_MODULES: dict[str, str] = {
@@ -73,8 +84,93 @@ def matches(model_type: str, config: Mapping[str, Any]) -> bool:
 
 
 def lora_target_modules(scope: str) -> str:
-    """PEFT regex for ``language`` (text decoder), ``vision`` (encoder + projector) or ``all``."""
+    """PEFT regex for ``language`` (text decoder), ``vision`` (encoder + projector) or ``all``.
+
+    A name-only rule for a model not at hand; training resolves the scope on the model itself
+    (:func:`scope_targets`), which also takes vision MLPs and projectors of any name.
+    """
     return TARGET_MODULES[check_scope(scope)]
+
+
+#: A module path inside the vision tower / the projector (Qwen's ``visual`` holds its merger).
+VISION_PART = re.compile(
+    r"(^|\.)(vision_model|vision_tower|visual|vision_encoder|vision_embed_tokens)\."
+)
+PROJECTOR_PART = re.compile(
+    r"(^|\.)(connector|multi_modal_projector|mm_projector|merger|img_projection)(\.|$)"
+)
+#: The output head is never adapted (it is tied to the embeddings in most of these models).
+HEAD = re.compile(r"(^|\.)lm_head$")
+
+
+def part_of(name: str) -> str:
+    """``vision``, ``projector`` or ``language``: where a module of a chat VLM belongs."""
+    if VISION_PART.search(name):
+        return "vision"
+    if PROJECTOR_PART.search(name):
+        return "projector"
+    return "language"
+
+
+def scope_targets(model: torch.nn.Module, scope: str) -> tuple[list[str], dict[str, str]]:
+    """Every linear layer ``scope`` adapts in ``model``, and what it leaves out and why.
+
+    ``language`` is the text decoder, ``vision`` the vision tower (attention, MLPs, merger) and
+    the projector, ``all`` both. The output head is left out (``--modules-to-save lm_head``
+    trains it in full), and so is a projector with no linear layer (Gemma 3's is a bare weight
+    matrix: ``--modules-to-save multi_modal_projector`` trains it).
+    """
+    check_scope(scope)
+    parts = {"language": {"language"}, "vision": {"vision", "projector"}}.get(
+        scope, {"language", "vision", "projector"}
+    )
+    targets: list[str] = []
+    excluded: dict[str, str] = {}
+    projectors: dict[str, bool] = {}
+    for name, module in model.named_modules():
+        linear = isinstance(module, torch.nn.Linear)
+        part = part_of(name)
+        if part == "projector":
+            root = name[: PROJECTOR_PART.search(name).end()].rstrip(".")
+            projectors[root] = projectors.get(root, False) or linear
+        if not linear:
+            continue
+        if HEAD.search(name):
+            excluded[name] = "the output head: --modules-to-save lm_head trains it in full"
+        elif part in parts:
+            targets.append(name)
+    if "projector" in parts:
+        for root, has_linear in projectors.items():
+            if not has_linear and "." not in root.replace("model.", "", 1):
+                excluded[root] = (
+                    f"no linear layer (a bare weight): --modules-to-save {root.rsplit('.', 1)[-1]}"
+                    " trains it in full"
+                )
+    return targets, excluded
+
+
+def targets_regex(model: torch.nn.Module, names: Sequence[str]) -> str:
+    """A PEFT ``target_modules`` regex matching exactly ``names`` among ``model``'s modules:
+    layer numbers become ``\\d+``, so the adapter config stays short (a list otherwise)."""
+    patterns = sorted({re.sub(r"\\.\d+\\.", r"\\.\\d+\\.", re.escape(n)) for n in names})
+    regex = "|".join(f"({p})" for p in patterns)
+    matched = {n for n, _ in model.named_modules() if re.fullmatch(regex, n)}
+    if matched != set(names):
+        raise ValueError("the scope's module names do not collapse to a regex")
+    return regex
+
+
+def describe_targets(names: Sequence[str], excluded: Mapping[str, str]) -> str:
+    """One line per part for the training log: how many layers, which kinds, what is left out."""
+    lines = []
+    for part in ("language", "vision", "projector"):
+        mine = [n for n in names if part_of(n) == part]
+        if mine:
+            kinds = sorted({re.sub(r"\.\d+\.", ".N.", n) for n in mine})
+            shown = ", ".join(kinds[:8]) + (f", ... ({len(kinds)} kinds)" if len(kinds) > 8 else "")
+            lines.append(f"  {part}: {len(mine)} linear layers ({shown})")
+    lines += [f"  left out: {name} ({why})" for name, why in excluded.items()]
+    return "\n".join(lines)
 
 
 def messages(question: str, answer: str | None = None) -> list[dict[str, Any]]:
@@ -85,16 +181,50 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, Any]]:
     return chat
 
 
+def has_chat_template(processor: Any) -> bool:
+    tokenizer = getattr(processor, "tokenizer", None)
+    return bool(
+        getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+    )
+
+
+def uses_suffix(processor: Any) -> bool:
+    """PaliGemma's processor takes the answer as ``suffix=`` and makes labels and token types
+    itself: the prompt (prefix) attends both ways, the answer (suffix) causally."""
+    from transformers import PaliGemmaProcessor
+
+    return isinstance(processor, PaliGemmaProcessor)
+
+
+def generation_prompt(processor: Any, question: str) -> str:
+    """The prompt a model answers: its chat template's user turn and generation prompt, or,
+    for a model without a template (PaliGemma as released), its native format: ``<image>`` and
+    the question (PaliGemma's processor expands the image tokens and adds ``<bos>`` and the
+    closing newline;
+    another template-less model gets its image token, the question and a newline)."""
+    if has_chat_template(processor):
+        return processor.apply_chat_template(
+            messages(question), add_generation_prompt=True, tokenize=False
+        )
+    if uses_suffix(processor):
+        return f"{processor.image_token}{question}"
+    image_token = getattr(processor, "image_token", None) or "<image>"
+    return f"{image_token}{question}\n"
+
+
 def prompt_and_target(processor: Any, question: str, answer: str) -> tuple[str, str]:
     """The generation prompt and the text to learn after it (answer + end-of-turn marker).
+
+    Without a chat template the target is the answer alone (the collator ends it with the
+    end-of-sequence token, as it does for a template that writes no end-of-turn token).
 
     Raises:
         ValueError: when the template does not render the answered chat as the generation prompt
             followed by the answer (then the prompt cannot be masked exactly).
     """
-    prompt = processor.apply_chat_template(
-        messages(question), add_generation_prompt=True, tokenize=False
-    )
+    prompt = generation_prompt(processor, question)
+    if not has_chat_template(processor):
+        return prompt, answer
     full = processor.apply_chat_template(messages(question, answer), tokenize=False)
     if not full.startswith(prompt):
         raise ValueError(
@@ -125,6 +255,8 @@ def collate(
     (``token_type_ids``, ``mm_token_type_ids``) are extended with zeros over the answer.
     ``framing`` is the model's view of the image (:mod:`qeu_space.views.framing`).
     """
+    if uses_suffix(processor):
+        return _collate_suffix(processor, rows, framing)
     pairs = [prompt_and_target(processor, row["question"], row["answer"]) for row in rows]
     tokenizer = processor.tokenizer
     enc = processor(
@@ -134,7 +266,10 @@ def collate(
         padding=True,
         padding_side="right",
     )
-    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    targets = [
+        ended(tokenizer, ids)
+        for ids in tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    ]
     prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
     total = max(n + len(t) for n, t in zip(prompt_lengths, targets, strict=True))
     size = (len(rows), total)
@@ -161,6 +296,46 @@ def collate(
     return BatchFeature(batch)
 
 
+def end_ids(tokenizer: Any) -> set[int]:
+    """Ids that end a turn: the tokenizer's special tokens and its added special tokens
+    (``<end_of_utterance>``, ``<|im_end|>``, ``<end_of_turn>``), never ordinary text."""
+    ids = set(tokenizer.all_special_ids)
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    ids |= {i for i, token in decoder.items() if getattr(token, "special", False)}
+    return ids - {tokenizer.pad_token_id, tokenizer.unk_token_id}
+
+
+def ended(tokenizer: Any, target: list[int]) -> list[int]:
+    """``target`` ending with a token the model can stop on: a template that writes no
+    end-of-turn token after the assistant (LLaVA-1.5's) gets the end-of-sequence token, so the
+    model learns to stop rather than run on to ``max_new_tokens``."""
+    if target and target[-1] in end_ids(tokenizer):
+        return list(target)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no end-of-sequence token to end the answers with")
+    return [*target, tokenizer.eos_token_id]
+
+
+def _collate_suffix(
+    processor: Any, rows: Sequence[Mapping[str, Any]], framing: str | None
+) -> BatchFeature:
+    """PaliGemma's own training batch: ``processor(text=prompt, suffix=answer)`` gives
+    ``token_type_ids`` (0 prefix, 1 suffix) and labels (-100 on the prefix); padding is masked
+    too. The processor ends each suffix with ``<eos>``."""
+    enc = processor(
+        text=[generation_prompt(processor, row["question"]) for row in rows],
+        images=[[view(row["image"], framing)] for row in rows],
+        suffix=[row["answer"] for row in rows],
+        return_tensors="pt",
+        padding=True,
+        padding_side="right",
+    )
+    labels = torch.as_tensor(enc["labels"]).clone()
+    labels[enc["attention_mask"] == 0] = IGNORE_INDEX
+    enc["labels"] = labels
+    return enc
+
+
 def generate(
     loaded: LoadedModel,
     images: Sequence[Image.Image],
@@ -176,9 +351,7 @@ def generate(
     """
     model, processor = loaded.model, loaded.processor
     device, dtype = placement(model)
-    prompt = processor.apply_chat_template(
-        messages(question), add_generation_prompt=True, tokenize=False
-    )
+    prompt = generation_prompt(processor, question)
     framing = framing_of(model.config)
     answers: list[str] = []
     with inference(model):
