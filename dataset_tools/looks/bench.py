@@ -113,19 +113,24 @@ def _bank(kind: str) -> np.ndarray:
     return tex
 
 
+def _pad(width: int) -> int:
+    """Bench pixels kept around the view (the tilted camera sees a little past the image)."""
+    return width // 8
+
+
 @lru_cache(maxsize=16)
 def _patch(bench: Bench, width: int, height: int) -> np.ndarray:
     """The bench's texture value (0..1) in bench coordinates: an image-sized patch plus a margin
     on every side (the camera's tilt and jitter look a little around it), float32, read-only."""
-    pad = width // 4
+    pad = _pad(width)
     h, w = height + 2 * pad, width + 2 * pad
     if bench.kind == "plain":
         tex = np.zeros((h, w), np.float32)
     elif bench.kind == "gradient":
         a = np.radians(bench.angle)
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = ((xs - w / 2) * np.cos(a) + (ys - h / 2) * np.sin(a)) / max(w, h) + 0.5
-        tex = np.clip(t, 0, 1).astype(np.float32)
+        xs = (np.arange(w, dtype=np.float32) - w / 2) * np.float32(np.cos(a) / max(w, h))
+        ys = (np.arange(h, dtype=np.float32) - h / 2) * np.float32(np.sin(a) / max(w, h))
+        tex = np.clip(xs[None, :] + ys[:, None] + 0.5, 0, 1).astype(np.float32)
     else:
         bank = _bank(bench.kind)
         m = cv2.getRotationMatrix2D((w / 2, h / 2), bench.angle, 1.0)
@@ -186,6 +191,22 @@ def _clutter(tex: np.ndarray, bench: Bench, pad: int, width: int, height: int) -
             cv2.fillConvexPoly(tex, np.round(box * 16).astype(np.int32), -0.9, cv2.LINE_AA, 4)
 
 
+@lru_cache(maxsize=16)
+def _coloured(bench: Bench, width: int, height: int) -> np.ndarray:
+    """:func:`_patch` in the bench's colours, float32 RGB (read-only)."""
+    t = _patch(bench, width, height)
+    lo = np.array(bench.colour, np.float32)
+    hi = np.array(bench.colour2 if bench.kind != "plain" else bench.colour, np.float32)
+    rgb = lo + (hi - lo) * np.clip(t, 0, 1)[..., None]
+    if bench.clutter:  # values above 1 are bright metal, below 0 dark plastic
+        bright = np.clip(t - 1, 0, 1)[..., None]
+        dark = np.clip(-t, 0, 1)[..., None]
+        rgb = rgb * (1 - bright - dark) + 190 * bright + 15 * dark
+    rgb = rgb.astype(np.float32)
+    rgb.setflags(write=False)
+    return rgb
+
+
 def draw(bench: Bench, homography: np.ndarray, width: int, height: int) -> np.ndarray:
     """The bench as the camera sees it: float32 RGB ``(height, width, 3)``.
 
@@ -194,19 +215,13 @@ def draw(bench: Bench, homography: np.ndarray, width: int, height: int) -> np.nd
     """
     from dataset_tools.looks.camera import cv_matrix
 
-    pad = width // 4
-    tex = _patch(bench, width, height)
+    pad = _pad(width)
     to_bench = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1.0]])  # bench coords to patch pixels
     m = cv_matrix(homography @ np.linalg.inv(to_bench))
-    t = cv2.warpPerspective(
-        tex, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    return cv2.warpPerspective(
+        _coloured(bench, width, height),
+        m,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
     )
-    lo = np.array(bench.colour, np.float32)
-    hi = np.array(bench.colour2, np.float32)
-    if bench.kind == "plain":
-        lo = hi = np.array(bench.colour, np.float32)
-    base = lo + (hi - lo) * np.clip(t, 0, 1)[..., None]
-    # clutter: values above 1 are bright metal, below 0 dark plastic
-    bright = np.clip(t - 1, 0, 1)[..., None]
-    dark = np.clip(-t, 0, 1)[..., None]
-    return (base * (1 - bright - dark) + 190 * bright + 15 * dark).astype(np.float32)

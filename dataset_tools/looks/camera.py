@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -246,38 +245,22 @@ def cv_matrix(m: np.ndarray) -> np.ndarray:
     return unshift @ m @ shift
 
 
-@lru_cache(maxsize=8)
-def _radius2(w: int, h: int) -> np.ndarray:
-    xs = (np.arange(w, dtype=np.float32) + 0.5 - w / 2) / (w / 2)
-    ys = (np.arange(h, dtype=np.float32) + 0.5 - h / 2) / (w / 2)
-    r2 = xs[None, :] ** 2 + ys[:, None] ** 2
-    r2.setflags(write=False)
-    return r2
-
-
 def develop(
     img: np.ndarray, camera: Camera, noise: np.ndarray, focus_weight: np.ndarray | None
 ) -> np.ndarray:
     """The sensor: defocus (``focus_weight``: 0 at the focus line .. 1 at the far ends), vignetting,
     white balance and gain, Poisson-Gaussian noise (``noise``: standard normals of the image's
     shape), rounding and JPEG. Float RGB in [0, 255] to uint8 RGB."""
-    h, w = img.shape[:2]
+    from dataset_tools.looks.kernels import sensor
+
     if camera.defocus > 0.25:
         img = cv2.GaussianBlur(img, (0, 0), camera.defocus)
     if focus_weight is not None and camera.dof > 0.25:
         far = cv2.GaussianBlur(img, (0, 0), camera.dof)
         img = img + (far - img) * focus_weight[..., None]
-    factor = np.float32(camera.gain) * np.array(camera.white_balance, np.float32)
-    if camera.vignetting > 0:
-        light = 1.0 - np.float32(camera.vignetting) * _radius2(w, h)
-        img = img * (light[..., None] * factor)
-    else:
-        img = img * factor
-    sigma = np.sqrt(
-        np.maximum(img, 0.0) * np.float32(camera.shot_noise) + np.float32(camera.read_noise**2)
-    )
-    img += sigma * noise
-    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    gain = np.float32(camera.gain) * np.array(camera.white_balance, np.float32)
+    out = np.empty(img.shape, np.uint8)
+    sensor(img, gain, camera.vignetting, camera.shot_noise, camera.read_noise, noise, out)
     if camera.jpeg is not None:
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg])
         out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])

@@ -119,3 +119,22 @@ def sprite_grid(frame: PlaneFrame, radius: float) -> tuple[np.ndarray, np.ndarra
     k = math.ceil(radius * max(frame.sx, frame.sy)) + 1
     i = np.arange(-k, k + 1, dtype=np.float32)
     return (i / np.float32(frame.sx))[None, :], (i / np.float32(frame.sy))[:, None]
+
+
+def tile(frame: PlaneFrame, sprite: np.ndarray, fill) -> tuple[tuple[slice, slice], np.ndarray]:
+    """``sprite`` at all 27 sites at once: ``(where, block)``, ``layer[where]`` being the block
+    of plane pixels the 3 x 9 cells cover (one pitch around each site), ``fill`` elsewhere."""
+    sv, su = frame.step_v, frame.step_u
+    cv, cu = sv // 2, su // 2
+    cell = np.empty((sv, su, *sprite.shape[2:]), np.float32)
+    cell[...] = fill
+    k = sprite.shape[0] // 2
+    ry, rx = min(k, cv), min(k, cu)  # the sprite reaches at most half a pitch
+    ey, ex = min(k, sv - cv - 1), min(k, su - cu - 1)
+    cell[cv - ry : cv + ey + 1, cu - rx : cu + ex + 1] = sprite[
+        k - ry : k + ey + 1, k - rx : k + ex + 1
+    ]
+    reps = (3, 9) + (1,) * (sprite.ndim - 2)
+    col, row = frame.site_index(Position("U", 1))
+    where = (slice(row - cv, row - cv + 3 * sv), slice(col - cu, col - cu + 9 * su))
+    return where, np.tile(cell, reps)

@@ -85,9 +85,10 @@ class Light:
         diffuse = 0.0
         spec = 0.0
         for v, w in self.directions():
-            d = nx * v[0] + ny * v[1] + nz * v[2]
+            vx, vy, vz = (float(c) for c in v)  # python floats keep float32 arrays float32
+            d = nx * vx + ny * vy + nz * vz
             diffuse = diffuse + w * np.maximum(d, 0.0)
-            hx, hy, hz = v[0], v[1], v[2] + 1.0  # half vector with the view (0, 0, 1)
+            hx, hy, hz = vx, vy, vz + 1.0  # half vector with the view (0, 0, 1)
             n = math.sqrt(hx * hx + hy * hy + hz * hz)
             c = (nx * hx + ny * hy + nz * hz) / n
             spec = spec + w * np.maximum(c, 0.0) ** shininess

@@ -196,25 +196,30 @@ LOOK_CHOICES = "all, train, held-out or a comma list of " + ", ".join(LOOK_FAMIL
 
 
 def resolve_looks(text: str) -> tuple[str, ...]:
-    """``all`` / ``train`` / ``held-out`` / ``a,b,c`` to family names (in :data:`LOOK_FAMILIES`
-    order for the keywords, as given for a list).
+    """``all`` / ``train`` / ``held-out`` / a comma list of family names and these keywords, to
+    family names (each once, in the order given; a keyword in :data:`LOOK_FAMILIES` order).
 
     Example:
         >>> resolve_looks("classic, any")
         ('classic', 'any')
+        >>> resolve_looks("held-out,classic")
+        ('black-on-wood', 'steep-tilt', 'classic')
     """
-    key = text.strip().lower()
-    if key == "all":
-        return tuple(LOOK_FAMILIES)
-    if key == "train":
-        return TRAIN_FAMILIES
-    if key in ("held-out", "held_out", "heldout"):
-        return HELD_OUT_FAMILIES
-    names = tuple(dict.fromkeys(n.strip() for n in key.split(",") if n.strip()))
-    unknown = [n for n in names if n not in LOOK_FAMILIES]
+    groups = {"all": tuple(LOOK_FAMILIES), "train": TRAIN_FAMILIES, "held-out": HELD_OUT_FAMILIES}
+    names: list[str] = []
+    unknown: list[str] = []
+    for word in (w.strip().lower() for w in text.split(",")):
+        if not word:
+            continue
+        if word in groups:
+            names.extend(groups[word])
+        elif word in LOOK_FAMILIES:
+            names.append(word)
+        else:
+            unknown.append(word)
     if unknown or not names:
         raise ValueError(f"unknown look {', '.join(unknown) or repr(text)}; choose {LOOK_CHOICES}")
-    return names
+    return tuple(dict.fromkeys(names))
 
 
 def draw_look(

@@ -25,6 +25,7 @@ import numpy as np
 
 from dataset_tools.looks import bench as bench_part
 from dataset_tools.looks import housing as housing_part
+from dataset_tools.looks import kernels
 from dataset_tools.looks import pins as pins_part
 from dataset_tools.looks.camera import Projector, cv_matrix, develop
 from dataset_tools.looks.defects import (
@@ -36,7 +37,7 @@ from dataset_tools.looks.defects import (
     short_height,
     socket_depth,
 )
-from dataset_tools.looks.frame import PlaneFrame, paste, plane_frame, sprite_grid
+from dataset_tools.looks.frame import PlaneFrame, paste, plane_frame, sprite_grid, tile
 from dataset_tools.looks.look import Look, Product
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.vocabulary import ALL_POSITIONS, DefectKind, Finding, Position
@@ -53,15 +54,15 @@ def _thickness(geo: ConnectorGeometry, product: Product) -> float:
     return product.housing.thickness * (y2 - y1)
 
 
-@lru_cache(maxsize=16)
-def _layers(product: Product, geo: ConnectorGeometry, defects: _Defects):
-    """The product's flat layers in the plane frame (read-only): housing top (premultiplied RGBA,
-    sockets cut out), socket holes (coverage), floors (RGB), good pin faces (premultiplied RGBA)."""
+@lru_cache(maxsize=8)
+def _base(product: Product, geo: ConnectorGeometry) -> dict:
+    """The good product's flat layers in the plane frame, before any cast shadow (read-only):
+    the housing top's colour with its socket lips (``rgb``) and coverage with the openings cut
+    out (``alpha``), the openings (``holes``), the socket floors and walls (``floor``) and the
+    pin faces (``tops``, premultiplied RGBA); and the sprites a defect redraws a site with."""
     frame = plane_frame(geo)
     h_, p_, light = product.housing, product.pins, product.light
     rgb, cover = housing_part.top_layer(h_, light, frame)
-    kinds = {pos: (kind, direction) for pos, kind, direction in defects}
-    _cast_shadows(rgb, frame, product, kinds)
     socket_half = geo.socket_size / 2
     pin_half = geo.pin_size * p_.size / 2
     dx, dy = sprite_grid(frame, socket_half * (1 + p_.chamfer) + 2)
@@ -76,37 +77,67 @@ def _layers(product: Product, geo: ConnectorGeometry, defects: _Defects):
     floor = np.empty((*cover.shape, 3), np.float32)
     floor[:] = wall
     tops = np.zeros((*cover.shape, 4), np.float32)
-    for position in ALL_POSITIONS:
-        col, row = frame.site_index(position)
-        paste(rgb, shade[..., None], col, row, "mul")
-        paste(holes, hole, col, row, "set")
-        sprite = floor_sprite
-        kind = kinds.get(position, (None,))[0]
-        if kind is DefectKind.SHORT:  # the socket walls shade the floor around the sunk pin
-            r = np.hypot(dx, dy) / (pin_half * 1.6)
-            ring = 1.0 - 0.65 * np.clip(1.6 - r, 0.0, 1.0)
-            sprite = floor_sprite * ring[..., None]
-        paste(floor, sprite, col, row, "set")
-        if kind is None:
-            paste(tops, face, col, row, "set")
+    where, block = tile(frame, shade, 1.0)
+    rgb[where] *= block[..., None]
+    holes[where] = tile(frame, hole, 0.0)[1]
+    floor[where] = tile(frame, floor_sprite, wall)[1]
+    tops[where] = tile(frame, face, 0.0)[1]
     holes *= cover
-    top = np.concatenate([rgb * (cover - holes)[..., None], (cover - holes)[..., None]], axis=-1)
-    out = (top.astype(np.float32), holes, floor, tops)
-    for a in out:
+    r = np.hypot(dx, dy) / (pin_half * 1.6)  # the socket walls shade the floor round a sunk pin
+    short_floor = floor_sprite * (1.0 - 0.65 * np.clip(1.6 - r, 0.0, 1.0))[..., None]
+    out = {
+        "rgb": rgb,
+        "alpha": cover - holes,
+        "holes": holes,
+        "floor": floor,
+        "tops": tops,
+        "short_floor": short_floor.astype(np.float32),
+        "blank": np.zeros_like(face),
+    }
+    for a in out.values():
         a.setflags(write=False)
     return out
 
 
-def _cast_shadows(rgb: np.ndarray, frame: PlaneFrame, product: Product, kinds: dict) -> None:
-    """Darken the housing top where the pins' shadows fall (a directional lamp casts them; soft
-    light only darkens a faint halo around each pin)."""
+@lru_cache(maxsize=16)
+def _layers(product: Product, geo: ConnectorGeometry, defects: _Defects):
+    """The product's flat layers with ``defects`` (read-only): housing top (premultiplied RGBA,
+    sockets cut out, pins' shadows cast on it), socket holes (coverage), floors (RGB), standing
+    pins' faces (premultiplied RGBA)."""
+    frame = plane_frame(geo)
+    base = _base(product, geo)
+    kinds = {pos: (kind, direction) for pos, kind, direction in defects}
+    alpha = base["alpha"]
+    lit = alpha * _shadow_factor(frame, product, kinds)
+    top = np.empty((*alpha.shape, 4), np.float32)
+    np.multiply(base["rgb"], lit[..., None], out=top[..., :3])
+    top[..., 3] = alpha
+    floor, tops = base["floor"], base["tops"]
+    if kinds:
+        tops = tops.copy()
+        if any(kind is DefectKind.SHORT for kind, _ in kinds.values()):
+            floor = floor.copy()
+        for position, (kind, _) in kinds.items():
+            col, row = frame.site_index(position)
+            paste(tops, base["blank"], col, row, "set")
+            if kind is DefectKind.SHORT:
+                paste(floor, base["short_floor"], col, row, "set")
+    top.setflags(write=False)
+    floor.setflags(write=False)
+    tops.setflags(write=False)
+    return top, base["holes"], floor, tops
+
+
+def _shadow_factor(frame: PlaneFrame, product: Product, kinds: dict) -> np.ndarray:
+    """How much light the housing top gets where the pins' shadows fall (a directional lamp casts
+    them; soft light only darkens a faint halo around each pin): (h, w) float32 in (0, 1]."""
     geo = frame.geo
     light, p_ = product.light, product.pins
     half = geo.pin_size * p_.size / 2
     height = pin_height(geo, p_)
     sx, sy = light.shadow_shift
     strength = light.shadow_strength
-    mask = np.zeros(rgb.shape[:2], np.uint8)
+    mask = np.zeros((frame.height, frame.width), np.uint8)
     for position in ALL_POSITIONS:
         kind, direction = kinds.get(position, (None, None))
         if kind in (DefectKind.MISSING, DefectKind.SHORT):
@@ -123,9 +154,9 @@ def _cast_shadows(rgb: np.ndarray, frame: PlaneFrame, product: Product, kinds: d
         pts = frame.to_plane(np.concatenate([base, tip]))
         hull = cv2.convexHull(np.round((pts - 0.5) * 16).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, 4)
-    soft = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255), (0, 0), 1.0 if strength else 3.0)
     dark = strength * 0.8 if strength else 0.25
-    rgb *= (1.0 - dark * soft)[..., None]
+    soft = cv2.GaussianBlur(mask, (0, 0), 1.0 if strength else 3.0)
+    return 1.0 - soft.astype(np.float32) * np.float32(dark / 255)
 
 
 def _composite_polys(img: np.ndarray, polys: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -146,45 +177,48 @@ def _composite_polys(img: np.ndarray, polys: list[tuple[np.ndarray, np.ndarray]]
     origin = np.array([x0 + 0.5, y0 + 0.5])
     for pts, colour in polys:
         p = np.round((pts - origin) * 16).astype(np.int32)
-        c = tuple(int(v) for v in np.clip(colour, 0, 255))
-        cv2.fillConvexPoly(canvas, p, c, cv2.LINE_AA, 4)
+        cv2.fillConvexPoly(canvas, p, colour, cv2.LINE_AA, 4)
         cv2.fillConvexPoly(mask, p, 255, cv2.LINE_AA, 4)
-    a = mask.astype(np.float32) * np.float32(1 / 255)
-    block = img[y0:y1, x0:x1]
-    block *= (1.0 - a)[..., None]
-    block += canvas
+    kernels.over_u8(img, canvas, mask, y0, x0)
 
 
 def _hull(pts: np.ndarray) -> np.ndarray:
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
-def _prisms(product, geo, proj, sites, z0, z1) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Side faces of upright pin shafts between heights ``z0`` and ``z1`` (per site), as seen."""
+def _rgb(colour) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.clip(np.round(colour), 0, 255))
+
+
+def _prisms(product, geo, proj, sites, z0: float, z1: float) -> list:
+    """Side faces of upright pin shafts between heights ``z0`` and ``z1`` at ``sites``, as seen
+    (a square shaft's faces that face the camera, each lit by its own normal; a round shaft's
+    silhouette)."""
     p_, light = product.pins, product.light
-    half = geo.pin_size * p_.size / 2 * 0.98
-    polys = []
     if not sites:
-        return polys
+        return []
+    half = geo.pin_size * p_.size / 2 * 0.98
     centres = np.array([geo.pin_center(s) for s in sites])
+    ring = pins_part.outline(p_.shape, 0.0, 0.0, half)
+    n = len(ring)
+    pts = (centres[:, None, :] + ring[None, :, :]).reshape(-1, 2)
+    a = proj.project(pts, z0).reshape(len(sites), n, 2)
+    b = proj.project(pts, z1).reshape(len(sites), n, 2)
     towards = proj.direction_to_camera(centres)
-    for i, (cx, cy) in enumerate(centres):
-        ring = pins_part.outline(p_.shape, cx, cy, half)
-        a = proj.project(ring, z0[i])
-        b = proj.project(ring, z1[i])
-        if p_.shape == "round":
-            colour = pins_part.shaft_colour(p_, light, tuple(towards[i]))
-            polys.append((_hull(np.concatenate([a, b])), colour))
-            continue
-        n = len(ring)
-        for j in range(n):
+    polys = []
+    if p_.shape == "round":
+        colour = _rgb(pins_part.shaft_colour(p_, light, tuple(towards.mean(axis=0))))
+        for i in range(len(sites)):
+            polys.append((_hull(np.concatenate([a[i], b[i]])), colour))
+        return polys
+    mids = (ring + np.roll(ring, -1, axis=0)) / 2
+    normals = mids / np.linalg.norm(mids, axis=1, keepdims=True)
+    colours = [_rgb(pins_part.shaft_colour(p_, light, tuple(nv))) for nv in normals]
+    facing = towards @ normals.T > 0  # (sites, faces)
+    for i in range(len(sites)):
+        for j in np.flatnonzero(facing[i]):
             k = (j + 1) % n
-            mid = (ring[j] + ring[k]) / 2 - (cx, cy)
-            normal = mid / (np.linalg.norm(mid) + 1e-9)
-            if normal @ towards[i] <= 0:
-                continue
-            quad = np.array([a[j], a[k], b[k], b[j]])
-            polys.append((quad, pins_part.shaft_colour(p_, light, tuple(normal))))
+            polys.append((np.array([a[i, j], a[i, k], b[i, k], b[i, j]]), colours[j]))
     return polys
 
 
@@ -272,8 +306,7 @@ def render_look(
     mask = np.zeros(img.shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, np.round((shadow - 0.5) * 16).astype(np.int32), 255, cv2.LINE_AA, 4)
     blur = 2.0 if light.shadow_strength else 7.0
-    soft = cv2.GaussianBlur(mask, (0, 0), blur).astype(np.float32) * np.float32(h_.shadow / 255)
-    img *= (1.0 - soft)[..., None]
+    kernels.shade_bench(img, cv2.GaussianBlur(mask, (0, 0), blur), h_.shadow)
     upper, lower = proj.project(rim, 0.0), proj.project(rim, -thick)
     towards = proj.direction_to_camera(rim.mean(axis=0, keepdims=True))[0]
     walls = []
@@ -285,7 +318,7 @@ def render_look(
         if normal @ towards <= 0:
             continue
         quad = np.array([upper[j], upper[k], lower[k], lower[j]])
-        walls.append((quad, housing_part.wall_shade(h_, light, normal)))
+        walls.append((quad, _rgb(housing_part.wall_shade(h_, light, normal))))
     _composite_polys(img, walls)
 
     # inside the sockets: floors and inner walls, the shafts below the top, short pins' faces
@@ -294,8 +327,8 @@ def render_look(
     standing = [s for s in ALL_POSITIONS if s not in kinds or kinds[s].kind is DefectKind.BENT]
     shorts = [s for s in ALL_POSITIONS if s in kinds and kinds[s].kind is DefectKind.SHORT]
     zs = short_height(geo, p_)
-    polys = _prisms(product, geo, proj, standing, [-depth] * len(standing), [0.0] * len(standing))
-    polys += _prisms(product, geo, proj, shorts, [-depth] * len(shorts), [zs] * len(shorts))
+    polys = _prisms(product, geo, proj, standing, -depth, 0.0)
+    polys += _prisms(product, geo, proj, shorts, -depth, zs)
     _composite_polys(below, polys)
     half = geo.pin_size * p_.size / 2
     for s in shorts:
@@ -304,13 +337,10 @@ def render_look(
     # the housing top over it (the socket openings let the layer below show)
     hole = _warp(holes, proj.homography(0.0) @ a, size)
     top_img = _warp(top, proj.homography(0.0) @ a, size)
-    alpha = top_img[..., 3] + hole
-    img *= (1.0 - alpha)[..., None]
-    img += top_img[..., :3]
-    img += below * hole[..., None]
+    kernels.housing_over(img, top_img, hole, below)
     # the pins above the top: shafts, then faces
     good = [s for s in ALL_POSITIONS if s not in kinds]
-    polys = _prisms(product, geo, proj, good, [0.0] * len(good), [height] * len(good))
+    polys = _prisms(product, geo, proj, good, 0.0, height)
     bent = [kinds[s] for s in ALL_POSITIONS if s in kinds and kinds[s].kind is DefectKind.BENT]
     for f in bent:
         cx, cy = geo.pin_center(f.position)
@@ -320,11 +350,9 @@ def render_look(
         lean = np.concatenate([proj.project(base, 0.0), proj.project(tip, tz)])
         d = np.array([tx - cx, ty - cy])
         colour = pins_part.shaft_colour(p_, light, tuple(-d / (np.linalg.norm(d) + 1e-9)))
-        polys.append((_hull(lean), colour))
+        polys.append((_hull(lean), _rgb(colour)))
     _composite_polys(img, polys)
-    faces = _warp(tops, proj.homography(height) @ a, size)
-    img *= 1.0 - faces[..., 3:]
-    img += faces[..., :3]
+    kernels.layer_over(img, _warp(tops, proj.homography(height) @ a, size))
     for f in bent:
         tx, ty, tz = bent_tip(geo, p_, f)
         _face_at(img, product, geo, proj, tx, ty, tz, half, 1.0, cam.scale)

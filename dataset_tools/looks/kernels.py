@@ -1,0 +1,90 @@
+"""Fused per-pixel passes of the scene (numba): each replaces several image-sized numpy
+temporaries, whose page faults and memory traffic cost more than the arithmetic."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, fastmath=True)
+def over_u8(img, canvas, mask, y0, x0):  # pragma: no cover - compiled
+    """``img[y0:, x0:] = img * (1 - mask) + canvas`` (uint8 premultiplied canvas and mask)."""
+    h, w = mask.shape
+    s = np.float32(1.0 / 255.0)
+    for y in range(h):
+        for x in range(w):
+            m = mask[y, x]
+            if m == 0:
+                continue
+            a = np.float32(1.0) - m * s
+            for c in range(3):
+                img[y0 + y, x0 + x, c] = img[y0 + y, x0 + x, c] * a + canvas[y, x, c]
+
+
+@numba.njit(cache=True, fastmath=True)
+def shade_bench(img, shadow, strength):  # pragma: no cover - compiled
+    """Darken the bench under the housing's drop shadow (``shadow``: uint8 coverage)."""
+    h, w = shadow.shape
+    s = np.float32(strength / 255.0)
+    for y in range(h):
+        for x in range(w):
+            m = shadow[y, x]
+            if m == 0:
+                continue
+            f = np.float32(1.0) - m * s
+            for c in range(3):
+                img[y, x, c] *= f
+
+
+@numba.njit(cache=True, fastmath=True)
+def housing_over(img, top, hole, below):  # pragma: no cover - compiled
+    """The housing top (premultiplied RGBA) over ``img``, and the socket view ``below`` through
+    its openings (``hole`` coverage)."""
+    h, w = hole.shape
+    one = np.float32(1.0)
+    for y in range(h):
+        for x in range(w):
+            a = top[y, x, 3]
+            o = hole[y, x]
+            if a == 0 and o == 0:
+                continue
+            k = one - a - o
+            for c in range(3):
+                img[y, x, c] = img[y, x, c] * k + top[y, x, c] + below[y, x, c] * o
+
+
+@numba.njit(cache=True, fastmath=True)
+def layer_over(img, layer):  # pragma: no cover - compiled
+    """Premultiplied RGBA ``layer`` over ``img``."""
+    h, w = img.shape[:2]
+    one = np.float32(1.0)
+    for y in range(h):
+        for x in range(w):
+            a = layer[y, x, 3]
+            if a == 0:
+                continue
+            for c in range(3):
+                img[y, x, c] = img[y, x, c] * (one - a) + layer[y, x, c]
+
+
+@numba.njit(cache=True, fastmath=True)
+def sensor(img, gain, vignetting, shot, read, noise, out):  # pragma: no cover - compiled
+    """Exposure and white balance (``gain`` per channel), vignetting (darker by ``vignetting``
+    at the corners' radius), Poisson-Gaussian noise (variance ``shot * value + read**2``;
+    ``noise``: standard normals), rounding to uint8 in ``out``."""
+    h, w = img.shape[:2]
+    cx, cy = w / 2.0, h / 2.0
+    r = np.float32(1.0 / (cx * cx))
+    read2 = np.float32(read * read)
+    for y in range(h):
+        dy = y + 0.5 - cy
+        for x in range(w):
+            dx = x + 0.5 - cx
+            v = np.float32(1.0) - np.float32(vignetting) * np.float32(dx * dx + dy * dy) * r
+            for c in range(3):
+                value = img[y, x, c] * gain[c] * v
+                var = max(value, np.float32(0.0)) * np.float32(shot) + read2
+                value += np.sqrt(var) * noise[y, x, c] + np.float32(0.5)
+                out[y, x, c] = 0 if value < 0 else (255 if value > 255 else np.uint8(value))
+    return out
