@@ -20,7 +20,18 @@ from dataset_tools.looks.look import (
     resolve_looks,
 )
 
+
+def gallery_samples(seed: int = 0, size: int = 448, families: tuple[str, ...] | None = None):
+    """``[(family, Sample)]``: one sample of each look family (reference over a test with a bent,
+    a missing and a short pin), deterministic given ``seed``
+    (:func:`dataset_tools.looks.gallery.gallery_samples`)."""
+    from dataset_tools.looks.gallery import gallery_samples as samples
+
+    return samples(seed, size, families)
+
+
 __all__ = [
+    "gallery_samples",
     "CLASSIC",
     "HELD_OUT_FAMILIES",
     "LOOK_CHOICES",

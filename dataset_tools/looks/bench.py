@@ -191,37 +191,30 @@ def _clutter(tex: np.ndarray, bench: Bench, pad: int, width: int, height: int) -
             cv2.fillConvexPoly(tex, np.round(box * 16).astype(np.int32), -0.9, cv2.LINE_AA, 4)
 
 
-@lru_cache(maxsize=16)
-def _coloured(bench: Bench, width: int, height: int) -> np.ndarray:
-    """:func:`_patch` in the bench's colours, float32 RGB (read-only)."""
-    t = _patch(bench, width, height)
-    lo = np.array(bench.colour, np.float32)
-    hi = np.array(bench.colour2 if bench.kind != "plain" else bench.colour, np.float32)
-    rgb = lo + (hi - lo) * np.clip(t, 0, 1)[..., None]
-    if bench.clutter:  # values above 1 are bright metal, below 0 dark plastic
-        bright = np.clip(t - 1, 0, 1)[..., None]
-        dark = np.clip(-t, 0, 1)[..., None]
-        rgb = rgb * (1 - bright - dark) + 190 * bright + 15 * dark
-    rgb = rgb.astype(np.float32)
-    rgb.setflags(write=False)
-    return rgb
-
-
-def draw(bench: Bench, homography: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The bench as the camera sees it: float32 RGB ``(height, width, 3)``.
+def draw(
+    bench: Bench, homography: np.ndarray, width: int, height: int, shadow: np.ndarray, dark: float
+) -> np.ndarray:
+    """The bench as the camera sees it, with the housing's drop shadow (``shadow``: uint8
+    coverage, ``dark``: its darkness): float32 RGB ``(height, width, 3)``.
 
     ``homography`` maps bench coordinates (canonical pixels of an untilted, unplaced view, i.e. the
     rig's frame) to image pixels (continuous).
     """
     from dataset_tools.looks.camera import cv_matrix
+    from dataset_tools.looks.kernels import bench_colour
 
     pad = _pad(width)
     to_bench = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1.0]])  # bench coords to patch pixels
     m = cv_matrix(homography @ np.linalg.inv(to_bench))
-    return cv2.warpPerspective(
-        _coloured(bench, width, height),
+    t = cv2.warpPerspective(
+        _patch(bench, width, height),
         m,
         (width, height),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT,
     )
+    lo = np.array(bench.colour, np.float32)
+    hi = np.array(bench.colour2 if bench.kind != "plain" else bench.colour, np.float32)
+    out = np.empty((height, width, 3), np.float32)
+    bench_colour(t, lo, hi, shadow, np.float32(dark), out)
+    return out

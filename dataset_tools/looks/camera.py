@@ -222,13 +222,23 @@ class Projector:
 
 
 def in_view(camera: Camera, geo: ConnectorGeometry, margin: float = 1.0) -> bool:
-    """Whether every socket (and the pin tops above it) lands inside the image."""
+    """Whether every socket (and the pin tops above it) lands inside the image.
+
+    The sockets lie inside the rectangle of the corner sockets' outer corners, and a homography
+    maps that convex rectangle to a convex quadrilateral: its corners in view, all are.
+    """
     proj = Projector(camera, geo)
     half = geo.socket_size / 2
-    centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS])
-    corners = (
-        centres[:, None, :] + np.array([[-half, -half], [half, -half], [-half, half], [half, half]])
-    ).reshape(-1, 2)
+    x1, y1 = geo.pin_center(ALL_POSITIONS[0])
+    x2, y2 = geo.pin_center(ALL_POSITIONS[-1])
+    corners = np.array(
+        [
+            [x1 - half, y1 - half],
+            [x2 + half, y1 - half],
+            [x1 - half, y2 + half],
+            [x2 + half, y2 + half],
+        ]
+    )
     pts = np.concatenate([proj.project(corners, 0.0), proj.project(corners, 2.0 * geo.pin_size)])
     return bool(
         (pts[:, 0] >= margin).all()

@@ -23,30 +23,40 @@ def over_u8(img, canvas, mask, y0, x0):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=True)
-def shade_bench(img, shadow, strength):  # pragma: no cover - compiled
-    """Darken the bench under the housing's drop shadow (``shadow``: uint8 coverage)."""
-    h, w = shadow.shape
+def bench_colour(t, lo, hi, shadow, strength, out):  # pragma: no cover - compiled
+    """The bench in colour from its texture value ``t`` (0 .. 1 between ``lo`` and ``hi``; above 1
+    bright metal clutter, below 0 dark plastic clutter), darkened by the housing's drop shadow
+    (``shadow``: uint8 coverage, ``strength``: its darkness), into ``out`` (float32 RGB)."""
+    h, w = t.shape
     s = np.float32(strength / 255.0)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
     for y in range(h):
         for x in range(w):
-            m = shadow[y, x]
-            if m == 0:
-                continue
-            f = np.float32(1.0) - m * s
+            v = t[y, x]
+            f = one - shadow[y, x] * s
+            u = min(max(v, zero), one)
+            bright = min(max(v - one, zero), one)
+            dark = min(max(-v, zero), one)
+            keep = one - bright - dark
             for c in range(3):
-                img[y, x, c] *= f
+                base = lo[c] + (hi[c] - lo[c]) * u
+                out[y, x, c] = (
+                    base * keep + np.float32(190.0) * bright + np.float32(15.0) * dark
+                ) * f
 
 
 @numba.njit(cache=True, fastmath=True)
-def housing_over(img, top, hole, below):  # pragma: no cover - compiled
+def housing_over(img, top, interior, below):  # pragma: no cover - compiled
     """The housing top (premultiplied RGBA) over ``img``, and the socket view ``below`` through
-    its openings (``hole`` coverage)."""
-    h, w = hole.shape
+    its openings: inside the housing's outline (``interior`` != 0) what the top does not cover."""
+    h, w = interior.shape
     one = np.float32(1.0)
+    zero = np.float32(0.0)
     for y in range(h):
         for x in range(w):
             a = top[y, x, 3]
-            o = hole[y, x]
+            o = one - a if interior[y, x] else zero
             if a == 0 and o == 0:
                 continue
             k = one - a - o

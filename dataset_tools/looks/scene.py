@@ -294,19 +294,26 @@ def render_look(
     thick = _thickness(geo, product)
     a = frame.to_canonical
 
-    # the bench, seen by the rig's camera (the product's placement does not move it)
-    rig = Projector(cam, geo, placed=False)
-    img = bench_part.draw(product.bench, rig.homography(-thick), *size)
-    # the housing: drop shadow on the bench, then its side walls
+    # the bench, seen by the rig's camera (the product's placement does not move it), with the
+    # housing's drop shadow (drawn and blurred at a quarter of the size: a soft shadow has no
+    # detail to lose)
     radius = housing_part.corner_radius(geo)
     rim = housing_part.outline(geo.housing_box, radius)
     sx, sy = light.shadow_shift
     shift = np.array([sx, sy]) * thick if light.shadow_strength else np.zeros(2)
     shadow = proj.project(rim + shift, -thick)
-    mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.fillConvexPoly(mask, np.round((shadow - 0.5) * 16).astype(np.int32), 255, cv2.LINE_AA, 4)
-    blur = 2.0 if light.shadow_strength else 7.0
-    kernels.shade_bench(img, cv2.GaussianBlur(mask, (0, 0), blur), h_.shadow)
+    small = np.zeros(((geo.height + 3) // 4, (geo.width + 3) // 4), np.uint8)
+    cv2.fillConvexPoly(
+        small, np.round((shadow / 4 - 0.5) * 16).astype(np.int32), 255, cv2.LINE_AA, 4
+    )
+    small = cv2.GaussianBlur(small, (0, 0), 0.5 if light.shadow_strength else 1.75)
+    soft = cv2.resize(
+        small, (small.shape[1] * 4, small.shape[0] * 4), interpolation=cv2.INTER_LINEAR
+    )
+    soft = np.ascontiguousarray(soft[: geo.height, : geo.width])
+    rig = Projector(cam, geo, placed=False)
+    img = bench_part.draw(product.bench, rig.homography(-thick), *size, soft, h_.shadow)
+    # the housing's side walls
     upper, lower = proj.project(rim, 0.0), proj.project(rim, -thick)
     towards = proj.direction_to_camera(rim.mean(axis=0, keepdims=True))[0]
     walls = []
@@ -335,9 +342,13 @@ def render_look(
         cx, cy = geo.pin_center(s)
         _face_at(below, product, geo, proj, cx, cy, zs, half * SHORT_FACE, SHORT_LIGHT, cam.scale)
     # the housing top over it (the socket openings let the layer below show)
-    hole = _warp(holes, proj.homography(0.0) @ a, size)
+    # (inside the housing's outline, what the top does not cover is an opening)
     top_img = _warp(top, proj.homography(0.0) @ a, size)
-    kernels.housing_over(img, top_img, hole, below)
+    x1, y1, x2, y2 = geo.housing_box
+    inner = proj.project(housing_part.outline((x1 + 4, y1 + 4, x2 - 4, y2 - 4), radius), 0.0)
+    interior = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillConvexPoly(interior, np.round((inner - 0.5) * 16).astype(np.int32), 1, cv2.LINE_8, 4)
+    kernels.housing_over(img, top_img, interior, below)
     # the pins above the top: shafts, then faces
     good = [s for s in ALL_POSITIONS if s not in kinds]
     polys = _prisms(product, geo, proj, good, 0.0, height)
