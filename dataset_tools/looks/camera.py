@@ -255,22 +255,39 @@ def cv_matrix(m: np.ndarray) -> np.ndarray:
     return unshift @ m @ shift
 
 
-def develop(
-    img: np.ndarray, camera: Camera, noise: np.ndarray, focus_weight: np.ndarray | None
-) -> np.ndarray:
-    """The sensor: defocus (``focus_weight``: 0 at the focus line .. 1 at the far ends), vignetting,
-    white balance and gain, Poisson-Gaussian noise (``noise``: standard normals of the image's
-    shape), rounding and JPEG. Float RGB in [0, 255] to uint8 RGB."""
+def develop(img: np.ndarray, camera: Camera, noise: np.ndarray) -> np.ndarray:
+    """The sensor: defocus with depth of field, vignetting, white balance and gain,
+    Poisson-Gaussian noise (``noise``: standard normals of the image's shape), rounding and JPEG.
+    Float RGB in [0, 255] to uint8 RGB.
+
+    Defocus is ``camera.defocus`` px at the focus line (through the image centre, along the tilt
+    axis) growing by ``camera.dof`` px toward the far ends of a 10 degree tilt (in proportion to
+    the tilt): one blur at the largest sigma, mixed with the sharp image by the local sigma.
+    """
     from dataset_tools.looks.kernels import sensor
 
-    if camera.defocus > 0.25:
-        img = cv2.GaussianBlur(img, (0, 0), camera.defocus)
-    if focus_weight is not None and camera.dof > 0.25:
-        far = cv2.GaussianBlur(img, (0, 0), camera.dof)
-        img = img + (far - img) * focus_weight[..., None]
+    h, w = img.shape[:2]
+    dof = camera.dof * camera.tilt / 10 if camera.tilt > 0.5 else 0.0
+    top = camera.defocus + dof
+    if top > 0.25:
+        blurred = cv2.GaussianBlur(img, (0, 0), top)
+        a = math.radians(camera.tilt_axis)
+        focus = (camera.defocus / top, dof / top, -math.sin(a) / (w / 2), math.cos(a) / (w / 2), 1)
+    else:
+        blurred, focus = img, (0.0, 0.0, 0.0, 0.0, 0.0)
     gain = np.float32(camera.gain) * np.array(camera.white_balance, np.float32)
     out = np.empty(img.shape, np.uint8)
-    sensor(img, gain, camera.vignetting, camera.shot_noise, camera.read_noise, noise, out)
+    sensor(
+        img,
+        blurred,
+        np.array(focus, np.float32),
+        gain,
+        camera.vignetting,
+        camera.shot_noise,
+        camera.read_noise,
+        noise,
+        out,
+    )
     if camera.jpeg is not None:
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg])
         out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])

@@ -111,50 +111,51 @@ def _grain_bank(height: int, width: int) -> np.ndarray:
 def top_layer(housing: Housing, light: Light, frame: PlaneFrame) -> tuple[np.ndarray, np.ndarray]:
     """The lit top face without sockets: ``(rgb (h, w, 3), coverage (h, w))``, float32.
 
-    The flat of the face has one normal (one shade); only the bevel band along the edge, whose
-    normal leans outward, is shaded per pixel.
+    The flat of the face has one normal (one shade); the bevel band along the edge leans outward
+    by up to about 50 degrees (shaded from a small table by direction and lean); a glossy plate
+    under a single lamp mirrors it as a broad hot spot; a dark parting line runs along the edge.
     """
+    from dataset_tools.looks.kernels import housing_top
+
     geo = frame.geo
     xs, ys = frame.grid
     x1, y1, x2, y2 = geo.housing_box
     cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
     r = corner_radius(geo)
-    qx = np.abs(xs - np.float32(cx)) - np.float32(hw - r)
-    qy = np.abs(ys - np.float32(cy)) - np.float32(hh - r)
-    sd = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - r
-    cover = np.clip(0.5 - sd * np.float32(frame.scale), 0.0, 1.0)
     shininess = 8 + 60 * housing.gloss
-    flat, flat_spec = light.shade(0.0, 0.0, 1.0, shininess, housing.gloss)
-    base = housing.rgb
-    bank = _grain_bank(frame.height, frame.width)
-    extra = bank * np.float32(housing.grain)
-    k = light.key
-    if light.kind in ("specular", "directional") and housing.gloss > 0.2:
-        # a glossy plate mirrors the lamp as a broad hot spot where its reflection falls
-        sx, sy = cx - 0.45 * float(k[0]) * 2 * hw, cy - 0.45 * float(k[1]) * 2 * hh
-        spread = (0.25 + 0.5 * (1 - housing.gloss)) * hw
-        hot = np.exp((xs - np.float32(sx)) ** 2 * np.float32(-0.5 / spread**2)) * np.exp(
-            (ys - np.float32(sy)) ** 2 * np.float32(-0.5 / spread**2)
-        )
-        extra = extra + hot * np.float32(
-            255 * housing.gloss * (0.6 if light.kind == "specular" else 0.2)
-        )
-    rgb = (base * np.float32(flat))[None, None, :] + (extra + np.float32(255 * flat_spec))[
-        ..., None
+    flat = light.shade(0.0, 0.0, 1.0, shininess, housing.gloss)
+    lean = 0.8 * np.linspace(0.0, 1.0, 64)
+    lut = [
+        light.shade(ox * lean, oy * lean, np.sqrt(1 - lean**2), shininess, housing.gloss)
+        for ox, oy in ((1, 0), (-1, 0), (0, 1), (0, -1), (0, 0))
     ]
-    # the bevel: the outer ``rim`` pixels slope down and outward (normal leans outward), and a
-    # dark parting line at the very edge
-    band = np.nonzero(sd > -housing.rim)
-    bx, by, bsd = xs[0, band[1]], ys[band[0], 0], sd[band]
-    qxb, qyb = np.broadcast_to(qx, sd.shape)[band], np.broadcast_to(qy, sd.shape)[band]
-    t = np.clip(1.0 + bsd / housing.rim, 0.0, 1.0)
-    ox = np.where(qxb > qyb, np.sign(bx - cx), 0.0) * (qxb > -r)
-    oy = np.where(qyb >= qxb, np.sign(by - cy), 0.0) * (qyb > -r)
-    lean = 0.8 * t
-    d, spec = light.shade(ox * lean, oy * lean, np.sqrt(1 - lean**2), shininess, housing.gloss)
-    edge = 1.0 - np.clip(1.0 + bsd / 1.2, 0.0, 1.0) * 0.25
-    rgb[band] = (base[None, :] * d[:, None] + (extra[band] + 255 * spec)[:, None]) * edge[:, None]
-    return rgb.astype(np.float32), cover.astype(np.float32)
+    lut_d = np.array([d for d, _ in lut], np.float32)
+    lut_s = np.array([np.broadcast_to(s_, lean.shape) for _, s_ in lut], np.float32)
+    hot = (0.0, 0.0, 0.0, 0.0)
+    if light.kind in ("specular", "directional") and housing.gloss > 0.2:
+        k = light.key
+        spread = (0.25 + 0.5 * (1 - housing.gloss)) * hw
+        strength = 255 * housing.gloss * (0.6 if light.kind == "specular" else 0.2)
+        hot = (cx - 0.9 * float(k[0]) * hw, cy - 0.9 * float(k[1]) * hh, -0.5 / spread**2, strength)
+    rgb = np.empty((frame.height, frame.width, 3), np.float32)
+    cover = np.empty((frame.height, frame.width), np.float32)
+    housing_top(
+        np.ascontiguousarray(xs[0]),
+        np.ascontiguousarray(ys[:, 0]),
+        np.array([cx, cy, hw - r, hh - r, r], np.float32),
+        np.float32(frame.scale),
+        np.float32(housing.rim),
+        _grain_bank(frame.height, frame.width),
+        np.float32(housing.grain),
+        housing.rgb,
+        np.array([float(np.asarray(flat[0])), float(np.asarray(flat[1]))], np.float32),
+        lut_d,
+        lut_s,
+        np.array(hot, np.float32),
+        rgb,
+        cover,
+    )
+    return rgb, cover
 
 
 def wall_shade(housing: Housing, light: Light, normal: np.ndarray) -> np.ndarray:

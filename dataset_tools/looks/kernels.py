@@ -79,22 +79,78 @@ def layer_over(img, layer):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=True)
-def sensor(img, gain, vignetting, shot, read, noise, out):  # pragma: no cover - compiled
-    """Exposure and white balance (``gain`` per channel), vignetting (darker by ``vignetting``
-    at the corners' radius), Poisson-Gaussian noise (variance ``shot * value + read**2``;
-    ``noise``: standard normals), rounding to uint8 in ``out``."""
+def sensor(  # pragma: no cover - compiled
+    img, blurred, focus, gain, vignetting, shot, read, noise, out
+):
+    """The sensor in one pass, into ``out`` (uint8 RGB).
+
+    Defocus: ``img`` mixed toward ``blurred`` by ``focus[0] + focus[1] * d`` where ``d`` (0 .. 1)
+    is the distance from the focus line (direction ``focus[2:4]`` per half width, times
+    ``focus[4]``); exposure and white balance (``gain`` per channel); vignetting (darker by
+    ``vignetting`` at the corners' radius); Poisson-Gaussian noise (variance ``shot * value +
+    read**2``; ``noise``: standard normals); rounding.
+    """
     h, w = img.shape[:2]
     cx, cy = w / 2.0, h / 2.0
     r = np.float32(1.0 / (cx * cx))
     read2 = np.float32(read * read)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
     for y in range(h):
         dy = y + 0.5 - cy
         for x in range(w):
             dx = x + 0.5 - cx
-            v = np.float32(1.0) - np.float32(vignetting) * np.float32(dx * dx + dy * dy) * r
+            d = min(abs(dx * focus[2] + dy * focus[3]) * focus[4], one)
+            mix = focus[0] + focus[1] * d
+            v = one - np.float32(vignetting) * np.float32(dx * dx + dy * dy) * r
             for c in range(3):
-                value = img[y, x, c] * gain[c] * v
-                var = max(value, np.float32(0.0)) * np.float32(shot) + read2
+                value = img[y, x, c]
+                value = (value + (blurred[y, x, c] - value) * mix) * gain[c] * v
+                var = max(value, zero) * np.float32(shot) + read2
                 value += np.sqrt(var) * noise[y, x, c] + np.float32(0.5)
                 out[y, x, c] = 0 if value < 0 else (255 if value > 255 else np.uint8(value))
     return out
+
+
+@numba.njit(cache=True, fastmath=True)
+def housing_top(  # pragma: no cover - compiled
+    xs, ys, box, scale, rim, grain, amp, base, flat, lut_d, lut_s, hot, rgb, cover
+):
+    """The housing's lit top face (:func:`dataset_tools.looks.housing.top_layer`) per pixel.
+
+    ``box``: centre x, y, half sides less the corner radius, the radius; ``flat``: diffuse and
+    specular of the flat top; ``lut_d`` / ``lut_s``: the bevel's diffuse and specular by outward
+    direction (+x, -x, +y, -y, none) and lean (0 .. 1 in ``lut_d.shape[1]`` steps); ``hot``: the
+    lamp's mirror hot spot (x, y, -1 / (2 spread^2), strength).
+    """
+    cx, cy, hwr, hhr, r = box[0], box[1], box[2], box[3], box[4]
+    n = lut_d.shape[1] - 1
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for y in range(ys.shape[0]):
+        yy = ys[y]
+        qy = abs(yy - cy) - hhr
+        hy = np.exp((yy - hot[1]) ** 2 * hot[2]) * hot[3]
+        for x in range(xs.shape[0]):
+            xx = xs[x]
+            qx = abs(xx - cx) - hwr
+            ox, oy = max(qx, zero), max(qy, zero)
+            sd = np.sqrt(ox * ox + oy * oy) + min(max(qx, qy), zero) - r
+            cover[y, x] = min(max(np.float32(0.5) - sd * scale, zero), one)
+            extra = grain[y, x] * amp + np.exp((xx - hot[0]) ** 2 * hot[2]) * hy
+            if sd > -rim:
+                t = min(max(one + sd / rim, zero), one)
+                if qx > qy:
+                    k = (0 if xx > cx else 1) if qx > -r else 4
+                else:
+                    k = (2 if yy > cy else 3) if qy > -r else 4
+                i = int(t * n + np.float32(0.5))
+                d = lut_d[k, i]
+                spec = lut_s[k, i]
+                edge = one - min(max(one + sd / np.float32(1.2), zero), one) * np.float32(0.25)
+            else:
+                d = flat[0]
+                spec = flat[1]
+                edge = one
+            for c in range(3):
+                rgb[y, x, c] = (base[c] * d + extra + np.float32(255.0) * spec) * edge

@@ -16,7 +16,6 @@ housing top (where the socket centres ``geo.pin_center(p)`` are) to image pixels
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from functools import lru_cache
 
@@ -373,14 +372,7 @@ def render_look(
     bank = _noise_bank()
     offset = int(rng.integers(0, bank.size - h * w * 3))
     noise = bank[offset : offset + h * w * 3].reshape(h, w, 3)
-    focus = None
-    if cam.tilt > 0.5 and cam.dof > 0.25:
-        ang = math.radians(cam.tilt_axis)
-        nx, ny = -math.sin(ang), math.cos(ang)
-        xs = (np.arange(w, dtype=np.float32) + 0.5 - w / 2) * np.float32(nx / (w / 2))
-        ys = (np.arange(h, dtype=np.float32) + 0.5 - h / 2) * np.float32(ny / (w / 2))
-        focus = np.clip(np.abs(xs[None, :] + ys[:, None]) * np.float32(cam.tilt / 10), 0, 1)
-    out = develop(img, cam, noise, focus)
+    out = develop(img, cam, noise)
     pose_m = proj.homography(0.0)
     findings = tuple(replace(f, box=defect_box(geo, p_, f, proj, box_pad)) for f in spec.findings)
     pose_m.setflags(write=False)
