@@ -262,3 +262,17 @@ def test_a_jpeg_shot_is_decoded_in_rgb_order():
     out = render_connector(ConnectorSpec(), GEO, Nuisances(), np.random.default_rng(0), look=jpeg)
     assert np.abs(out.image.astype(int) - raw.image).mean() < 3
     assert cv2.PSNR(out.image, raw.image) > 30
+
+
+def test_the_card_names_the_looks_and_the_held_out_families():
+    from dataset_tools.builders import BuildConfig
+    from dataset_tools.card import dataset_card
+
+    cfg = BuildConfig("qa", num=4, looks="train", size=224)
+    splits = {s: 1 for s in cfg.split_sizes}
+    text = str(dataset_card(cfg, {s: [] for s in splits}, splits, "python -m dataset_tools build"))
+    assert "## Looks" in text and "`test_held_out_looks`" in text
+    for name in (*TRAIN_FAMILIES, *HELD_OUT_FAMILIES):
+        assert f"`{name}`" in text
+    classic = str(dataset_card(BuildConfig("qa", num=4, size=224), {}, {"train": 4}, "cmd"))
+    assert "`classic` look" in classic

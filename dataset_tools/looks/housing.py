@@ -73,6 +73,7 @@ def sample(rng: np.random.Generator, colours: tuple[str, ...] = tuple(COLOURS)) 
     )
 
 
+@lru_cache(maxsize=64)
 def outline(box: tuple[float, float, float, float], radius: float, n: int = 6) -> np.ndarray:
     """Corners of the rounded rectangle ``box`` (canonical), ``(4 n, 2)``, clockwise on screen."""
     x1, y1, x2, y2 = box
@@ -86,7 +87,9 @@ def outline(box: tuple[float, float, float, float], radius: float, n: int = 6) -
         for t in np.linspace(0, 90, n):
             a = np.radians(a0 + t)
             pts.append((cx + radius * np.cos(a), cy + radius * np.sin(a)))
-    return np.array(pts)
+    out = np.array(pts)
+    out.setflags(write=False)
+    return out
 
 
 def corner_radius(geo) -> float:

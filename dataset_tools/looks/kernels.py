@@ -8,13 +8,13 @@ import numpy as np
 
 
 @numba.njit(cache=True, fastmath=True)
-def over_u8(img, canvas, mask, y0, x0):  # pragma: no cover - compiled
-    """``img[y0:, x0:] = img * (1 - mask) + canvas`` (uint8 premultiplied canvas and mask)."""
-    h, w = mask.shape
+def over_u8(img, canvas, y0, x0):  # pragma: no cover - compiled
+    """``img[y0:, x0:]`` under ``canvas`` (uint8 premultiplied RGBA)."""
+    h, w = canvas.shape[:2]
     s = np.float32(1.0 / 255.0)
     for y in range(h):
         for x in range(w):
-            m = mask[y, x]
+            m = canvas[y, x, 3]
             if m == 0:
                 continue
             a = np.float32(1.0) - m * s
@@ -47,27 +47,33 @@ def bench_colour(t, lo, hi, shadow, strength, out):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, fastmath=True)
-def housing_over(img, top, interior, below):  # pragma: no cover - compiled
-    """The housing top (premultiplied RGBA) over ``img``, and the socket view ``below`` through
-    its openings: inside the housing's outline (``interior`` != 0) what the top does not cover."""
+def housing_over(img, top, interior, below, by, bx):  # pragma: no cover - compiled
+    """The housing top (premultiplied RGBA) over ``img``, and the socket view ``below`` (a window
+    from image pixel ``(bx, by)``) through its openings: inside the housing's outline
+    (``interior`` != 0) what the top does not cover."""
     h, w = interior.shape
+    bh, bw = below.shape[:2]
     one = np.float32(1.0)
     zero = np.float32(0.0)
     for y in range(h):
         for x in range(w):
             a = top[y, x, 3]
-            o = one - a if interior[y, x] else zero
+            inside = interior[y, x] and 0 <= y - by < bh and 0 <= x - bx < bw
+            o = one - a if inside else zero
             if a == 0 and o == 0:
                 continue
             k = one - a - o
             for c in range(3):
-                img[y, x, c] = img[y, x, c] * k + top[y, x, c] + below[y, x, c] * o
+                v = img[y, x, c] * k + top[y, x, c]
+                if o > 0:
+                    v += below[y - by, x - bx, c] * o
+                img[y, x, c] = v
 
 
 @numba.njit(cache=True, fastmath=True)
-def layer_over(img, layer):  # pragma: no cover - compiled
-    """Premultiplied RGBA ``layer`` over ``img``."""
-    h, w = img.shape[:2]
+def layer_over(img, layer, y0, x0):  # pragma: no cover - compiled
+    """Premultiplied RGBA ``layer`` over ``img`` from pixel ``(x0, y0)`` on."""
+    h, w = layer.shape[:2]
     one = np.float32(1.0)
     for y in range(h):
         for x in range(w):
@@ -75,7 +81,7 @@ def layer_over(img, layer):  # pragma: no cover - compiled
             if a == 0:
                 continue
             for c in range(3):
-                img[y, x, c] = img[y, x, c] * (one - a) + layer[y, x, c]
+                img[y0 + y, x0 + x, c] = img[y0 + y, x0 + x, c] * (one - a) + layer[y, x, c]
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -9,6 +9,7 @@ face once as a sprite (all 27 sites share it) or at any sub-pixel place (a bent 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -127,6 +128,7 @@ def face(pins: Pins, light: Light, dx, dy, half: float, scale: float, dim: float
     return np.concatenate([rgb * cover[..., None], cover[..., None]], axis=-1).astype(np.float32)
 
 
+@lru_cache(maxsize=256)
 def shaft_colour(pins: Pins, light: Light, normal: tuple[float, float]) -> np.ndarray:
     """Colour of a shaft side facing in-plane direction ``normal``: darker than the face."""
     diffuse, spec = light.shade(normal[0], normal[1], 0.0, 20.0)

@@ -129,7 +129,10 @@ def _layers(product: Product, geo: ConnectorGeometry, defects: _Defects):
 
 def _shadow_factor(frame: PlaneFrame, product: Product, kinds: dict) -> np.ndarray:
     """How much light the housing top gets where the pins' shadows fall (a directional lamp casts
-    them; soft light only darkens a faint halo around each pin): (h, w) float32 in (0, 1]."""
+    them; soft light only darkens a faint halo around each pin): (h, w) float32 in (0, 1].
+
+    A standing pin's shadow is the same polygon at every site (the frame's pitch is whole
+    pixels): it is built once and moved; a bent pin's leans with it."""
     geo = frame.geo
     light, p_ = product.light, product.pins
     half = geo.pin_size * p_.size / 2
@@ -137,56 +140,63 @@ def _shadow_factor(frame: PlaneFrame, product: Product, kinds: dict) -> np.ndarr
     sx, sy = light.shadow_shift
     strength = light.shadow_strength
     mask = np.zeros((frame.height, frame.width), np.uint8)
+
+    def hull(base: np.ndarray, tip: np.ndarray) -> np.ndarray:
+        pts = frame.to_plane(np.concatenate([base, tip]))
+        return cv2.convexHull(np.round((pts - 0.5) * 16).astype(np.int32))
+
+    x1, y1 = geo.pin_center(ALL_POSITIONS[0])
+    base = pins_part.outline(p_.shape, x1, y1, half)
+    standing = hull(base, base + np.array([sx, sy]) * height if strength else base)
     for position in ALL_POSITIONS:
         kind, direction = kinds.get(position, (None, None))
         if kind in (DefectKind.MISSING, DefectKind.SHORT):
             continue
-        cx, cy = geo.pin_center(position)
-        base = pins_part.outline(p_.shape, cx, cy, half)
         if kind is DefectKind.BENT:
+            cx, cy = geo.pin_center(position)
             tx, ty, tz = bent_tip(geo, p_, Finding(position, kind, direction))
+            own = pins_part.outline(p_.shape, cx, cy, half)
             tip = pins_part.outline(p_.shape, tx + sx * tz, ty + sy * tz, half)
-        else:
-            tip = base + np.array([sx, sy]) * height
-        if strength == 0:  # soft light: a halo around the base only
-            tip = base
-        pts = frame.to_plane(np.concatenate([base, tip]))
-        hull = cv2.convexHull(np.round((pts - 0.5) * 16).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, 4)
+            cv2.fillConvexPoly(mask, hull(own, tip if strength else own), 255, cv2.LINE_AA, 4)
+            continue
+        step = ((position.column - 1) * frame.step_u * 16, position.row_index * frame.step_v * 16)
+        cv2.fillConvexPoly(mask, standing + np.array(step, np.int32), 255, cv2.LINE_AA, 4)
     dark = strength * 0.8 if strength else 0.25
     soft = cv2.GaussianBlur(mask, (0, 0), 1.0 if strength else 3.0)
     return 1.0 - soft.astype(np.float32) * np.float32(dark / 255)
 
 
-def _composite_polys(img: np.ndarray, polys: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def _composite_polys(img: np.ndarray, polys: list, offset: tuple[int, int] = (0, 0)) -> None:
     """Fill convex polygons (continuous image coordinates, one colour each, later over earlier)
-    anti-aliased over ``img`` (float RGB), in place."""
+    anti-aliased over ``img`` (float RGB, whose pixel (0, 0) is image pixel ``offset``), in
+    place: drawn on a premultiplied RGBA canvas (its alpha blends like its colour)."""
     if not polys:
         return
     h, w = img.shape[:2]
-    allpts = np.concatenate([p for p, _ in polys])
+    allpts = np.concatenate([p for p, _ in polys]) - offset
     x0 = max(int(allpts[:, 0].min()) - 2, 0)
     y0 = max(int(allpts[:, 1].min()) - 2, 0)
     x1 = min(int(allpts[:, 0].max()) + 3, w)
     y1 = min(int(allpts[:, 1].max()) + 3, h)
     if x0 >= x1 or y0 >= y1:
         return
-    canvas = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    origin = np.array([x0 + 0.5, y0 + 0.5])
+    canvas = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
+    origin = np.array([x0 + 0.5 + offset[0], y0 + 0.5 + offset[1]])
+    fixed = np.round((allpts + offset - origin) * 16).astype(np.int32)  # all at once
+    start = 0
     for pts, colour in polys:
-        p = np.round((pts - origin) * 16).astype(np.int32)
-        cv2.fillConvexPoly(canvas, p, colour, cv2.LINE_AA, 4)
-        cv2.fillConvexPoly(mask, p, 255, cv2.LINE_AA, 4)
-    kernels.over_u8(img, canvas, mask, y0, x0)
+        cv2.fillConvexPoly(canvas, fixed[start : start + len(pts)], colour, cv2.LINE_AA, 4)
+        start += len(pts)
+    kernels.over_u8(img, canvas, y0, x0)
 
 
 def _hull(pts: np.ndarray) -> np.ndarray:
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
-def _rgb(colour) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.round(colour), 0, 255))
+def _rgb(colour) -> tuple[int, int, int, int]:
+    """A polygon colour for :func:`_composite_polys` (opaque)."""
+    return (*(int(v) for v in np.clip(np.round(colour), 0, 255)), 255)
 
 
 def _prisms(product, geo, proj, sites, z0: float, z1: float) -> list:
@@ -221,7 +231,7 @@ def _prisms(product, geo, proj, sites, z0: float, z1: float) -> list:
     return polys
 
 
-def _face_at(img, product, geo, proj, cx, cy, z, half, dim, scale) -> None:
+def _face_at(img, product, geo, proj, cx, cy, z, half, dim, scale, offset=(0, 0)) -> None:
     """Draw a pin face centred at canonical ``(cx, cy)`` at height ``z`` straight in the image:
     every pixel is mapped back through that height's homography (exact for any camera)."""
     h, w = img.shape[:2]
@@ -233,14 +243,14 @@ def _face_at(img, product, geo, proj, cx, cy, z, half, dim, scale) -> None:
             [cx + half, cy + half],
         ]
     )
-    p = proj.project(box, z)
+    p = proj.project(box, z) - offset
     x0, y0 = max(int(p[:, 0].min()) - 2, 0), max(int(p[:, 1].min()) - 2, 0)
     x1, y1 = min(int(p[:, 0].max()) + 3, w), min(int(p[:, 1].max()) + 3, h)
     if x0 >= x1 or y0 >= y1:
         return
     inv = np.linalg.inv(proj.homography(z))
-    xs = np.arange(x0, x1) + 0.5
-    ys = np.arange(y0, y1) + 0.5
+    xs = np.arange(x0, x1) + 0.5 + offset[0]
+    ys = np.arange(y0, y1) + 0.5 + offset[1]
     gx, gy = np.meshgrid(xs, ys)
     d = inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2]
     u = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / d - cx
@@ -253,7 +263,11 @@ def _face_at(img, product, geo, proj, cx, cy, z, half, dim, scale) -> None:
     block += rgba[..., :3]
 
 
-def _warp(layer: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _warp(layer: np.ndarray, m: np.ndarray, size: tuple[int, int], origin=(0, 0)) -> np.ndarray:
+    """``layer`` warped by ``m`` (plane to image, continuous) into an image of ``size`` whose
+    pixel (0, 0) is image pixel ``origin`` (a window of the image)."""
+    if origin != (0, 0):
+        m = np.array([[1, 0, -origin[0]], [0, 1, -origin[1]], [0, 0, 1.0]]) @ m
     return cv2.warpPerspective(
         layer,
         cv_matrix(m),
@@ -328,18 +342,38 @@ def render_look(
     _composite_polys(img, walls)
 
     # inside the sockets: floors and inner walls, the shafts below the top, short pins' faces
-    below = _warp(floor, proj.homography(-depth) @ a, size)
+    # the window of the image the sockets and pins can reach: the floors and faces are warped
+    # into it only
+    x1g, y1g = geo.pin_center(ALL_POSITIONS[0])
+    x2g, y2g = geo.pin_center(ALL_POSITIONS[-1])
+    reach = geo.socket_size * 0.75 + geo.pin_size
+    corners = np.array(
+        [
+            [x1g - reach, y1g - reach],
+            [x2g + reach, y1g - reach],
+            [x1g - reach, y2g + reach],
+            [x2g + reach, y2g + reach],
+        ]
+    )
+    seen = np.concatenate([proj.project(corners, z) for z in (-depth, height)])
+    wx0, wy0 = max(int(seen[:, 0].min()) - 2, 0), max(int(seen[:, 1].min()) - 2, 0)
+    wx1 = min(int(seen[:, 0].max()) + 3, geo.width)
+    wy1 = min(int(seen[:, 1].max()) + 3, geo.height)
+    window, origin = (wx1 - wx0, wy1 - wy0), (wx0, wy0)
+    below = _warp(floor, proj.homography(-depth) @ a, window, origin)
     kinds = {f.position: f for f in spec.findings}
     standing = [s for s in ALL_POSITIONS if s not in kinds or kinds[s].kind is DefectKind.BENT]
     shorts = [s for s in ALL_POSITIONS if s in kinds and kinds[s].kind is DefectKind.SHORT]
     zs = short_height(geo, p_)
     polys = _prisms(product, geo, proj, standing, -depth, 0.0)
     polys += _prisms(product, geo, proj, shorts, -depth, zs)
-    _composite_polys(below, polys)
+    _composite_polys(below, polys, origin)
     half = geo.pin_size * p_.size / 2
     for s in shorts:
         cx, cy = geo.pin_center(s)
-        _face_at(below, product, geo, proj, cx, cy, zs, half * SHORT_FACE, SHORT_LIGHT, cam.scale)
+        _face_at(
+            below, product, geo, proj, cx, cy, zs, half * SHORT_FACE, SHORT_LIGHT, cam.scale, origin
+        )
     # the housing top over it (the socket openings let the layer below show)
     # (inside the housing's outline, what the top does not cover is an opening)
     top_img = _warp(top, proj.homography(0.0) @ a, size)
@@ -347,7 +381,7 @@ def render_look(
     inner = proj.project(housing_part.outline((x1 + 4, y1 + 4, x2 - 4, y2 - 4), radius), 0.0)
     interior = np.zeros(img.shape[:2], np.uint8)
     cv2.fillConvexPoly(interior, np.round((inner - 0.5) * 16).astype(np.int32), 1, cv2.LINE_8, 4)
-    kernels.housing_over(img, top_img, interior, below)
+    kernels.housing_over(img, top_img, interior, below, wy0, wx0)
     # the pins above the top: shafts, then faces
     good = [s for s in ALL_POSITIONS if s not in kinds]
     polys = _prisms(product, geo, proj, good, 0.0, height)
@@ -362,7 +396,8 @@ def render_look(
         colour = pins_part.shaft_colour(p_, light, tuple(-d / (np.linalg.norm(d) + 1e-9)))
         polys.append((_hull(lean), _rgb(colour)))
     _composite_polys(img, polys)
-    kernels.layer_over(img, _warp(tops, proj.homography(height) @ a, size))
+    faces = _warp(tops, proj.homography(height) @ a, window, origin)
+    kernels.layer_over(img, faces, wy0, wx0)
     for f in bent:
         tx, ty, tz = bent_tip(geo, p_, f)
         _face_at(img, product, geo, proj, tx, ty, tz, half, 1.0, cam.scale)
