@@ -199,10 +199,10 @@ def _rgb(colour) -> tuple[int, int, int, int]:
     return (*(int(v) for v in np.clip(np.round(colour), 0, 255)), 255)
 
 
-def _prisms(product, geo, proj, sites, z0: float, z1: float) -> list:
+def _prisms(product, geo, proj, sites, z0: float, z1: float, faces: bool = True) -> list:
     """Side faces of upright pin shafts between heights ``z0`` and ``z1`` at ``sites``, as seen
-    (a square shaft's faces that face the camera, each lit by its own normal; a round shaft's
-    silhouette)."""
+    (a square shaft's faces that face the camera, each lit by its own normal; a round shaft's,
+    or any shaft's without ``faces``, silhouette in one shade)."""
     p_, light = product.pins, product.light
     if not sites:
         return []
@@ -215,7 +215,7 @@ def _prisms(product, geo, proj, sites, z0: float, z1: float) -> list:
     b = proj.project(pts, z1).reshape(len(sites), n, 2)
     towards = proj.direction_to_camera(centres)
     polys = []
-    if p_.shape == "round":
+    if p_.shape == "round" or not faces:
         colour = _rgb(pins_part.shaft_colour(p_, light, tuple(towards.mean(axis=0))))
         for i in range(len(sites)):
             polys.append((_hull(np.concatenate([a[i], b[i]])), colour))
@@ -365,8 +365,9 @@ def render_look(
     standing = [s for s in ALL_POSITIONS if s not in kinds or kinds[s].kind is DefectKind.BENT]
     shorts = [s for s in ALL_POSITIONS if s in kinds and kinds[s].kind is DefectKind.SHORT]
     zs = short_height(geo, p_)
-    polys = _prisms(product, geo, proj, standing, -depth, 0.0)
-    polys += _prisms(product, geo, proj, shorts, -depth, zs)
+    # (in the dark of a socket one shade is enough)
+    polys = _prisms(product, geo, proj, standing, -depth, 0.0, faces=False)
+    polys += _prisms(product, geo, proj, shorts, -depth, zs, faces=False)
     _composite_polys(below, polys, origin)
     half = geo.pin_size * p_.size / 2
     for s in shorts:
