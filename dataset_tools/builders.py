@@ -487,6 +487,14 @@ def _mapped(path: str) -> pa.RecordBatch:
     return batch
 
 
+def _one_thread() -> None:
+    """A worker's OpenCV uses one thread (the looks renderer's warps): the workers already share
+    the cores, and OpenCV's own pool would oversubscribe them."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """``fork`` where there is one (workers start in milliseconds with the renderer loaded)."""
     methods = multiprocessing.get_all_start_methods()
@@ -507,7 +515,7 @@ def iter_batches(
     tasks = plan_tasks(cfg)
     workers = min(cfg.num_proc, len(tasks))
     folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
-    pool = _pool_context().Pool(workers) if folder else None
+    pool = _pool_context().Pool(workers, initializer=_one_thread) if folder else None
     total = sum(cfg.split_sizes.values())
     try:
         if pool is None:

@@ -276,3 +276,21 @@ def test_the_card_names_the_looks_and_the_held_out_families():
         assert f"`{name}`" in text
     classic = str(dataset_card(BuildConfig("qa", num=4, size=224), {}, {"train": 4}, "cmd"))
     assert "`classic` look" in classic
+
+
+def test_a_hand_made_family_draws_and_shoots():
+    from dataset_tools.looks import LookFamily
+    from dataset_tools.looks.camera import CameraRange
+
+    family = LookFamily(
+        "mine",
+        "green housing on metal",
+        housings=("green",),
+        benches=("metal",),
+        camera=CameraRange(tilt=(5.0, 5.0)),
+    )
+    rng = np.random.default_rng(0)
+    look = draw_look(family, rng, GEO)
+    assert look.product.housing.colour == "green" and look.camera.tilt == 5.0
+    out = render_connector(ConnectorSpec(), GEO, Nuisances(), rng, look=look.shot(rng, GEO))
+    assert out.image.shape == (GEO.height, GEO.width, 3)

@@ -72,11 +72,13 @@ class Look:
 
     def shot(self, rng: np.random.Generator, geo: ConnectorGeometry | None = None) -> Look:
         """Another shot of the same product on the same rig (placement, exposure, white balance,
-        focus, noise level, JPEG and a small camera jitter drawn anew)."""
+        focus, noise level, JPEG and a small camera jitter drawn anew, within the family's ranges;
+        a family not in :data:`LOOK_FAMILIES` shoots within the default ranges)."""
         if self.classic:
             return self
-        family = LOOK_FAMILIES[self.family]
-        return replace(self, camera=shot(self.camera, rng, family.camera, geo or _GEO))
+        family = LOOK_FAMILIES.get(self.family)  # a family made by hand: the default ranges
+        ranges = family.camera if family is not None else CameraRange()
+        return replace(self, camera=shot(self.camera, rng, ranges, geo or _GEO))
 
 
 _GEO = CompositeLayout().connector
@@ -110,9 +112,8 @@ class LookFamily:
         if not self.held_out and housing.colour == "black":  # black on wood is held out
             benches = tuple(b for b in benches if b != "wood") or ("plain",)
         bench = bench_part.sample(rng, benches, self.clutter)
-        camera = sample_rig(rng, self.camera)
-        look = Look(self.name, Product(housing, pins, light, bench), camera)
-        return look.shot(rng, geo)
+        camera = shot(sample_rig(rng, self.camera), rng, self.camera, geo or _GEO)
+        return Look(self.name, Product(housing, pins, light, bench), camera)
 
 
 _TRAIN_TILT = (0.0, 6.5)
