@@ -294,3 +294,58 @@ def test_a_hand_made_family_draws_and_shoots():
     assert look.product.housing.colour == "green" and look.camera.tilt == 5.0
     out = render_connector(ConnectorSpec(), GEO, Nuisances(), rng, look=look.shot(rng, GEO))
     assert out.image.shape == (GEO.height, GEO.width, 3)
+
+
+@pytest.mark.parametrize(
+    "colour, shape, top",
+    [
+        ("black", "round", "domed"),
+        ("grey", "square", "flat"),
+        ("blue", "square", "domed"),
+        ("dark grey", "round", "flat"),
+    ],
+)
+def test_defects_differ_by_geometry(colour, shape, top):
+    """Top-down, one shot: a short pin shows a smaller metal face than a good pin, centred in
+    its socket; a missing pin shows no metal; a bent pin's metal moves toward its direction."""
+    from dataset_tools.looks import Product
+    from dataset_tools.looks.bench import Bench
+    from dataset_tools.looks.camera import Camera
+    from dataset_tools.looks.housing import Housing
+    from dataset_tools.looks.light import Light
+    from dataset_tools.looks.pins import Pins
+
+    product = Product(Housing(colour), Pins(shape, "gold", top), Light("diffuse"), Bench())
+    look = Look("any", product, Camera(read_noise=0.0, shot_noise=0.0, defocus=0.0))
+    short, missing, bent = (
+        Finding(ALL_POSITIONS[i], k, d)
+        for i, k, d in (
+            (15, DefectKind.SHORT, None),
+            (22, DefectKind.MISSING, None),
+            (2, DefectKind.BENT, "right"),
+        )
+    )
+    spec = ConnectorSpec(findings=(short, missing, bent))
+    good = render_connector(ConnectorSpec(), GEO, Nuisances(), np.random.default_rng(0), look=look)
+    bad = render_connector(spec, GEO, Nuisances(), np.random.default_rng(0), look=look)
+    grey_good = good.image.astype(np.float32).mean(axis=2)
+    grey_bad = bad.image.astype(np.float32).mean(axis=2)
+    r = int(GEO.socket_size / 2)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    opening = np.maximum(np.abs(xx), np.abs(yy)) <= r - 1
+
+    def metal(grey, position, dx=0):
+        cx, cy = GEO.pin_center(position)
+        x, y = int(cx) + dx, int(cy)
+        return (grey[y - r : y + r + 1, x - r : x + r + 1] > 120) & opening
+
+    good_mask = metal(grey_good, short.position)
+    good_face = good_mask.sum()
+    short_face = metal(grey_bad, short.position)
+    assert 0 < short_face.sum() < 0.85 * good_face
+    centre = np.array(np.nonzero(short_face)).mean(axis=1)
+    # in place (a bent tip moves 15 px; a smaller, dimmer face thresholds a little off centre)
+    assert np.abs(centre - np.array(np.nonzero(good_mask)).mean(axis=1)).max() < 3.0
+    assert metal(grey_bad, missing.position).sum() < 0.05 * good_face
+    moved = metal(grey_bad, bent.position, dx=int(GEO.pitch[0] * 0.34)).sum()
+    assert moved > 0.5 * good_face and metal(grey_bad, bent.position).sum() < moved
