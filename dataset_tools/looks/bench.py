@@ -206,13 +206,16 @@ def draw(
     pad = _pad(width)
     to_bench = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1.0]])  # bench coords to patch pixels
     m = cv_matrix(homography @ np.linalg.inv(to_bench))
-    t = cv2.warpPerspective(
-        _patch(bench, width, height),
-        m,
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REFLECT,
-    )
+    if bench.kind == "plain" and not bench.clutter:  # nothing to warp
+        t = np.zeros((height, width), np.float32)
+    else:
+        t = cv2.warpPerspective(
+            _patch(bench, width, height),
+            m,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
     lo = np.array(bench.colour, np.float32)
     hi = np.array(bench.colour2 if bench.kind != "plain" else bench.colour, np.float32)
     out = np.empty((height, width, 3), np.float32)

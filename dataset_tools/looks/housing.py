@@ -161,7 +161,8 @@ def top_layer(housing: Housing, light: Light, frame: PlaneFrame) -> tuple[np.nda
     return rgb, cover
 
 
-def wall_shade(housing: Housing, light: Light, normal: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=512)
+def wall_shade(housing: Housing, light: Light, normal: tuple[float, float]) -> np.ndarray:
     """Colour of a side wall facing the in-plane direction ``normal`` (its normal is level)."""
     diffuse, spec = light.shade(normal[0], normal[1], 0.0, 12 + 40 * housing.gloss, housing.gloss)
     return housing.rgb * float(diffuse) * 0.8 + 255.0 * float(spec) * 0.5

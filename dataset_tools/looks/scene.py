@@ -338,7 +338,7 @@ def render_look(
         if normal @ towards <= 0:
             continue
         quad = np.array([upper[j], upper[k], lower[k], lower[j]])
-        walls.append((quad, _rgb(housing_part.wall_shade(h_, light, normal))))
+        walls.append((quad, _rgb(housing_part.wall_shade(h_, light, tuple(normal)))))
     _composite_polys(img, walls)
 
     # inside the sockets: floors and inner walls, the shafts below the top, short pins' faces
