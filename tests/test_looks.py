@@ -20,6 +20,7 @@ from dataset_tools.looks import (
     draw_look,
     resolve_looks,
 )
+from dataset_tools.looks.camera import Camera
 from dataset_tools.looks.frame import plane_frame
 from dataset_tools.looks.scene import _layers, _warp
 from dataset_tools.render import ConnectorSpec, Nuisances, Pose, render_connector
@@ -310,7 +311,6 @@ def test_defects_differ_by_geometry(colour, shape, top):
     its socket; a missing pin shows no metal; a bent pin's metal moves toward its direction."""
     from dataset_tools.looks import Product
     from dataset_tools.looks.bench import Bench
-    from dataset_tools.looks.camera import Camera
     from dataset_tools.looks.housing import Housing
     from dataset_tools.looks.light import Light
     from dataset_tools.looks.pins import Pins
@@ -349,3 +349,42 @@ def test_defects_differ_by_geometry(colour, shape, top):
     assert metal(grey_bad, missing.position).sum() < 0.05 * good_face
     moved = metal(grey_bad, bent.position, dx=int(GEO.pitch[0] * 0.34)).sum()
     assert moved > 0.5 * good_face and metal(grey_bad, bent.position).sum() < moved
+
+
+@pytest.mark.parametrize("axis", [0.0, 90.0, 200.0, 315.0])
+def test_pin_tops_stand_above_the_housing_under_tilt(axis):
+    """At 10 degrees of tilt with a short lens, each pin's bright face is seen where its top
+    (``height`` above the housing) projects, several pixels off the socket centre ``pose`` gives:
+    parallax, drawn in the pixels."""
+    from dataset_tools.looks import Product
+    from dataset_tools.looks.bench import Bench
+    from dataset_tools.looks.camera import Projector
+    from dataset_tools.looks.defects import pin_height
+    from dataset_tools.looks.housing import Housing
+    from dataset_tools.looks.light import Light
+    from dataset_tools.looks.pins import Pins
+
+    product = Product(Housing("black"), Pins("square", "tin", "flat", height=1.6), Light(), Bench())
+    camera = Camera(focal=2.0, tilt=10.0, tilt_axis=axis, read_noise=0, shot_noise=0, defocus=0)
+    out = render_connector(
+        ConnectorSpec(),
+        GEO,
+        Nuisances(),
+        np.random.default_rng(0),
+        look=Look("any", product, camera),
+    )
+    proj = Projector(out.look.camera, GEO)
+    grey = out.image.astype(np.float32).mean(axis=2)
+    centres = np.array([GEO.pin_center(p) for p in ALL_POSITIONS])
+    base, top = proj.project(centres, 0.0), proj.project(centres, pin_height(GEO, product.pins))
+    assert np.allclose(base, [(out.pose @ [*c, 1])[:2] / (out.pose @ [*c, 1])[2] for c in centres])
+    to_top, along = [], []
+    for b, t in zip(base, top, strict=True):
+        x0, y0 = int(b[0]) - 16, int(b[1]) - 16
+        w = np.clip(grey[y0 : y0 + 33, x0 : x0 + 33] - 150, 0, None)  # the bright tin face
+        ys, xs = np.mgrid[y0 : y0 + 33, x0 : x0 + 33] + 0.5
+        m = np.array([(w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()])
+        to_top.append(np.linalg.norm(m - t))
+        along.append((m - b) @ (t - b) / ((t - b) @ (t - b)))
+    assert np.linalg.norm(top - base, axis=1).mean() > 3.0
+    assert np.mean(to_top) < 1.5 and np.mean(along) > 0.6
