@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES, VARIANT_NAMES
 from qeu_space.cli import OneLineParser, fail
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   python -m dataset_tools build --config od --num 2000 --num-proc 2 --out data/od \\
       --push-to me/qeu-connectors-od
   python -m dataset_tools build --config cls --num 3000 --out data/cls --overwrite
+  python -m dataset_tools build --config qa --num 2000 --looks train --out data/qa-looks
 """
 
 
@@ -155,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(k.keyword for k in DefectKind)}); short adds short pins (pushed into the "
         "housing) and the cls class SHORTNG",
     )
+    build.add_argument(
+        "--looks",
+        default="classic",
+        metavar="LOOKS",
+        help="look families the rows are drawn in (each row one of them): classic (default: the "
+        "first renderer), all, train, held-out, or a comma list of "
+        f"{', '.join(LOOK_FAMILIES)}; {' and '.join(HELD_OUT_FAMILIES)} are held out (never "
+        "train on them); a build on training looks also writes a test_held_out_looks split",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_from_feedback(sub)
     return parser
@@ -231,6 +242,7 @@ def _build(args: argparse.Namespace, prog: str) -> int:
             unseen_housing=args.unseen_housing,
             train_positions=args.train_positions,
             kinds=tuple(args.kinds),
+            looks=args.looks,
             num_proc=args.num_proc,
         )
     except ValueError as e:

@@ -27,10 +27,12 @@ from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
 from dataset_tools.compose import Sample, compose_into, make_sample
+from dataset_tools.looks import CLASSIC, HELD_OUT_FAMILIES, resolve_looks
 from dataset_tools.png import encode_png
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import (
     CONFIGS,
+    HELD_OUT_LOOKS_SPLIT,
     SPLITS,
     TRAIN_POSITION_CHOICES,
     Config,
@@ -78,6 +80,7 @@ _COMMON = {
     "pins": Value("string"),
     "labels_drawn": Value("bool"),
     "variant": Value("string"),
+    "look": Value("string"),
 }
 FEATURES: dict[Config, Features] = {
     "qa": Features(
@@ -153,6 +156,10 @@ class BuildConfig:
             ``all`` (a pre-training set with defects anywhere).
         kinds: the defect kinds drawn (names, labels or keywords such as ``short``; kept in
             canonical order): ``bent pin`` and ``missing pin`` by default, ``short pin`` opt-in.
+        looks: look families (:mod:`dataset_tools.looks`) the rows are drawn in, each row one of
+            them (``classic``, the default: the first renderer, rows unchanged); also ``all``,
+            ``train``, ``held-out`` or a comma list (resolved here). A build on looks without a
+            held-out family also writes :data:`~dataset_tools.sampling.HELD_OUT_LOOKS_SPLIT`.
         num_proc: worker processes.
     """
 
@@ -168,9 +175,15 @@ class BuildConfig:
     unseen_housing: str = UNSEEN_HOUSING
     train_positions: str = "held-out"
     kinds: tuple[DefectKind, ...] = DEFAULT_KINDS
+    looks: tuple[str, ...] | str = (CLASSIC,)
     num_proc: int = 1
 
     def __post_init__(self) -> None:
+        looks = self.looks if isinstance(self.looks, str) else ",".join(self.looks)
+        try:
+            object.__setattr__(self, "looks", resolve_looks(looks))
+        except ValueError as e:
+            raise ValueError(f"--looks: {e}") from None
         try:
             object.__setattr__(self, "kinds", kinds_in_order(self.kinds))
         except ValueError as e:
@@ -214,9 +227,20 @@ class BuildConfig:
             )
 
     @property
+    def held_out_looks(self) -> bool:
+        """Whether :data:`~dataset_tools.sampling.HELD_OUT_LOOKS_SPLIT` is written: the rows are
+        drawn in looks (not only ``classic``) and none of them is held out."""
+        return set(self.looks) != {CLASSIC} and not set(self.looks) & set(HELD_OUT_FAMILIES)
+
+    @property
     def split_sizes(self) -> dict[Split, int]:
         held_out = max(1, math.ceil(self.num * self.eval_fraction))
-        return {s: (self.num if s == "train" else held_out) for s in SPLITS}
+        splits = (*SPLITS, HELD_OUT_LOOKS_SPLIT) if self.held_out_looks else SPLITS
+        return {s: (self.num if s == "train" else held_out) for s in splits}
+
+    def split_looks(self, split: Split) -> tuple[str, ...]:
+        """The look families of ``split``'s rows."""
+        return HELD_OUT_FAMILIES if split == HELD_OUT_LOOKS_SPLIT else self.looks
 
 
 def _png(image: Image.Image | np.ndarray, shared_rows: int = 0) -> dict:
@@ -235,6 +259,7 @@ def _common(sample: Sample, image: dict, variant: str) -> dict:
         "pins": sample.pins,
         "labels_drawn": sample.labels_drawn,
         "variant": variant,
+        "look": sample.look,
     }
 
 
@@ -349,7 +374,11 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
         train_positions=cfg.train_positions,
         kinds=cfg.kinds,
     )
-    sample = make_sample(spec, rng, layout=CompositeLayout(cfg.size), nuisances=cfg.nuisances)
+    looks = cfg.split_looks(split)
+    # one family: no draw (a classic build's rows stay what they were); several: one per row
+    look = looks[0] if len(looks) == 1 else looks[int(rng.integers(len(looks)))]
+    layout = CompositeLayout(cfg.size)
+    sample = make_sample(spec, rng, layout=layout, nuisances=cfg.nuisances, look=look)
     if cfg.config == "cls":
         return cls_row(sample, cfg.variant, class_labels(cfg.kinds))
     if cfg.config == "od":
@@ -458,6 +487,14 @@ def _mapped(path: str) -> pa.RecordBatch:
     return batch
 
 
+def _one_thread() -> None:
+    """A worker's OpenCV uses one thread (the looks renderer's warps): the workers already share
+    the cores, and OpenCV's own pool would oversubscribe them."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """``fork`` where there is one (workers start in milliseconds with the renderer loaded)."""
     methods = multiprocessing.get_all_start_methods()
@@ -478,7 +515,7 @@ def iter_batches(
     tasks = plan_tasks(cfg)
     workers = min(cfg.num_proc, len(tasks))
     folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
-    pool = _pool_context().Pool(workers) if folder else None
+    pool = _pool_context().Pool(workers, initializer=_one_thread) if folder else None
     total = sum(cfg.split_sizes.values())
     try:
         if pool is None:

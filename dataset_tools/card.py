@@ -12,6 +12,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from dataset_tools.builders import BuildConfig, features
 from dataset_tools.compose import REFERENCE_POOL
+from dataset_tools.looks import CLASSIC, HELD_OUT_FAMILIES, LOOK_FAMILIES
 from dataset_tools.render import REFERENCE_WIDTH, Nuisances
 from dataset_tools.sampling import KIND_SHARES, SPLIT_POSITIONS
 from qeu_space import REPOSITORY_URL
@@ -114,7 +115,7 @@ ds = load_dataset("<this dataset's Hub id or folder>", "{cfg.config}")
 
 {held_out} Housings `{", ".join(cfg.housings)}`
 appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{cfg.unseen_housing}`.
-
+{_looks_text(cfg)}
 | split | rows | defect positions |
 |---|---|---|
 {positions}
@@ -131,7 +132,8 @@ appear in `train`, `validation` and `test`; `test_unseen_housing` shows only `{c
 
 ## Columns
 
-`id`, `image`, `housing`, `pins` (pin style), `labels_drawn`, `variant`, and per config:
+`id`, `image`, `housing` (housing variant, or the look's housing colour), `pins` (pin style),
+`labels_drawn`, `variant`, `look` (the row's look family), and per config:
 `qa`: `question`, `answer` (canonical text, e.g. `Defective. 2 defects: U3 bent pin (left); C7
 missing pin.`), `findings` (position, kind, direction, box in composite pixels), `verdict`,
 `images` (`[image]`) and `messages` (user: the image and the question; assistant: the answer), the
@@ -141,6 +143,41 @@ conversational form TRL's `SFTTrainer` reads for vision-language models;
 `cls`: `label`, `findings` (boxes in the connector image).
 """
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _looks_text(cfg: BuildConfig) -> str:
+    """The looks the rows are drawn in, the held-out families, and the held-out-looks split."""
+    lines = ["", "## Looks", ""]
+    if cfg.looks == (CLASSIC,):
+        lines.append(
+            "Every row is drawn in the `classic` look (the first renderer; `--looks` draws rows in "
+            "other look families)."
+        )
+    else:
+        lines.append(
+            "Each row is drawn in one look family (its `look` column), the reference and the "
+            "product under inspection being two shots of one product on one rig (same housing, "
+            "pins, light and bench; placement, exposure, white balance, focus, noise and JPEG "
+            "drawn per shot):"
+        )
+        lines.append("")
+        for name in cfg.looks:
+            lines.append(f"- `{name}`: {LOOK_FAMILIES[name].description}")
+    lines.append("")
+    held = ", ".join(f"`{n}`" for n in HELD_OUT_FAMILIES)
+    if cfg.held_out_looks:
+        lines.append(
+            f"Held-out look families ({held}) are in no split but `test_held_out_looks` "
+            "(defects at every position): never train on it; report figures on it."
+        )
+    elif set(cfg.looks) & set(HELD_OUT_FAMILIES):
+        lines.append(
+            f"This build includes held-out look families ({held}): do not train on rows with "
+            "those `look` values if figures on them are to be reported as held out."
+        )
+    else:
+        lines.append(f"Held-out look families (never trained on): {held}.")
+    return "\n".join(lines) + "\n"
 
 
 def _kinds_text(cfg: BuildConfig) -> str:

@@ -83,6 +83,7 @@ def feedback_row(store: FeedbackStore, row: StoredFeedback) -> dict | None:
         "pins": UNKNOWN,
         "labels_drawn": True,
         "variant": "plain",
+        "look": UNKNOWN,
         **qa_columns(stored, findings),
     }
 
@@ -129,7 +130,7 @@ def _card(split: str, rows: int, command: str) -> DatasetCard:
 
 Judgements people gave in QEU Inspection Space, as question / answer rows with the same columns as
 the synthetic `qa` datasets: the corrected answer where a model was wrong, the model's answer where
-it was right. `housing` and `pins` are `{UNKNOWN}` (uploads carry no render settings).
+it was right. `housing`, `pins` and `look` are `{UNKNOWN}` (uploads carry no render settings).
 
 ```bash
 {command}

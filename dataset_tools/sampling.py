@@ -26,8 +26,13 @@ from qeu_space.vocabulary import (
     Position,
 )
 
-Split = Literal["train", "validation", "test", "test_unseen_housing"]
+Split = Literal["train", "validation", "test", "test_unseen_housing", "test_held_out_looks"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test", "test_unseen_housing")
+"""The splits of every build (a row's seed depends on its split's index here)."""
+HELD_OUT_LOOKS_SPLIT: Split = "test_held_out_looks"
+"""The split a build trained on looks adds: rows of the held-out look families only
+(:data:`dataset_tools.looks.HELD_OUT_FAMILIES`), defects at every position."""
+ALL_SPLITS: tuple[Split, ...] = (*SPLITS, HELD_OUT_LOOKS_SPLIT)
 Config = Literal["qa", "od", "cls"]
 CONFIGS: tuple[Config, ...] = ("qa", "od", "cls")
 
@@ -41,6 +46,7 @@ SPLIT_POSITIONS: dict[Split, tuple[Position, ...]] = {
     "validation": VALIDATION_POSITIONS,
     "test": TEST_POSITIONS,
     "test_unseen_housing": ALL_POSITIONS,
+    "test_held_out_looks": ALL_POSITIONS,
 }
 
 VARIANT_NAMES: tuple[str, ...] = ("plain", "nsoart")
@@ -65,7 +71,7 @@ and missing keep most of the rows, so an adapter learning the new kind forgets n
 
 def row_rng(seed: int, split: Split, index: int) -> np.random.Generator:
     """The generator of one row: everything about it (content and nuisances) comes from here."""
-    return np.random.default_rng([seed, SPLITS.index(split), index])
+    return np.random.default_rng([seed, ALL_SPLITS.index(split), index])
 
 
 def draw_spec(
