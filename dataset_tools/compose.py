@@ -28,6 +28,7 @@ from dataset_tools.render import (
     render_connector,
 )
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.views.image_io import letterbox
 from qeu_space.vocabulary import Finding, sort_findings
 
 _CANVAS = (24, 26, 30)
@@ -130,6 +131,20 @@ def compose(
     canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
     compose_into(canvas, reference, test, layout, labels_drawn)
     return Image.frombytes("RGB", (layout.size, layout.size), canvas)  # a copy: canvas is reused
+
+
+def compose_uploads(
+    reference: Image.Image, test: Image.Image, layout: CompositeLayout, labels_drawn: bool = True
+) -> Image.Image:
+    """A composite of two uploaded connector images, each letterboxed into its panel.
+
+    Each image keeps its aspect (:func:`qeu_space.views.image_io.letterbox`): a stretched
+    connector has another pitch ratio, and no 3 x 9 lattice would fit it; the two halves of a
+    composite the Space generates come back as the composite they were cut from.
+    """
+    size = (layout.connector.width, layout.connector.height)
+    ref, tst = (np.asarray(letterbox(im, size)[0]) for im in (reference, test))
+    return compose(ref, tst, layout, labels_drawn)
 
 
 @lru_cache(maxsize=256)

@@ -108,8 +108,12 @@ def _support(points: np.ndarray, weight: np.ndarray, a: np.ndarray, b: np.ndarra
     return float(weight[err <= ASSIGN * min(np.linalg.norm(a), np.linalg.norm(b))].sum())
 
 
-def pitch_vectors(points: np.ndarray, pitch: tuple[float, float], scale_range: tuple[float, float],
-                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+def pitch_vectors(
+    points: np.ndarray,
+    pitch: tuple[float, float],
+    scale_range: tuple[float, float],
+    weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The row and column pitch vectors (image px) of the grid ``points`` mostly lie on.
 
     The candidates are the common neighbour vectors along each axis; the pair that puts the most

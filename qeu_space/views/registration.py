@@ -253,7 +253,7 @@ def warp_into(
 
 
 def warp_map(values: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A float map resampled so output pixel ``p`` reads ``values`` at ``matrix @ p`` (0 outside)."""
+    """A float map resampled: output pixel ``p`` reads ``values`` at ``matrix @ p`` (0 outside)."""
     canvas = Image.fromarray(np.asarray(values, np.float32), mode="F")
     out = canvas.transform(size, Image.PERSPECTIVE, _coefficients(matrix),
                            resample=Image.BILINEAR, fillcolor=0.0)  # fmt: skip
@@ -337,7 +337,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
             f"the connector image is {geo.width} x {geo.height} px, too small to find its pins: "
             f"registration needs at least {MIN_WIDTH} px across (composites of 224 px or more)"
         )
-    if float(np.percentile(gray[:: 4, :: 4], 99) - np.percentile(gray[:: 4, :: 4], 1)) < 8.0:
+    if float(np.percentile(gray[::4, ::4], 99) - np.percentile(gray[::4, ::4], 1)) < 8.0:
         raise NoConnectorError("the image is flat: no contrast between housing and pins")
     # search at a size where the pitch is at most WORK_PITCH (a large upload costs no more)
     pitch = min(geo.pitch) * w / geo.width

@@ -98,6 +98,9 @@ def find_sites(
     side = max(int(round(0.45 * pitch / fx)) | 1, 3)
     peaks = coarse >= cv2.dilate(coarse, np.ones((side, side), np.uint8))
     floor = float(coarse.mean()) + 1e-3
+    # a maximum at the border is a structure cut by it (or the border itself): not measurable
+    edge = max(int(round(0.2 * pitch / fx)), 1)
+    peaks[:edge], peaks[-edge:], peaks[:, :edge], peaks[:, -edge:] = False, False, False, False
     ys, xs = np.nonzero(peaks & (coarse > floor))
     strength = coarse[ys, xs]
     order = np.argsort(-strength, kind="stable")[:max_candidates]

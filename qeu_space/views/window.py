@@ -81,7 +81,7 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 
 def lattice_extent(lattice: Lattice) -> tuple[range, range]:
     """``(rows v, columns u)`` of the block of sites seen (largest contiguous block)."""
-    nodes = lattice.nodes
+    nodes = lattice.nodes[lattice.strength >= 0.5 * np.median(lattice.strength)]
     u0, v0 = nodes.min(0)
     counts = np.zeros(tuple(nodes.max(0) - nodes.min(0) + 1)[::-1], int)  # (v, u)
     counts[nodes[:, 1] - v0, nodes[:, 0] - u0] = 1
@@ -90,12 +90,12 @@ def lattice_extent(lattice: Lattice) -> tuple[range, range]:
     runs = _runs(rows_ok)
     if not runs:
         return range(0), range(0)
-    r0, r1 = max(runs, key=lambda r: per_row[r[0]:r[1]].sum())
+    r0, r1 = max(runs, key=lambda r: per_row[r[0] : r[1]].sum())
     block = counts[r0:r1]
     per_col = block.sum(0)
     cols_ok = per_col >= max(1, math.ceil(0.5 * (r1 - r0)))
     runs = _runs(cols_ok)
-    c0, c1 = max(runs, key=lambda r: per_col[r[0]:r[1]].sum())
+    c0, c1 = max(runs, key=lambda r: per_col[r[0] : r[1]].sum())
     return range(v0 + r0, v0 + r1), range(u0 + c0, u0 + c1)
 
 
@@ -113,7 +113,11 @@ def _line_contrast(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int
     """Outline contrast of the straight line ``u = at`` (axis 0) or ``v = at`` (axis 1): the
     lower quartile of the gradient magnitude along it over the housing's level (None: not seen)."""
     t = np.linspace(span[0], span[1], 24)
-    uv = np.stack([np.full_like(t, at), t], 1) if axis == 0 else np.stack([t, np.full_like(t, at)], 1)
+    uv = (
+        np.stack([np.full_like(t, at), t], 1)
+        if axis == 0
+        else np.stack([t, np.full_like(t, at)], 1)
+    )
     xy = lattice.to_image(uv)
     w, h = size
     ok = (xy[:, 0] >= 1) & (xy[:, 0] < w - 1) & (xy[:, 1] >= 1) & (xy[:, 1] < h - 1)
