@@ -21,6 +21,8 @@ __all__ = ["Lattice", "fit_lattice", "pitch_vectors"]
 
 ASSIGN = 0.2
 """A candidate belongs to a node when it lies within this many pitches of it."""
+ASPECT = 0.15
+"""Largest relative change of the row / column pitch ratio from the canonical one (tilt)."""
 _CONE = np.radians(35.0)  # a neighbour vector within this of an axis counts for that axis
 
 
@@ -118,7 +120,8 @@ def pitch_vectors(
 
     The candidates are the common neighbour vectors along each axis; the pair that puts the most
     (strength-weighted) points on lattice nodes wins (a housing edge's maxima, a pitch short of
-    the outer rows, are common neighbours too, but put the inner rows off the nodes).
+    the outer rows, are common neighbours too, but put the inner rows off the nodes), and of
+    pairs that do equally well the coarsest (half a pitch holds every node too).
     """
     if len(points) < 4:
         return None
@@ -130,9 +133,19 @@ def pitch_vectors(
         rows = [np.array([b[1], -b[0]]) * pitch[0] / pitch[1] for b in cols]
     if not cols:
         cols = [np.array([-a[1], a[0]]) * pitch[1] / pitch[0] for a in rows]
-    best = max(((a, b) for a in rows for b in cols),
-               key=lambda ab: _support(points, weight, *ab))  # fmt: skip
-    return best
+    # the two pitches keep the canonical ratio up to a tilt's foreshortening: a housing edge a
+    # fraction of a pitch past the outer rows does not make a finer grid with them
+    ratio = pitch[1] / pitch[0]
+    pairs = [(a, b) for a in rows for b in cols
+             if abs(np.linalg.norm(b) / max(np.linalg.norm(a), 1e-9) / ratio - 1) <= ASPECT]  # fmt: skip
+    if not pairs:
+        return None
+    support = [_support(points, weight, a, b) for a, b in pairs]
+    # a lattice of half the pitch holds every point of the true one: among the pairs that hold
+    # (nearly) the most, the coarsest (largest cell) is the lattice
+    top = max(support)
+    held = [ab for ab, sup in zip(pairs, support, strict=True) if sup >= 0.95 * top]
+    return max(held, key=lambda ab: abs(float(np.linalg.det(np.stack(ab, 1)))))
 
 
 def _assign(h: np.ndarray, points: np.ndarray, strength: np.ndarray, tol: float
@@ -178,14 +191,28 @@ def fit_lattice(
     affine[:2, 2] = points[0] + basis @ frac
     tol = ASSIGN * float(np.linalg.norm(a))
     h = affine
-    for step in range(3):
+    previous = -1
+    for _ in range(8):  # each round reaches about one more pitch out (keystone grows outward)
         idx, nodes = _assign(h, points, strength, tol)
         if len(idx) < 6:
             return None
-        method = cv2.RANSAC if step == 0 else 0
-        found, mask = cv2.findHomography(nodes.astype(np.float64), points[idx], method, 0.5 * tol)
+        if len(idx) == previous:
+            break
+        previous = len(idx)
+        src, dst = nodes.astype(np.float64), points[idx]
+        found, mask = cv2.findHomography(src, dst, cv2.RANSAC, 0.5 * tol)
         if found is None:
             return None
+        inl = mask.ravel().astype(bool)
+        if inl.sum() >= 6:  # least squares on the inliers: a bent pin does not bend the grid
+            again, _ = cv2.findHomography(src[inl], dst[inl], 0)
+            found = again if again is not None else found
         h = found
     idx, nodes = _assign(h, points, strength, tol)
-    return Lattice(h, nodes, points[idx], strength[idx])
+    lattice = Lattice(h, nodes, points[idx], strength[idx])
+    c = np.median(nodes, 0)
+    o, x, y = lattice.to_image(np.array([c, c + (1.0, 0.0), c + (0.0, 1.0)]))
+    aspect = np.linalg.norm(y - o) / max(np.linalg.norm(x - o), 1e-9) / (pitch[1] / pitch[0])
+    if abs(aspect - 1) > ASPECT:
+        return None  # the grid grew into something else (a housing edge taken as a row)
+    return lattice

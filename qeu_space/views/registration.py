@@ -99,6 +99,7 @@ class Registration:
         candidates: candidate sites found in the image.
         found: ``(rows, columns)`` of the block of pin sites seen (3 x 9 unless part of the
             product lies out of view).
+        windows: lattice windows that could hold that block (1: the sites alone settle it).
     """
 
     matrix: np.ndarray
@@ -107,6 +108,7 @@ class Registration:
     inliers: tuple[Position, ...] = field(default=())
     candidates: int = 0
     found: tuple[int, int] = ROWS_COLS
+    windows: int = 1
 
     def __post_init__(self) -> None:
         if self.matrix.shape != (3, 3):
@@ -400,6 +402,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
         inliers=tuple(ALL_POSITIONS[i] for i in sorted(set(index[fit.inliers].tolist()))),
         candidates=len(sites.points),
         found=win.found,
+        windows=win.candidates,
     )
     accepted = max(_MAX_RESIDUAL * min(geo.pitch) * reg.scale, 1.0)
     if residual > accepted:
@@ -486,7 +489,89 @@ def register_composite(composite: Image.Image) -> CompositeRegistration:
             regs[panel] = register(crop, layout.connector)
         except NoConnectorError as err:
             raise NoConnectorError(f"{panel} product: {err.reason}") from None
+    if regs["reference"].windows > 1 or regs["test"].windows > 1:
+        # a panel whose window was chosen on the ends alone must agree with the other one
+        check_windows_agree(composite, layout, regs["reference"], regs["test"])
     return CompositeRegistration(layout, regs["reference"], regs["test"])
+
+
+AGREEMENT_MARGIN = 0.05
+"""How much better the panels must match moved by one pitch than as registered to be refused."""
+
+
+def _canonical_edges(panel: Image.Image, reg: Registration) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient magnitude of ``panel`` in its canonical frame, and where the camera saw it."""
+    gray = _gray(panel)
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    to_index = np.linalg.inv(half) @ reg.matrix @ half  # OpenCV: pixel centres at integers
+    size = (reg.geometry.width, reg.geometry.height)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    canon = cv2.warpPerspective(gray, to_index, size, flags=flags)
+    seen = cv2.warpPerspective(np.ones_like(gray), to_index, size, flags=flags) > 0.99
+    canon = cv2.GaussianBlur(canon, (0, 0), 1.5)
+    seen = cv2.erode(seen.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    return canon, seen
+
+
+def _match(a: np.ndarray, b: np.ndarray, m: np.ndarray, dx: int, dy: int) -> float:
+    """Correlation of ``a`` with ``b`` moved by ``(dx, dy)`` px, over ``a``'s pixels ``m``."""
+    h, w = a.shape
+    ya, yb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h - max(dy, 0))
+    xa, xb = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w - max(dx, 0))
+    x, y = a[ya, xa][m[ya, xa]], b[yb, xb][m[ya, xa]]
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / math.sqrt(float((x * x).sum() * (y * y).sum()) + 1e-9))
+
+
+def _moved(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``mask`` moved by ``(dx, dy)`` px (``False`` where it comes from outside)."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def check_windows_agree(
+    composite: Image.Image, layout: CompositeLayout, reference: Registration, test: Registration
+) -> dict[tuple[int, int], tuple[float, float]]:
+    """Refuse a composite whose two panels were registered on different lattice windows.
+
+    Both panels show one product: in their canonical frames their edges must match best as
+    registered, not moved by a pitch (which is what a test panel registered one column off
+    looks like against its reference). Only the ends of the rows and columns are compared (the
+    periodic inside matches at every shift). Returns ``{(dx, dy): (match as registered, match
+    moved)}`` for each shift that could be told.
+
+    Raises:
+        NoConnectorError: a shift of one pitch matches clearly better than none.
+    """
+    a, sa = _canonical_edges(composite.crop(layout.crop_box("reference")), reference)
+    b, sb = _canonical_edges(composite.crop(layout.crop_box("test")), test)
+    geo = layout.connector
+    px, py = (int(round(v)) for v in geo.pitch)
+    (x1, y1), (x9, y3) = geo.pin_center(ALL_POSITIONS[0]), geo.pin_center(ALL_POSITIONS[-1])
+    # only the ends tell windows apart (the periodic inside matches at every shift): the
+    # reference's pixels past the outer pins, where the test is seen both as registered and moved
+    xs, ys = np.arange(geo.width) + 0.5, np.arange(geo.height) + 0.5
+    across = ((xs < x1 - 0.5 * px) | (xs > x9 + 0.5 * px))[None]
+    down = ((ys < y1 - 0.5 * py) | (ys > y3 + 0.5 * py))[:, None]
+    scores: dict[tuple[int, int], tuple[float, float]] = {}
+    for dx, dy in ((px, 0), (-px, 0), (0, py), (0, -py)):
+        m = sa & (across if dx else down) & sb & _moved(sb, dx, dy)
+        if m.sum() < 200:
+            continue  # too little seen by both to tell
+        here, moved = _match(a, b, m, 0, 0), _match(a, b, m, dx, dy)
+        scores[(dx, dy)] = (here, moved)
+        if moved > here + AGREEMENT_MARGIN:
+            what = "column" if dx else "row"
+            raise NoConnectorError(
+                f"the reference and test products disagree on the lattice window: the test "
+                f"matches the reference better one {what} off than as registered (match "
+                f"{moved:.3f} vs {here:.3f}); frame both products alike"
+            )
+    return scores
 
 
 def canonical_composite(composite: Image.Image) -> tuple[Image.Image, CompositeRegistration]:

@@ -38,6 +38,8 @@ RIG_RANGE = 0.55
 """Product shift (pitches, from the image centre) a rig gives: beyond it a window is less likely."""
 _EMPTY = 0.35  # site energy (of the found sites' median) below which a node shows no site
 _OUTLINE = np.linspace(0.3, 0.75, 7)  # where a housing end may lie past the end sites, pitches
+_AN_END = 1.0  # log outline contrast that shows a housing end
+_NO_END = 0.3  # below it, no housing end is seen
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ def lattice_extent(lattice: Lattice) -> tuple[range, range]:
     block = counts[r0:r1]
     per_col = block.sum(0)
     cols_ok = per_col >= max(1, math.ceil(0.5 * (r1 - r0)))
+    # a column of missing pins between two held columns (black plastic shows no empty socket)
+    # does not split the block
+    cols_ok[1:-1] |= cols_ok[:-2] & cols_ok[2:]
     runs = _runs(cols_ok)
     c0, c1 = max(runs, key=lambda r: per_col[r[0] : r[1]].sum())
     return range(v0 + r0, v0 + r1), range(u0 + c0, u0 + c1)
@@ -127,29 +132,73 @@ def _line_contrast(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int
     return float(np.percentile(sites.energy[yi, xi], 25)) / level
 
 
-def _outline_score(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int],
-                   column: int, row: int) -> float:  # fmt: skip
-    """Evidence of the housing's four ends where this window puts them (0: none seen)."""
-    rows, cols = ROWS_COLS
-    inner = np.array([[column + i + 0.5, row + j + 0.5] for i in range(cols - 1)
-                      for j in range(rows - 1)])  # fmt: skip
-    xy = inner[_in_view(lattice, inner, size, 0.0)]
+def _housing_level(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int]) -> float:
+    """Gradient magnitude of the plain housing: between the sites found (median)."""
+    inner = lattice.nodes + 0.5
+    xy = inner[_in_view(lattice, inner.astype(float), size, 0.0)]
     if len(xy) == 0:
-        return 0.0
+        return 1.0
     pts = lattice.to_image(xy)
-    level = float(np.median(sites.energy[pts[:, 1].astype(int), pts[:, 0].astype(int)])) + 1.0
-    score = 0.0
-    ends = ((0, column, -1, (row - 0.4, row + rows - 0.6)),
-            (0, column + cols - 1, 1, (row - 0.4, row + rows - 0.6)),
-            (1, row, -1, (column - 0.4, column + cols - 0.6)),
-            (1, row + rows - 1, 1, (column - 0.4, column + cols - 0.6)))  # fmt: skip
-    for axis, base, sign, span in ends:
-        seen = [_line_contrast(lattice, sites, size, axis, base + sign * d, span, level)
-                for d in _OUTLINE]  # fmt: skip
-        seen = [s for s in seen if s is not None]
-        if seen:
-            score += min(max(math.log(max(seen)), 0.0), 3.0)
-    return score
+    return float(np.median(sites.energy[pts[:, 1].astype(int), pts[:, 0].astype(int)])) + 1.0
+
+
+def _end(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], level: float,
+         axis: int, base: float, sign: int, span: tuple[float, float]) -> float | None:  # fmt: skip
+    """Evidence (log contrast, 0..3) of a housing end past lattice line ``base`` (a column for
+    ``axis`` 0, a row for 1) on side ``sign``; ``None`` when that stretch is out of view."""
+    seen = [_line_contrast(lattice, sites, size, axis, base + sign * d, span, level)
+            for d in _OUTLINE]  # fmt: skip
+    seen = [v for v in seen if v is not None]
+    if not seen:
+        return None
+    return min(max(math.log(max(seen)), 0.0), 3.0)
+
+
+def _ends(column: int, row: int) -> tuple[tuple[int, int, int, tuple[float, float]], ...]:
+    """``(axis, line, side, span)`` of the four ends of the window at ``(column, row)``."""
+    rows, cols = ROWS_COLS
+    across, down = (row - 0.4, row + rows - 0.6), (column - 0.4, column + cols - 0.6)
+    return ((0, column, -1, across), (0, column + cols - 1, 1, across),
+            (1, row, -1, down), (1, row + rows - 1, 1, down))  # fmt: skip
+
+
+def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], level: float,
+               typical: float, vr: range, ur: range, column: int, row: int) -> bool:  # fmt: skip
+    """Whether the window at ``(column, row)``, which adds rows or columns to the block of sites
+    seen, is contradicted by the image.
+
+    An added row or column must be unseen, not seen empty (a site's energy below
+    :data:`_EMPTY` of the found sites' at its nodes in view); it must not lie past a housing end
+    seen beyond the block; and an end of the window that coincides with the block's end and is
+    in view must show the housing's end (else the block's end is not the connector's).
+    """
+    rows, cols = ROWS_COLS
+    added = []
+    for c in range(column, column + cols):
+        if c not in ur:
+            added.append(np.array([[c, v] for v in range(row, row + rows)], float))
+    for v in range(row, row + rows):
+        if v not in vr:
+            added.append(np.array([[c, v] for c in range(column, column + cols)], float))
+    for line in added:
+        seen = _in_view(lattice, line, size)
+        if seen.sum() >= 2:
+            like = sites.energy_at(lattice.to_image(line[seen])) / typical
+            if np.median(like) < _EMPTY:
+                return True
+    for axis, base, sign, span in _ends(column, row):
+        block = ur if axis == 0 else vr
+        last = block.start if sign < 0 else block.stop - 1
+        if base == last:  # this end of the window is the block's: the housing must end there
+            e = _end(lattice, sites, size, level, axis, base, sign, span)
+            if e is not None and e < _NO_END:
+                return True
+        else:  # rows or columns added on this side: no housing end before the window's end
+            for line in range(last, base, sign):
+                e = _end(lattice, sites, size, level, axis, line, sign, span)
+                if e is not None and e >= _AN_END:
+                    return True
+    return False
 
 
 def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometry,
@@ -170,30 +219,18 @@ def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometr
     if found[0] == 0 or found[1] == 0:
         raise NoConnectorError("the sites do not form a lattice")
     typical = float(np.median(lattice.strength))
+    level = _housing_level(lattice, sites, size)
+    full = found == (rows, cols)
     candidates = []
     for row in range(vr.stop - rows, vr.start + 1):
         for column in range(ur.stop - cols, ur.start + 1):
-            added = []
-            for c in range(column, column + cols):
-                if c not in ur:
-                    added.append(np.array([[c, v] for v in range(row, row + rows)], float))
-            for v in range(row, row + rows):
-                if v not in vr:
-                    added.append(np.array([[c, v] for c in range(column, column + cols)], float))
-            ruled_out = False
-            for line in added:
-                seen = _in_view(lattice, line, size)
-                if seen.sum() >= 2:
-                    like = sites.energy_at(lattice.to_image(line[seen])) / typical
-                    if np.median(like) < _EMPTY:
-                        ruled_out = True
-                        break
-            if not ruled_out:
-                candidates.append((column, row))
+            if not full and _ruled_out(lattice, sites, size, level, typical, vr, ur, column, row):
+                continue
+            candidates.append((column, row))
     if not candidates:
         raise NoConnectorError(
-            f"not a 3 x 9 connector (found {found[0]} x {found[1]} pin sites, and the rows or "
-            "columns that would complete 3 x 9 are in view and empty)"
+            f"not a 3 x 9 connector (found {found[0]} x {found[1]} pin sites; the rows or "
+            "columns that would complete 3 x 9 are in view and empty, or past the housing's end)"
         )
     if len(candidates) == 1:
         column, row = candidates[0]
@@ -205,7 +242,8 @@ def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometr
         m = window_matrix(lattice, geo, column, row)
         mid = _apply(m, np.array([[geo.width / 2, geo.height / 2]]))
         shift = float(np.linalg.norm(mid - centre)) / lattice.pitch
-        score = _outline_score(lattice, sites, size, column, row)
+        ends = [_end(lattice, sites, size, level, *e) for e in _ends(column, row)]
+        score = sum(e for e in ends if e is not None)
         score -= 2.0 * max(0.0, shift - RIG_RANGE)
         scored.append((score, column, row))
     scored.sort(reverse=True)
