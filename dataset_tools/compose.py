@@ -143,8 +143,28 @@ def compose_uploads(
     composite the Space generates come back as the composite they were cut from.
     """
     size = (layout.connector.width, layout.connector.height)
-    ref, tst = (np.asarray(letterbox(im, size)[0]) for im in (reference, test))
+    ref, tst = (np.asarray(letterbox(panel_of(im), size)[0]) for im in (reference, test))
     return compose(ref, tst, layout, labels_drawn)
+
+
+def panel_of(image: Image.Image) -> Image.Image:
+    """``image`` without a composite's label margins, when it is a half of one (2:1, its left
+    and top strips the composite's canvas colour); any other image as it is.
+
+    The labels 1-9 stand one pitch above row U and U / C / D one pitch left of column 1: left in,
+    they would read as a fourth row or a tenth column of sites.
+    """
+    width, height = image.size
+    if width != 2 * height or width < 96:
+        return image
+    layout = CompositeLayout(width)
+    left, top = layout.margins
+    arr = np.asarray(image.convert("RGB")).astype(np.int16)
+    strips = np.concatenate([arr[:, :left].reshape(-1, 3), arr[:top].reshape(-1, 3)])
+    canvas = np.abs(strips - np.asarray(_CANVAS, np.int16)).max(1) <= 12
+    if canvas.mean() < 0.8:
+        return image
+    return image.crop((left, top, width, height))
 
 
 @lru_cache(maxsize=256)

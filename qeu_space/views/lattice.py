@@ -11,13 +11,14 @@ lattice node each site is, not yet which node is pin ``U1``: that is the window 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Lattice", "fit_lattice", "pitch_vectors"]
+__all__ = ["Lattice", "complete_lattice", "fit_lattice", "pitch_vectors"]
 
 ASSIGN = 0.2
 """A candidate belongs to a node when it lies within this many pitches of it."""
@@ -136,8 +137,12 @@ def pitch_vectors(
     # the two pitches keep the canonical ratio up to a tilt's foreshortening: a housing edge a
     # fraction of a pitch past the outer rows does not make a finer grid with them
     ratio = pitch[1] / pitch[0]
-    pairs = [(a, b) for a in rows for b in cols
-             if abs(np.linalg.norm(b) / max(np.linalg.norm(a), 1e-9) / ratio - 1) <= ASPECT]  # fmt: skip
+    pairs = [
+        (a, b)
+        for a in rows
+        for b in cols
+        if abs(np.linalg.norm(b) / max(np.linalg.norm(a), 1e-9) / ratio - 1) <= ASPECT
+    ]
     if not pairs:
         return None
     support = [_support(points, weight, a, b) for a, b in pairs]
@@ -216,3 +221,45 @@ def fit_lattice(
     if abs(aspect - 1) > ASPECT:
         return None  # the grid grew into something else (a housing edge taken as a row)
     return lattice
+
+
+def complete_lattice(
+    lattice: Lattice,
+    refine: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    energy_at: Callable[[np.ndarray], np.ndarray],
+    size: tuple[int, int],
+) -> Lattice:
+    """``lattice`` with the nodes next to it that hold a site the maxima missed.
+
+    A site's maximum of the blurred energy can be pulled off its node by a strong edge beside
+    it (the housing's end half a pitch away) or merged with a neighbour; the node is then empty
+    though a site is there. Every empty node within one row or column of the grid, in view, is
+    measured where the grid predicts it (``refine``: the site step's region centroid) and joins
+    when the site found there lies within :data:`ASSIGN` of it.
+    """
+    nodes = lattice.nodes
+    (u0, v0), (u1, v1) = nodes.min(0) - 1, nodes.max(0) + 1
+    have = {(int(u), int(v)) for u, v in nodes}
+    empty = np.array([(u, v) for u in range(u0, u1 + 1) for v in range(v0, v1 + 1)
+                      if (u, v) not in have], float)  # fmt: skip
+    if not len(empty):
+        return lattice
+    guess = lattice.to_image(empty)
+    w, h = size
+    inside = (guess[:, 0] > 0) & (guess[:, 0] < w) & (guess[:, 1] > 0) & (guess[:, 1] < h)
+    empty, guess = empty[inside], guess[inside]
+    if not len(empty):
+        return lattice
+    found, ok = refine(guess)
+    tol = ASSIGN * lattice.pitch
+    ok &= np.linalg.norm(found - guess, axis=1) <= tol
+    strength = energy_at(found)
+    ok &= strength >= 0.5 * float(np.median(lattice.strength))
+    if not ok.any():
+        return lattice
+    return Lattice(
+        lattice.homography,
+        np.vstack([nodes, empty[ok].astype(int)]),
+        np.vstack([lattice.points, found[ok]]),
+        np.concatenate([lattice.strength, strength[ok]]),
+    )

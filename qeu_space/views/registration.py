@@ -45,7 +45,7 @@ from scipy import ndimage as ndi
 
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.views.homography import fit_homography, project
-from qeu_space.views.lattice import fit_lattice
+from qeu_space.views.lattice import complete_lattice, fit_lattice
 from qeu_space.views.no_connector import NoConnectorError
 from qeu_space.views.sites import find_sites, refine_sites
 from qeu_space.views.window import ROWS_COLS, choose_window, window_matrix
@@ -360,6 +360,12 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
             f"no pin sites: {seen} candidate sites on one lattice, at least {MIN_INLIERS} of the "
             "27 needed; is this one connector, framed like the dataset images?"
         )
+    lattice = complete_lattice(
+        lattice,
+        lambda guess: refine_sites(work, guess, lattice.pitch),
+        sites.energy_at,
+        (ww, wh),
+    )
     scale = lattice.pitch / pitch_xy[0]
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         raise NoConnectorError(
