@@ -40,6 +40,7 @@ _EMPTY = 0.35  # site energy (of the found sites' median) below which a node sho
 _OUTLINE = np.linspace(0.3, 0.75, 7)  # where a housing end may lie past the end sites, pitches
 _AN_END = 1.0  # log outline contrast that shows a housing end
 _NO_END = 0.3  # below it, no housing end is seen
+_PAST = 0.6  # site energy (of the found sites' median) that shows sites past the window's end
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,8 @@ def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], l
                 return True
     for axis, base, sign, span in _ends(column, row):
         block = ur if axis == 0 else vr
+        if len(block) == (cols if axis == 0 else rows):
+            continue  # nothing added along this axis: its ends need not show
         last = block.start if sign < 0 else block.stop - 1
         if base == last:  # this end of the window is the block's: the housing must end there
             e = _end(lattice, sites, size, level, axis, base, sign, span)
@@ -199,6 +202,37 @@ def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], l
                 if e is not None and e >= _AN_END:
                     return True
     return False
+
+
+def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int],
+                            typical: float, column: int, row: int,
+                            found: tuple[int, int]) -> None:  # fmt: skip
+    """Refuse when the row or column just past an end of the window holds sites, even cut by
+    the image's border (another product: a longer connector framed to its middle)."""
+    rows, cols = ROWS_COLS
+    lines = (("column", [[column - 1, v] for v in range(row, row + rows)]),
+             ("column", [[column + cols, v] for v in range(row, row + rows)]),
+             ("row", [[c, row - 1] for c in range(column, column + cols)]),
+             ("row", [[c, row + rows] for c in range(column, column + cols)]))  # fmt: skip
+    w, h = size
+    have = {(int(u), int(v)) for u, v in lattice.nodes}
+    edge = 0.3 * lattice.pitch
+    for what, nodes in lines:
+        xy = lattice.to_image(np.array(nodes, float))
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+        # a site cut by the border has no maximum of its own (the site step drops those):
+        # there its energy tells; further in, a site found on the node does
+        cut = inside & ((xy[:, 0] < edge) | (xy[:, 0] > w - edge) | (xy[:, 1] < edge)
+                        | (xy[:, 1] > h - edge))  # fmt: skip
+        like = sites.energy_at(xy) / typical
+        found_there = np.array([tuple(n) in have for n in nodes])
+        present = np.where(cut, like >= _PAST, found_there) & inside
+        if inside.sum() >= 0.6 * len(nodes) and present.sum() >= 0.6 * inside.sum():
+                more = (found[0] + (what == "row"), found[1] + (what == "column"))
+                raise NoConnectorError(
+                    f"not a 3 x 9 connector (found {more[0]} x {more[1]} or more pin sites: a "
+                    f"{what} of sites past the end of the 3 x 9)"
+                )
 
 
 def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometry,
@@ -234,6 +268,7 @@ def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometr
         )
     if len(candidates) == 1:
         column, row = candidates[0]
+        _no_sites_past_the_ends(lattice, sites, size, typical, column, row, found)
         return Window(column, row, found, 1, math.inf)
     w, h = size
     centre = np.array([[w / 2, h / 2]])
