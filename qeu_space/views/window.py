@@ -228,11 +228,11 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
         found_there = np.array([tuple(n) in have for n in nodes])
         present = np.where(cut, like >= _PAST, found_there) & inside
         if inside.sum() >= 0.6 * len(nodes) and present.sum() >= 0.6 * inside.sum():
-                more = (found[0] + (what == "row"), found[1] + (what == "column"))
-                raise NoConnectorError(
-                    f"not a 3 x 9 connector (found {more[0]} x {more[1]} or more pin sites: a "
-                    f"{what} of sites past the end of the 3 x 9)"
-                )
+            more = (found[0] + (what == "row"), found[1] + (what == "column"))
+            raise NoConnectorError(
+                f"not a 3 x 9 connector (found {more[0]} x {more[1]} or more pin sites: a "
+                f"{what} of sites past the end of the 3 x 9)"
+            )
 
 
 def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometry,
