@@ -31,7 +31,8 @@ connectors with 0-4 bent, missing or short pins, drawn through the looks rendere
 (``Rendered.pose`` is the true housing-top homography): refusals, answers on a wrong lattice (a
 pin centre off by half a pitch or more), RMS pin-centre error, worst pin, CPU ms, for the
 registration and, in the same run, the first registration (``benchmarks/_registration_v1.py``,
-the similarity fit the issue measured) as the baseline.
+the similarity fit the issue measured) as the baseline, and an ablation that moves each site to
+the best fit of a socket's square outline (the housing plane) before fitting again.
 
 Usage:
     python -m benchmarks.bench_registration [--poses 400] [--per-look 25] [--no-write]
@@ -56,6 +57,7 @@ from dataclasses import dataclass  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
@@ -524,7 +526,43 @@ class LookTrial:
     refusal: dict[str, str | None]
 
 
-METHODS = {"registration": register, "first registration (baseline)": v1.register}
+def register_on_socket_outlines(image: np.ndarray) -> Registration:
+    """The registration, then each pin site moved to where a socket's square outline (in the
+    housing plane) fits best, and the homography fitted again: the alternative to the sites'
+    region centroids the issue asked to measure (pins stand above the housing plane)."""
+    from qeu_space.views.registration import _gray
+
+    reg = register(image)
+    half = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
+    to_index = np.linalg.inv(half) @ reg.matrix @ half
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    canon = cv2.warpPerspective(_gray(image), to_index, (GEO.width, GEO.height), flags=flags)
+    canon = cv2.GaussianBlur(canon, (0, 0), 0.8)
+    edges = cv2.magnitude(cv2.Sobel(canon, cv2.CV_32F, 1, 0), cv2.Sobel(canon, cv2.CV_32F, 0, 1))
+    hs = GEO.socket_size / 2  # the outline: a square ring of the socket's size, +-1.5 px
+    outer, inner = 2 * int(round(hs + 1.5)) + 1, 2 * int(round(hs - 1.5)) + 1
+    ring = cv2.boxFilter(edges, -1, (outer, outer), normalize=False) - cv2.boxFilter(
+        edges, -1, (inner, inner), normalize=False
+    )
+    sites = np.array([GEO.pin_center(p) for p in ALL_POSITIONS])
+    moved, r = [], 5
+    for x, y in sites:
+        xi, yi = int(x), int(y)
+        win = ring[yi - r : yi + r + 1, xi - r : xi + r + 1]
+        dy, dx = np.unravel_index(int(win.argmax()), win.shape)
+        moved.append((xi + dx - r + 0.5, yi + dy - r + 0.5))
+    found = reg.to_image(np.array(moved))
+    matrix, _ = cv2.findHomography(sites, found, cv2.RANSAC, 1.5)
+    if matrix is None:
+        raise NoConnectorError("socket outlines: no fit")
+    return Registration(matrix / matrix[2, 2], GEO, 0.0)
+
+
+METHODS = {
+    "registration": register,
+    "first registration (baseline)": v1.register,
+    "socket outlines (ablation; ms on top of the cached registration)": register_on_socket_outlines,
+}
 
 
 def _pin_errors(reg, pose: np.ndarray) -> np.ndarray:
@@ -607,6 +645,13 @@ def looks_report(trials: list[LookTrial]) -> list[str]:
                 f"{_interval(good, len(group))} | {_fmt(_stats(ms)[0], 1)} | "
                 f"{_fmt(_stats(ms)[1], 1)} |"
             )
+    lines += [
+        "",
+        "The pins stand above the housing plane the truth is given in, so under tilt and a short "
+        "lens their sites move off it (parallax); that is most of the error above 0.5 px. The "
+        "socket-outline ablation fits the housing plane's sockets instead: compare its rows to "
+        "the registration's (the registration keeps the sites' region centroids).",
+    ]
     refusals: dict[str, int] = {}
     for t in trials:
         why = t.refusal["registration"]
