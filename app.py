@@ -14,7 +14,7 @@ import numpy as np
 import spaces  # noqa: F401 - before torch (imported below): ZeroGPU patches CUDA at import
 from PIL import Image
 
-from dataset_tools.compose import SampleSpec, compose, make_sample
+from dataset_tools.compose import SampleSpec, compose_uploads, make_sample
 from dataset_tools.render import HOUSINGS, PIN_STYLES, Nuisances
 from dataset_tools.sampling import draw_spec, row_rng
 from qeu_space.geometry import CompositeLayout
@@ -61,9 +61,7 @@ class SyntheticSamples:
         return Case(sample.image, sample.findings, f"generated seed {request.seed}")
 
     def compose_pair(self, reference: Image.Image, test: Image.Image) -> Image.Image:
-        size = (LAYOUT.connector.width, LAYOUT.connector.height)
-        ref, tst = (np.asarray(im.resize(size, Image.LANCZOS)) for im in (reference, test))
-        return compose(ref, tst, LAYOUT, labels_drawn=True)
+        return compose_uploads(reference, test, LAYOUT)
 
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -26,8 +26,17 @@ Goals (issue 10): error <= 1 px RMS, <= 20 ms per connector on one core, 100 % r
 Seeds: pose ``i`` is drawn from ``numpy.random.default_rng([9100, i])`` (9100 + never used by any
 dataset or training run); the non-connector images from ``default_rng([9200, k])``.
 
+Then, per look family of ``dataset_tools.looks`` (held-out families marked), ``--per-look``
+connectors with 0-4 bent, missing or short pins, drawn through the looks renderer's 3-D camera
+(``Rendered.pose`` is the true housing-top homography): refusals, answers on a wrong lattice (a
+pin centre off by half a pitch or more), RMS pin-centre error, worst pin, CPU ms, for the
+registration and, in the same run, the first registration (``benchmarks/_registration_v1.py``,
+the similarity fit the issue measured) as the baseline, and an ablation that moves each site to
+the best fit of a socket's square outline (the housing plane) before fitting again.
+
 Usage:
-    python -m benchmarks.bench_registration [--poses 400] [--no-write] [--results PATH]
+    python -m benchmarks.bench_registration [--poses 400] [--per-look 25] [--no-write]
+        [--results PATH]
 """
 
 from __future__ import annotations
@@ -48,10 +57,13 @@ from dataclasses import dataclass  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
+from benchmarks import _registration_v1 as v1  # noqa: E402
+from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES, draw_look  # noqa: E402
 from dataset_tools.render import (  # noqa: E402
     HOUSINGS,
     PIN_STYLES,
@@ -74,6 +86,7 @@ from qeu_space.views.registration import (  # noqa: E402
 from qeu_space.vocabulary import ALL_POSITIONS, Direction, Finding  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS_registration.md")
+LOOK_SEED = 9300
 GEO = CompositeLayout(448).connector
 POSE_SEED = 9100
 OTHER_SEED = 9200
@@ -502,9 +515,165 @@ def check_refusals(
     return out
 
 
+@dataclass
+class LookTrial:
+    """One connector of a look family, registered by the registration and by the first one."""
+
+    family: str
+    errors: dict[str, float | None]  # method -> RMS px (None: refused)
+    worst: dict[str, float | None]  # method -> largest pin error px
+    cpu_ms: dict[str, float]
+    refusal: dict[str, str | None]
+
+
+def register_on_socket_outlines(image: np.ndarray) -> Registration:
+    """The registration, then each pin site moved to where a socket's square outline (in the
+    housing plane) fits best, and the homography fitted again: the alternative to the sites'
+    region centroids the issue asked to measure (pins stand above the housing plane)."""
+    from qeu_space.views.registration import _gray
+
+    reg = register(image)
+    half = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
+    to_index = np.linalg.inv(half) @ reg.matrix @ half
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    canon = cv2.warpPerspective(_gray(image), to_index, (GEO.width, GEO.height), flags=flags)
+    canon = cv2.GaussianBlur(canon, (0, 0), 0.8)
+    edges = cv2.magnitude(cv2.Sobel(canon, cv2.CV_32F, 1, 0), cv2.Sobel(canon, cv2.CV_32F, 0, 1))
+    hs = GEO.socket_size / 2  # the outline: a square ring of the socket's size, +-1.5 px
+    outer, inner = 2 * int(round(hs + 1.5)) + 1, 2 * int(round(hs - 1.5)) + 1
+    ring = cv2.boxFilter(edges, -1, (outer, outer), normalize=False) - cv2.boxFilter(
+        edges, -1, (inner, inner), normalize=False
+    )
+    sites = np.array([GEO.pin_center(p) for p in ALL_POSITIONS])
+    moved, r = [], 5
+    for x, y in sites:
+        xi, yi = int(x), int(y)
+        win = ring[yi - r : yi + r + 1, xi - r : xi + r + 1]
+        dy, dx = np.unravel_index(int(win.argmax()), win.shape)
+        moved.append((xi + dx - r + 0.5, yi + dy - r + 0.5))
+    found = reg.to_image(np.array(moved))
+    matrix, _ = cv2.findHomography(sites, found, cv2.RANSAC, 1.5)
+    if matrix is None:
+        raise NoConnectorError("socket outlines: no fit")
+    return Registration(matrix / matrix[2, 2], GEO, 0.0)
+
+
+METHODS = {
+    "registration": register,
+    "first registration (baseline)": v1.register,
+    "socket outlines (ablation; ms on top of the cached registration)": register_on_socket_outlines,
+}
+
+
+def _pin_errors(reg, pose: np.ndarray) -> np.ndarray:
+    sites = np.array([GEO.pin_center(p) for p in ALL_POSITIONS])
+    truth = Registration(np.asarray(pose, np.float64), GEO, 0.0).to_image(sites)
+    return np.linalg.norm(np.asarray(reg.to_image(sites)) - truth, axis=1)
+
+
+def run_look_trial(family: str, i: int) -> LookTrial:
+    rng = np.random.default_rng([LOOK_SEED, list(LOOK_FAMILIES).index(family), i])
+    look = draw_look(family, rng, GEO)
+    defects = []
+    for k in rng.choice(len(ALL_POSITIONS), size=int(rng.integers(0, 5)), replace=False):
+        kind = ("bent pin", "missing pin", "short pin")[rng.integers(3)]
+        direction = list(Direction)[rng.integers(4)] if kind == "bent pin" else None
+        defects.append(Finding(ALL_POSITIONS[k], kind, direction))
+    rendered = render_connector(ConnectorSpec(findings=tuple(defects)), GEO, Nuisances(), rng,
+                                look=look)  # fmt: skip
+    trial = LookTrial(family, {}, {}, {}, {})
+    for name, fn in METHODS.items():
+        cpu = time.process_time()
+        try:
+            reg = fn(rendered.image)
+            errs = _pin_errors(reg, rendered.pose)
+            trial.errors[name] = float(np.sqrt(np.mean(errs**2)))
+            trial.worst[name] = float(errs.max())
+            trial.refusal[name] = None
+        except (NoConnectorError, v1.NoConnectorError) as err:
+            trial.errors[name] = trial.worst[name] = None
+            trial.refusal[name] = str(err)
+        trial.cpu_ms[name] = 1e3 * (time.process_time() - cpu)
+    return trial
+
+
+def _interval(k: int, n: int) -> str:
+    """``k / n`` with a 95 % Wilson interval."""
+    if n == 0:
+        return "-"
+    z, p = 1.96, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return f"{k}/{n} [{max(0, centre - half):.2f}, {min(1, centre + half):.2f}]"
+
+
+def looks_report(trials: list[LookTrial]) -> list[str]:
+    wrong_px = 0.5 * min(GEO.pitch)
+    lines = [
+        "",
+        "## Look families (the looks renderer; held-out families marked)",
+        "",
+        f"Per family {len(trials) // max(len({t.family for t in trials}), 1)} connectors, "
+        f"0-4 bent / missing / short pins, seeds `default_rng([{LOOK_SEED}, family, "
+        "i])`; truth `Rendered.pose` (canonical housing-top plane to image). *wrong lattice*: "
+        f"answered with a pin centre {wrong_px:.0f} px (half a pitch) or more off; RMS and worst "
+        "pin over the answers on the right lattice; 95 % Wilson intervals.",
+        "",
+        "| family | method | refused | wrong lattice | RMS median (px) | RMS p95 | worst pin p95 "
+        "| RMS <= 0.5 px | CPU ms median | CPU ms p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for family in LOOK_FAMILIES:
+        group = [t for t in trials if t.family == family]
+        if not group:
+            continue
+        label = f"{family} (held out)" if family in HELD_OUT_FAMILIES else family
+        for name in METHODS:
+            answered = [t for t in group if t.errors[name] is not None]
+            wrong = [t for t in answered if t.worst[name] >= wrong_px]
+            right = [t for t in answered if t.worst[name] < wrong_px]
+            rms = [t.errors[name] for t in right]
+            worst = [t.worst[name] for t in right]
+            ms = [t.cpu_ms[name] for t in group]
+            good = sum(e <= 0.5 for e in rms)
+            bold = "**" if name == "registration" else ""
+            refused = _interval(len(group) - len(answered), len(group))
+            lines.append(
+                f"| {label} | {bold}{name}{bold} | {refused} "
+                f"| {_interval(len(wrong), len(answered))} | "
+                f"{_fmt(_stats(rms)[0])} | {_fmt(_stats(rms)[1])} | {_fmt(_stats(worst)[1])} | "
+                f"{_interval(good, len(group))} | {_fmt(_stats(ms)[0], 1)} | "
+                f"{_fmt(_stats(ms)[1], 1)} |"
+            )
+    lines += [
+        "",
+        "The pins stand above the housing plane the truth is given in, so under tilt and a short "
+        "lens their sites move off it (parallax); that is most of the error above 0.5 px. The "
+        "socket-outline ablation fits the housing plane's sockets instead: compare its rows to "
+        "the registration's (the registration keeps the sites' region centroids).",
+    ]
+    refusals: dict[str, int] = {}
+    for t in trials:
+        why = t.refusal["registration"]
+        if why:
+            key = re.sub(r"\d+(\.\d+)?", "#", why.split("(", 1)[1][:60])
+            refusals[key] = refusals.get(key, 0) + 1
+    if refusals:
+        ranked = sorted(refusals.items(), key=lambda kv: -kv[1])
+        said = "; ".join(f"{k}... ({v})" for k, v in ranked)
+        lines += ["", f"Refusals of the registration (first words): {said}."]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--poses", type=int, default=400, help="random poses (default 400)")
+    parser.add_argument(
+        "--per-look",
+        type=int,
+        default=25,
+        help="connectors per look family (default 25; 0: skip the looks)",
+    )
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file to write")
     args = parser.parse_args(argv)
@@ -518,8 +687,16 @@ def main(argv: list[str] | None = None) -> int:
         if (i + 1) % 50 == 0:
             print(f"  {i + 1} poses", file=sys.stderr, flush=True)
     refusals = check_refusals(not_connectors())
+    look_trials = []
+    for family in LOOK_FAMILIES:
+        for i in range(args.per_look):
+            look_trials.append(run_look_trial(family, i))
+        if args.per_look:
+            print(f"  {family}: {args.per_look} connectors", file=sys.stderr, flush=True)
     text = report(trials, refusals, time.perf_counter() - started,
                   (load_start, os.getloadavg()[0]), argv)  # fmt: skip
+    if look_trials:
+        text += "\n".join(looks_report(look_trials)) + "\n"
     print(text)
     if not args.no_write:
         args.results.write_text(text, encoding="utf-8")

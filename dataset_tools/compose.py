@@ -28,6 +28,7 @@ from dataset_tools.render import (
     render_connector,
 )
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.views.image_io import letterbox
 from qeu_space.vocabulary import Finding, sort_findings
 
 _CANVAS = (24, 26, 30)
@@ -130,6 +131,40 @@ def compose(
     canvas = _work_buffer("composite", (layout.size, layout.size, 3), np.uint8)
     compose_into(canvas, reference, test, layout, labels_drawn)
     return Image.frombytes("RGB", (layout.size, layout.size), canvas)  # a copy: canvas is reused
+
+
+def compose_uploads(
+    reference: Image.Image, test: Image.Image, layout: CompositeLayout, labels_drawn: bool = True
+) -> Image.Image:
+    """A composite of two uploaded connector images, each letterboxed into its panel.
+
+    Each image keeps its aspect (:func:`qeu_space.views.image_io.letterbox`): a stretched
+    connector has another pitch ratio, and no 3 x 9 lattice would fit it; the two halves of a
+    composite the Space generates come back as the composite they were cut from.
+    """
+    size = (layout.connector.width, layout.connector.height)
+    ref, tst = (np.asarray(letterbox(panel_of(im), size)[0]) for im in (reference, test))
+    return compose(ref, tst, layout, labels_drawn)
+
+
+def panel_of(image: Image.Image) -> Image.Image:
+    """``image`` without a composite's label margins, when it is a half of one (2:1, its left
+    and top strips the composite's canvas colour); any other image as it is.
+
+    The labels 1-9 stand one pitch above row U and U / C / D one pitch left of column 1: left in,
+    they would read as a fourth row or a tenth column of sites.
+    """
+    width, height = image.size
+    if width != 2 * height or width < 96:
+        return image
+    layout = CompositeLayout(width)
+    left, top = layout.margins
+    arr = np.asarray(image.convert("RGB")).astype(np.int16)
+    strips = np.concatenate([arr[:, :left].reshape(-1, 3), arr[:top].reshape(-1, 3)])
+    canvas = np.abs(strips - np.asarray(_CANVAS, np.int16)).max(1) <= 12
+    if canvas.mean() < 0.8:
+        return image
+    return image.crop((left, top, width, height))
 
 
 @lru_cache(maxsize=256)

@@ -69,7 +69,9 @@ def test_conditions_cover_the_issue_and_a_typo_is_refused():
 
 def test_registration_benchmark_runs_and_every_non_connector_is_refused(tmp_path: Path):
     out = tmp_path / "RESULTS_registration.md"
-    assert bench_registration.main(["--poses", "6", "--results", str(out)]) == 0
+    assert bench_registration.main(["--poses", "6", "--per-look", "1", "--results", str(out)]) == 0
     text = out.read_text()
     assert "| **registration** (`register`) |" in text
+    assert "| steep-tilt (held out) | **registration** |" in text  # every look family, held out too
+    assert "| classic | first registration (baseline) |" in text
     assert re.search(r"Refused (\d+) / \1 \(100\.0 %", text)  # every non-connector refused

@@ -67,6 +67,7 @@ def test_bundle_is_self_contained_and_defines_the_processors() -> None:
         "PIL",
         "scipy",
         "skimage",
+        "cv2",
         "transformers",
     }
     defined = {n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}

@@ -35,6 +35,11 @@ from pathlib import Path
 PROCESSOR_MODULES: tuple[str, ...] = (
     "qeu_space.vocabulary",
     "qeu_space.geometry",
+    "qeu_space.views.no_connector",
+    "qeu_space.views.sites",
+    "qeu_space.views.lattice",
+    "qeu_space.views.window",
+    "qeu_space.views.homography",
     "qeu_space.views.registration",
     "qeu_space.views.framing",
     "qeu_space.views.processors",

@@ -290,7 +290,7 @@ def _usage_section(inputs: CardInputs, task: str | None) -> str:
 # --------------------------------------------------------------------------- plain-library use
 
 #: What the plain-library snippets need besides transformers (the shipped processor's imports).
-PLAIN_REQUIREMENTS = "transformers torch pillow scipy scikit-image"
+PLAIN_REQUIREMENTS = "transformers torch pillow scipy opencv-python-headless"
 #: The first lines of every card whose model reads the canonical frame.
 VIEW_NOTICE = (
     "**Load the processor with `trust_remote_code=True`.** This model reads a registered, "

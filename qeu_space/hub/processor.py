@@ -49,7 +49,7 @@ PROCESSOR_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-REQUIREMENTS = "transformers, torch, numpy, pillow, scipy and scikit-image"
+REQUIREMENTS = "transformers, torch, numpy, pillow, scipy and opencv-python-headless"
 HEADER = f"""Preprocessing of a QEU Inspection Space model: register, frame, then preprocess.
 
 Every model of the project reads the *canonical frame*: the connector's 3 x 9 pin lattice is

@@ -38,6 +38,7 @@ from qeu_space.views.registration import (
     register_composite,
     transform_box,
     warp_into,
+    warp_map,
 )
 from qeu_space.vocabulary import Box
 
@@ -154,11 +155,7 @@ class View:
         size = self.image.size
         if canvas.size != size:
             canvas = canvas.resize(size, Image.Resampling.BILINEAR)
-        a, b, c = inverse[0]
-        d, e, f = inverse[1]
-        out = canvas.transform(self.source_size, Image.AFFINE, (a, b, c, d, e, f),
-                               resample=Image.BILINEAR, fillcolor=0.0)  # fmt: skip
-        return np.asarray(out, np.float32)
+        return warp_map(np.asarray(canvas, np.float32), inverse, self.source_size)
 
 
 def _translation(dx: float, dy: float) -> np.ndarray:

@@ -180,3 +180,28 @@ def check_pair(reference: Image.Image, test: Image.Image) -> None:
             f"the reference image is {reference.width} x {reference.height} and the test image "
             f"is {test.width} x {test.height}; upload two images of the same size"
         )
+
+
+def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
+    """``image`` scaled to fit inside ``size`` with its aspect kept, centred on its border colour.
+
+    A pair uploaded as two images is composed into panels of one fixed size; stretching them to
+    it would change the connector's aspect (its pitch ratio) and no rigid lattice would fit. The
+    bars are the median colour of the image's border (the bench around the product), so they
+    read as more bench, not as an edge.
+
+    Returns the image and the 3 x 3 matrix from the original's pixels to the letterboxed ones
+    (continuous coordinates), so a point found in the panel maps back to the upload.
+    """
+    rgb = to_rgb(image)
+    width, height = size
+    scale = min(width / rgb.width, height / rgb.height)
+    inner = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    arr = np.asarray(rgb)
+    edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    fill = tuple(int(v) for v in np.median(edge, axis=0))
+    canvas = Image.new("RGB", size, fill)
+    ox, oy = (width - inner[0]) // 2, (height - inner[1]) // 2
+    canvas.paste(rgb.resize(inner, Image.Resampling.LANCZOS), (ox, oy))
+    sx, sy = inner[0] / rgb.width, inner[1] / rgb.height
+    return canvas, np.array([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]])

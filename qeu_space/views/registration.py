@@ -3,35 +3,31 @@
 A camera rig never puts a product at the same pixel twice, and a model that reads pixels where the
 renderer put them learns "pin off-centre in its cell" as "bent". Every model and SOARTC therefore
 reads the **canonical frame**: the product warped so that its pin sites fall exactly where
-:class:`~qeu_space.geometry.ConnectorGeometry` puts them.
+:class:`~qeu_space.geometry.ConnectorGeometry` puts them (the housing's top plane).
 
-How a lattice is found (each step a maintained library call; only the bookkeeping is ours):
+Registration is a sequence of small steps, each a module that returns a value a test can hold
+against the truth:
 
-1. *Pin sites.* Sockets are dark squares enclosed by the brighter housing; a pin is a bright face
-   inside its socket. Otsu's threshold (``skimage.filters``) of the smoothed grey image marks dark
-   pixels; dark regions touching the border (the background) are dropped
-   (``skimage.segmentation.clear_border``), holes are filled (``scipy.ndimage``) so a socket with
-   its pin becomes one solid square, whatever its shading, and regions of a socket's area give
-   candidate site centres (their centroids).
-2. *Which site is which.* The nearest-neighbour vectors between candidates give the lattice's
-   rotation and pitch; fractional lattice coordinates give its sub-pitch offset; each integer
-   placement of the 9 x 3 window over the candidates is scored by the evidence in the image
-   (sites in view look like sockets on housing; the housing outline is bright inside and dark
-   outside), which also settles a product partly out of view.
-3. *Robust fit.* ``skimage.measure.ransac`` fits a ``SimilarityTransform`` (shift, rotation, scale)
-   from canonical site centres to the found ones; a bent pin's socket (its centroid pulled by the
-   leaning pin) is an outlier and does not pull the fit.
+1. *Sites* (:mod:`.sites`): centres of compact structures of a site's size, whatever their
+   polarity (dark sockets in light plastic, bright pins in black plastic, dark domed pins).
+2. *Lattice* (:mod:`.lattice`): the periodic grid most sites lie on, as a homography from integer
+   lattice coordinates to the image (a tilted camera's keystone included).
+3. *Window* (:mod:`.window`): which 3 x 9 block of that grid is the connector; another lattice
+   (3 x 8, 4 x 9) is refused, and so is a close call between two windows.
+4. *Projective fit* (:mod:`.homography`): RANSAC and least squares from the canonical pin
+   centres to the refined sites; a bent pin's site does not pull it.
+5. *Checks* (here): enough sites fit, the residual is small, scale, rotation and tilt are in the
+   range a rig gives.
 
 An image where this fails (flat, black, noise, something else) raises :class:`NoConnectorError`,
 whose message starts with ``"no connector found ("`` and says why: callers show it, never an answer.
 
 Example:
     >>> import numpy as np
-    >>> from qeu_space.geometry import ConnectorGeometry
     >>> register(np.zeros((204, 423, 3), np.uint8))
     Traceback (most recent call last):
     ...
-    qeu_space.views.registration.NoConnectorError: no connector found (no pin sites: ...)
+    qeu_space.views.no_connector.NoConnectorError: no connector found (the image is flat: ...)
 """
 
 from __future__ import annotations
@@ -42,16 +38,22 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
-from skimage import filters, measure, segmentation, transform
 
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
-from qeu_space.vocabulary import ALL_POSITIONS, COLUMNS, ROWS, Box, Position
+from qeu_space.views.homography import fit_homography, project
+from qeu_space.views.lattice import complete_lattice, fit_lattice
+from qeu_space.views.no_connector import NoConnectorError
+from qeu_space.views.sites import find_sites, refine_sites
+from qeu_space.views.window import ROWS_COLS, choose_window, window_matrix
+from qeu_space.vocabulary import ALL_POSITIONS, Box, Position
 
 __all__ = [
     "MAX_ROTATION",
+    "MAX_TILT",
     "MIN_INLIERS",
     "SCALE_RANGE",
     "NoConnectorError",
@@ -65,28 +67,23 @@ __all__ = [
 
 MIN_INLIERS = 15
 """Pin sites that must fit the lattice (of 27): more than half, so bent pins and a column out of
-view are tolerated but a few stray dark blobs are not."""
+view are tolerated but a few stray blobs are not."""
 SCALE_RANGE = (0.7, 1.4)
 """Lattice scale (against the canonical framing) accepted; outside it the connector does not fill
 the image the way the datasets frame it."""
 MAX_ROTATION = 20.0
 """Largest rotation (degrees) accepted."""
+MAX_TILT = 0.3
+"""Largest keystone accepted: relative change of scale across the connector (a 10 degree tilt
+under a wide lens gives about 0.15)."""
 MIN_WIDTH = 200
 """Narrowest connector image (px) registration reads: sockets of about 10 px. Composites of at
 least 224 px hold one; smaller ones are refused rather than registered wrong."""
-_SMOOTH = 0.023  # Gaussian sigma before thresholding, in pitches (1 px at 448): noise and JPEG
-_AREA = (0.5 * SCALE_RANGE[0] ** 2, 1.6 * SCALE_RANGE[1] ** 2)  # site area / socket area
-_RESIDUAL = 0.05  # RANSAC inlier threshold, in pitches (about 2 px at the 448 composite scale)
+WORK_PITCH = 46.0
+"""Images whose pitch is larger are searched at a size where it is this (px): the same accuracy
+in pitches, a bounded time per connector."""
 _MAX_RESIDUAL = 0.025  # accepted RMS residual of the inliers, in pitches (and at least 1 px)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-class NoConnectorError(ValueError):
-    """No 3 x 9 connector could be found; the message says why and what to do."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"no connector found ({reason})")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -94,12 +91,15 @@ class Registration:
     """Where the canonical connector lies in one image.
 
     Attributes:
-        matrix: 3 x 3 homogeneous similarity from canonical to image coordinates (continuous
-            pixel coordinates: pixel ``i`` covers ``[i, i + 1)``).
+        matrix: 3 x 3 homography from canonical to image coordinates (continuous pixel
+            coordinates: pixel ``i`` covers ``[i, i + 1)``; ``matrix[2, 2] == 1``).
         geometry: the canonical frame (the image's own size: the renderer's framing).
         residual: RMS distance (px) between the fitted and found centres of the inlier sites.
         inliers: the sites that fit the lattice (a bent pin's site may be left out).
-        candidates: dark regions of a socket's size found in the image.
+        candidates: candidate sites found in the image.
+        found: ``(rows, columns)`` of the block of pin sites seen (3 x 9 unless part of the
+            product lies out of view).
+        windows: lattice windows that could hold that block (1: the sites alone settle it).
     """
 
     matrix: np.ndarray
@@ -107,6 +107,8 @@ class Registration:
     residual: float
     inliers: tuple[Position, ...] = field(default=())
     candidates: int = 0
+    found: tuple[int, int] = ROWS_COLS
+    windows: int = 1
 
     def __post_init__(self) -> None:
         if self.matrix.shape != (3, 3):
@@ -118,14 +120,30 @@ class Registration:
         """The canonical frame itself (an image that is already registered)."""
         return cls(np.eye(3), geometry, 0.0, ALL_POSITIONS, len(ALL_POSITIONS))
 
+    def jacobian(self, point: tuple[float, float] | None = None) -> np.ndarray:
+        """2 x 2 local linear map of the homography at canonical ``point`` (default: centre)."""
+        return _jacobian(self.matrix, point or (self.geometry.width / 2, self.geometry.height / 2))
+
     @property
     def scale(self) -> float:
-        return float(math.hypot(self.matrix[0, 0], self.matrix[1, 0]))
+        """Size against the canonical framing at the product's centre (a similarity's scale)."""
+        return float(math.sqrt(abs(np.linalg.det(self.jacobian()))))
 
     @property
     def rotation(self) -> float:
         """Degrees, clockwise on screen (y points down), as the renderer's rotation."""
-        return float(math.degrees(math.atan2(self.matrix[1, 0], self.matrix[0, 0])))
+        j = self.jacobian()
+        return float(math.degrees(math.atan2(j[1, 0], j[0, 0])))
+
+    @property
+    def tilt(self) -> float:
+        """Keystone: the relative change of scale between opposite ends of the connector."""
+        geo = self.geometry
+        x1, y1, x2, y2 = geo.grid_box()
+        scales = [math.sqrt(abs(np.linalg.det(self.jacobian(p))))
+                  for p in ((x1, (y1 + y2) / 2), (x2, (y1 + y2) / 2),
+                            ((x1 + x2) / 2, y1), ((x1 + x2) / 2, y2))]  # fmt: skip
+        return float(max(abs(scales[0] - scales[1]), abs(scales[2] - scales[3])) / self.scale)
 
     @property
     def shift(self) -> tuple[float, float]:
@@ -149,18 +167,20 @@ class Registration:
     def box_to_canonical(self, box: Box) -> Box:
         """The canonical box whose turned bounds are ``box`` (:meth:`box_to_image`'s inverse).
 
-        A truth box in the image bounds a canonical, axis-aligned box turned by the product's
-        rotation; its width and height are recovered exactly (``W = s (w cos + h sin)``,
-        ``H = s (w sin + h cos)``), so a training target does not grow each time it is mapped.
+        A truth box in the image bounds a canonical, axis-aligned box mapped by the homography,
+        locally the linear map ``J`` at its centre; its width and height are recovered from
+        ``W = |J00| w + |J01| h``, ``H = |J10| w + |J11| h``, so a training target does not grow
+        each time it is mapped.
         """
         x1, y1, x2, y2 = box
         ((cx, cy),) = self.to_canonical(np.array([[(x1 + x2) / 2, (y1 + y2) / 2]]))
-        a = math.radians(abs(self.rotation))
-        c, s = math.cos(a), math.sin(a)
-        big_w, big_h = (x2 - x1) / self.scale, (y2 - y1) / self.scale
-        det = c * c - s * s
-        w = max((c * big_w - s * big_h) / det, 0.0)
-        h = max((c * big_h - s * big_w) / det, 0.0)
+        a = np.abs(self.jacobian((float(cx), float(cy))))
+        big = np.array([x2 - x1, y2 - y1], np.float64)
+        try:
+            w, h = np.linalg.solve(a, big)
+        except np.linalg.LinAlgError:
+            w, h = big / max(self.scale, 1e-9)
+        w, h = max(float(w), 0.0), max(float(h), 0.0)
         return (float(cx - w / 2), float(cy - h / 2), float(cx + w / 2), float(cy + h / 2))
 
     def seen(self, source_size: tuple[int, int]) -> np.ndarray:
@@ -168,10 +188,9 @@ class Registration:
         inside the ``source_size`` image, one pixel in from its border); the rest of a warp is
         fill, which a comparison must not read as a change."""
         ones = Image.new("L", source_size, 255)
-        a, b, c = self.matrix[0]
-        d, e, f = self.matrix[1]
         size = (self.geometry.width, self.geometry.height)
-        mask = ones.transform(size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.NEAREST)
+        mask = ones.transform(size, Image.PERSPECTIVE, _coefficients(self.matrix),
+                              resample=Image.NEAREST)  # fmt: skip
         return ndi.binary_erosion(np.asarray(mask) > 0, iterations=2, border_value=1)
 
     def warp(self, image: Image.Image, fill: tuple[int, ...] | None = None) -> Image.Image:
@@ -179,10 +198,31 @@ class Registration:
         return warp_into(image, self.matrix, (self.geometry.width, self.geometry.height), fill)
 
 
+def _jacobian(matrix: np.ndarray, point: tuple[float, float]) -> np.ndarray:
+    x, y = point
+    m = np.asarray(matrix, np.float64)
+    w = m[2, 0] * x + m[2, 1] * y + m[2, 2]
+    u = m[0, 0] * x + m[0, 1] * y + m[0, 2]
+    v = m[1, 0] * x + m[1, 1] * y + m[1, 2]
+    return np.array([
+        [(m[0, 0] * w - u * m[2, 0]) / w**2, (m[0, 1] * w - u * m[2, 1]) / w**2],
+        [(m[1, 0] * w - v * m[2, 0]) / w**2, (m[1, 1] * w - v * m[2, 1]) / w**2],
+    ])  # fmt: skip
+
+
+def _coefficients(matrix: np.ndarray) -> tuple[float, ...]:
+    """PIL's ``PERSPECTIVE`` data for output pixel -> source pixel ``matrix`` (normalised)."""
+    m = np.asarray(matrix, np.float64)
+    m = m / m[2, 2]
+    return tuple(float(v) for v in m.ravel()[:8])
+
+
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``(n, 2)`` x, y points through a 3 x 3 (or 2 x 3) affine ``matrix``."""
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    return pts @ matrix[:2, :2].T + matrix[:2, 2]
+    """``(n, 2)`` x, y points through a 3 x 3 homography (or a 2 x 3 affine) ``matrix``."""
+    m = np.asarray(matrix, np.float64)
+    if m.shape == (2, 3):
+        m = np.vstack([m, [0.0, 0.0, 1.0]])
+    return project(m, points)
 
 
 def transform_box(matrix: np.ndarray, box: Box) -> Box:
@@ -210,11 +250,16 @@ def warp_into(
         fill = _border_colour(np.asarray(rgb))
     # PIL maps output pixel centres (x + 0.5) through the coefficients with no half-pixel
     # correction, i.e. in the same continuous coordinates as ``matrix``.
-    a, b, c = matrix[0]
-    d, e, f = matrix[1]
-    return rgb.transform(
-        size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=fill
-    )
+    return rgb.transform(size, Image.PERSPECTIVE, _coefficients(matrix), resample=Image.BILINEAR,
+                         fillcolor=fill)  # fmt: skip
+
+
+def warp_map(values: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float map resampled: output pixel ``p`` reads ``values`` at ``matrix @ p`` (0 outside)."""
+    canvas = Image.fromarray(np.asarray(values, np.float32), mode="F")
+    out = canvas.transform(size, Image.PERSPECTIVE, _coefficients(matrix),
+                           resample=Image.BILINEAR, fillcolor=0.0)  # fmt: skip
+    return np.asarray(out, np.float32)
 
 
 def _border_colour(arr: np.ndarray) -> tuple[int, int, int]:
@@ -234,146 +279,6 @@ def _gray(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ValueError(f"expected an H x W gray or RGB(A) image, got shape {arr.shape}")
     return arr[..., :3].astype(np.float32) @ _LUMA
-
-
-def _site_candidates(gray: np.ndarray, geo: ConnectorGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (x, y) of socket-sized dark regions inside bright pixels, and the bright mask."""
-    smooth = ndi.gaussian_filter(gray, max(_SMOOTH * geo.pitch[0], 0.5))
-    if float(smooth.max() - smooth.min()) < 8.0:
-        raise NoConnectorError("the image is flat: no contrast between housing and sockets")
-    threshold = filters.threshold_otsu(smooth)
-    bright = smooth > threshold
-    dark = ndi.binary_fill_holes(segmentation.clear_border(~bright))
-    labels, n = ndi.label(dark)
-    if n == 0:
-        return np.zeros((0, 2)), bright
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    ys, xs = np.indices(labels.shape, dtype=np.float64)
-    sx = np.bincount(labels.ravel(), weights=xs.ravel(), minlength=n + 1)[1:]
-    sy = np.bincount(labels.ravel(), weights=ys.ravel(), minlength=n + 1)[1:]
-    socket = geo.socket_size**2
-    keep = (area >= _AREA[0] * socket) & (area <= _AREA[1] * socket)
-    centres = np.stack([sx[keep] / area[keep], sy[keep] / area[keep]], 1) + 0.5
-    return centres, bright
-
-
-def _rotation_and_scale(points: np.ndarray, geo: ConnectorGeometry) -> tuple[float, float]:
-    """Lattice rotation (radians) and scale from nearest-neighbour vectors (mostly along a row)."""
-    d = np.linalg.norm(points[:, None] - points[None], axis=2)
-    np.fill_diagonal(d, np.inf)
-    vec = points[d.argmin(1)] - points
-    angle = np.arctan2(vec[:, 1], vec[:, 0])
-    folded = (angle + np.pi / 4) % (np.pi / 2) - np.pi / 4  # the lattice axis nearest each vector
-    theta = float(np.median(folded))
-    along = np.abs(np.cos(angle - theta)) > np.cos(np.radians(20))  # along a row: the x pitch
-    spacing = np.linalg.norm(vec, axis=1)[along] if along.any() else np.linalg.norm(vec, axis=1)
-    return theta, float(np.median(spacing) / geo.pitch[0])
-
-
-@dataclass(frozen=True)
-class _Probes:
-    """Canonical points whose brightness tells a right lattice placement from a wrong one."""
-
-    ring: np.ndarray  # inside each socket, around the pin: dark
-    housing: np.ndarray  # half a pitch from each site: housing, bright
-    inside: np.ndarray  # just inside the housing outline: bright
-    outside: np.ndarray  # just outside it: background, dark
-
-    @classmethod
-    def of(cls, geo: ConnectorGeometry) -> _Probes:
-        px, py = geo.pitch
-        r = 0.36 * geo.socket_size
-        x1, y1, x2, y2 = geo.housing_box
-        t = np.linspace(0.0, 1.0, 24)
-
-        def outline(d: float) -> np.ndarray:
-            a, b, c, e = x1 + d, y1 + d, x2 - d, y2 - d
-            return np.concatenate([
-                np.stack([a + (c - a) * t, np.full_like(t, b)], 1),
-                np.stack([a + (c - a) * t, np.full_like(t, e)], 1),
-                np.stack([np.full_like(t, a), b + (e - b) * t], 1),
-                np.stack([np.full_like(t, c), b + (e - b) * t], 1),
-            ])  # fmt: skip
-
-        return cls(
-            ring=np.array([[r, 0], [-r, 0], [0, r], [0, -r]]),
-            housing=np.array([[px / 2, 0], [-px / 2, 0], [0, py / 2], [0, -py / 2]]),
-            inside=outline(0.02 * geo.height),
-            outside=outline(-0.03 * geo.height),
-        )
-
-
-def _sample(mask: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(in_view, value)`` of ``mask`` at continuous ``points`` (..., 2)."""
-    h, w = mask.shape
-    x, y = points[..., 0], points[..., 1]
-    ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    value = np.zeros(x.shape, bool)
-    value[ok] = mask[y[ok].astype(int), x[ok].astype(int)]
-    return ok, value
-
-
-def _assign(
-    points: np.ndarray, geo: ConnectorGeometry, bright: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(site index 0..26 or -1 per candidate, canonical centres)``: which candidate is which site.
-
-    The candidates are put in lattice units with the estimated rotation and scale; their common
-    sub-pitch offset is the circular mean of the fractional parts. Every integer placement of the
-    9 x 3 window is then scored by what the image shows where it puts sites and housing.
-    """
-    theta, scale = _rotation_and_scale(points, geo)
-    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        raise NoConnectorError(
-            f"pin spacing is {scale:.2f} x the expected one (accepted {SCALE_RANGE[0]}-"
-            f"{SCALE_RANGE[1]}): crop or resize the image so the connector fills it"
-        )
-    px, py = geo.pitch
-    c, s = math.cos(theta), math.sin(theta)
-    rot = np.array([[c, -s], [s, c]])  # lattice units -> image
-    lattice_xy = points @ rot / scale  # row vectors: p @ rot = R^T p
-    u, v = lattice_xy[:, 0] / px, lattice_xy[:, 1] / py
-    fu = float(np.angle(np.exp(2j * np.pi * u).mean()) / (2 * np.pi))
-    fv = float(np.angle(np.exp(2j * np.pi * v).mean()) / (2 * np.pi))
-    iu, iv = np.rint(u - fu).astype(int), np.rint(v - fv).astype(int)
-    sites = np.array([geo.pin_center(p) for p in ALL_POSITIONS])
-    probes = _Probes.of(geo)
-    cols, rows = len(COLUMNS), len(ROWS)
-    best: tuple[tuple[int, int, int], int, int] | None = None
-    for du in range(iu.min() - cols + 1, iu.max() + 1):
-        for dv in range(iv.min() - rows + 1, iv.max() + 1):
-            inside = (iu - du >= 0) & (iu - du < cols) & (iv - dv >= 0) & (iv - dv < rows)
-            count = int(inside.sum())
-            if best is not None and count < best[0][2] - 3:
-                continue  # far fewer candidates on sites than the best placement so far
-            origin = np.array([(du + fu) * px, (dv + fv) * py]) - sites[0]
-
-            def to_image(canonical: np.ndarray, origin=origin) -> np.ndarray:
-                return (canonical + origin) * scale @ rot.T
-
-            centre_ok, _ = _sample(bright, to_image(sites))
-            ring_ok, ring_bright = _sample(bright, to_image(sites[:, None] + probes.ring))
-            house_ok, house_bright = _sample(bright, to_image(sites[:, None] + probes.housing))
-            socket_like = (ring_ok & ~ring_bright).sum(1) >= np.maximum(1, ring_ok.sum(1) - 1)
-            on_housing = ((house_ok & house_bright).sum(1) == house_ok.sum(1)) & (
-                house_ok.sum(1) >= 2
-            )
-            evidence = int((centre_ok & socket_like & on_housing).sum())
-            in_ok, in_bright = _sample(bright, to_image(probes.inside))
-            out_ok, out_bright = _sample(bright, to_image(probes.outside))
-            outline = int(
-                (in_ok & in_bright).sum() - (in_ok & ~in_bright).sum()
-                + (out_ok & ~out_bright).sum() - (out_ok & out_bright).sum()
-            )  # fmt: skip
-            key = (evidence, outline, count)
-            if best is None or key > best[0]:
-                best = (key, du, dv)
-    assert best is not None
-    _, du, dv = best
-    col, row = iu - du, iv - dv
-    on_site = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-    index = np.where(on_site, row * cols + col, -1)
-    return index, sites
 
 
 _CACHE: OrderedDict[tuple, Registration] = OrderedDict()
@@ -434,50 +339,78 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
             f"the connector image is {geo.width} x {geo.height} px, too small to find its pins: "
             f"registration needs at least {MIN_WIDTH} px across (composites of 224 px or more)"
         )
-    points, bright = _site_candidates(gray, geo)
-    if len(points) < MIN_INLIERS:
+    if float(np.percentile(gray[::4, ::4], 99) - np.percentile(gray[::4, ::4], 1)) < 8.0:
+        raise NoConnectorError("the image is flat: no contrast between housing and pins")
+    # search at a size where the pitch is at most WORK_PITCH (a large upload costs no more)
+    pitch = min(geo.pitch) * w / geo.width
+    factor = min(1.0, WORK_PITCH / pitch)
+    if factor < 1.0:
+        size = (max(int(round(w * factor)), 8), max(int(round(h * factor)), 8))
+        work = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    else:
+        work = gray
+    wh, ww = work.shape
+    sx, sy = ww / w, wh / h
+    pitch_xy = (geo.pitch[0] * ww / geo.width, geo.pitch[1] * wh / geo.height)
+    sites = find_sites(work, min(pitch_xy))
+    lattice = fit_lattice(sites.points, sites.strength, pitch_xy, SCALE_RANGE)
+    if lattice is None or len(lattice.nodes) < MIN_INLIERS:
+        seen = 0 if lattice is None else len(lattice.nodes)
         raise NoConnectorError(
-            f"no pin sites: {len(points)} socket-like regions, at least {MIN_INLIERS} of the 27 "
-            "needed; is this one connector, framed like the dataset images?"
+            f"no pin sites: {seen} candidate sites on one lattice, at least {MIN_INLIERS} of the "
+            "27 needed; is this one connector, framed like the dataset images?"
         )
-    index, sites = _assign(points, geo, bright)
-    # one candidate per site: the one nearest the window's lattice point wins duplicates
-    matched = index >= 0
-    if np.unique(index[matched]).size < MIN_INLIERS:
-        raise NoConnectorError(
-            f"the dark regions do not form a 3 x 9 pin lattice ({np.unique(index[matched]).size}"
-            f" sites matched, {MIN_INLIERS} needed)"
-        )
-    src, dst = sites[index[matched]], points[matched]
-    pitch = min(geo.pitch)
-    model, inl = measure.ransac(
-        (src, dst),
-        transform.SimilarityTransform,
-        min_samples=3,
-        residual_threshold=max(_RESIDUAL * pitch, 1.5),
-        max_trials=100,
-        rng=0,
+    lattice = complete_lattice(
+        lattice,
+        lambda guess: refine_sites(work, guess, lattice.pitch),
+        sites.energy_at,
+        (ww, wh),
     )
-    if model is None or inl is None or int(inl.sum()) < MIN_INLIERS:
-        fitted = 0 if inl is None else int(inl.sum())
+    scale = lattice.pitch / pitch_xy[0]
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise NoConnectorError(
+            f"pin spacing is {scale:.2f} x the expected one (accepted {SCALE_RANGE[0]}-"
+            f"{SCALE_RANGE[1]}): crop or resize the image so the connector fills it"
+        )
+    win = choose_window(lattice, sites, geo, (ww, wh))
+    rows, cols = ROWS_COLS
+    col = lattice.nodes[:, 0] - win.column
+    row = lattice.nodes[:, 1] - win.row
+    on = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    if int(on.sum()) < MIN_INLIERS:
+        raise NoConnectorError(
+            f"the sites do not form a 3 x 9 pin lattice ({int(on.sum())} sites matched, "
+            f"{MIN_INLIERS} needed)"
+        )
+    index = (row * cols + col)[on]
+    src = np.array([geo.pin_center(ALL_POSITIONS[i]) for i in index])
+    start = window_matrix(lattice, geo, win.column, win.row)
+    dst, refined = refine_sites(work, lattice.points[on], min(pitch_xy) * scale)
+    refined &= np.linalg.norm(dst - project(start, src), axis=1) <= 0.3 * min(pitch_xy) * scale
+    if int(refined.sum()) >= MIN_INLIERS:  # a site cut by the border is not measured: left out
+        src, dst, index = src[refined], dst[refined], index[refined]
+    else:
+        dst = np.where(refined[:, None], dst, lattice.points[on])
+    fit = fit_homography(src, dst, min(pitch_xy) * scale)
+    if fit is None or int(fit.inliers.sum()) < MIN_INLIERS:
+        fitted = 0 if fit is None else int(fit.inliers.sum())
         raise NoConnectorError(
             f"only {fitted} pin sites fit one lattice ({MIN_INLIERS} of 27 needed)"
         )
-    fit_sites = index[matched][inl]
-    if np.unique(fit_sites).size < MIN_INLIERS:
-        raise NoConnectorError(
-            f"only {np.unique(fit_sites).size} distinct pin sites fit one lattice "
-            f"({MIN_INLIERS} of 27 needed)"
-        )
-    residual = float(np.sqrt(np.mean(np.sum((model(src[inl]) - dst[inl]) ** 2, axis=1))))
+    back = np.diag([1 / sx, 1 / sy, 1.0])
+    matrix = back @ fit.matrix
+    matrix = matrix / matrix[2, 2]
+    residual = fit.residual / math.sqrt(sx * sy)
     reg = Registration(
-        matrix=np.asarray(model.params, np.float64),
+        matrix=matrix,
         geometry=geo,
         residual=residual,
-        inliers=tuple(ALL_POSITIONS[i] for i in sorted(set(fit_sites.tolist()))),
-        candidates=len(points),
+        inliers=tuple(ALL_POSITIONS[i] for i in sorted(set(index[fit.inliers].tolist()))),
+        candidates=len(sites.points),
+        found=win.found,
+        windows=win.candidates,
     )
-    accepted = max(_MAX_RESIDUAL * pitch, 1.0)
+    accepted = max(_MAX_RESIDUAL * min(geo.pitch) * reg.scale, 1.0)
     if residual > accepted:
         raise NoConnectorError(
             f"the pin lattice fits poorly (residual {residual:.1f} px, at most {accepted:.1f} px "
@@ -492,6 +425,11 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
         raise NoConnectorError(
             f"the connector is turned {reg.rotation:.0f} degrees (at most {MAX_ROTATION:.0f} "
             "accepted): turn the image upright"
+        )
+    if reg.tilt > MAX_TILT:
+        raise NoConnectorError(
+            f"the connector is seen at a steep angle (scale changes by {100 * reg.tilt:.0f} % "
+            f"across it, at most {100 * MAX_TILT:.0f} % accepted): photograph it from above"
         )
     return reg
 
@@ -557,7 +495,89 @@ def register_composite(composite: Image.Image) -> CompositeRegistration:
             regs[panel] = register(crop, layout.connector)
         except NoConnectorError as err:
             raise NoConnectorError(f"{panel} product: {err.reason}") from None
+    if regs["reference"].windows > 1 or regs["test"].windows > 1:
+        # a panel whose window was chosen on the ends alone must agree with the other one
+        check_windows_agree(composite, layout, regs["reference"], regs["test"])
     return CompositeRegistration(layout, regs["reference"], regs["test"])
+
+
+AGREEMENT_MARGIN = 0.05
+"""How much better the panels must match moved by one pitch than as registered to be refused."""
+
+
+def _canonical_edges(panel: Image.Image, reg: Registration) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient magnitude of ``panel`` in its canonical frame, and where the camera saw it."""
+    gray = _gray(panel)
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    to_index = np.linalg.inv(half) @ reg.matrix @ half  # OpenCV: pixel centres at integers
+    size = (reg.geometry.width, reg.geometry.height)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    canon = cv2.warpPerspective(gray, to_index, size, flags=flags)
+    seen = cv2.warpPerspective(np.ones_like(gray), to_index, size, flags=flags) > 0.99
+    canon = cv2.GaussianBlur(canon, (0, 0), 1.5)
+    seen = cv2.erode(seen.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    return canon, seen
+
+
+def _match(a: np.ndarray, b: np.ndarray, m: np.ndarray, dx: int, dy: int) -> float:
+    """Correlation of ``a`` with ``b`` moved by ``(dx, dy)`` px, over ``a``'s pixels ``m``."""
+    h, w = a.shape
+    ya, yb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h - max(dy, 0))
+    xa, xb = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w - max(dx, 0))
+    x, y = a[ya, xa][m[ya, xa]], b[yb, xb][m[ya, xa]]
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / math.sqrt(float((x * x).sum() * (y * y).sum()) + 1e-9))
+
+
+def _moved(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``mask`` moved by ``(dx, dy)`` px (``False`` where it comes from outside)."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def check_windows_agree(
+    composite: Image.Image, layout: CompositeLayout, reference: Registration, test: Registration
+) -> dict[tuple[int, int], tuple[float, float]]:
+    """Refuse a composite whose two panels were registered on different lattice windows.
+
+    Both panels show one product: in their canonical frames their edges must match best as
+    registered, not moved by a pitch (which is what a test panel registered one column off
+    looks like against its reference). Only the ends of the rows and columns are compared (the
+    periodic inside matches at every shift). Returns ``{(dx, dy): (match as registered, match
+    moved)}`` for each shift that could be told.
+
+    Raises:
+        NoConnectorError: a shift of one pitch matches clearly better than none.
+    """
+    a, sa = _canonical_edges(composite.crop(layout.crop_box("reference")), reference)
+    b, sb = _canonical_edges(composite.crop(layout.crop_box("test")), test)
+    geo = layout.connector
+    px, py = (int(round(v)) for v in geo.pitch)
+    (x1, y1), (x9, y3) = geo.pin_center(ALL_POSITIONS[0]), geo.pin_center(ALL_POSITIONS[-1])
+    # only the ends tell windows apart (the periodic inside matches at every shift): the
+    # reference's pixels past the outer pins, where the test is seen both as registered and moved
+    xs, ys = np.arange(geo.width) + 0.5, np.arange(geo.height) + 0.5
+    across = ((xs < x1 - 0.5 * px) | (xs > x9 + 0.5 * px))[None]
+    down = ((ys < y1 - 0.5 * py) | (ys > y3 + 0.5 * py))[:, None]
+    scores: dict[tuple[int, int], tuple[float, float]] = {}
+    for dx, dy in ((px, 0), (-px, 0), (0, py), (0, -py)):
+        m = sa & (across if dx else down) & sb & _moved(sb, dx, dy)
+        if m.sum() < 200:
+            continue  # too little seen by both to tell
+        here, moved = _match(a, b, m, 0, 0), _match(a, b, m, dx, dy)
+        scores[(dx, dy)] = (here, moved)
+        if moved > here + AGREEMENT_MARGIN:
+            what = "column" if dx else "row"
+            raise NoConnectorError(
+                f"the reference and test products disagree on the lattice window: the test "
+                f"matches the reference better one {what} off than as registered (match "
+                f"{moved:.3f} vs {here:.3f}); frame both products alike"
+            )
+    return scores
 
 
 def canonical_composite(composite: Image.Image) -> tuple[Image.Image, CompositeRegistration]:
@@ -570,6 +590,5 @@ def lattice_error(registration: Registration, true_matrix: np.ndarray) -> float:
     """RMS distance (px) between the 27 pin centres placed by ``registration`` and by the truth
     (a 2 x 3 or 3 x 3 canonical-to-image matrix): the registration benchmark's error."""
     sites = np.array([registration.geometry.pin_center(p) for p in ALL_POSITIONS])
-    m = np.asarray(true_matrix, np.float64)
-    truth = sites @ m[:2, :2].T + m[:2, 2]
+    truth = transform_points(np.asarray(true_matrix, np.float64), sites)
     return float(np.sqrt(np.mean(np.sum((registration.to_image(sites) - truth) ** 2, axis=1))))
