@@ -77,7 +77,9 @@ class ChoiceGrammar:
         self._ids: dict[frozenset, int] = {}
         self._steps: dict[tuple[int, str], int | None] = {}
         self._short: dict[Hashable, tuple[int, int]] = {}
-        self.initial = self._intern(self._expand(self.start))
+        self._index: dict[int, dict[str, list[tuple[str, Hashable]]]] = {}
+        self._contexts: dict[Hashable, int] = {}
+        self.initial = self._context_state(self.start)
 
     # ----------------------------------------------------------------- the automaton
 
@@ -96,18 +98,36 @@ class ChoiceGrammar:
         key = (state, char)
         if key in self._steps:
             return self._steps[key]
-        alive: set[tuple[str, Hashable]] = set()
-        for text, after in self._states[state]:
-            if not text or text[0] != char:
-                continue
-            if len(text) > 1:
-                alive.add((text[1:], after))
-            elif after is END:
-                alive.add(("", END))
-            else:
-                alive |= self._expand(after)
-        found = self._intern(frozenset(alive)) if alive else None
+        pairs = self._by_char(state).get(char, ())
+        if len(pairs) == 1 and len(pairs[0][0]) == 1 and pairs[0][1] is not END:
+            found = self._context_state(pairs[0][1])  # the common case: one choice ends here
+        else:
+            alive: set[tuple[str, Hashable]] = set()
+            for text, after in pairs:
+                if len(text) > 1:
+                    alive.add((text[1:], after))
+                elif after is END:
+                    alive.add(("", END))
+                else:
+                    alive |= self._expand(after)
+            found = self._intern(frozenset(alive)) if alive else None
         self._steps[key] = found
+        return found
+
+    def _by_char(self, state: int) -> dict[str, list[tuple[str, Hashable]]]:
+        """A state's live choices by their next character (``<loc_N>`` states hold 1000)."""
+        index = self._index.get(state)
+        if index is None:
+            index = self._index[state] = {}
+            for text, after in self._states[state]:
+                if text:
+                    index.setdefault(text[0], []).append((text, after))
+        return index
+
+    def _context_state(self, context: Hashable) -> int:
+        found = self._contexts.get(context)
+        if found is None:
+            found = self._contexts[context] = self._intern(self._expand(context))
         return found
 
     def _shortest(self, context: Hashable) -> tuple[int, int]:
@@ -145,8 +165,8 @@ class ChoiceGrammar:
             parts.append(text)
         return "".join(parts)
 
-    def next_chars(self, state: int) -> set[str]:
-        return {text[0] for text, _ in self._states[state] if text}
+    def next_chars(self, state: int) -> Iterable[str]:
+        return self._by_char(state).keys()
 
     def complete(self, state: int) -> bool:
         """Whether the text read so far is a whole answer."""
@@ -354,11 +374,14 @@ class Constraint:
         todo = [(self.trie, state)]
         while todo:
             node, current = todo.pop()
-            for char in self.grammar.next_chars(current):
-                child = node.get(char)
+            chars = self.grammar.next_chars(current)
+            for char in node if len(node) < len(chars) else chars:  # the shorter list
+                child = node.get(char) if char else None
                 if child is None:
                     continue
                 after = self.grammar.step(current, char)
+                if after is None:
+                    continue
                 found += [(i, after) for i in child.get("", ())]
                 todo.append((child, after))
         return found
