@@ -319,19 +319,14 @@ def findings_in_image(
     return pin_findings(boxes, composite.image.size, directions=directions)
 
 
-_ITEM = re.compile(r"([^<>]+?)\s*<loc_\d+><loc_\d+><loc_\d+><loc_\d+>")
+_CLEAN_BOXES = re.compile(
+    "(?:(?:" + "|".join(re.escape(k.value) for k in DefectKind) + r")(?:<loc_\d{1,3}>){4})*"
+)
 
 
 def readable(text: str) -> bool:
-    """Whether an ``<OD>`` output is a well-formed ``bbox_str``: nothing but known defect kinds,
-    each followed by exactly four location tokens (the empty output, "no defect", is readable)."""
-    rest = _ITEM.sub(lambda m: "" if _known(m.group(1)) else "?", _clean(text))
-    return not rest.strip()
-
-
-def _known(label: str) -> bool:
-    try:
-        DefectKind.parse(label.strip())
-    except ValueError:
-        return False
-    return True
+    """Whether an ``<OD>`` output is a clean ``bbox_str``: nothing but the vocabulary's kind
+    names, each followed by exactly four location tokens (the empty output, "no defect", is
+    readable). Anything else (``bentbent pin<loc_0>...``) is unreadable: no verdict, never a pass.
+    """
+    return _CLEAN_BOXES.fullmatch(_clean(text)) is not None
