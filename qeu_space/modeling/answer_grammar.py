@@ -364,6 +364,7 @@ class Constraint:
     def __init__(self, grammar: ChoiceGrammar, table: TokenTable) -> None:
         self.grammar, self.table = grammar, table
         self.trie = table.trie(grammar.alphabet())
+        grammar.completion(grammar.initial)  # explores every context once, here, not mid-answer
         self._allowed: dict[int, torch.Tensor] = {}
         self._budget: dict[int, float] = {}
         self._costs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
