@@ -325,3 +325,25 @@ def test_evaluation_counts_od_garbage_as_unreadable(tmp_path: Path, monkeypatch)
     report = ev.evaluate(loaded, rows, task="od", max_new_tokens=8, progress=False)
     run = report.runs[0]
     assert run.od.n_unreadable == len(rows) and run.od.unreadable_rate == 1.0
+
+
+def test_evaluation_generates_under_the_grammar_unless_told_not_to(tmp_path: Path) -> None:
+    from qeu_space.evaluate import build_parser
+    from qeu_space.evaluation import evaluate as ev
+
+    rows = build_dataset(BuildConfig("qa", num=2, seed=4, size=224))["test"]
+    loaded = load_model(make_tiny_idefics3(tmp_path / "vlm", seed=1), device="cpu")
+    runs = {
+        grammar: ev.evaluate(
+            loaded, rows, task="qa", max_new_tokens=40, progress=False, grammar=grammar
+        )
+        for grammar in (True, False)
+    }
+    assert all(canonical_findings(p.text) is not None for p in runs[True].runs[0].predictions)
+    assert not any(canonical_findings(p.text) for p in runs[False].runs[0].predictions)
+    assert runs[True].grammar and not runs[False].grammar
+    assert "no grammar" in runs[False].to_markdown() and "grammar" not in runs[True].to_markdown()
+    assert ev.EvalReport.from_dict(runs[False].to_dict()) == runs[False]
+    args = ["--task", "qa", "--base", "b", "--dataset", "d", "--report", "r.json"]
+    assert build_parser().parse_args(args).grammar
+    assert not build_parser().parse_args([*args, "--no-grammar"]).grammar
