@@ -445,11 +445,11 @@ class Constraint:
         return None if text is None else self.grammar.walk(text, state)
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CONSTRAINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _cached(tokenizer: Any, key: Hashable, make: Any) -> Any:
-    per = _CACHE.setdefault(tokenizer, {})
+    per = _CONSTRAINTS.setdefault(tokenizer, {})
     if key not in per:
         per[key] = make()
     return per[key]
