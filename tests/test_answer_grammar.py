@@ -347,3 +347,50 @@ def test_evaluation_generates_under_the_grammar_unless_told_not_to(tmp_path: Pat
     args = ["--task", "qa", "--base", "b", "--dataset", "d", "--report", "r.json"]
     assert build_parser().parse_args(args).grammar
     assert not build_parser().parse_args([*args, "--no-grammar"]).grammar
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [(None, True), ("", True), ("1", True), ("on", True), ("0", False)]
+)
+def test_the_space_generates_under_the_grammar_unless_told_not_to(value, on) -> None:
+    from qeu_space.ui.settings import AppSettings
+
+    env = {} if value is None else {"QEU_ANSWER_GRAMMAR": value}
+    assert AppSettings.from_env(env).answer_grammar is on
+    with pytest.raises(ValueError, match="QEU_ANSWER_GRAMMAR must be"):
+        AppSettings.from_env({"QEU_ANSWER_GRAMMAR": "maybe"})
+
+
+def test_the_space_models_generate_with_the_setting(monkeypatch) -> None:
+    import contextlib
+    from types import SimpleNamespace
+
+    from qeu_space.ui import models as model_fns
+
+    seen: list[tuple[str, bool]] = []
+
+    def recorder(name: str, text: str):
+        def generate(loaded, images, **options):
+            seen.append((name, options["grammar"]))
+            return [text] * len(images)
+
+        return generate
+
+    monkeypatch.setattr(chat_vlm, "generate", recorder("vlm", "Passed. No defects found."))
+    monkeypatch.setattr(florence2, "generate", recorder("od", ""))
+    composite = Image.new("RGB", (448, 448))
+    for grammar in (True, False):
+        slots = {
+            role: model_fns.ModelSlot(role, "scripted", loaded=SimpleNamespace(
+                family=family, base_only=contextlib.nullcontext, has_adapter=False))
+            for role, family in (("vlm", "chat_vlm"), ("od", "florence2"))
+        }  # fmt: skip
+        monkeypatch.setattr(model_fns, "MODELS", model_fns.Models(**slots, grammar=grammar))
+        model_fns.answer_with_vlm(composite, adapter=None, max_new_tokens=9)
+        model_fns.answers_with_vlm([composite], adapter=None, max_new_tokens=9)
+        model_fns.detect_with_florence(composite, max_new_tokens=9)
+    assert seen == [("vlm", True), ("vlm", True), ("od", True)] + [
+        ("vlm", False),
+        ("vlm", False),
+        ("od", False),
+    ]

@@ -101,6 +101,7 @@ def settings_for(tmp_path: Path, tiny, adapters: str) -> AppSettings:
             "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
             "QEU_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
             "QEU_DIFF_SAMPLES": "4",
+            "QEU_ANSWER_GRAMMAR": "0",  # see unconstrained()
         }
     )
 
