@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--grammar",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="generate under the answer / <OD> grammar as the Space does (default: on); "
+        "--no-grammar: unconstrained, the ablation",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

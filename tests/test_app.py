@@ -109,7 +109,8 @@ def check_inspect_then_feedback(
     assert base["text"] != tuned["text"]  # the adapter is on for one answer and off for the other
     assert report["truth"] == truth and report["source"] == "generated seed 7"
     assert report["adapter"] == TINY_ADAPTERS[0]  # no name: the default, the first
-    assert report["od"]["note"].startswith("`<OD>` output") or "Florence-2" in report["od"]["note"]
+    od_note = report["od"]["note"]
+    assert od_note.startswith(("`<OD>` output", "**unreadable")) or "Florence-2" in od_note
 
     rated = "fine-tuned" if tuned["status"] != "empty" else "base"
     status = client.predict(

@@ -9,6 +9,7 @@ which an adapter and the base disagree.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unconstrained():
+    """Plumbing tests: random adapters must answer apart in MAX_NEW_TOKENS tokens, and under the
+    answer grammar 6 tokens leave every model "Passed. No defects found." only."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chat_vlm, "generate", functools.partial(chat_vlm.generate, grammar=False))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +101,7 @@ def settings_for(tmp_path: Path, tiny, adapters: str) -> AppSettings:
             "QEU_FEEDBACK_DB": str(tmp_path / "fb.sqlite3"),
             "QEU_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
             "QEU_DIFF_SAMPLES": "4",
+            "QEU_ANSWER_GRAMMAR": "0",  # see unconstrained()
         }
     )
 

@@ -68,6 +68,7 @@ def test_bundle_is_self_contained_and_defines_the_processors() -> None:
         "scipy",
         "skimage",
         "cv2",
+        "torch",  # the answer grammar's logits processor (whoever runs the model has torch)
         "transformers",
     }
     defined = {n.name for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}
@@ -365,7 +366,10 @@ model = Florence2ForConditionalGeneration.from_pretrained("inspection-od-base")
 def detect(path):
     image = Image.open(path)
     inputs = processor(text="<OD>", images=image, return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=64, num_beams=1, do_sample=False)
+    grammar = processor.od_grammar(model)  # known kinds with four <loc_N> each, as the Space
+    out = model.generate(
+        **inputs, max_new_tokens=64, num_beams=1, do_sample=False, logits_processor=grammar
+    )
     text = processor.batch_decode(out, skip_special_tokens=False)[0]
     size = processor.view(image).size  # the boxes are in the registered view's frame
     return processor.post_process_generation(text, task="<OD>", image_size=size)["<OD>"]

@@ -124,10 +124,12 @@ def test_saved_adapter_reloads_to_identical_generations(name, tiny, data, runs):
                             name, str(tiny[name]), None, "cpu")  # fmt: skip
     reloaded = load_model(tiny[name], result.out, device="cpu")
     assert isinstance(reloaded.model, PeftModel)
-    tuned = family.generate(reloaded, images, max_new_tokens=12)
-    assert family.generate(in_memory, images, max_new_tokens=12) == tuned
+    # unconstrained: in 12 tokens the answer grammar could leave base and adapter one answer
+    free = {"max_new_tokens": 12, "grammar": False}
+    tuned = family.generate(reloaded, images, **free)
+    assert family.generate(in_memory, images, **free) == tuned
     with reloaded.base_only():
-        base = family.generate(reloaded, images, max_new_tokens=12)
+        base = family.generate(reloaded, images, **free)
     assert base != tuned
 
 

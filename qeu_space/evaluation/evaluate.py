@@ -143,6 +143,7 @@ class EvalReport:
     device: str
     max_new_tokens: int
     runs: list[ModelRun]
+    grammar: bool = True  # answers generated under the answer / <OD> grammar
 
     def run(self, name: str) -> ModelRun:
         for run in self.runs:
@@ -171,7 +172,9 @@ class EvalReport:
         head = ["model", *titles, "samples/s"]
         lines = [
             f"**{self.task}** on `{self.dataset}` split `{self.split}` "
-            f"({self.n_samples} samples, {self.device}, max_new_tokens={self.max_new_tokens})",
+            f"({self.n_samples} samples, {self.device}, max_new_tokens={self.max_new_tokens}"
+            + ("" if self.grammar else ", no grammar: unconstrained generation")
+            + ")",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
@@ -268,6 +271,7 @@ def evaluate(
     batch_size: int = 4,
     max_new_tokens: int = 64,
     progress: bool = True,
+    grammar: bool = True,
 ) -> EvalReport:
     """Generate for every row and score it; with an adapter, also score the base (one model).
 
@@ -281,6 +285,8 @@ def evaluate(
         batch_size: images per ``generate`` call.
         max_new_tokens: generation length (an OD answer needs ~5 tokens per box).
         progress: show a tqdm bar per run.
+        grammar: generate under the answer grammar (chat VLM) / the ``<OD>`` grammar
+            (Florence-2), as the Space does; ``False``: unconstrained (the ablation).
 
     Returns:
         An :class:`EvalReport` with the ``base`` run first when both are scored.
@@ -306,6 +312,7 @@ def evaluate(
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             progress=progress,
+            grammar=grammar,
         )
         for name, model, context in variants
     ]
@@ -319,6 +326,7 @@ def evaluate(
         device=str(loaded.device),
         max_new_tokens=max_new_tokens,
         runs=runs,
+        grammar=grammar,
     )
 
 
@@ -338,6 +346,7 @@ def _score_variant(
     batch_size: int,
     max_new_tokens: int,
     progress: bool,
+    grammar: bool = True,
 ) -> ModelRun:
     from tqdm.auto import tqdm
 
@@ -358,7 +367,7 @@ def _score_variant(
     with context(), tqdm(total=len(dataset), desc=f"{task} {name}", disable=not progress) as bar:
         for batch in _batches(dataset, batch_size):
             images = [image.convert("RGB") for image in batch["image"]]
-            said = _generate(family, loaded, images, batch.get("question"), max_new_tokens)
+            said = _generate(family, loaded, images, batch.get("question"), max_new_tokens, grammar)
             refused += [t is None for t in said]
             answers = [t or "" for t in said]
             texts.extend(answers)
@@ -420,6 +429,7 @@ def _generate(
     images: list,
     questions: list[str] | None,
     max_new_tokens: int,
+    grammar: bool = True,
 ) -> list[str | None]:
     """The family's greedy answers; Q/A rows asking another question than the family's default
     are asked theirs (consecutive rows with the same question share a ``generate`` call).
@@ -428,13 +438,13 @@ def _generate(
     counted as unreadable, never as an answer); the rest of its batch is answered one by one.
     """
     try:
-        return _generate_batch(family, loaded, images, questions, max_new_tokens)
+        return _generate_batch(family, loaded, images, questions, max_new_tokens, grammar)
     except NoConnectorError:
         out = []
         for i, image in enumerate(images):
             one = None if not questions else questions[i : i + 1]
             try:
-                out += _generate_batch(family, loaded, [image], one, max_new_tokens)
+                out += _generate_batch(family, loaded, [image], one, max_new_tokens, grammar)
             except NoConnectorError:
                 out.append(None)
         return out
@@ -446,15 +456,19 @@ def _generate_batch(
     images: list,
     questions: list[str] | None,
     max_new_tokens: int,
+    grammar: bool = True,
 ) -> list[str]:
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+    if "grammar" in inspect.signature(family.generate).parameters:
+        options["grammar"] = grammar
     if not questions or "question" not in inspect.signature(family.generate).parameters:
-        return family.generate(loaded, images, max_new_tokens=max_new_tokens)
+        return family.generate(loaded, images, **options)
     out: list[str] = []
     start = 0
     for question, group in itertools.groupby(questions):
         n = len(list(group))
         chunk = images[start : start + n]
-        out += family.generate(loaded, chunk, max_new_tokens=max_new_tokens, question=question)
+        out += family.generate(loaded, chunk, question=question, **options)
         start += n
     return out
 
@@ -529,6 +543,7 @@ class EvalOptions:
     trust_remote_code: bool = False
     device: str | None = None
     progress: bool = True
+    grammar: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -564,6 +579,7 @@ def run_evaluation(options: EvalOptions) -> EvalReport:
         batch_size=options.batch_size,
         max_new_tokens=options.max_new_tokens,
         progress=options.progress,
+        grammar=options.grammar,
     )
     write_report(report, options.report)
     return report

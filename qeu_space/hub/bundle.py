@@ -42,6 +42,7 @@ PROCESSOR_MODULES: tuple[str, ...] = (
     "qeu_space.views.homography",
     "qeu_space.views.registration",
     "qeu_space.views.framing",
+    "qeu_space.modeling.answer_grammar",
     "qeu_space.views.processors",
 )
 #: What a model folder's ``processing_qeu.py`` must define (the rest is what these use).

@@ -328,7 +328,8 @@ def inspect(path):
     chat = [{{"role": "user", "content": content}}]
     prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
     inputs = processor(text=prompt, images=[Image.open(path)], return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    grammar = processor.answer_grammar(model)  # canonical answers only, as the Space's
+    out = model.generate(**inputs, max_new_tokens=64, do_sample=False, logits_processor=grammar)
     new_tokens = out[0, inputs["input_ids"].shape[1] :]
     return processor.decode(new_tokens, skip_special_tokens=True).strip()
 

@@ -131,9 +131,11 @@ class OdView:
     note: str
     text: str = ""
     findings: tuple[Finding, ...] = ()
+    status: str = "ok"  # "unreadable": not a clean bbox_str, so no findings and no verdict
 
     def report(self) -> dict:
         return {
+            "status": self.status,
             "text": self.text,
             "findings": [f.to_dict() for f in self.findings],
             "note": self.note,
@@ -543,17 +545,30 @@ class InspectionApp:
         if not slot.available:
             return OdView(None, slot.status() if slot.name else "no Florence-2 OD model configured")
         variants = [("base", False), ("fine-tuned", True)] if slot.has_adapter else [("", True)]
-        panels, notes = [], []
+        panels, notes, statuses = [], [], []
         answer = None
         for name, tuned in variants:
             try:
                 answer = model_fns.detect_with_florence(
                     image, max_new_tokens=self.settings.max_new_tokens, tuned=tuned
                 )
-                boxes = florence2.boxes_in_image(answer.text, image) if answer.text.strip() else []
+                readable = florence2.readable(answer.text)
+                boxes = florence2.boxes_in_image(answer.text, image) if readable else []
             except Exception as err:  # noqa: BLE001
                 logger.exception("Florence-2 failed")
                 return OdView(None, f"Florence-2 error: {_short_error(err)}")
+            if not readable:  # garbage is no verdict: never "0 boxes, Passed"
+                answer = model_fns.Answer(answer.text, ())
+                said = answer.text[:120].replace("`", "'")
+                note = (
+                    "**unreadable `<OD>` output**: not a sequence of known kinds, each with four "
+                    f"`<loc_N>` tokens, so it gives no verdict: `{said}`"
+                )
+                notes.append(f"**{name}** {note}" if name else note)
+                panels.append(draw_labelled_boxes(image, []))
+                statuses.append("unreadable")
+                continue
+            statuses.append("ok")
             note = f"`<OD>` output: {len(boxes)} box(es); read on the grid: "
             note += format_answer(answer.findings)
             if truth is not None:
@@ -562,9 +577,9 @@ class InspectionApp:
             panels.append(draw_labelled_boxes(image, boxes))
         assert answer is not None  # the adapter's answer when there is one
         if len(panels) == 1:
-            return OdView(panels[0], notes[0], answer.text, answer.findings)
+            return OdView(panels[0], notes[0], answer.text, answer.findings, statuses[-1])
         shown = _side_by_side(panels, [name for name, _ in variants])
-        return OdView(shown, "\n\n".join(notes), answer.text, answer.findings)
+        return OdView(shown, "\n\n".join(notes), answer.text, answer.findings, statuses[-1])
 
     # ----------------------------------------------------------------- feedback
 

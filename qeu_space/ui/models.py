@@ -163,6 +163,7 @@ class Models:
     vit: ModelSlot = field(default_factory=lambda: ModelSlot("ViT", None))
     od: ModelSlot = field(default_factory=lambda: ModelSlot("Florence-2 OD", None))
     device: DeviceInfo | None = None
+    grammar: bool = True  # answers under the answer / <OD> grammar (QEU_ANSWER_GRAMMAR)
 
 
 #: The process's models: set by :func:`load_models`, read by the model functions (and inherited
@@ -239,6 +240,7 @@ def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
             "Florence-2 OD", settings.od_model, settings.od_adapter, settings, device, "florence2"
         ),
         device=device,
+        grammar=settings.answer_grammar,
     )
     use_models(models)
     for slot in (models.vlm, models.vit, models.od):
@@ -248,11 +250,12 @@ def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
 
 def use_models(models: Models) -> None:
     """Make ``models`` the ones the model functions run (:data:`MODELS`)."""
-    MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device = (
+    MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device, MODELS.grammar = (
         models.vlm,
         models.vit,
         models.od,
         models.device,
+        models.grammar,
     )
 
 
@@ -425,12 +428,13 @@ def _vlm_for(adapter: str | None) -> tuple[Any, AdapterSlot | None]:
 def _generate(loaded: Any, named: AdapterSlot | None, images: list, max_new_tokens: int) -> list:
     """Greedy answers with ``named`` active (``None``: every adapter off), under the lock."""
     family = _family(loaded)
+    options = {"max_new_tokens": max_new_tokens, "grammar": MODELS.grammar}
     with VLM_LOCK:
         if named is None:
             with loaded.base_only():
-                return family.generate(loaded, images, max_new_tokens=max_new_tokens)
+                return family.generate(loaded, images, **options)
         loaded.model.set_adapter(named.peft_name)
-        return family.generate(loaded, images, max_new_tokens=max_new_tokens)
+        return family.generate(loaded, images, **options)
 
 
 @spaces.GPU(duration=60)
@@ -469,11 +473,12 @@ def detect_with_florence(
     if loaded is None:
         raise RuntimeError(MODELS.od.reason or "no OD model configured")
     family = _family(loaded)
+    options = {"max_new_tokens": max_new_tokens, "grammar": MODELS.grammar}
     if tuned or not loaded.has_adapter:
-        text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+        text = family.generate(loaded, [composite], **options)[0]
     else:
         with loaded.base_only():
-            text = family.generate(loaded, [composite], max_new_tokens=max_new_tokens)[0]
+            text = family.generate(loaded, [composite], **options)[0]
     return Answer(text, tuple(family.parse(text, composite.size)))
 
 

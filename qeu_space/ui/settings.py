@@ -197,6 +197,8 @@ class AppSettings:
         gallery_kinds: defect kinds the generated samples show (``QEU_GALLERY_KINDS``).
         diff_samples: generated samples the "where they differ" view answers with the base and
             each adapter (``QEU_DIFF_SAMPLES``; the gallery's samples come first).
+        answer_grammar: generate answers under the answer / ``<OD>`` grammar
+            (``QEU_ANSWER_GRAMMAR``, on unless set to 0/false/no/off: the ablation).
     """
 
     base_model: str | None = DEFAULT_BASE
@@ -221,6 +223,7 @@ class AppSettings:
     gallery_seed: int = 0
     gallery_kinds: tuple[DefectKind, ...] = DEFAULT_GALLERY_KINDS
     diff_samples: int = 24
+    answer_grammar: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
@@ -250,6 +253,9 @@ class AppSettings:
             gallery_seed=int(_number(env, "QEU_GALLERY_SEED", 0, 0, 2**31)),
             gallery_kinds=_kinds(env, "QEU_GALLERY_KINDS", DEFAULT_GALLERY_KINDS),
             diff_samples=int(_number(env, "QEU_DIFF_SAMPLES", 24, 4, 64)),
+            answer_grammar=_flag(env, "QEU_ANSWER_GRAMMAR")
+            if (env.get("QEU_ANSWER_GRAMMAR") or "").strip()
+            else True,
         )
 
     @property

@@ -28,9 +28,15 @@ from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
-from transformers import Florence2Processor, Idefics3Processor, ViTImageProcessorPil
+from transformers import (
+    Florence2Processor,
+    Idefics3Processor,
+    LogitsProcessorList,
+    ViTImageProcessorPil,
+)
 from transformers.image_transforms import to_pil_image
 
+from qeu_space.modeling.answer_grammar import answer_constraint, logits_processor, od_constraint
 from qeu_space.views.framing import FRAMINGS, frame
 
 
@@ -110,6 +116,13 @@ class QEUIdefics3Processor(Idefics3Processor):
             images = _map_images(images, self.view)
         return super().__call__(images=images, text=text, **kwargs)
 
+    def answer_grammar(self, model: Any, max_new_tokens: int = 64) -> LogitsProcessorList:
+        """``model.generate(..., logits_processor=processor.answer_grammar(model))``: answers in
+        the canonical form only, as the Space generates them (a fresh one per ``generate``)."""
+        config, tokenizer = model.generation_config, self.tokenizer
+        hook = logits_processor(answer_constraint(tokenizer), config, tokenizer, max_new_tokens)
+        return LogitsProcessorList([hook])
+
 
 class QEUFlorence2Processor(Florence2Processor):
     """``Florence2Processor`` on the model's view of each composite (reference on top, test below).
@@ -149,3 +162,10 @@ class QEUFlorence2Processor(Florence2Processor):
         if images is not None:
             images = _map_images(images, self.view)
         return super().__call__(images=images, text=text, **kwargs)
+
+    def od_grammar(self, model: Any, max_new_tokens: int = 64) -> LogitsProcessorList:
+        """``model.generate(..., logits_processor=processor.od_grammar(model))``: only known
+        kinds, each with four ``<loc_N>`` tokens, as the Space generates (fresh per call)."""
+        config, tokenizer = model.generation_config, self.tokenizer
+        hook = logits_processor(od_constraint(tokenizer), config, tokenizer, max_new_tokens)
+        return LogitsProcessorList([hook])

@@ -22,11 +22,12 @@ truth of ``od`` rows) and ``florence2.readable(text)`` whether an output is a we
 ``bbox_str``; ``chat_vlm.generate(..., question=...)`` asks another question than the
 inspection one. Families that frame the image by the model's ``qeu_framing`` offer
 ``collate_options(model_config)`` (the training collator's keyword arguments).
-Both ``generate`` functions also take ``batch_size`` (default 8). The ``vit`` classifier
-(``cls`` task) answers with a class label: ``vit.predict(loaded, images)`` gives labels and
-probabilities, its ``generate`` the label alone; it names its transformers auto class in
-``AUTO_CLASS`` and can start from random weights (``scratch_config(base)``, see
-:func:`scratch_base`).
+Both ``generate`` functions also take ``batch_size`` (default 8) and ``grammar`` (default on:
+generation under the answer / ``<OD>`` grammar of :mod:`qeu_space.modeling.answer_grammar`).
+The ``vit`` classifier (``cls`` task) answers with a class label: ``vit.predict(loaded,
+images)`` gives labels and probabilities, its ``generate`` the label alone; it names its
+transformers auto class in ``AUTO_CLASS`` and can start from random weights
+(``scratch_config(base)``, see :func:`scratch_base`).
 
 The registry is this explicit dict; nothing registers itself on import.
 

@@ -39,9 +39,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import BatchFeature
+from transformers import BatchFeature, LogitsProcessorList
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
+from qeu_space.modeling import answer_grammar
 from qeu_space.modeling.families._common import batches, check_scope, inference, placement, rgb
 from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views.framing import frame as frame_image
@@ -343,16 +344,22 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 8,
     question: str = INSPECTION_QUESTION,
+    grammar: bool = True,
 ) -> list[str]:
     """Greedy answers to ``question`` (default: the inspection question), one per image.
 
     Prompts are left-padded (decoder-only models continue from the last position); only the new
-    tokens are decoded, with special tokens (end-of-turn) dropped.
+    tokens are decoded, with special tokens (end-of-turn) dropped. ``grammar`` (on by default)
+    generates under the answer grammar (:mod:`qeu_space.modeling.answer_grammar`), so every
+    answer that ends within ``max_new_tokens`` is canonical; ``grammar=False`` is the
+    unconstrained ablation (and free text for a question that wants no inspection answer).
     """
     model, processor = loaded.model, loaded.processor
     device, dtype = placement(model)
     prompt = generation_prompt(processor, question)
     framing = framing_of(model.config)
+    tokenizer = processor.tokenizer
+    constraint = answer_grammar.answer_constraint(tokenizer) if grammar else None
     answers: list[str] = []
     with inference(model):
         for chunk in batches(list(images), batch_size):
@@ -365,7 +372,13 @@ def generate(
             ).to(device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            extra = {}
+            if constraint is not None:  # one processor per call: it tracks this batch's rows
+                hook = answer_grammar.logits_processor(
+                    constraint, model.generation_config, tokenizer, max_new_tokens
+                )
+                extra["logits_processor"] = LogitsProcessorList([hook])
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
             new = out[:, inputs["input_ids"].shape[1] :]
             answers += [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
     return answers

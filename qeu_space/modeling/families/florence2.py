@@ -27,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image, ImageEnhance
-from transformers import BatchFeature
+from transformers import BatchFeature, LogitsProcessorList
 
 from qeu_space.geometry import CompositeLayout
+from qeu_space.modeling import answer_grammar
 from qeu_space.modeling.families._common import batches, check_scope, inference, placement, rgb
 from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views.framing import View, frame, framing_of, grid_box
@@ -192,8 +193,14 @@ def generate(
     *,
     max_new_tokens: int = 64,
     batch_size: int = 8,
+    grammar: bool = True,
 ) -> list[str]:
     """Greedy ``<OD>`` outputs, one ``bbox_str``-like text per image (``<s>``/``</s>`` removed).
+
+    ``grammar`` (on by default) decodes under the ``<OD>`` grammar
+    (:class:`~qeu_space.modeling.answer_grammar.OdGrammar`: known kinds, each followed by four
+    ``<loc_N>`` tokens), so an output that ends within ``max_new_tokens`` is :func:`readable`;
+    ``grammar=False`` is the unconstrained ablation.
 
     The model reads each composite in its view (:func:`view`, by its ``qeu_framing``); its boxes
     are returned in the bins of the canonical composite (:func:`composite_text`), and
@@ -204,6 +211,8 @@ def generate(
     model, processor = loaded.model, loaded.processor
     device, dtype = placement(model)
     framing = framing_of(model.config)
+    tokenizer = processor.tokenizer
+    constraint = answer_grammar.od_constraint(tokenizer) if grammar else None
     texts: list[str] = []
     with inference(model):
         for chunk in batches(list(images), batch_size):
@@ -214,7 +223,13 @@ def generate(
                 return_tensors="pt",
             ).to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            extra = {}
+            if constraint is not None:  # one processor per call: it tracks this batch's rows
+                hook = answer_grammar.logits_processor(
+                    constraint, model.generation_config, tokenizer, max_new_tokens
+                )
+                extra["logits_processor"] = LogitsProcessorList([hook])
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
             decoded = processor.batch_decode(out, skip_special_tokens=False)
             texts += [
                 composite_text(_clean(t), framing, v.source_size)
@@ -304,19 +319,14 @@ def findings_in_image(
     return pin_findings(boxes, composite.image.size, directions=directions)
 
 
-_ITEM = re.compile(r"([^<>]+?)\s*<loc_\d+><loc_\d+><loc_\d+><loc_\d+>")
+_CLEAN_BOXES = re.compile(
+    "(?:(?:" + "|".join(re.escape(k.value) for k in DefectKind) + r")(?:<loc_\d{1,3}>){4})*"
+)
 
 
 def readable(text: str) -> bool:
-    """Whether an ``<OD>`` output is a well-formed ``bbox_str``: nothing but known defect kinds,
-    each followed by exactly four location tokens (the empty output, "no defect", is readable)."""
-    rest = _ITEM.sub(lambda m: "" if _known(m.group(1)) else "?", _clean(text))
-    return not rest.strip()
-
-
-def _known(label: str) -> bool:
-    try:
-        DefectKind.parse(label.strip())
-    except ValueError:
-        return False
-    return True
+    """Whether an ``<OD>`` output is a clean ``bbox_str``: nothing but the vocabulary's kind
+    names, each followed by exactly four location tokens (the empty output, "no defect", is
+    readable). Anything else (``bentbent pin<loc_0>...``) is unreadable: no verdict, never a pass.
+    """
+    return _CLEAN_BOXES.fullmatch(_clean(text)) is not None
