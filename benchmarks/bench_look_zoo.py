@@ -202,7 +202,7 @@ def score_models(app, sample, out: Outcome, adapter: str) -> None:
 
 
 def interval(values: np.ndarray, stat: Callable[[np.ndarray], float], seed: int = 0):
-    """``stat`` of the per-case rows and its 95 % percentile-bootstrap interval (cases resampled)."""
+    """``stat`` of per-case rows and its 95 % percentile-bootstrap interval (cases resampled)."""
     values = np.asarray(values, np.float64)
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -332,7 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-models", action="store_true",
                    help="registration and SOARTC only (no ViT / VLM / OD)")  # fmt: skip
     p.add_argument("--adapter", default="", help="the Space adapter beside the base ('' = default)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="Markdown report (default %(default)s)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="Markdown report")
     args = p.parse_args(argv)
     if args.cases < 3:
         p.error("--cases must be at least 3 (a good, a one-defect and a two-defect pair)")
