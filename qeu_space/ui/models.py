@@ -58,6 +58,24 @@ VLM_LOCK = threading.Lock()
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+\-]+/)*[\w.+\-]+")
 
 
+def limit_model_threads(threads: int) -> int:
+    """Bound the CPU threads torch uses for model calls (process-wide), so that a running model
+    leaves a core to ``/feedback`` and ``/soartc``; returns the bound in force.
+
+    Why: torch's default is one thread per core, and twenty queued inspections then keep every
+    core busy; the light endpoints wait for CPU although their queue lanes are free.
+    """
+    import torch
+
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    try:  # only possible before the first parallel work; later the default (cores) stays
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass
+    return torch.get_num_threads()
+
+
 def display_name(name: str | None) -> str:
     """What visitors see of a model name: a folder inside the repository by its relative path
     (``models/vit-inspector``), another local folder by its own name, a Hub id as given."""

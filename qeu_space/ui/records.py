@@ -493,6 +493,11 @@ class CaseIndex:
                 self._recent.popitem(last=False)
         return case
 
+    def cases(self) -> list[Case]:
+        """Every case the server knows now: the gallery, then the recent ones."""
+        with self._lock:
+            return [*self._gallery.values(), *self._recent.values()]
+
     def find(self, image: Image.Image) -> Case | None:
         digest = pixel_digest(image)
         with self._lock:

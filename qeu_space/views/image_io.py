@@ -69,7 +69,8 @@ def configure_pil(max_pixels: int) -> None:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    """Megabytes of 1,048,576 bytes: the unit Gradio's upload toast uses, so both agree."""
+    return f"{n / 2**20:.1f} MB"
 
 
 def read_image(
