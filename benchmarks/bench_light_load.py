@@ -128,14 +128,18 @@ def measure(args: argparse.Namespace) -> dict:
         def inspector() -> None:
             with httpx.Client(timeout=600) as http:
                 while not stop.is_set():
-                    reply = http.post(api + "/call/inspect", json={"data": [image, "", ""]})
-                    if reply.status_code != 200:
-                        refused[0] += 1
-                        time.sleep(0.5)
-                        continue
-                    event = reply.json()["event_id"]
-                    http.get(api + f"/call/inspect/{event}").raise_for_status()
-                    done[0] += 1
+                    try:
+                        reply = http.post(api + "/call/inspect", json={"data": [image, "", ""]})
+                        if reply.status_code != 200:
+                            refused[0] += 1
+                            time.sleep(0.5)
+                            continue
+                        event = reply.json()["event_id"]
+                        http.get(api + f"/call/inspect/{event}").raise_for_status()
+                        done[0] += 1
+                    except httpx.HTTPError:
+                        if not stop.is_set():
+                            raise
 
         threads = [threading.Thread(target=inspector, daemon=True) for _ in range(args.inspectors)]
         for t in threads:
@@ -146,6 +150,8 @@ def measure(args: argparse.Namespace) -> dict:
         load_seconds = time.monotonic() - load_start
         inspected = done[0]
         stop.set()
+        for t in threads:
+            t.join(timeout=120)
         load_after = os.getloadavg()
         model_threads = running.env.get("QEU_MODEL_THREADS", "default (all cores but one)")
     return {

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS image_pixels (
+    pixels TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL REFERENCES images(sha256)
+);
 """
 #: Columns added after the first release, with their definitions: an older store gains them.
 _ADDED_COLUMNS = {
@@ -397,8 +401,7 @@ class FeedbackStore:
         ``replaced`` (the earlier one moved to ``feedback_history``) or ``unchanged`` (the same
         verdict, correction and comment again: nothing written).
         """
-        png = png_bytes(entry.image)
-        sha = hashlib.sha256(png).hexdigest()
+        png, sha, pixels = self._encoded(entry.image)
         uid = uuid.uuid4().hex
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         values = (
@@ -448,9 +451,14 @@ class FeedbackStore:
                         (created, uid, earlier[0]),
                     )
                     self._conn.execute("DELETE FROM feedback WHERE id = ?", (earlier[0],))
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha, png)
-                )
+                if png is not None:
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha, png)
+                    )
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO image_pixels (pixels, sha256) VALUES (?, ?)",
+                        (pixels, sha),
+                    )
                 cursor = self._conn.execute(
                     f"INSERT INTO feedback ({_COLUMNS.removeprefix('id, ')}) "
                     f"VALUES ({', '.join('?' * len(values))})",
@@ -464,10 +472,33 @@ class FeedbackStore:
         outcome = "replaced" if earlier is not None else "stored"
         if self.mirror is not None:
             try:
-                self.mirror.append(stored, png)
+                self.mirror.append(stored, png if png is not None else self._png(sha))
             except OSError as err:  # the row is safe in SQLite; the mirror catches up never
                 logger.warning("feedback %s not mirrored for the Hub: %s", stored.uid, err)
         return stored, outcome
+
+    def _encoded(self, image: Image.Image) -> tuple[bytes | None, str, str]:
+        """``(png, sha256 of the png, pixel digest)``; ``png`` is ``None`` when an image of the
+        same pixels is stored already (its PNG is not encoded again: 50-200 ms a composite, the
+        bulk of a judgement's CPU time)."""
+        rgb = image.convert("RGB")
+        h = hashlib.sha256(f"{rgb.size}".encode())
+        h.update(rgb.tobytes())
+        pixels = h.hexdigest()
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT sha256 FROM image_pixels WHERE pixels = ?", (pixels,)
+            ).fetchone()
+        if found is not None:
+            return None, found[0], pixels
+        png = png_bytes(rgb)
+        return png, hashlib.sha256(png).hexdigest(), pixels
+
+    def _png(self, sha256: str) -> bytes:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT png FROM images WHERE sha256 = ?", (sha256,)
+            ).fetchone()[0]
 
     def count(self) -> int:
         """Judgements standing (replaced ones are in :meth:`history`)."""
