@@ -7,17 +7,18 @@ Space now bounds torch's threads for model calls (``QEU_MODEL_THREADS``, default
 one). The goal: each light endpoint's p50 under load within 1.5x of its idle p50.
 
 One app is launched (embedded models, as ``python app.py`` serves them, ``OMP_NUM_THREADS`` left
-unset so torch picks its threads as it would on a Space). Phase 1 (idle) times ``--requests``
+unset so torch picks its threads as it would on a Space). An idle phase times ``--requests``
 sequential ``/feedback`` and ``/soartc`` calls taking turns, through gradio_client the way an API
-user calls them (``/soartc`` uploads its two images and downloads the heatmap). Phase 2 starts
-``--inspectors`` clients that each call ``/inspect`` again and again (so that many are queued or
-running throughout), waits ``--ramp`` seconds, and times the same calls again. Both phases run
-in the same process against the same server, so the ratio is the figure; absolute times depend
-on the machine's other load (reported).
+user calls them (``/soartc`` uploads its two images and downloads the heatmap); a loaded phase
+starts ``--inspectors`` clients that each call ``/inspect`` again and again (so that many are
+queued or running throughout), waits ``--ramp`` seconds, and times the same calls again. Idle and
+loaded phases take turns ``--cycles`` times against the same server, so a change in the load of
+this shared machine falls on both; the ratio of the p50s is the figure (absolute times depend on
+the machine's other load, reported).
 
 Usage:
-    python -m benchmarks.bench_light_load [--inspectors 20] [--requests 20] [--ramp 10] \\
-        [--out benchmarks/RESULTS_light_load.md]
+    python -m benchmarks.bench_light_load [--inspectors 20] [--requests 10] [--cycles 2] \\
+        [--ramp 5] [--out benchmarks/RESULTS_light_load.md]
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ def measure(args: argparse.Namespace) -> dict:
 
         feedback(), soartc()  # warm both
         load_before = os.getloadavg()
-        idle = phase()
         api = running.url + "/gradio_api"
         with open(composite, "rb") as f:
             sent = httpx.post(api + "/upload", files={"files": ("c.png", f)}, timeout=60).json()
@@ -141,17 +141,27 @@ def measure(args: argparse.Namespace) -> dict:
                         if not stop.is_set():
                             raise
 
-        threads = [threading.Thread(target=inspector, daemon=True) for _ in range(args.inspectors)]
-        for t in threads:
-            t.start()
-        time.sleep(args.ramp)
-        load_start = time.monotonic()
-        loaded = phase()
-        load_seconds = time.monotonic() - load_start
-        inspected = done[0]
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
+        idle: dict[str, list[float]] = {"/feedback": [], "/soartc": []}
+        loaded: dict[str, list[float]] = {"/feedback": [], "/soartc": []}
+        load_seconds, inspected = 0.0, 0
+        for _ in range(args.cycles):  # idle and loaded take turns: the machine's drift hits both
+            for name, times in phase().items():
+                idle[name] += times
+            stop.clear()
+            threads = [
+                threading.Thread(target=inspector, daemon=True) for _ in range(args.inspectors)
+            ]
+            for t in threads:
+                t.start()
+            time.sleep(args.ramp)
+            load_start, answered = time.monotonic(), done[0]
+            for name, times in phase().items():
+                loaded[name] += times
+            load_seconds += time.monotonic() - load_start
+            inspected += done[0] - answered
+            stop.set()
+            for t in threads:
+                t.join(timeout=300)
         load_after = os.getloadavg()
         model_threads = running.env.get("QEU_MODEL_THREADS", "default (all cores but one)")
     return {
@@ -181,9 +191,11 @@ def report(result: dict, args: argparse.Namespace) -> str:
         f"`OMP_NUM_THREADS` {os.environ.get('OMP_NUM_THREADS', 'unset')}. One `python app.py` "
         f"(embedded models), started in {result['startup']:.0f} s.",
         "",
-        f"Idle: {args.requests} sequential `/feedback` and `/soartc` calls taking turns "
+        f"{args.cycles} idle and {args.cycles} loaded phases taking turns. Idle: "
+        f"{args.requests} sequential `/feedback` and `/soartc` calls taking turns "
         "(gradio_client, shared SSL context; `/soartc` uploads two images and downloads the "
-        f"heatmap). Loaded: the same while {args.inspectors} clients call `/inspect` in a loop "
+        f"heatmap). Loaded: the same, {args.ramp:g} s after {args.inspectors} clients started "
+        "calling `/inspect` in a loop "
         f"({result['inspected']} inspections answered during the {result['load_seconds']:.0f} s "
         f"measured, {result['refused']} refused by the full model queue).",
         "",
@@ -206,15 +218,16 @@ def report(result: dict, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inspectors", type=int, default=20, help="concurrent /inspect clients")
-    parser.add_argument("--requests", type=int, default=20, help="light calls per phase")
-    parser.add_argument("--ramp", type=float, default=10.0, help="seconds of load before timing")
+    parser.add_argument("--requests", type=int, default=10, help="light calls per phase")
+    parser.add_argument("--cycles", type=int, default=2, help="idle / loaded phase pairs")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds of load before timing")
     parser.add_argument(
         "--model-threads", default=None, help="QEU_MODEL_THREADS for the app (default: its own)"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
     args = parser.parse_args(argv)
-    if args.inspectors < 1 or args.requests < 3 or args.ramp < 0:
-        parser.error("--inspectors >= 1, --requests >= 3 and --ramp >= 0")
+    if args.inspectors < 1 or args.requests < 3 or args.ramp < 0 or args.cycles < 1:
+        parser.error("--inspectors >= 1, --requests >= 3, --cycles >= 1 and --ramp >= 0")
     args.argv = sys.argv[1:] if argv is None else argv
     text, ok = report(measure(args), args)
     print(text)
