@@ -36,8 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import gradio.utils
 
 logger = logging.getLogger(__name__)
+#: Gradio's own error payload (before :func:`install_lanes` replaces it).
+_GRADIO_ERROR_PAYLOAD = gradio.utils.error_payload
 
 NOT_RECEIVED = (
     "the {what} was not received: upload the file (gradio_client: handle_file(path); HTTP: "
@@ -192,10 +195,9 @@ def public_error_payload(error: BaseException | None, show_error: bool) -> dict[
     ``gr.Error`` gets one line that says what went wrong in general terms (its text may hold
     server paths, so it stays in the log)."""
     from gradio.exceptions import AppError, InvalidPathError
-    from gradio.utils import error_payload
 
     if show_error or isinstance(error, AppError) or error is None:
-        return error_payload(error, show_error)
+        return _GRADIO_ERROR_PAYLOAD(error, show_error)
     if isinstance(error, InvalidPathError):
         message = NOT_RECEIVED.format(what="file")
     else:
@@ -210,12 +212,13 @@ def install_lanes(demo: gr.Blocks, lanes: Sequence[Lane]) -> LaneGuard:
     """Enable the queue of ``demo`` with these lanes (call once the events are wired), the
     input gate, and one-line messages for every refusal."""
     import gradio.queueing
-    import gradio.routes
+    import gradio.utils
 
     demo.queue(max_size=sum(lane.waiting for lane in lanes) + 1, default_concurrency_limit=1)
     guard = LaneGuard(demo._queue, lanes)
     demo._queue.push = guard.push
     gradio.queueing.error_payload = public_error_payload  # the queue's name for it
+    gradio.utils.error_payload = public_error_payload  # the routes' (unqueued calls)
     return guard
 
 

@@ -284,6 +284,7 @@ class InspectionLog:
         self._lock = threading.Lock()
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
+        self._swept = float("-inf")
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +398,9 @@ class InspectionLog:
         if row is None:
             return None
         created, text, state, ended, png = row
+        if state == "open" and self._clock() - created > self.ttl:  # not swept yet
+            self._end([key], "expired", {key: created})
+            state, ended = "expired", self._clock()
         if state != "open" or png is None:
             return (state if state != "open" else "expired", created, ended or created)
         image = Image.open(io.BytesIO(png))
@@ -446,8 +450,9 @@ class InspectionLog:
             if now - oldest.created <= self.ttl:
                 break
             self._drop_oldest("expired")
-        if self._db is None:
+        if self._db is None or now - self._swept < 1.0:  # the database: at most once a second
             return
+        self._swept = now
         self._db.execute(
             "UPDATE inspections SET state = 'expired', ended = ? "
             "WHERE state = 'open' AND created < ?",
