@@ -1033,3 +1033,32 @@ def test_the_vit_legend_names_the_classes_of_the_loaded_vit() -> None:
     slot = SimpleNamespace(loaded=SimpleNamespace(model=SimpleNamespace(config=config)))
     assert vit_labels(SimpleNamespace(vit=slot)) == ("OK", "BENDNG", "NUKENG")
     assert vit_labels(SimpleNamespace(vit=SimpleNamespace(loaded=None))) is None
+
+
+@pytest.mark.parametrize("mode", ["I;16", "LA", "P"])
+def test_other_modes_read_as_their_8_bit_original(mode: str) -> None:
+    """Issue 21, item 5: a 16-bit (or 32-bit, grey + alpha, palette) copy of a composite is the
+    same picture to the models as its 8-bit grey original: the same pixels, so the same answer
+    (a 16-bit copy used to be contrast-stretched, and the seed-7 bent pin read as bent down)."""
+    import io
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.views.image_io import read_image
+
+    truth = (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin"))
+    spec = SampleSpec("modes", "standard", "square", truth, True)
+    grey = make_sample(spec, np.random.default_rng(7)).image.convert("L")
+    eight = np.asarray(grey)
+    if mode == "I;16":
+        copy = Image.fromarray(eight.astype(np.uint16) * 257)
+    elif mode == "LA":
+        copy = grey.convert("LA")
+    else:
+        copy = grey.convert("P")
+    buf = io.BytesIO()
+    copy.save(buf, format="PNG")
+    original, converted = io.BytesIO(), buf.getvalue()
+    grey.save(original, format="PNG")
+    assert np.array_equal(
+        np.asarray(read_image(converted)), np.asarray(read_image(original.getvalue()))
+    )
