@@ -1062,3 +1062,25 @@ def test_other_modes_read_as_their_8_bit_original(mode: str) -> None:
     assert np.array_equal(
         np.asarray(read_image(converted)), np.asarray(read_image(original.getvalue()))
     )
+
+
+def test_no_composite_empties_truth_and_case_and_the_limit_reads_as_gradio_says_it() -> None:
+    """Issue 21, item 6: after an oversize upload (the browser drops the composite) or a clear,
+    truth and case go with the panels; a new composite keeps what came with it. The app's limit
+    message and Gradio's toast (``max_file_size`` in MB of 1024 x 1024 bytes, one decimal) say
+    the same number."""
+    from qeu_space.ui.handlers import InspectionApp
+    from qeu_space.ui.panels import Panels
+    from qeu_space.views.image_io import UploadLimits, read_image
+
+    cleared = InspectionApp.ui_composite_changed(None, None, "C7 missing pin", "generated seed 7")
+    assert cleared[-2:] == ("", "") and cleared[:-2] == Panels.empty().values()
+    kept = InspectionApp.ui_composite_changed(None, "/tmp/x.png", "C7 missing pin", "upload")
+    assert kept[-2:] == ("C7 missing pin", "upload")
+
+    settings = AppSettings.from_env({})
+    limit = launch_options(settings)["max_file_size"]
+    toast = f"{limit / 1024 / 1024:.1f} Mb"  # Gradio's own formatting (jedec, toFixed(1))
+    assert toast == "10.0 Mb"
+    with pytest.raises(UploadError, match=r"the limit is 10\.0 MB"):
+        read_image(b"\x89PNG" + bytes(limit + 1), UploadLimits(limit))
