@@ -823,7 +823,9 @@ class InspectionApp:
         """Judge one answer of an inspection: ``rated`` is ``fine-tuned`` or ``base``,
         ``judgement`` ``correct`` or ``wrong`` (then ``corrected_answer`` is the right answer,
         e.g. ``C7 missing pin``). The image, both answers and the truth stored are the ones the
-        server kept for ``inspection_id``. Returns the status line."""
+        server kept for ``inspection_id``. One judgement per inspection, rated answer and client
+        stands (a repeat replaces it); a correction against a truth the server knows is refused,
+        and so is a client over ``QEU_FEEDBACK_PER_MINUTE``. Returns the status line."""
         return self.send_feedback(
             inspection_id, rated, judgement, corrected_answer, comment, client_address(request)
         )
