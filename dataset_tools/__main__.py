@@ -193,6 +193,13 @@ def _add_from_feedback(sub: argparse._SubParsersAction) -> None:
     feedback.add_argument("--out", required=True, type=Path, help="folder to write (empty)")
     feedback.add_argument("--split", default="feedback", help="split name (default feedback)")
     feedback.add_argument("--only-wrong", action="store_true", help="only rows a person corrected")
+    feedback.add_argument(
+        "--min-agree",
+        type=int,
+        default=2,
+        help="without a server truth, an answer is used only when this many clients taught it "
+        "for the image and none taught another (default 2)",
+    )
     feedback.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -212,15 +219,13 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
             only_wrong=args.only_wrong,
             overwrite=args.overwrite,
             command=command,
+            min_agree=args.min_agree,
         )
     except (FileNotFoundError, ValueError) as e:
         return fail(prog, str(e))
     except OSError as e:
         return fail(prog, f"could not write {args.out}: {e.strerror or e}")
-    print(
-        f"wrote {args.out}: {args.split} {report.used} of {report.stored} feedback rows "
-        f"({report.skipped_correct} judged correct left out, {report.unreadable} unreadable)"
-    )
+    print(f"wrote {args.out}: {args.split}: {report.summary()}")
     return 0
 
 

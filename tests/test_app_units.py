@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_settings_defaults_are_the_embedded_models() -> None:
     assert s.od_adapter == str(REPO_ROOT / "models" / "inspection-od-lora")
     assert s.feedback_repo is None
     assert s.trust_remote_code is False
-    assert (s.queue_size, s.model_concurrency, s.max_upload_bytes) == (16, 1, 10_000_000)
+    assert (s.queue_size, s.model_concurrency, s.max_upload_bytes) == (16, 1, 10 * 2**20)
     assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (32, 256, 60.0)
     assert s.delete_cache == (360, 3600)  # files older than an hour, checked every 6 minutes
 
@@ -81,7 +82,7 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
     assert s.vit_model == str((tmp_path / "vit").resolve())
     assert s.trust_remote_code and s.feedback_repo == "me/feedback"
     assert s.feedback_db == tmp_path / "fb.sqlite3"
-    assert (s.queue_size, s.max_upload_bytes) == (4, 2_500_000)
+    assert (s.queue_size, s.max_upload_bytes) == (4, int(2.5 * 2**20))
     assert (s.light_queue_size, s.inspections_kept, s.inspection_minutes) == (8, 10, 5.0)
     assert s.delete_cache == (1, 3)
 
@@ -154,7 +155,7 @@ def test_launch_options_follow_gradio_variables() -> None:
     s = AppSettings.from_env({"QEU_MAX_UPLOAD_MB": "3"})
     opts = launch_options(s, {"GRADIO_SERVER_PORT": "7999"})
     assert opts["server_port"] == 7999 and opts["server_name"] == "127.0.0.1"
-    assert opts["share"] is False and opts["max_file_size"] == 3_000_000
+    assert opts["share"] is False and opts["max_file_size"] == 3 * 2**20  # Gradio's toast: "3.0 Mb"
     assert launch_options(s, {})["server_port"] is None
 
 
@@ -544,11 +545,15 @@ def test_a_damaged_adapter_is_left_out_with_its_reason(
     assert done.record.base.status in ("ok", "unreadable", "empty")  # the base ran
 
 
-def test_inspection_log_refuses_unknown_forged_and_expired_ids() -> None:
+@pytest.mark.parametrize("persisted", [False, True])
+def test_inspection_log_tells_unknown_expired_and_dropped_ids_apart(
+    persisted: bool, tmp_path: Path
+) -> None:
     from qeu_space.ui.records import InspectionLog, InspectionRecord, UnknownInspection
 
-    now = [0.0]
-    log = InspectionLog(capacity=2, ttl=60, clock=lambda: now[0])
+    now = [1000.0]
+    path = tmp_path / "inspections.sqlite3" if persisted else None
+    log = InspectionLog(capacity=2, ttl=60, clock=lambda: now[0], path=path)
     image = Image.new("RGB", (448, 448), (9, 9, 9))
     answer = ModelAnswer.from_text("Passed. No defects found.", (), "base")
 
@@ -562,16 +567,61 @@ def test_inspection_log_refuses_unknown_forged_and_expired_ids() -> None:
     first, second = inspect(), inspect()
     assert len(first.id) >= 22 and first.id != second.id
     assert log.get(first.id) is first and first.image is second.image  # one copy of the pixels
-    for bad, message in (("", "no inspection to judge"), ("forged-id", "unknown or expired")):
+    for bad, message in (("", "no inspection to judge"), ("forged-id", "unknown inspection id")):
         with pytest.raises(UnknownInspection, match=message):
             log.get(bad)
+    with pytest.raises(UnknownInspection, match="this server never issued it"):
+        log.get("forged-id")
     third = inspect()  # capacity 2: the first goes
-    with pytest.raises(UnknownInspection, match="keeps the last 2 inspections for 1 minutes"):
+    with pytest.raises(UnknownInspection, match="no longer kept: 2 newer inspections"):
         log.get(first.id)
-    now[0] = 61.0
-    with pytest.raises(UnknownInspection, match="unknown or expired"):
+    now[0] += 61.0
+    with pytest.raises(UnknownInspection, match="has expired: it was answered 1 minutes ago"):
         log.get(third.id)
+    with pytest.raises(UnknownInspection) as err:
+        log.get(third.id)
+    assert "unknown" not in str(err.value)
     assert len(log) == 0
+
+
+def test_open_inspections_survive_a_restart(tmp_path: Path) -> None:
+    """Issue 20, item 5: a record committed before a restart is judged after it, with its image,
+    answers, truth and provenance; an id that expired meanwhile is told "expired"."""
+    from qeu_space.ui.records import InspectionLog, InspectionRecord, UnknownInspection
+
+    now = [5000.0]
+    path = tmp_path / "inspections.sqlite3"
+    before = InspectionLog(capacity=8, ttl=600, clock=lambda: now[0], path=path)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (448, 448, 3), np.uint8))
+    base = ModelAnswer.from_text("Passed. No defects found.", (), "base")
+    tuned = ModelAnswer.from_text(
+        "Defective. 1 defect: C7 missing pin.", (Finding("C7", "missing pin"),), "fine-tuned"
+    )
+    truth = (Finding("C7", "missing pin", None, (1.0, 2.0, 3.0, 4.0)),)
+    kept = before.add(
+        InspectionRecord.new(
+            image, truth=truth, source="generated seed 7", base=base, tuned=tuned,
+            adapter="latched", truth_source="server", notes=("odd",),
+        )
+    )  # fmt: skip
+    old = before.add(
+        InspectionRecord.new(image, truth=None, source="upload", base=base, tuned=base)
+    )
+    before.close()  # the process ends (kill -9 keeps committed rows too: WAL)
+    now[0] += 300
+    after = InspectionLog(capacity=8, ttl=600, clock=lambda: now[0], path=path)
+    back = after.get(kept.id)
+    assert np.array_equal(np.asarray(back.image), np.asarray(image))
+    assert (back.base, back.tuned, back.truth) == (kept.base, kept.tuned, kept.truth)
+    assert back.truth[0].box == (1.0, 2.0, 3.0, 4.0) and back.notes == ("odd",)
+    assert (back.source, back.adapter, back.truth_source) == (
+        "generated seed 7",
+        "latched",
+        "server",
+    )
+    now[0] += 301
+    with pytest.raises(UnknownInspection, match="has expired"):
+        InspectionLog(capacity=8, ttl=600, clock=lambda: now[0], path=path).get(old.id)
 
 
 @pytest.fixture
@@ -623,17 +673,18 @@ def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
     case = app.gallery[1]
     done = app.inspect_image(case.composite, None)  # truth from the server's own case
     assert done.source == case.source and done.truth == case.truth
-    status = app.send_feedback(done.id, "fine-tuned", "wrong", "u3 bent (left)", "not C7")
+    status = app.send_feedback(done.id, "fine-tuned", "wrong", case.truth_text, "not C7")
     assert status.startswith("Thank you: feedback #1 on inspection")
     row = app.store.recent(1)[0]
     assert (row.base_answer, row.tuned_answer) == (answers[None], answers["latched"])
     assert (row.adapter_name, row.adapter) == ("latched", "scripted-lora")  # the default
-    assert row.corrected_answer == "Defective. 1 defect: U3 bent pin (left)."
+    assert row.corrected_answer == case.truth_text
     assert row.inspection_id == done.id and row.source == case.source
-    assert row.truth == case.truth_text
+    assert row.truth == case.truth_text and row.truth_source == "server"
     stored = np.asarray(app.store.image(row.image_sha256))
     assert np.array_equal(stored, np.asarray(case.composite))
 
+    answers["short-pin"] = case.truth_text
     picked = app.inspect_image(case.composite, None, adapter="short-pin")
     assert picked.record.adapter == "short-pin" and picked.report()["adapter"] == "short-pin"
     app.send_feedback(picked.id, "fine-tuned", "correct")
@@ -645,7 +696,7 @@ def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
     odd = app.inspect_image(app.gallery[0].composite, None)
     assert odd.record.tuned.status == "unreadable"
     refusals = [
-        (("forged", "base", "correct"), "unknown or expired inspection id 'forged'"),
+        (("forged", "base", "correct"), "unknown inspection id 'forged'"),
         ((odd.id, "fine-tuned", "correct"), "answer is unreadable, so it cannot be correct"),
         ((odd.id, "fine-tuned", "wrong", "C7 exploded"), "has 'exploded' for C7"),
         ((odd.id, "fine-tuned", "wrong", ""), "a wrong answer needs the corrected answer"),
@@ -655,6 +706,179 @@ def test_feedback_stores_what_the_server_produced(scripted_app) -> None:
         with pytest.raises(gr.Error, match=message):
             app.send_feedback(*args)
     assert app.store.count() == 2
+
+
+def test_a_server_truth_is_kept_and_a_typed_one_is_a_claim(scripted_app) -> None:
+    """Issue 21, item 1: a known sample keeps the server's truth; a typed truth that differs is
+    refused naming the known one; a typed truth on an upload is stored as a user claim."""
+    import gradio as gr
+
+    from qeu_space.ui.handlers import TruthConflict
+
+    app, _ = scripted_app
+    case = app.gallery[1]
+    typed = (Finding("D9", "missing pin"),)
+    with pytest.raises(TruthConflict, match=f"truth .*'{re.escape(case.truth_text)}'"):
+        app.inspect_image(case.composite, typed)
+    assert len(app.inspections) == 0  # refused before anything ran
+    same = app.inspect_image(case.composite, case.truth)
+    assert same.report()["truth_source"] == "server"
+    assert same.report()["truth"] == case.truth_text
+
+    upload = Image.fromarray(np.asarray(case.composite)[::-1, ::-1].copy())  # not a known case
+    claim = app.inspect_image(upload, typed)
+    assert claim.report()["truth_source"] == "user" and claim.source == "upload"
+    app.send_feedback(claim.id, "fine-tuned", "wrong", "C1 missing pin", "")  # a claim: open
+    row = app.store.recent(1)[0]
+    assert (row.truth, row.truth_source) == ("Defective. 1 defect: D9 missing pin.", "user")
+    unknown = app.inspect_image(upload, None)
+    app.send_feedback(unknown.id, "base", "correct")
+    assert app.store.recent(1)[0].truth_source == "" and app.store.recent(1)[0].truth is None
+
+    with pytest.raises(gr.Error, match="typed truth 'Defective. 1 defect: D9 missing pin.'"):
+        app._inspect(case.composite, typed)
+
+
+def test_corrections_contradicting_a_server_truth_are_refused(scripted_app) -> None:
+    """Issue 21, item 2: on a sample the server knows, a correction or a "correct" judgement that
+    contradicts its truth is refused with the reason, and nothing is stored."""
+    import gradio as gr
+
+    app, answers = scripted_app
+    case = app.gallery[1]
+    assert case.truth  # a defective sample
+    done = app.inspect_image(case.composite, None)
+    for args, message in [
+        (("wrong", "D9 missing pin"), "contradicts this sample's truth, which the server knows"),
+        (("wrong", "Passed"), "contradicts this sample's truth"),
+        (("correct", ""), "differs from this sample's truth"),  # the base says Passed
+    ]:
+        with pytest.raises(gr.Error, match=message) as err:
+            app.send_feedback(done.id, "base", *args)
+        assert case.truth_text in str(err.value)
+    assert app.store.count() == 0
+    app.send_feedback(done.id, "base", "wrong", case.truth_text)
+    assert app.store.count() == 1
+
+
+def test_one_judgement_per_inspection_rated_answer_and_client(scripted_app) -> None:
+    """Issue 21, item 2: a repeat replaces (history kept), the same one again is a no-op, another
+    client or the other answer is a judgement of its own."""
+    app, _ = scripted_app
+    case = app.gallery[1]
+    done = app.inspect_image(case.composite, None)
+    truth = case.truth_text
+    first = app.send_feedback(done.id, "base", "wrong", truth, "first", client="10.0.0.1")
+    again = app.send_feedback(done.id, "base", "wrong", truth, "first", client="10.0.0.1")
+    assert first.startswith("Thank you") and again.startswith("Unchanged")
+    replaced = app.send_feedback(done.id, "base", "wrong", truth, "second", client="10.0.0.1")
+    assert "replacing your earlier judgement" in replaced
+    app.send_feedback(done.id, "base", "wrong", truth, "other", client="10.0.0.2")
+    app.send_feedback(done.id, "fine-tuned", "wrong", truth, "tuned", client="10.0.0.1")
+    rows = list(app.store.rows())
+    assert sorted(r.comment for r in rows) == ["other", "second", "tuned"]
+    assert len({(r.inspection_id, r.rated, r.client) for r in rows}) == 3
+    assert all("10.0.0" not in r.client and len(r.client) == 20 for r in rows)  # hashed
+    history = app.store.history()
+    assert [h[0].comment for h in history] == ["first"]
+    second = next(r for r in rows if r.comment == "second")
+    assert history[0][2] == second.uid and second.replaces == history[0][0].uid
+
+
+def test_feedback_is_rate_limited_per_client(scripted_app) -> None:
+    import gradio as gr
+
+    from qeu_space.ui.queues import RateLimit
+
+    app, _ = scripted_app
+    now = [0.0]
+    app.rate_limit = RateLimit(3, clock=lambda: now[0])
+    case = app.gallery[1]
+    done = app.inspect_image(case.composite, None)
+    for i in range(3):
+        app.send_feedback(done.id, "base", "wrong", case.truth_text, f"#{i}", client="a")
+    with pytest.raises(
+        gr.Error, match=r"at most 3 a minute \(QEU_FEEDBACK_PER_MINUTE\); wait 60 s"
+    ):
+        app.send_feedback(done.id, "base", "wrong", case.truth_text, "#3", client="a")
+    app.send_feedback(done.id, "base", "wrong", case.truth_text, "b", client="b")  # its own
+    now[0] = 60.0
+    app.send_feedback(done.id, "base", "wrong", case.truth_text, "#4", client="a")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("comment", ["a", "list"], "the comment must be text, got a list"),
+        ("corrected", {"x": 1}, "the corrected answer must be text, got dict"),
+        ("rated", 3, "the rated answer must be text, got int"),
+        ("inspection_id", ["id"], "the inspection id must be text, got a list"),
+    ],
+)
+def test_mistyped_feedback_fields_are_refused_with_a_message(
+    scripted_app, field: str, value, message: str
+) -> None:
+    import gradio as gr
+
+    app, _ = scripted_app
+    done = app.inspect_image(app.gallery[1].composite, None)
+    args = {"inspection_id": done.id, "rated": "base", "judgement": "wrong",
+            "corrected": app.gallery[1].truth_text, "comment": ""}  # fmt: skip
+    args[field] = value
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        app.send_feedback(**args)
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("a\x00b", "ab"),
+        ("\x1b[31mred\x1b[0m", "[31mred[0m"),
+        ("abc\u202edcba", "abcdcba"),
+        ("x\u2066y\u2069z\u200f", "xyz"),
+        ("line 1\r\nline 2\tend", "line 1\nline 2\tend"),
+        ("  ok  ", "ok"),
+    ],
+)
+def test_comments_and_corrections_are_stored_clean(scripted_app, text: str, clean: str) -> None:
+    """Issue 21, item 3: control and bidirectional-override characters never reach the store."""
+    app, _ = scripted_app
+    case = app.gallery[1]
+    done = app.inspect_image(case.composite, None)
+    app.send_feedback(done.id, "base", "wrong", "\u202e" + case.truth_text + "\x00", text)
+    row = app.store.recent(1)[0]
+    assert row.comment == clean and row.corrected_answer == case.truth_text
+    with app.store._lock:
+        length = app.store._conn.execute("SELECT length(comment) FROM feedback").fetchone()[0]
+    assert length == len(clean)  # no NUL cuts SQLite's length() short
+
+
+def test_verdict_disagreement_and_swapped_panels_are_reported(scripted_app) -> None:
+    """Issue 21, item 5: SOARTC against the models, and panels that look swapped or upside
+    down, are said in the report (and the Space's comparison panel)."""
+    from qeu_space.geometry import CompositeLayout
+    from qeu_space.ui.panels import Panels
+
+    app, _ = scripted_app
+    case = next(c for c in app.gallery if c.truth)
+    done = app.inspect_image(case.composite, None)  # base says Passed, SOARTC defective
+    assert done.soartc.verdict == "defective"
+    warnings = done.report()["warnings"]
+    assert any(w.startswith("SOARTC says defective") and "base" in w for w in warnings)
+    panels = Panels.of(done, app.corrected_start)
+    assert "Look twice" in panels.comparison and "SOARTC says defective" in panels.comparison
+
+    layout = CompositeLayout(448)
+    swapped = case.composite.copy()
+    upper = case.composite.crop(layout.crop_box("reference"))
+    lower = case.composite.crop(layout.crop_box("test"))
+    swapped.paste(lower, layout.crop_box("reference")[:2])
+    swapped.paste(upper, layout.crop_box("test")[:2])
+    notes = app.oddities.layout_notes(swapped)
+    assert len(notes) == 1 and "panels look swapped" in notes[0]
+    turned = case.composite.rotate(180)
+    assert "upside down" in app.oddities.layout_notes(turned)[0]
+    assert app.oddities.layout_notes(case.composite) == []
 
 
 def test_no_connector_no_record(scripted_app) -> None:
@@ -809,3 +1033,54 @@ def test_the_vit_legend_names_the_classes_of_the_loaded_vit() -> None:
     slot = SimpleNamespace(loaded=SimpleNamespace(model=SimpleNamespace(config=config)))
     assert vit_labels(SimpleNamespace(vit=slot)) == ("OK", "BENDNG", "NUKENG")
     assert vit_labels(SimpleNamespace(vit=SimpleNamespace(loaded=None))) is None
+
+
+@pytest.mark.parametrize("mode", ["I;16", "LA", "P"])
+def test_other_modes_read_as_their_8_bit_original(mode: str) -> None:
+    """Issue 21, item 5: a 16-bit (or 32-bit, grey + alpha, palette) copy of a composite is the
+    same picture to the models as its 8-bit grey original: the same pixels, so the same answer
+    (a 16-bit copy used to be contrast-stretched, and the seed-7 bent pin read as bent down)."""
+    import io
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.views.image_io import read_image
+
+    truth = (Finding("U3", "bent pin", "left"), Finding("C7", "missing pin"))
+    spec = SampleSpec("modes", "standard", "square", truth, True)
+    grey = make_sample(spec, np.random.default_rng(7)).image.convert("L")
+    eight = np.asarray(grey)
+    if mode == "I;16":
+        copy = Image.fromarray(eight.astype(np.uint16) * 257)
+    elif mode == "LA":
+        copy = grey.convert("LA")
+    else:
+        copy = grey.convert("P")
+    buf = io.BytesIO()
+    copy.save(buf, format="PNG")
+    original, converted = io.BytesIO(), buf.getvalue()
+    grey.save(original, format="PNG")
+    assert np.array_equal(
+        np.asarray(read_image(converted)), np.asarray(read_image(original.getvalue()))
+    )
+
+
+def test_no_composite_empties_truth_and_case_and_the_limit_reads_as_gradio_says_it() -> None:
+    """Issue 21, item 6: after an oversize upload (the browser drops the composite) or a clear,
+    truth and case go with the panels; a new composite keeps what came with it. The app's limit
+    message and Gradio's toast (``max_file_size`` in MB of 1024 x 1024 bytes, one decimal) say
+    the same number."""
+    from qeu_space.ui.handlers import InspectionApp
+    from qeu_space.ui.panels import Panels
+    from qeu_space.views.image_io import UploadLimits, read_image
+
+    cleared = InspectionApp.ui_composite_changed(None, None, "C7 missing pin", "generated seed 7")
+    assert cleared[-2:] == ("", "") and cleared[:-2] == Panels.empty().values()
+    kept = InspectionApp.ui_composite_changed(None, "/tmp/x.png", "C7 missing pin", "upload")
+    assert kept[-2:] == ("C7 missing pin", "upload")
+
+    settings = AppSettings.from_env({})
+    limit = launch_options(settings)["max_file_size"]
+    toast = f"{limit / 1024 / 1024:.1f} Mb"  # Gradio's own formatting (jedec, toFixed(1))
+    assert toast == "10.0 Mb"
+    with pytest.raises(UploadError, match=r"the limit is 10\.0 MB"):
+        read_image(b"\x89PNG" + bytes(limit + 1), UploadLimits(limit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -267,13 +268,33 @@ def test_hub_mirror_refusal_is_one_line(hub_standin: HubStandin, tmp_path: Path)
 # --------------------------------------------------------------------------- from-feedback
 
 
+TRUTH = "Defective. 1 defect: C7 missing pin."
+
+
 @pytest.fixture
 def feedback_db(tmp_path: Path) -> Path:
+    """Judgements of every provenance: a server truth (one judgement agreeing, one stored
+    contradicting it before such were refused), an upload two clients corrected alike, one
+    only one client corrected, one two clients disagree on, and an unreadable one."""
     db = tmp_path / "fb.sqlite3"
     store = FeedbackStore(db)
-    composite = noise(3, size=448)
-    store.add(entry(image=composite, correct=True))  # teaches the fine-tuned answer
-    store.add(entry(image=composite, correct=False, corrected_answer="U3 bent (left), D9 gone"))
+    known = noise(3, size=448)
+    server = {"truth": TRUTH, "truth_source": "server", "source": "generated seed 7"}
+    store.add(entry(image=known, correct=True, client="a", inspection_id="i1", **server))
+    store.add(
+        entry(image=known, correct=False, corrected_answer="D9 missing pin", client="b",
+              inspection_id="i1", **server)
+    )  # fmt: skip
+    upload = noise(4, size=448)
+    for client in ("a", "b"):
+        store.add(
+            entry(image=upload, correct=False, corrected_answer="U3 bent (left), D9 gone",
+                  client=client, inspection_id=f"u-{client}")
+        )  # fmt: skip
+    store.add(entry(image=noise(5, 448), correct=False, corrected_answer="C1 missing", client="a"))
+    disputed = noise(6, size=448)
+    store.add(entry(image=disputed, correct=False, corrected_answer="C2 missing", client="a"))
+    store.add(entry(image=disputed, correct=False, corrected_answer="C3 missing", client="b"))
     store.add(entry(tuned_answer="llllllll", correct=True))  # judged right, says nothing
     store.close()
     return db
@@ -290,10 +311,7 @@ def test_from_feedback_writes_a_qa_split_that_loads(feedback_db: Path, tmp_path:
     assert main(["from-feedback", "--db", str(feedback_db), "--out", str(out)]) == 0
     loaded = datasets.load_dataset(str(out), split="feedback")
     assert loaded.features == FEATURES["qa"]
-    assert loaded["answer"] == [
-        "Defective. 1 defect: C7 missing pin.",
-        "Defective. 2 defects: U3 bent pin (left); D9 missing pin.",
-    ]
+    assert loaded["answer"] == [TRUTH, "Defective. 2 defects: U3 bent pin (left); D9 missing pin."]
     assert loaded["verdict"] == ["defective", "defective"]
     layout = CompositeLayout(448)
     x1, y1, x2, y2 = layout.crop_box("test")
@@ -302,12 +320,40 @@ def test_from_feedback_writes_a_qa_split_that_loads(feedback_db: Path, tmp_path:
         assert x1 <= bx1 < bx2 <= x2 and y1 <= by1 < by2 <= y2
     assert layout.position_at((bx1 + bx2) / 2, (by1 + by2) / 2).name == "D9"
     assert loaded[0]["image"].size == (448, 448)
-    assert "from-feedback" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "from-feedback" in card
+    for line in (
+        "| with a server truth (the truth is written) | 2 |",
+        "| ... of which taught another answer (the truth was written instead) | 1 |",
+        "| without a server truth, confirmed by agreeing clients | 2 |",
+        "| left out: no server truth, and fewer than --min-agree clients taught its answer | 1 |",
+        "| left out: no server truth, and judgements of the same image teach different answers "
+        "| 2 |",
+        "| left out: its answer says no verdict (unreadable) | 1 |",
+        "| left out: the same image and answer as a row already written | 2 |",
+    ):
+        assert line in card, line
 
     only = tmp_path / "only"
     args = ["from-feedback", "--db", str(feedback_db), "--out", str(only), "--only-wrong"]
     assert main(args) == 0
-    assert datasets.load_dataset(str(only), split="feedback").num_rows == 1
+    assert datasets.load_dataset(str(only), split="feedback").num_rows == 2
+    one = tmp_path / "one"
+    args = ["from-feedback", "--db", str(feedback_db), "--out", str(one), "--min-agree", "1"]
+    assert main(args) == 0
+    assert datasets.load_dataset(str(one), split="feedback").num_rows == 3  # + C1 missing
+
+
+def test_from_feedback_never_writes_a_typed_truth_or_a_lone_correction(tmp_path: Path) -> None:
+    """Issue 21, item 2: a user's typed truth and one client's correction teach nothing."""
+    from dataset_tools.from_feedback import feedback_rows
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    claim = {"truth": "Defective. 1 defect: D9 missing pin.", "truth_source": "user"}
+    store.add(entry(image=noise(8, 448), correct=True, client="a", **claim))
+    store.add(entry(image=noise(9, 448), correct=False, corrected_answer="Passed", client="a"))
+    rows, report = feedback_rows(store)
+    assert rows == [] and (report.unconfirmed, report.server) == (2, 0)
 
 
 @pytest.mark.parametrize(
@@ -346,3 +392,103 @@ def test_from_feedback_errors_are_one_line(
         assert (out / "keep.txt").read_text() == "mine"
     else:
         assert not out.exists()
+
+
+# --------------------------------------------------------------------------- judgements
+
+
+def test_one_judgement_per_inspection_rated_answer_and_client(tmp_path: Path) -> None:
+    """Issue 21, item 2: a repeat replaces (the replaced row goes to the history), an identical
+    repeat writes nothing; another client, answer or inspection is a judgement of its own."""
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    key = {"inspection_id": "i1", "client": "c1"}
+    first, outcome = store.judge(entry(comment="one", **key))
+    assert outcome == "stored"
+    same, outcome = store.judge(entry(comment="one", **key))
+    assert outcome == "unchanged" and same.uid == first.uid
+    second, outcome = store.judge(entry(correct=False, corrected_answer="C1 missing", **key))
+    assert outcome == "replaced" and second.replaces == first.uid
+    store.judge(entry(comment="one", inspection_id="i1", client="c2"))
+    store.judge(entry(comment="one", rated="base", **key))
+    store.judge(entry(comment="one", inspection_id="i2", client="c1"))
+    assert store.count() == 4
+    assert [(h.uid, by) for h, _, by in store.history()] == [(first.uid, second.uid)]
+    rows = list(store.rows())
+    assert len({(r.inspection_id, r.rated, r.client) for r in rows}) == len(rows)
+    with store._lock, pytest.raises(sqlite3.IntegrityError):  # the schema holds it too
+        store._conn.execute(
+            "INSERT INTO feedback (uid, created_at, replica, image_sha256, base_answer, "
+            "tuned_answer, rated, correct, corrected_answer, comment, source, base_model, "
+            "adapter, inspection_id, client) SELECT 'x', created_at, replica, image_sha256, "
+            "base_answer, tuned_answer, rated, correct, corrected_answer, comment, source, "
+            "base_model, adapter, inspection_id, client FROM feedback WHERE uid = ?",
+            (second.uid,),
+        )
+
+
+def test_every_row_records_where_its_truth_came_from(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store.add(entry(truth="Passed. No defects found.", truth_source="server"))
+    store.add(entry(truth="Passed. No defects found.", truth_source="user"))
+    store.add(entry())
+    assert [(r.truth_source, r.truth) for r in store.rows()] == [
+        ("server", "Passed. No defects found."),
+        ("user", "Passed. No defects found."),
+        ("", None),
+    ]
+    with pytest.raises(ValueError, match="truth_source must be 'server' or 'user'"):
+        entry(truth="Passed.", truth_source="client")
+    with pytest.raises(ValueError, match="a truth source without a truth"):
+        entry(truth_source="server")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("comment", ["a"]), ("corrected_answer", 3), ("source", None)]
+)
+def test_fields_of_the_wrong_type_are_refused(field: str, value) -> None:
+    with pytest.raises(ValueError, match=f"{field} must be text, got"):
+        entry(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("a\x00b", "ab"),
+        ("\x1b[31mred", "[31mred"),
+        ("\u202eevil\u202c", "evil"),
+        ("\u2066x\u2069\u200e", "x"),
+        ("a\r\nb\tc", "a\nb\tc"),
+        ("é ü 漢字 👍", "é ü 漢字 👍"),
+    ],
+)
+def test_comments_are_stored_without_control_or_bidi_characters(
+    tmp_path: Path, text: str, clean: str
+) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store.add(entry(comment=text))
+    assert store.recent(1)[0].comment == clean
+    assert entry(comment="\x00" * 10 + "x" * 2000).comment == "x" * 2000  # limit after cleaning
+    with pytest.raises(ValueError, match="at most 2000 are kept"):
+        entry(comment="x" * 2001)
+
+
+def test_an_older_store_gains_the_provenance_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE images (sha256 TEXT PRIMARY KEY, png BLOB NOT NULL);"
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL UNIQUE,"
+        " created_at TEXT NOT NULL, replica TEXT NOT NULL, image_sha256 TEXT NOT NULL,"
+        " base_answer TEXT NOT NULL, tuned_answer TEXT NOT NULL, rated TEXT NOT NULL,"
+        " correct INTEGER NOT NULL, corrected_answer TEXT NOT NULL, comment TEXT NOT NULL,"
+        " truth TEXT, source TEXT NOT NULL, base_model TEXT NOT NULL, adapter TEXT NOT NULL);"
+        "INSERT INTO feedback VALUES (1, 'u', 't', 'r', 's', 'b', 't', 'base', 1, '', 'old',"
+        " 'Passed. No defects found.', 'sample x', 'm', '');"
+    )
+    conn.commit()
+    conn.close()
+    store = FeedbackStore(db)
+    (row,) = store.rows()
+    assert (row.comment, row.truth_source, row.client, row.replaces) == ("old", "", "", "")
+    store.judge(entry(inspection_id="i", client="c"))
+    assert store.count() == 2 and store.integrity() == "ok"

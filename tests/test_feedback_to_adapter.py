@@ -28,8 +28,8 @@ ROWS = 8
 
 @pytest.fixture(scope="module")
 def corrected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A feedback store: the model said "Passed." on each short-pin composite; a person wrote
-    the right answer."""
+    """A feedback store: the model said "Passed." on each short-pin composite (rendered: the
+    server knows its truth); a person wrote the right answer."""
     root = tmp_path_factory.mktemp("feedback")
     built = build_dataset(BuildConfig("qa", num=6 * ROWS, seed=11, size=224,
                                       kinds=("bent", "missing", "short")))  # fmt: skip
@@ -40,7 +40,8 @@ def corrected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
         store.add(FeedbackEntry(row["image"], "Passed. No defects found.",
                                 "Passed. No defects found.", correct=False,
                                 corrected_answer=row["answer"], source="test",
-                                adapter_name="latched"))  # fmt: skip
+                                adapter_name="latched", truth=row["answer"],
+                                truth_source="server"))  # fmt: skip
     return root / "fb.sqlite3", [r["answer"] for r in rows]
 
 

@@ -21,12 +21,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import sqlite3
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +48,14 @@ MAX_COMMENT = 2000
 MAX_ANSWER = 2000
 #: Files the Hub mirror pushes (everything else in its folder stays local).
 MIRROR_PATTERNS = ["*.jsonl", "*.png"]
+#: Where a row's truth came from: the server rendered or recognised the sample (certain), or a
+#: person typed it (a claim); ``""``: no truth, or a row stored before provenance was recorded.
+TRUTH_SOURCES: tuple[str, ...] = ("server", "user", "")
+#: What :meth:`FeedbackStore.judge` did with a judgement.
+OUTCOMES: tuple[str, ...] = ("stored", "replaced", "unchanged")
+#: Bidirectional controls (embeddings, overrides, isolates, marks): they reorder what a reader
+#: sees, so a comment could show one text and store another.
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -69,18 +79,61 @@ CREATE TABLE IF NOT EXISTS feedback (
     base_model TEXT NOT NULL,
     adapter TEXT NOT NULL,
     inspection_id TEXT NOT NULL DEFAULT '',
-    adapter_name TEXT NOT NULL DEFAULT ''
+    adapter_name TEXT NOT NULL DEFAULT '',
+    truth_source TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT '',
+    replaces TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_pixels (
+    pixels TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL REFERENCES images(sha256)
 );
 """
 #: Columns added after the first release, with their definitions: an older store gains them.
 _ADDED_COLUMNS = {
     "inspection_id": "TEXT NOT NULL DEFAULT ''",
     "adapter_name": "TEXT NOT NULL DEFAULT ''",
+    "truth_source": "TEXT NOT NULL DEFAULT ''",
+    "client": "TEXT NOT NULL DEFAULT ''",
+    "replaces": "TEXT NOT NULL DEFAULT ''",
 }
 _COLUMNS = (
     "id, uid, created_at, replica, image_sha256, base_answer, tuned_answer, rated, correct, "
-    "corrected_answer, comment, truth, source, base_model, adapter, inspection_id, adapter_name"
+    "corrected_answer, comment, truth, source, base_model, adapter, inspection_id, adapter_name, "
+    "truth_source, client, replaces"
 )
+#: One judgement per inspection, rated answer and client: a repeat moves the row it replaces
+#: into ``feedback_history`` (same columns, plus when and by which row it was replaced).
+_JUDGEMENTS = """
+CREATE TABLE IF NOT EXISTS feedback_history AS SELECT * FROM feedback WHERE 0;
+CREATE UNIQUE INDEX IF NOT EXISTS one_judgement ON feedback (inspection_id, rated, client)
+    WHERE inspection_id != '' AND client != '';
+"""
+_HISTORY_ADDED = {
+    "replaced_at": "TEXT NOT NULL DEFAULT ''",
+    "replaced_by": "TEXT NOT NULL DEFAULT ''",
+}
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters (NUL, ESC, ...; tabs and new lines stay) and without
+    bidirectional controls (U+202E and kin), ``\\r\\n`` as ``\\n``, outer white space trimmed.
+
+    Why: a comment is shown in the Space and shipped in a training set; a NUL cuts it short in
+    SQLite's ``length()``, an ESC sequence colours a terminal, a right-to-left override shows
+    another text than the one stored.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    kept = (
+        c
+        for c in text
+        if c in "\n\t" or (c not in _BIDI and unicodedata.category(c) not in ("Cc", "Cs"))
+    )
+    return "".join(kept).strip()
 
 
 def canonical_answer(text: str) -> str:
@@ -112,6 +165,14 @@ class FeedbackEntry:
         inspection_id: the Space's inspection the answers come from (``""`` outside the Space).
         adapter_name: the name the Space gave the adapter that answered ``tuned_answer``
             (``QEU_ADAPTERS``, e.g. ``short-pin``; ``""`` outside the Space or without one).
+        truth_source: where ``truth`` came from: ``server`` (the sample was rendered or
+            recognised: certain), ``user`` (typed: a claim), ``""`` when there is no truth.
+        client: who judged (a keyed hash of the client's address, never the address itself;
+            ``""`` outside the Space). With ``inspection_id`` and ``rated`` it names the
+            judgement a repeat replaces.
+
+    Comments and corrected answers are stripped of control and bidirectional characters
+    (:func:`clean_text`) before the length check.
     """
 
     image: Image.Image
@@ -127,10 +188,27 @@ class FeedbackEntry:
     adapter: str = ""
     inspection_id: str = ""
     adapter_name: str = ""
+    truth_source: str = ""
+    client: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, Image.Image):
             raise ValueError("feedback needs the image the answers are about")
+        for name in (
+            "base_answer", "tuned_answer", "corrected_answer", "comment", "source",
+            "base_model", "adapter", "inspection_id", "adapter_name", "truth_source", "client",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be text, got {type(value).__name__}")
+        if self.truth is not None and not isinstance(self.truth, str):
+            raise ValueError(f"truth must be text or None, got {type(self.truth).__name__}")
+        if self.truth_source not in TRUTH_SOURCES:
+            raise ValueError(f"truth_source must be 'server' or 'user', got {self.truth_source!r}")
+        if self.truth is None and self.truth_source:
+            raise ValueError("a truth source without a truth: give the truth or no source")
+        object.__setattr__(self, "comment", clean_text(self.comment))
+        object.__setattr__(self, "corrected_answer", clean_text(self.corrected_answer))
         if self.rated not in RATED:
             raise ValueError(f"rated must be one of {RATED}, got {self.rated!r}")
         if not self.rated_answer.strip():
@@ -180,6 +258,9 @@ class StoredFeedback:
     adapter: str
     inspection_id: str = ""
     adapter_name: str = ""
+    truth_source: str = ""
+    client: str = ""
+    replaces: str = ""
 
     @property
     def rated_answer(self) -> str:
@@ -209,6 +290,9 @@ class StoredFeedback:
             "adapter": self.adapter,
             "inspection_id": self.inspection_id,
             "adapter_name": self.adapter_name,
+            "truth_source": self.truth_source,
+            "client": self.client,
+            "replaces": self.replaces,
         }
 
 
@@ -263,6 +347,8 @@ class FeedbackStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.executescript(_SCHEMA)
             self._add_missing_columns()
+            self._conn.executescript(_JUDGEMENTS)
+            self._add_missing_columns("feedback_history", {**_ADDED_COLUMNS, **_HISTORY_ADDED})
         except (OSError, sqlite3.Error) as err:
             raise OSError(
                 f"cannot open the feedback store {self.path}: {err}; set QEU_FEEDBACK_DB to a "
@@ -272,24 +358,50 @@ class FeedbackStore:
     def __repr__(self) -> str:
         return f"FeedbackStore({str(self.path)!r}, replica={self.replica!r})"
 
-    def _add_missing_columns(self) -> None:
+    def _add_missing_columns(
+        self, table: str = "feedback", columns: dict[str, str] = _ADDED_COLUMNS
+    ) -> None:
         """A store written by an older version gains the columns added since (no row lost)."""
-        have = {row[1] for row in self._conn.execute("PRAGMA table_info(feedback)")}
-        for name, definition in _ADDED_COLUMNS.items():
+        have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
             if name not in have:
                 try:
-                    self._conn.execute(f"ALTER TABLE feedback ADD COLUMN {name} {definition}")
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
                 except sqlite3.OperationalError:  # another process added it first
                     pass
+
+    def client_key(self, address: str) -> str:
+        """A stable, unguessable name for a client address (HMAC with this store's own secret):
+        judgements and rate limits follow a client, and no address is ever stored or pushed."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('client_secret', ?)",
+                (uuid.uuid4().hex + uuid.uuid4().hex,),
+            )
+            secret = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'client_secret'"
+            ).fetchone()[0]
+        return hmac.new(secret.encode(), address.encode(), hashlib.sha256).hexdigest()[:20]
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     def add(self, entry: FeedbackEntry) -> StoredFeedback:
-        """Commit one row (image stored once per content hash); then mirror it if configured."""
-        png = png_bytes(entry.image)
-        sha = hashlib.sha256(png).hexdigest()
+        """Commit one row (image stored once per content hash); then mirror it if configured.
+
+        A judgement of an inspection (``inspection_id`` and ``client`` given) replaces the same
+        client's earlier judgement of the same answer (see :meth:`judge`)."""
+        return self.judge(entry)[0]
+
+    def judge(self, entry: FeedbackEntry) -> tuple[StoredFeedback, str]:
+        """Commit ``entry`` as the judgement of (inspection, rated answer, client).
+
+        Returns the row that now stands and what happened: ``stored`` (a first judgement),
+        ``replaced`` (the earlier one moved to ``feedback_history``) or ``unchanged`` (the same
+        verdict, correction and comment again: nothing written).
+        """
+        png, sha, pixels = self._encoded(entry.image)
         uid = uuid.uuid4().hex
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         values = (
@@ -309,13 +421,44 @@ class FeedbackStore:
             entry.adapter,
             entry.inspection_id,
             entry.adapter_name,
+            entry.truth_source,
+            entry.client,
+            "",
         )
+        keyed = bool(entry.inspection_id and entry.client)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha, png)
-                )
+                earlier = None
+                if keyed:
+                    earlier = self._conn.execute(
+                        f"SELECT {_COLUMNS} FROM feedback WHERE inspection_id = ? AND rated = ? "
+                        "AND client = ?",
+                        (entry.inspection_id, entry.rated, entry.client),
+                    ).fetchone()
+                if earlier is not None and (bool(earlier[8]), earlier[9], earlier[10]) == (
+                    entry.correct,
+                    entry.corrected_answer,
+                    entry.comment,
+                ):
+                    self._conn.execute("COMMIT")
+                    return _row(earlier), "unchanged"
+                if earlier is not None:
+                    values = (*values[:-1], earlier[1])
+                    self._conn.execute(
+                        f"INSERT INTO feedback_history ({_COLUMNS}, replaced_at, replaced_by) "
+                        f"SELECT {_COLUMNS}, ?, ? FROM feedback WHERE id = ?",
+                        (created, uid, earlier[0]),
+                    )
+                    self._conn.execute("DELETE FROM feedback WHERE id = ?", (earlier[0],))
+                if png is not None:
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha, png)
+                    )
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO image_pixels (pixels, sha256) VALUES (?, ?)",
+                        (pixels, sha),
+                    )
                 cursor = self._conn.execute(
                     f"INSERT INTO feedback ({_COLUMNS.removeprefix('id, ')}) "
                     f"VALUES ({', '.join('?' * len(values))})",
@@ -326,16 +469,50 @@ class FeedbackStore:
                 self._conn.execute("ROLLBACK")
                 raise
         stored = StoredFeedback(cursor.lastrowid, *values[:7], entry.correct, *values[8:])
+        outcome = "replaced" if earlier is not None else "stored"
         if self.mirror is not None:
             try:
-                self.mirror.append(stored, png)
+                self.mirror.append(stored, png if png is not None else self._png(sha))
             except OSError as err:  # the row is safe in SQLite; the mirror catches up never
                 logger.warning("feedback %s not mirrored for the Hub: %s", stored.uid, err)
-        return stored
+        return stored, outcome
+
+    def _encoded(self, image: Image.Image) -> tuple[bytes | None, str, str]:
+        """``(png, sha256 of the png, pixel digest)``; ``png`` is ``None`` when an image of the
+        same pixels is stored already (its PNG is not encoded again: 50-200 ms a composite, the
+        bulk of a judgement's CPU time)."""
+        rgb = image.convert("RGB")
+        h = hashlib.sha256(f"{rgb.size}".encode())
+        h.update(rgb.tobytes())
+        pixels = h.hexdigest()
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT sha256 FROM image_pixels WHERE pixels = ?", (pixels,)
+            ).fetchone()
+        if found is not None:
+            return None, found[0], pixels
+        png = png_bytes(rgb)
+        return png, hashlib.sha256(png).hexdigest(), pixels
+
+    def _png(self, sha256: str) -> bytes:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT png FROM images WHERE sha256 = ?", (sha256,)
+            ).fetchone()[0]
 
     def count(self) -> int:
+        """Judgements standing (replaced ones are in :meth:`history`)."""
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    def history(self) -> list[tuple[StoredFeedback, str, str]]:
+        """Replaced judgements, oldest first, each with when and by which row's uid."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS}, replaced_at, replaced_by FROM feedback_history "
+                "ORDER BY replaced_at"
+            ).fetchall()
+        return [(_row(r[:-2]), r[-2], r[-1]) for r in rows]
 
     def recent(self, limit: int = 20) -> list[StoredFeedback]:
         """The newest rows first."""

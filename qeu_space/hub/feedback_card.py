@@ -159,18 +159,25 @@ rows = load_dataset("{repo_id}", split="train")  # image + the fields below
 | `base_answer`, `tuned_answer` | what the base and the fine-tuned model answered |
 | `rated`, `correct` | which answer was judged (`fine-tuned` / `base`), and whether it was right |
 | `corrected_answer` | the right answer, canonical form, when the rated one was wrong |
-| `comment` | free text (at most 2000 characters) |
-| `truth` | the generator's truth for a generated sample, else empty |
+| `comment` | free text (at most 2000 characters, control and bidirectional marks removed) |
+| `truth` | the truth the answers were compared with, else empty |
+| `truth_source` | `server` (the Space made or recognised the sample: certain), `user` (typed) |
 | `source` | where the image came from (`gallery`, `upload`, `api`, ...) |
 | `base_model`, `adapter` | the models: Hub ids, or `models/<name>` (the Space's own folders) |
 | `adapter_name` | the Space's name for the adapter that gave `tuned_answer` (`QEU_ADAPTERS`) |
+| `inspection_id` | the Space's inspection the answers come from |
+| `client` | who judged, a keyed hash (never an address): one judgement per inspection and answer |
+| `replaces` | the `uid` of the client's earlier judgement this one replaces (keep the last) |
 
-No record holds a path on the server that stored it.
+No record holds a path on the server that stored it, nor a client's address. A server truth is
+never replaced by a typed one, and a correction that contradicts it is refused.
 
 ## Use as training rows
 
-Corrected answers (and answers judged right) become Q/A rows of the project's `qa` config with
-`python -m dataset_tools from-feedback` (see the project's README).
+`python -m dataset_tools from-feedback` (see the project's README) turns judgements into Q/A rows
+of the project's `qa` config from server truths, and from answers that agreeing clients confirm
+(`--min-agree`, default 2) where there is no server truth; its card counts what it left out and
+why.
 
 ## Licence
 

@@ -30,7 +30,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 from PIL import Image
 
-from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore
+from qeu_space.feedback import RATED, FeedbackEntry, FeedbackStore, clean_text
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.attention import attention_overlay
 from qeu_space.ui import models as model_fns
@@ -52,7 +52,9 @@ from qeu_space.ui.drawing import DISPLAY_SCALE, draw_labelled_boxes, mark_findin
 from qeu_space.ui.feedback_view import feedback_table, toggle_finding
 from qeu_space.ui.files import OutputFiles, upload_path
 from qeu_space.ui.models import Models, display_name, public_text
+from qeu_space.ui.oddities import Oddities
 from qeu_space.ui.panels import Panels
+from qeu_space.ui.queues import RateLimit, RateLimited
 from qeu_space.ui.reading import ReadError, canonical_findings, read_findings
 from qeu_space.ui.records import (
     CaseIndex,
@@ -60,6 +62,7 @@ from qeu_space.ui.records import (
     InspectionRecord,
     ModelAnswer,
     UnknownInspection,
+    inspections_path,
 )
 from qeu_space.ui.settings import AppSettings
 from qeu_space.ui.soartc_view import SoartcView, run_soartc
@@ -94,6 +97,51 @@ def _side_by_side(panels: Sequence[Image.Image], titles: Sequence[str]) -> Image
 
 class UnknownAdapter(ValueError):
     """An adapter name this Space does not have (``QEU_ADAPTERS``)."""
+
+
+class TruthConflict(ValueError):
+    """A typed truth (or correction) that contradicts the truth the server knows."""
+
+
+def agrees(typed: Sequence[Finding], known: Sequence[Finding]) -> bool:
+    """Whether a typed list of findings says what the known truth says (same pins and kinds;
+    a bent pin typed without its direction agrees with any direction)."""
+    if len(typed) != len(known):
+        return False
+    by_pin = {f.position: f for f in known}
+    for f in typed:
+        k = by_pin.get(f.position)
+        if k is None or k.kind != f.kind:
+            return False
+        if f.direction is not None and f.direction != k.direction:
+            return False
+    return True
+
+
+def text_field(value: Any, what: str) -> str:
+    """A text input as text (``None`` is empty); anything else is refused in one line."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        kind = "a list" if isinstance(value, list | tuple) else type(value).__name__
+        raise gr.Error(f"the {what} must be text, got {kind}", print_exception=False)
+    return value
+
+
+def client_address(request: Any) -> str:
+    """Who sent a request: on a Hugging Face Space (``SPACE_ID`` set) the first address of
+    ``X-Forwarded-For``, which its proxy sets, else the connection's address (``"local"`` for
+    calls without a request: tests, scripts)."""
+    import os
+
+    if request is None:
+        return "local"
+    headers = getattr(request, "headers", None) or {}
+    forwarded = headers.get("x-forwarded-for", "") if os.environ.get("SPACE_ID") else ""
+    if forwarded.strip():
+        return forwarded.split(",")[0].strip()
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", "") or "unknown")
 
 
 def _error(err: Exception) -> gr.Error:
@@ -177,6 +225,8 @@ class Inspection:
             "inspection_id": self.id or None,
             "source": self.source,
             "truth": None if self.truth is None else format_answer(self.truth),
+            "truth_source": self.record.truth_source if self.record is not None else None,
+            "warnings": list(self.record.notes) if self.record is not None else [],
             "refused": self.refused,
             "adapter": self.adapter,
             "soartc": None,
@@ -215,18 +265,26 @@ class InspectionApp:
     answers: Counter = field(default_factory=Counter)
     samples: list[Case] = field(default_factory=list)
     differences: Differences | None = None
+    rate_limit: RateLimit | None = None
+    oddities: Oddities | None = None
 
     def __post_init__(self) -> None:
-        if self.inspections is None:
+        if self.inspections is None:  # beside the feedback store: survives a restart
             self.inspections = InspectionLog(
-                self.settings.inspections_kept, self.settings.inspection_minutes * 60
+                self.settings.inspections_kept,
+                self.settings.inspection_minutes * 60,
+                path=inspections_path(self.store.path) if self.store is not None else None,
             )
+        if self.rate_limit is None:
+            self.rate_limit = RateLimit(self.settings.feedback_per_minute)
         if not self.samples:
             self.samples = list(self.gallery)
         if self.cases is None:
             self.cases = CaseIndex([*self.gallery, *self.samples])
         if self.differences is None:
             self.differences = Differences(self.samples, self._answers_for)
+        if self.oddities is None:
+            self.oddities = Oddities(self.cases.cases)
 
     # ----------------------------------------------------------------- adapters
 
@@ -337,6 +395,7 @@ class InspectionApp:
 
     def read_request(self, composite: Any, truth: str | None) -> tuple[Image.Image, Any]:
         """The composite and the typed truth of an inspect request (``gr.Error`` if bad)."""
+        truth = text_field(truth, "truth")
         try:
             image = normalise_composite(self._read(composite, "composite", MIN_COMPOSITE))
             known = parse_truth(truth)
@@ -359,11 +418,8 @@ class InspectionApp:
             UnknownAdapter: ``adapter`` is no adapter of this Space.
         """
         name = self.adapter_choice(adapter)
-        case = self.cases.find(image)
+        truth, truth_source, case = self.truth_of(image, truth)
         source = case.source if case is not None else "upload"
-        if truth is None and case is not None:
-            truth = case.truth
-        truth = None if truth is None else tuple(truth)
         try:  # every model reads the registered frame: no connector, no answer from anyone
             register_composite(image)
         except NoConnectorError as err:
@@ -386,12 +442,43 @@ class InspectionApp:
         progress(1.0, desc="done")
         for who, answer in (("base", base), (name or "fine-tuned", tuned)):
             self.answers[who, answer.status] += 1
+        od_said = od.findings if od.image is not None else None
+        notes = self.oddities.notes(image, soartc, vit, (base, tuned), od_said)
         record = self.inspections.add(
             InspectionRecord.new(
-                image, truth=truth, source=source, base=base, tuned=tuned, adapter=name
+                image,
+                truth=truth,
+                source=source,
+                base=base,
+                tuned=tuned,
+                adapter=name,
+                truth_source=truth_source,
+                notes=notes,
             )
         )
         return Inspection(image, truth, source, None, record, soartc, vit, od, name)
+
+    def truth_of(
+        self, image: Image.Image, typed: Sequence[Finding] | None
+    ) -> tuple[tuple[Finding, ...] | None, str, Case | None]:
+        """The truth an inspection is compared with, where it comes from, and the server's case.
+
+        A case the server made or recognises (gallery, generated, composed from a known sample)
+        keeps its truth (``server``); a typed truth on it must agree, or :class:`TruthConflict`
+        names the known one. A typed truth on anything else is a claim (``user``).
+        """
+        case = self.cases.find(image)
+        if case is not None and case.truth is not None:
+            if typed is not None and not agrees(tuple(typed), case.truth):
+                raise TruthConflict(
+                    f"the server knows this sample's truth ({case.source}): "
+                    f"'{case.truth_text}'; the typed truth '{format_answer(typed)}' differs: "
+                    "leave the truth empty or type the known one"
+                )
+            return tuple(case.truth), "server", case
+        if typed is not None:
+            return tuple(typed), "user", case
+        return None, "", case
 
     def _adapter(self, requested: str | None) -> str | None:
         try:
@@ -412,11 +499,19 @@ class InspectionApp:
         ``source``, ``refused``) and the SOARTC heatmap (JPEG, ``None`` when refused). Send
         feedback on it with ``/feedback`` and the id.
         """
-        name = self._adapter(adapter)
+        name = self._adapter(text_field(adapter, "adapter"))
         image, known = self.read_request(composite, truth)
-        done = self.inspect_image(image, known, adapter=name or "")
+        done = self._inspect(image, known, adapter=name or "")
         heatmap = self.outputs.image(done.soartc.overlay, "heatmap") if done.soartc else None
         return done.id, done.report(), heatmap
+
+    def _inspect(self, image: Image.Image, known: Any, progress=None, adapter: str = ""):
+        try:
+            if progress is None:
+                return self.inspect_image(image, known, adapter=adapter)
+            return self.inspect_image(image, known, progress, adapter=adapter)
+        except TruthConflict as err:
+            raise _error(err) from None
 
     def ui_inspect(
         self,
@@ -426,14 +521,22 @@ class InspectionApp:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
         """The browser's Inspect button: every panel and the feedback panel, one record."""
-        name = self._adapter(adapter)
+        name = self._adapter(text_field(adapter, "adapter"))
         image, known = self.read_request(composite, truth)
-        done = self.inspect_image(image, known, progress, adapter=name or "")
+        done = self._inspect(image, known, progress, adapter=name or "")
         return Panels.of(done, self.corrected_start).values()
 
     def ui_clear(self) -> tuple:
         """A new composite was chosen: no panel may keep showing the last inspection."""
         return Panels.empty().values()
+
+    def ui_composite_changed(self, composite: Any, truth: str | None, case: str | None) -> tuple:
+        """A new composite empties every panel; no composite at all (cleared, or an upload
+        the browser refused as too large) empties the truth and the case too, so nothing is
+        shown about an image that is not there."""
+        if not composite:
+            truth, case = "", ""
+        return (*Panels.empty().values(), truth, case)
 
     def _vit(self, test: Image.Image) -> VitView:
         slot = self.models.vit
@@ -625,8 +728,24 @@ class InspectionApp:
         judgement: str,
         corrected: str = "",
         comment: str = "",
+        client: str = "local",
     ) -> str:
-        """Store a judgement of one answer of a kept inspection; returns the status line."""
+        """Store a judgement of one answer of a kept inspection; returns the status line.
+
+        ``client`` is who judges (:func:`client_address`): one judgement per inspection, rated
+        answer and client stands (a repeat replaces it, the same one again changes nothing),
+        and each client may send :attr:`AppSettings.feedback_per_minute` a minute.
+        """
+        inspection_id = text_field(inspection_id, "inspection id")
+        rated = text_field(rated, "rated answer")
+        judgement = text_field(judgement, "judgement")
+        corrected = clean_text(text_field(corrected, "corrected answer"))
+        comment = clean_text(text_field(comment, "comment"))
+        key = self.store.client_key(client)
+        try:
+            self.rate_limit.take(key)
+        except RateLimited as err:
+            raise _error(err) from None
         if judgement not in JUDGEMENTS:
             raise gr.Error(
                 f"say whether the rated answer is {' or '.join(JUDGEMENTS)}", print_exception=False
@@ -651,13 +770,14 @@ class InspectionApp:
         try:
             fixed = ""
             if not correct:
-                if not (corrected or "").strip():
+                if not corrected.strip():
                     raise ReadError(
                         "a wrong answer needs the corrected answer (type it or click the pins)"
                     )
                 fixed = format_answer(
                     read_findings(corrected, what="corrected answer", require_direction=True)
                 )
+            self._check_against_truth(record, rated, answer, correct, fixed)
             named = self.models.vlm.named(record.adapter) if record.adapter else None
             in_use = named is not None and named.in_use and self.models.vlm.has_adapter
             entry = FeedbackEntry(
@@ -667,21 +787,44 @@ class InspectionApp:
                 rated=rated,
                 correct=correct,
                 corrected_answer=fixed,
-                comment=(comment or "").strip(),
+                comment=comment,
                 truth=record.truth_text,
                 source=record.source,
                 base_model=display_name(self.settings.base_model),
                 adapter=display_name(named.source) if in_use else "",
                 inspection_id=record.id,
                 adapter_name=record.adapter if in_use else "",
+                truth_source=record.truth_source if record.truth is not None else "",
+                client=key,
             )
         except ValueError as err:
             raise _error(err) from None
-        stored = self.store.add(entry)
-        return (
-            f"Thank you: feedback #{stored.id} on inspection `{record.id[:8]}…` stored "
-            f"({self.store.count()} in all)."
-        )
+        stored, outcome = self.store.judge(entry)
+        what = f"feedback #{stored.id} on inspection `{record.id[:8]}…`"
+        if outcome == "unchanged":
+            return f"Unchanged: you sent this judgement before ({what}); nothing new stored."
+        done = "stored, replacing your earlier judgement" if outcome == "replaced" else "stored"
+        return f"Thank you: {what} {done} ({self.store.count()} in all)."
+
+    @staticmethod
+    def _check_against_truth(
+        record: InspectionRecord, rated: str, answer: ModelAnswer, correct: bool, fixed: str
+    ) -> None:
+        """A judgement may not contradict a truth the server knows (a typed truth is a claim
+        and stays open to correction)."""
+        if record.truth is None or record.truth_source != "server":
+            return
+        known = record.truth_text
+        if correct and not agrees(answer.findings, record.truth):
+            raise TruthConflict(
+                f"the {rated} answer '{answer.canonical}' differs from this sample's truth, "
+                f"which the server knows: '{known}'; judge it wrong (the truth is the correction)"
+            )
+        if not correct and fixed != known:
+            raise TruthConflict(
+                f"the correction '{fixed}' contradicts this sample's truth, which the server "
+                f"knows: '{known}'; send the known truth as the correction"
+            )
 
     def api_feedback(
         self,
@@ -690,12 +833,17 @@ class InspectionApp:
         judgement: str,
         corrected_answer: str = "",
         comment: str = "",
+        request: gr.Request = None,
     ) -> str:
         """Judge one answer of an inspection: ``rated`` is ``fine-tuned`` or ``base``,
         ``judgement`` ``correct`` or ``wrong`` (then ``corrected_answer`` is the right answer,
         e.g. ``C7 missing pin``). The image, both answers and the truth stored are the ones the
-        server kept for ``inspection_id``. Returns the status line."""
-        return self.send_feedback(inspection_id, rated, judgement, corrected_answer, comment)
+        server kept for ``inspection_id``. One judgement per inspection, rated answer and client
+        stands (a repeat replaces it); a correction against a truth the server knows is refused,
+        and so is a client over ``QEU_FEEDBACK_PER_MINUTE``. Returns the status line."""
+        return self.send_feedback(
+            inspection_id, rated, judgement, corrected_answer, comment, client_address(request)
+        )
 
     def ui_feedback(
         self,
@@ -704,9 +852,12 @@ class InspectionApp:
         judgement: str,
         corrected: str,
         comment: str,
+        request: gr.Request = None,
     ) -> tuple[str, str]:
         """The browser's Send feedback: the status line and the refreshed log."""
-        status = self.send_feedback(inspection_id, rated, judgement, corrected, comment)
+        status = self.send_feedback(
+            inspection_id, rated, judgement, corrected, comment, client_address(request)
+        )
         return status, self.recent_feedback_html()
 
     def recent_feedback_html(self) -> str:

@@ -11,8 +11,9 @@ records.
 Each kind of request has a lane of its own in the queue (:mod:`qeu_space.ui.queues`): model calls
 (``QEU_MODEL_CONCURRENCY`` running, ``QEU_QUEUE_SIZE`` waiting), ``/soartc`` and the samples
 (2 running, ``QEU_LIGHT_QUEUE_SIZE`` waiting each) and feedback (no running limit, 256 waiting):
-a full model queue refuses model calls only. Gradio's temporary files are deleted after
-``QEU_CACHE_MINUTES`` (``delete_cache``).
+a full model queue refuses model calls only. Model calls use at most ``QEU_MODEL_THREADS`` CPU
+threads (all cores but one), so the light endpoints are not starved of CPU either.
+Gradio's temporary files are deleted after ``QEU_CACHE_MINUTES`` (``delete_cache``).
 
 Example:
     >>> demo = build_demo(AppSettings.from_env(), source)
@@ -32,7 +33,7 @@ from qeu_space.modeling.devices import detect_device
 from qeu_space.ui.adapter_panel import adapters_markdown, device_markdown, models_markdown
 from qeu_space.ui.cases import CAPTION_LEGEND, CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
-from qeu_space.ui.models import Models, load_models, use_models
+from qeu_space.ui.models import Models, limit_model_threads, load_models, use_models
 from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, Panels, vit_legend
 from qeu_space.ui.queues import Lane, install_lanes
 from qeu_space.ui.settings import AppSettings
@@ -132,6 +133,7 @@ def build_demo(
 ) -> gr.Blocks:
     """Load the models (unless given), open the feedback store, and lay out the Blocks."""
     configure_pil(settings.max_pixels)
+    limit_model_threads(settings.model_threads)
     if models is None:
         models = load_models(settings, detect_device())
     else:
@@ -402,9 +404,15 @@ def build_demo(
             **private,
         )
         # A new composite (picked, generated, composed, uploaded, cleared) empties every panel
-        # and the feedback panel, and a running inspection of the old one is dropped.
+        # and the feedback panel, and a running inspection of the old one is dropped; no
+        # composite (cleared, or an upload refused as too large) empties truth and case too.
         composite.change(
-            app.ui_clear, outputs=panel_outputs, cancels=[inspecting], queue=False, **private
+            app.ui_composite_changed,
+            inputs=[composite, truth, source_box],
+            outputs=[*panel_outputs, truth, source_box],
+            cancels=[inspecting],
+            queue=False,
+            **private,
         )
         # Another adapter: the panels showed the last one's answer, so they are emptied too.
         adapter_pick.input(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -53,9 +54,32 @@ README_HINT = "see README"
 #: Largest absolute LoRA weight accepted: trained adapters stay around 1; random bytes read as
 #: floats reach 1e38. Beyond this the adapter is left out as garbage.
 ADAPTER_WEIGHT_LIMIT = 1e4
+#: Seconds a thread holds the GIL before one waiting for it gets it (see limit_model_threads).
+GIL_SWITCH_S = 0.0002
 #: Held while a chat VLM call chooses its adapter and generates (see the module docstring).
 VLM_LOCK = threading.Lock()
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+\-]+/)*[\w.+\-]+")
+
+
+def limit_model_threads(threads: int) -> int:
+    """Bound the CPU threads torch uses for model calls (process-wide), so that a running model
+    leaves a core to ``/feedback`` and ``/soartc``; returns the bound in force.
+
+    Why: torch's default is one thread per core, and twenty queued inspections then keep every
+    core busy; the light endpoints wait for CPU although their queue lanes are free.
+    """
+    import torch
+
+    threads = max(1, int(threads))
+    # A model call holds the GIL between torch ops; a light request waits for it up to the switch
+    # interval at each of its many hand-overs (5 ms by default): 0.2 ms lets it in sooner.
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
+    torch.set_num_threads(threads)
+    try:  # only possible before the first parallel work; later the default (cores) stays
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass
+    return torch.get_num_threads()
 
 
 def display_name(name: str | None) -> str:

@@ -167,6 +167,11 @@ class Panels:
         comparison = comparison_markdown(record.base, record.tuned, truth, tuned_label=label)
         if truth is not None and "**truth**" not in comparison:
             comparison += f"\n\n**truth**: {format_answer(truth)}"
+        if record.truth_source == "user":
+            comparison += " (typed: a claim, not checked by the server)"
+        if record.notes:
+            warned = "\n".join(f"- ⚠ {html.escape(note)}" for note in record.notes)
+            comparison = f"**Look twice:**\n{warned}\n\n{comparison}"
         return cls(
             heatmap=inspection.soartc.overlay,
             soartc=inspection.soartc.markdown(),

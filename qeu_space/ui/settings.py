@@ -165,6 +165,16 @@ def resolve_model_path(name: str | None) -> str | None:
     return name
 
 
+def default_model_threads() -> int:
+    """All the CPU cores this process may use but one (at least one): a core stays free for the
+    light endpoints while a model runs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 @dataclass(frozen=True)
 class AppSettings:
     """Everything configurable about the Space.
@@ -192,6 +202,9 @@ class AppSettings:
         cache_minutes: age after which Gradio's temporary files (uploads, output images) are
             deleted (``QEU_CACHE_MINUTES``).
         max_new_tokens: longest generated answer (``QEU_MAX_NEW_TOKENS``).
+        feedback_per_minute: judgements one client may send a minute (``QEU_FEEDBACK_PER_MINUTE``).
+        model_threads: CPU threads torch may use for model calls (``QEU_MODEL_THREADS``; default
+            all cores but one, so ``/feedback`` and ``/soartc`` keep a core while models run).
         gallery_size: generated samples in the gallery (``QEU_GALLERY_SIZE``).
         gallery_seed: seed of the gallery (``QEU_GALLERY_SEED``).
         gallery_kinds: defect kinds the generated samples show (``QEU_GALLERY_KINDS``).
@@ -219,6 +232,8 @@ class AppSettings:
     inspection_minutes: float = 60.0
     cache_minutes: float = 60.0
     max_new_tokens: int = 64
+    feedback_per_minute: int = 20
+    model_threads: int = field(default_factory=lambda: default_model_threads())
     gallery_size: int = 8
     gallery_seed: int = 0
     gallery_kinds: tuple[DefectKind, ...] = DEFAULT_GALLERY_KINDS
@@ -249,6 +264,8 @@ class AppSettings:
             inspection_minutes=_number(env, "QEU_INSPECTION_TTL", 60.0, 0.1, 10_080),
             cache_minutes=_number(env, "QEU_CACHE_MINUTES", 60.0, 0.02, 10_080),
             max_new_tokens=int(_number(env, "QEU_MAX_NEW_TOKENS", 64, 1, 1024)),
+            feedback_per_minute=int(_number(env, "QEU_FEEDBACK_PER_MINUTE", 20, 1, 100_000)),
+            model_threads=int(_number(env, "QEU_MODEL_THREADS", default_model_threads(), 1, 1024)),
             gallery_size=int(_number(env, "QEU_GALLERY_SIZE", 8, 1, 64)),
             gallery_seed=int(_number(env, "QEU_GALLERY_SEED", 0, 0, 2**31)),
             gallery_kinds=_kinds(env, "QEU_GALLERY_KINDS", DEFAULT_GALLERY_KINDS),
@@ -269,7 +286,9 @@ class AppSettings:
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1_000_000)
+        """``max_upload_mb`` in bytes, 1 MB = 1,048,576 bytes: Gradio's upload toast counts so
+        (``max_file_size`` of 10 MB shows "10.0 Mb"), and so do the app's messages."""
+        return int(self.max_upload_mb * 2**20)
 
     @property
     def delete_cache(self) -> tuple[int, int]:

@@ -69,7 +69,8 @@ def configure_pil(max_pixels: int) -> None:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    """Megabytes of 1,048,576 bytes: the unit Gradio's upload toast uses, so both agree."""
+    return f"{n / 2**20:.1f} MB"
 
 
 def read_image(
@@ -151,14 +152,21 @@ def _too_many_pixels(what: str, size: tuple[int, int] | None, limits: UploadLimi
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Three 8-bit channels, whatever the mode: 16-bit and float grey are scaled to 0..255,
-    transparency is laid over black (the renders' dark background) instead of dropped."""
+    """Three 8-bit channels, whatever the mode: 16-bit grey is scaled by its bit depth
+    (65535 -> 255, so a 16-bit copy reads as its 8-bit original, contrast unchanged), other
+    integer and float grey stretched to 0..255; transparency is laid over black (the renders'
+    dark background) instead of dropped."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        if image.mode != "F" and lo >= 0 and hi <= 255 and image.mode == "I":
+            scaled = arr  # 8-bit values held in 32 bits
+        elif image.mode != "F" and lo >= 0 and hi <= 65535:
+            scaled = arr / 257.0  # 16 bits to 8, as the 8-bit original had them
+        else:
+            scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
         return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -166,6 +166,11 @@ def test_feedback_is_bound_to_the_inspection_in_chromium(
             page.locator("#judgement label", has_text="wrong").click()
             page.locator("#comment textarea").fill(COMMENT)
             page.locator("#send-feedback").click()
+            # A gallery sample's truth is the server's: a correction against it is refused.
+            page.get_by_text("contradicts this sample's truth").first.wait_for()
+            assert store.count() == before
+            page.locator("#corrected textarea").fill(second_truth)
+            page.locator("#send-feedback").click()
             page.wait_for_function(
                 "document.querySelector('#feedback-status').innerText.includes('Thank you')"
             )
@@ -175,7 +180,7 @@ def test_feedback_is_bound_to_the_inspection_in_chromium(
             assert row.truth == second_truth and row.source == gallery[SECOND].source
             stored = np.asarray(store.image(row.image_sha256))
             assert np.array_equal(stored, np.asarray(gallery[SECOND].composite))
-            assert row.corrected_answer == "Defective. 1 defect: C7 bent pin (left)."
+            assert row.corrected_answer == second_truth and row.truth_source == "server"
             assert row.comment == COMMENT and not row.correct
 
             # The log shows the comment as text: no element was made from it, no script ran.
