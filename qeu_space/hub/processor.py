@@ -301,9 +301,14 @@ def card_usage(folder: str | Path, repo_id: str, base_id: str | None = None) -> 
     if (path / "adapter_config.json").is_file():
         if not base_id:
             raise ProcessorInstallError("an adapter's snippet needs its base's Hub id: --base-id")
-        snippet = plain_usage("qa", base_id, adapter=repo_id)
+        config = path / "processor_config.json"
+        named = shipped_class(_read_json(config)) if config.is_file() else None
+        task = "od" if named == SHIPPED["florence2"].class_name else "qa"
+        snippet = plain_usage(task, base_id, adapter=repo_id)
     else:
-        task = {"vit": "cls", "idefics3": "qa"}.get(_model_config(path).get("model_type"))
+        task = {"vit": "cls", "idefics3": "qa", "florence2": "od"}.get(
+            _model_config(path).get("model_type")
+        )
         if task is None:
             raise ProcessorInstallError(f"{path}: no transformers-only snippet for this family")
         snippet = plain_usage(task, repo_id)
