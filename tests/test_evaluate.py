@@ -97,6 +97,9 @@ def test_cli_scores_base_and_adapter(task: str, data, models, tmp_path: Path, ca
             images = [image.convert("RGB") for image in table["image"]]
             pairs = list(zip(texts, images, strict=True))
             preds = [florence2.boxes_in_image(t, image) for t, image in pairs]
+            # the report's boxes are those, in each row's image (where the truth boxes are)
+            stored = [[(b["label"], tuple(b["box"])) for b in p.boxes] for p in run.predictions]
+            assert stored == preds
             boxes = od_metrics(truths, preds)
             truth_findings = [
                 florence2.findings_in_image(b, i) for b, i in zip(truths, images, strict=True)
