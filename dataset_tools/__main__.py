@@ -254,7 +254,6 @@ def _build(args: argparse.Namespace, prog: str) -> int:
         return fail(prog, e)
     from dataset_tools.builders import BuildConfig  # datasets, pyarrow: after --help
     from dataset_tools.render import Nuisances
-    from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
 
     try:
         cfg = BuildConfig(
@@ -280,11 +279,17 @@ def _build(args: argparse.Namespace, prog: str) -> int:
     token = None
     try:
         check_output_dir(args.out, args.overwrite)
-        if args.push_to:  # before any work, so a missing token loses nothing
+    except OutputDirError as e:
+        return fail(prog, str(e))
+    if args.push_to:  # before any work, so a missing token loses nothing; the Hub client (and
+        # its HTTP stack) loads only for a push: a build's start-up is part of its rows' cost
+        from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
+
+        try:
             check_repo_id(args.push_to)
             token = resolve_token()
-    except (OutputDirError, HubError, ValueError) as e:
-        return fail(prog, str(e))
+        except (HubError, ValueError) as e:
+            return fail(prog, str(e))
 
     command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:
