@@ -76,8 +76,9 @@ def _parallel(n: int, workers: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _png_ms(n: int) -> tuple[float, float, float, float]:
-    """ms per composite and KiB: PIL level 1 vs encode_png with the top shared (CPU time)."""
+def _png_ms(n: int, level: int = 1) -> tuple[float, float, float, float]:
+    """ms per composite and KiB: PIL level 1 vs encode_png at ``level`` with the top shared
+    (CPU time)."""
     samples = []
     for i in range(n):
         rng = row_rng(0, "train", i)
@@ -91,7 +92,7 @@ def _png_ms(n: int) -> tuple[float, float, float, float]:
     pil = (time.thread_time() - start) / n * 1000
     start, size_ours = time.thread_time(), 0
     for s in samples:
-        size_ours += len(encode_png(np.asarray(s.image), shared_rows=top))
+        size_ours += len(encode_png(np.asarray(s.image), shared_rows=top, level=level))
     ours = (time.thread_time() - start) / n * 1000
     return pil, ours, size_pil / n / 1024, size_ours / n / 1024
 
@@ -148,6 +149,7 @@ def main() -> None:
     redraw = _rate(_composites, range(args.composites // 6), True)
     two = _parallel(args.composites, 2)
     png = _png_ms(60)
+    stored = _png_ms(60, level=0)
 
     builds = {}
     trees = {"this tree": ROOT}
@@ -175,6 +177,8 @@ def main() -> None:
     print(f"PNG per composite, PIL level 1    : {png[0]:8.2f} ms  {png[2]:6.0f} KiB")
     print(f"PNG per composite, encode_png     : {png[1]:8.2f} ms  {png[3]:6.0f} KiB  "
           f"(x{png[0] / png[1]:.1f} faster)")  # fmt: skip
+    print(f"PNG per composite, level 0 stored : {stored[1]:8.2f} ms  {stored[3]:6.0f} KiB  "
+          "(not used: the size)")  # fmt: skip
     print(f"end to end: python -m dataset_tools build --config qa --num {args.rows} --quiet")
     print("  (composites per wall second; per CPU second of the build and its workers, which a")
     print("  busy machine inflates less)")
