@@ -11,10 +11,27 @@ import sys
 from pathlib import Path
 
 from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES
-from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
-from dataset_tools.sampling import CONFIGS, TRAIN_POSITION_CHOICES, VARIANT_NAMES
-from qeu_space.cli import OneLineParser, fail
+from qeu_space.cli import (
+    CliError,
+    OneLineParser,
+    check_output_folder,
+    existing_path,
+    fail,
+    float_in,
+    hub_repo_id,
+    int_at_least,
+)
 from qeu_space.vocabulary import DEFAULT_KINDS, DefectKind
+
+# The renderer's and sampler's names, repeated so that a wrong argument (and --help) is answered
+# before numba and the renderer load (tests/test_cli_errors.py checks they match
+# dataset_tools.render and dataset_tools.sampling).
+CONFIGS = ("qa", "od", "cls")
+HOUSINGS = ("standard", "ribbed", "stepped", "latched")
+SEEN_HOUSINGS = ("standard", "ribbed", "stepped")
+UNSEEN_HOUSING = "latched"
+TRAIN_POSITION_CHOICES = ("held-out", "all")
+VARIANT_NAMES = ("plain", "nsoart")
 
 EXAMPLES = """examples:
   python -m dataset_tools build --config qa --num 1000 --seed 0 --out data/qa
@@ -80,14 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--num",
         required=True,
-        type=int,
+        type=int_at_least(1),
         help="rows in the train split; validation, test and test_unseen_housing get "
         "--eval-fraction of that each (at least 1)",
     )
-    build.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    build.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of every row (default 0)"
+    )
     build.add_argument("--out", required=True, type=Path, help="folder to write (must be empty)")
     build.add_argument(
-        "--num-proc", type=int, default=1, help="worker processes sharing the rendering (default 1)"
+        "--num-proc",
+        type=int_at_least(1),
+        default=1,
+        help="worker processes sharing the rendering (default 1)",
     )
     build.add_argument(
         "--overwrite",
@@ -97,10 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--push-to",
         metavar="REPO",
+        type=hub_repo_id,
         help="also push to this Hub dataset repo (token from HF_TOKEN or `hf auth login`)",
     )
     build.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    build.add_argument("--size", type=int, default=448, help="composite side in pixels (448)")
+    build.add_argument(
+        "--size", type=int_at_least(224), default=448, help="composite side in pixels (448)"
+    )
     build.add_argument(
         "--variant",
         choices=VARIANT_NAMES,
@@ -109,13 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--eval-fraction",
-        type=float,
+        type=float_in(0, 1, low_open=True),
         default=0.1,
         help="rows of each held-out split as a share of --num (default 0.1)",
     )
     build.add_argument(
         "--unlabelled-fraction",
-        type=float,
+        type=float_in(0, 1),
         default=0.15,
         help="share of qa/od composites without coordinate labels (default 0.15)",
     )
@@ -186,7 +211,7 @@ def _add_from_feedback(sub: argparse._SubParsersAction) -> None:
     )
     feedback.add_argument(
         "--db",
-        type=Path,
+        type=existing_path("file"),
         default=None,
         help="the feedback store (default: $QEU_FEEDBACK_DB, else the Space's default path)",
     )
@@ -205,6 +230,11 @@ def _add_from_feedback(sub: argparse._SubParsersAction) -> None:
 
 def _from_feedback(args: argparse.Namespace, prog: str) -> int:
     import os
+
+    try:  # before any import of the store or datasets
+        check_output_folder(args.out, overwrite=args.overwrite)
+    except CliError as e:
+        return fail(prog, e)
 
     from dataset_tools.from_feedback import write_feedback_split
     from qeu_space.feedback import default_db_path
@@ -230,8 +260,16 @@ def _from_feedback(args: argparse.Namespace, prog: str) -> int:
 
 
 def _build(args: argparse.Namespace, prog: str) -> int:
+    try:  # the checks that need no import: answered at once, before datasets loads
+        if args.unseen_housing in args.housings:
+            raise CliError(
+                f"the unseen housing {args.unseen_housing!r} must not be among --housings"
+            )
+        check_output_folder(args.out, overwrite=args.overwrite)
+    except CliError as e:
+        return fail(prog, e)
     from dataset_tools.builders import BuildConfig  # datasets, pyarrow: after --help
-    from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
+    from dataset_tools.render import Nuisances
 
     try:
         cfg = BuildConfig(
@@ -258,11 +296,17 @@ def _build(args: argparse.Namespace, prog: str) -> int:
     token = None
     try:
         check_output_dir(args.out, args.overwrite)
-        if args.push_to:  # before any work, so a missing token loses nothing
+    except OutputDirError as e:
+        return fail(prog, str(e))
+    if args.push_to:  # before any work, so a missing token loses nothing; the Hub client (and
+        # its HTTP stack) loads only for a push: a build's start-up is part of its rows' cost
+        from qeu_space.hub.upload import HubError, check_repo_id, push_folder, resolve_token
+
+        try:
             check_repo_id(args.push_to)
             token = resolve_token()
-    except (OutputDirError, HubError, ValueError) as e:
-        return fail(prog, str(e))
+        except (HubError, ValueError) as e:
+            return fail(prog, str(e))
 
     command = reproducible_command(sys.argv[1:] if args.argv is None else args.argv)
     try:

@@ -47,22 +47,22 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     )
 
 
-def _prefix(top: np.ndarray) -> tuple[bytes, int]:
+def _prefix(top: np.ndarray, level: int = LEVEL) -> tuple[bytes, int]:
     """The zlib stream of ``top`` (flat uint8) up to a full flush, and its Adler-32.
 
     Made once per content: a cheap key (every 97th byte) finds candidates, and the bytes
     themselves decide (a 300 kB comparison costs ~20 us; recompressing, ~2 ms).
     """
-    cache: dict[tuple[int, bytes], list[tuple[np.ndarray, bytes, int]]] | None = getattr(
+    cache: dict[tuple[int, int, bytes], list[tuple[np.ndarray, bytes, int]]] | None = getattr(
         _LOCAL, "cache", None
     )
     if cache is None:
         cache = _LOCAL.cache = {}
-    key = (len(top), top[::97].tobytes())
+    key = (level, len(top), top[::97].tobytes())
     for known, stream, adler in cache.get(key, ()):
         if np.array_equal(known, top):
             return stream, adler
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 15, MEM_LEVEL)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, MEM_LEVEL)
     stream = compressor.compress(top) + compressor.flush(zlib.Z_FULL_FLUSH)
     adler = zlib.adler32(top)
     if len(cache) >= _PREFIXES:
@@ -71,13 +71,14 @@ def _prefix(top: np.ndarray) -> tuple[bytes, int]:
     return stream, adler
 
 
-def encode_png(image: np.ndarray, *, shared_rows: int = 0) -> bytes:
+def encode_png(image: np.ndarray, *, shared_rows: int = 0, level: int = LEVEL) -> bytes:
     """PNG bytes of an 8-bit RGB (or grey) array, exactly its pixels.
 
     Args:
         image: ``(height, width, 3)`` or ``(height, width)`` uint8.
         shared_rows: the first rows that repeat across images (a composite's top): compressed
             once per content and reused. 0 compresses every row each time.
+        level: zlib level (0: stored, no compression; the benchmark's comparison).
     """
     if (
         image.dtype != np.uint8
@@ -98,11 +99,11 @@ def encode_png(image: np.ndarray, *, shared_rows: int = 0) -> bytes:
     flat = raw.reshape(-1)
     cut = shared_rows * stride
     if cut:
-        head, adler = _prefix(flat[:cut])
-        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, MEM_LEVEL)  # raw: continues the stream
+        head, adler = _prefix(flat[:cut], level)
+        tail = zlib.compressobj(level, zlib.DEFLATED, -15, MEM_LEVEL)  # raw: continues the stream
     else:
         head, adler = b"", 1
-        tail = zlib.compressobj(LEVEL, zlib.DEFLATED, 15, MEM_LEVEL)
+        tail = zlib.compressobj(level, zlib.DEFLATED, 15, MEM_LEVEL)
     body = tail.compress(flat[cut:]) + tail.flush()
     if cut:
         body += struct.pack(">I", zlib.adler32(flat[cut:], adler))

@@ -17,7 +17,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qeu_space.cli import CliError, OneLineParser, check_output_file, deprecated_alias, fail
+from qeu_space.cli import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    deprecated_alias,
+    existing_path,
+    fail,
+    hub_repo_id,
+)
 
 PROG = "python -m qeu_space.adapters"
 
@@ -26,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Inspect or publish a PEFT adapter.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     inspect = sub.add_parser("inspect", help="rank, modules, parameter share, update norms")
-    inspect.add_argument("folder", type=Path)
+    inspect.add_argument("folder", type=existing_path("folder"))
     inspect.add_argument("--plot", type=Path, help="write a bar plot of the norms (PNG)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     push = sub.add_parser("push", help="write the model card and upload to a model repo")
-    push.add_argument("folder", type=Path)
-    push.add_argument("--push-to", dest="repo_id", metavar="REPO", help="OWNER/NAME of the model "
-                      "repo (required)")  # fmt: skip
-    deprecated_alias(push, "--to", "--push-to", dest="repo_id", metavar="REPO")
+    push.add_argument("folder", type=existing_path("folder"))
+    push.add_argument("--push-to", dest="repo_id", metavar="REPO", type=hub_repo_id,
+                      help="OWNER/NAME of the model repo (required)")  # fmt: skip
+    deprecated_alias(push, "--to", "--push-to", dest="repo_id", metavar="REPO", type=hub_repo_id)
     push.add_argument("--private", action="store_true")
     push.add_argument(
         "--dataset",
@@ -42,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="dataset Hub id for the card (repeatable)",
     )
-    push.add_argument("--metrics", type=Path, help="report JSON from qeu_space.evaluate")
+    push.add_argument(
+        "--metrics", type=existing_path("file"), help="report JSON from qeu_space.evaluate"
+    )
     push.add_argument("--base-model", help="Hub id of the base, when the adapter names a folder")
     return parser
 

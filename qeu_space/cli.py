@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,122 @@ class OneLineParser(argparse.ArgumentParser):
 
 class CliError(ValueError):
     """A check failed before any work: the message is the one line the user sees."""
+
+
+# --------------------------------------------------------------------------- argument types
+# argparse turns the ArgumentTypeError of a ``type=`` callable into "argument --x: <message>",
+# one line and exit 2 with :class:`OneLineParser`, before ``main`` imports or loads anything.
+
+
+def int_at_least(low: int, high: int | None = None) -> Any:
+    """An ``int`` argument type that refuses values below ``low`` (``--max-steps``: 1) or above
+    ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low and high is None:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its own messages
+    return parse
+
+
+def float_in(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Any:
+    """A finite ``float`` argument type within ``[low, high]`` (``low_open`` / ``high_open``:
+    excluding that end); ``None`` leaves an end unbounded."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "any" if low is None else f"{'(' if low_open else '['}{low:g}"
+            right = "any" if high is None else f"{high:g}{')' if high_open else ']'}"
+            if high is None:
+                want = f"greater than {low:g}" if low_open else f"at least {low:g}"
+            elif low is None:
+                want = f"less than {high:g}" if high_open else f"at most {high:g}"
+            else:
+                want = f"in {left}, {right}"
+            raise argparse.ArgumentTypeError(f"must be {want}, got {value:g}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def existing_path(kind: str = "any") -> Any:
+    """A ``Path`` argument type for an input that must exist: ``file``, ``folder`` or ``any``."""
+
+    def parse(text: str) -> Path:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{text} does not exist")
+        if kind == "file" and not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+        if kind == "folder" and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+        return path
+
+    parse.__name__ = "path"
+    return parse
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` can only be a local path, never a Hub id (``OWNER/NAME`` or ``NAME``)."""
+    return (
+        text.startswith(("/", ".", "~", "\\"))
+        or text.endswith(("/", os.sep))
+        or not _HUB_ID.fullmatch(text)
+    )
+
+
+def folder_or_hub_id(text: str) -> str:
+    """A model or dataset named as a local folder or a Hub id: a path that is not there is
+    refused now, not after the imports (a Hub id is checked when it is fetched)."""
+    if looks_like_path(text) and not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} does not exist (give a local folder or a Hub id OWNER/NAME)"
+        )
+    return text
+
+
+folder_or_hub_id.__name__ = "folder or Hub id"
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def hub_repo_id(text: str) -> str:
+    """A Hub repo to create or push to: ``OWNER/NAME`` (letters, digits, ``-``, ``_``, ``.``)."""
+    if not _REPO_ID.fullmatch(text) or "--" in text or ".." in text or text.endswith("."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Hub repo id: use OWNER/NAME (letters, digits, - _ .), "
+            "e.g. me/qeu-connectors"
+        )
+    return text
+
+
+hub_repo_id.__name__ = "Hub repo id"
 
 
 class _Deprecated(argparse.Action):
@@ -183,6 +300,13 @@ def check_device(device: str | None) -> None:
     """
     if device is None or device == "cpu":
         return
+    if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?|[a-z_]+(:\d+)?", device):
+        raise CliError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
+    kind = device.split(":")[0]
+    if kind not in ("cuda", "mps", "cpu"):
+        raise CliError(f"--device {device}: only cpu, cuda and mps are supported")
+    if kind == "cuda" and not _nvidia_driver():  # no driver, no CUDA: no need to load torch
+        raise CliError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
     import torch
 
     try:
@@ -203,6 +327,11 @@ def check_device(device: str | None) -> None:
         raise CliError(f"--device {device}: only cpu, cuda and mps are supported")
 
 
+def _nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is loaded (without which torch sees no CUDA device)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def fail(prog: str, message: object) -> int:
     """Print ``prog: error: message`` (its first line) on stderr; return exit code 2."""
     line = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
@@ -220,20 +349,24 @@ def untrained_model_parser(prog: str, description: str) -> argparse.ArgumentPars
         action="store_true",
         help="replace a non-empty --out (swapped in only once the new model is complete)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    parser.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="weight initialisation seed"
+    )
     return parser
 
 
-def write_untrained_model(prog: str, args: argparse.Namespace, build: Any, make_config: Any) -> int:
+def write_untrained_model(prog: str, args: argparse.Namespace, load: Any) -> int:
     """Check ``--out``, then build the model into a staged folder swapped in when complete.
 
-    ``build(folder, config)`` and ``make_config(seed=...)`` come from the modeling module, which
-    the caller imports after parsing (so ``--help`` never loads torch). Returns the exit code.
+    ``load()`` imports the modeling module and returns ``build(folder, config)`` and
+    ``make_config(seed=...)``; it runs only after the checks (so neither ``--help`` nor a wrong
+    ``--out`` waits for torch). Returns the exit code.
     """
     try:
         check_output_folder(args.out, overwrite=args.overwrite)
     except CliError as err:
         return fail(prog, err)
+    build, make_config = load()
     config = make_config(seed=args.seed)
     try:
         with staged_folder(args.out) as staging:

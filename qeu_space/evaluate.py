@@ -22,8 +22,13 @@ from qeu_space.cli import (
     check_output_file,
     deprecated_alias,
     fail,
+    folder_or_hub_id,
+    int_at_least,
 )
-from qeu_space.evaluation.evaluate import TASKS
+
+#: :data:`qeu_space.evaluation.evaluate.TASKS`, repeated so that a wrong argument is answered
+#: before registration and scipy load (tests/test_cli_errors.py checks they match).
+TASKS = ("qa", "od")
 
 PROG = "python -m qeu_space.evaluate"
 
@@ -34,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a model (and its adapter against its base) on a Q/A or OD split.",
     )
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--base", required=True, help="base model Hub id or folder")
-    parser.add_argument("--adapter", help="PEFT adapter folder or Hub id")
-    parser.add_argument("--dataset", required=True, help="dataset folder or Hub id")
+    parser.add_argument(
+        "--base", required=True, type=folder_or_hub_id, help="base model Hub id or folder"
+    )
+    parser.add_argument("--adapter", type=folder_or_hub_id, help="PEFT adapter folder or Hub id")
+    parser.add_argument(
+        "--dataset", required=True, type=folder_or_hub_id, help="dataset folder or Hub id"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument(
         "--report",
@@ -44,15 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON file to write (and the markdown table beside it, same name, .md)",
     )
-    parser.add_argument("--limit", type=int, help="score only the first N rows")
+    parser.add_argument("--limit", type=int_at_least(1), help="score only the first N rows")
     parser.add_argument(
         "--compare-base",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="with --adapter, also score the base through disable_adapter() (default: on)",
     )
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=4)
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=64)
     parser.add_argument(
         "--grammar",
         action=argparse.BooleanOptionalAction,
@@ -70,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:  # before any work: a report that cannot be written or a missing device loses nothing
+        if args.report.suffix != ".json":
+            raise CliError(f"--report must name a .json file, got {str(args.report)!r}")
         for path in (args.report, args.report.with_suffix(".md")):
             check_output_file(path, "--report")
         check_device(args.device)

@@ -24,9 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the untrained starting point to ``--out``."""
     args = build_parser().parse_args(argv)
-    from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
 
-    return write_untrained_model(PROG, args, build_inspection_vlm, InspectionVLMConfig)
+    def load() -> tuple:  # torch and transformers: only once --out is known to be writable
+        from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspection_vlm
+
+        return build_inspection_vlm, InspectionVLMConfig
+
+    return write_untrained_model(PROG, args, load)
 
 
 if __name__ == "__main__":

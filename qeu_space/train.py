@@ -18,7 +18,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from qeu_space.cli import CliError, OneLineParser, check_output_folder, fail
+from qeu_space.cli import (
+    CliError,
+    OneLineParser,
+    check_output_folder,
+    fail,
+    float_in,
+    folder_or_hub_id,
+    hub_repo_id,
+    int_at_least,
+)
 from qeu_space.modeling.catalog import SCOPES, VIT_PRESETS
 from qeu_space.training.config import TASKS, AdapterOptions, TrainConfig
 
@@ -56,16 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="qa: chat VLM; od: Florence-2; cls: ViT classifier (full training)",
     )  # fmt: skip
     p.add_argument(
-        "--base", required=True,
+        "--base", required=True, type=folder_or_hub_id,
         help="base model: Hub id or folder; for cls also a ViT preset "
         f"({', '.join(VIT_PRESETS)}) or a config-only folder (random weights)",
     )  # fmt: skip
-    p.add_argument("--dataset", required=True, help="dataset folder or Hub dataset id")
+    p.add_argument(
+        "--dataset", required=True, type=folder_or_hub_id, help="dataset folder or Hub dataset id"
+    )
     p.add_argument("--dataset-config", help="config name of a Hub dataset with several")
     p.add_argument("--out", required=True, help="output folder (adapter, history, checkpoints)")
-    p.add_argument("--epochs", type=float, default=3.0, help="passes over train (default 3)")
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides epochs)")
-    p.add_argument("--push-to", metavar="REPO", help="push the result to this model repo")
+    p.add_argument(
+        "--epochs",
+        type=float_in(0, low_open=True),
+        default=3.0,
+        help="passes over train (default 3)",
+    )
+    p.add_argument(
+        "--max-steps", type=int_at_least(1), help="stop after N optimizer steps (overrides epochs)"
+    )
+    p.add_argument(
+        "--push-to", metavar="REPO", type=hub_repo_id, help="push the result to this model repo"
+    )
     p.add_argument("--private", action="store_true", help="create the pushed repo private")
     p.add_argument(
         "--base-model", metavar="OWNER/NAME",
@@ -79,9 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = p.add_argument_group("adapter")
-    a.add_argument("--rank", type=int, default=16, help=_help("rank") + " (default 16)")
-    a.add_argument("--alpha", type=int, default=32, help=_help("alpha") + " (default 32)")
-    a.add_argument("--dropout", type=float, default=0.05, help=_help("dropout") + " (0.05)")
+    a.add_argument("--rank", type=int_at_least(1), default=16, help=_help("rank") + " (default 16)")
+    a.add_argument(
+        "--alpha", type=int_at_least(1), default=32, help=_help("alpha") + " (default 32)"
+    )
+    a.add_argument(
+        "--dropout",
+        type=float_in(0, 1, high_open=True),
+        default=0.05,
+        help=_help("dropout") + " (0.05)",
+    )
     a.add_argument("--scope", choices=SCOPES, default="language", help=_help("scope"))
     a.add_argument("--dora", action="store_true", help=_help("dora"))
     a.add_argument("--modules-to-save", nargs="+", default=[], metavar="MODULE",
@@ -91,15 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--new-words", nargs="+", default=[], metavar="WORD", help=_help("new_words"))
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--learning-rate", "--lr", type=float,
+    o.add_argument("--learning-rate", "--lr", type=float_in(0, low_open=True),
                    help="default 2e-4 (adapters), 2e-5 (--full-finetune), 1e-3 (cls)")  # fmt: skip
-    o.add_argument("--batch-size", type=int, default=2, help="per device (default 2)")
-    o.add_argument("--eval-batch-size", type=int, default=4, help="per device (default 4)")
-    o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
-    o.add_argument("--warmup-ratio", type=float, default=0.05, help="share of steps warming up")
-    o.add_argument("--weight-decay", type=float, default=0.0)
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--dataloader-workers", type=int, default=0, metavar="N",
+    o.add_argument("--batch-size", type=int_at_least(1), default=2, help="per device (default 2)")
+    o.add_argument(
+        "--eval-batch-size", type=int_at_least(1), default=4, help="per device (default 4)"
+    )
+    o.add_argument(
+        "--grad-accum", type=int_at_least(1), default=1, help="batches per optimizer step"
+    )
+    o.add_argument(
+        "--warmup-ratio", type=float_in(0, 1), default=0.05, help="share of steps warming up"
+    )
+    o.add_argument("--weight-decay", type=float_in(0), default=0.0)
+    o.add_argument("--seed", type=int_at_least(0), default=0)
+    o.add_argument("--dataloader-workers", type=int_at_least(0), default=0, metavar="N",
                    help="processes making training batches (registration and framing run "
                    "there, beside the model step; default 0: in the training process)")  # fmt: skip
     o.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (CUDA only)")
@@ -108,10 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run (no value: the latest checkpoint in OUT)")  # fmt: skip
 
     v = p.add_argument_group("validation")
-    v.add_argument("--eval-steps", type=int, help="validate every N steps (default: per epoch)")
-    v.add_argument("--eval-samples", type=int, default=64,
+    v.add_argument(
+        "--eval-steps", type=int_at_least(1), help="validate every N steps (default: per epoch)"
+    )
+    v.add_argument("--eval-samples", type=int_at_least(0), default=64,
                    help="rows scored by generation (0: loss only; default 64)")  # fmt: skip
-    v.add_argument("--max-new-tokens", type=int, default=64, help="generation length")
+    v.add_argument("--max-new-tokens", type=int_at_least(1), default=64, help="generation length")
     return p
 
 
@@ -164,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:  # before any work: an output that cannot be written loses nothing
         check_output_folder(args.out, overwrite=True)  # a run's folder may hold files (resume)
+        checkpoint = args.resume_from_checkpoint
+        if checkpoint not in (None, "latest") and not os.path.isdir(checkpoint):
+            raise CliError(f"--resume-from-checkpoint {checkpoint} does not exist (a folder)")
     except CliError as err:
         return fail(PROG, err)
     from qeu_space.hub.upload import HubError

@@ -22,6 +22,9 @@ from qeu_space.cli import (
     check_output_folder,
     deprecated_alias,
     fail,
+    float_in,
+    folder_or_hub_id,
+    int_at_least,
     staged_folder,
 )
 
@@ -36,20 +39,33 @@ def build_parser() -> argparse.ArgumentParser:
         "starting point of `python -m qeu_space.train --task qa --full-finetune`.",
     )
     parser.add_argument(
-        "--base", required=True, help="VLM folder (python -m qeu_space.inspection_vlm)"
+        "--base",
+        required=True,
+        type=folder_or_hub_id,
+        help="VLM folder (python -m qeu_space.inspection_vlm)",
     )
-    parser.add_argument("--dataset", required=True, help="qa dataset folder (dataset_tools build)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        type=folder_or_hub_id,
+        help="qa dataset folder (dataset_tools build)",
+    )
     parser.add_argument("--out", required=True, help="folder to write the VLM to (empty)")
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a non-empty --out (swapped in only once the new model is complete)",
     )
-    parser.add_argument("--max-steps", type=int, default=600, help="optimizer steps (600)")
-    deprecated_alias(parser, "--steps", "--max-steps", type=int)
-    parser.add_argument("--batch-size", type=int, default=32, help="composites per step (32)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak rate (2e-3)")
-    parser.add_argument("--seed", type=int, default=0)
+    steps = int_at_least(1)
+    parser.add_argument("--max-steps", type=steps, default=600, help="optimizer steps (600)")
+    deprecated_alias(parser, "--steps", "--max-steps", type=steps)
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=32, help="composites per step (32)"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float_in(0, low_open=True), default=2e-3, help="peak rate (2e-3)"
+    )
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument(
         "--position-heads", action="store_true",
         help="also train heads for each pin token's row and column (off by default: measured "

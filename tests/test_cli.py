@@ -19,11 +19,11 @@ CLIS = {  # module: a complete argv (an unknown option is then the only mistake)
     "dataset_tools": ["build", "--config", "qa", "--num", "1", "--out", "o"],
     "qeu_space.train": ["--task", "qa", "--base", "b", "--dataset", "d", "--out", "o"],
     "qeu_space.evaluate": ["--task", "qa", "--base", "b", "--dataset", "d", "--report", "r.json"],
-    "qeu_space.adapters": ["push", "f", "--push-to", "me/x"],
+    "qeu_space.adapters": ["push", str(ROOT), "--push-to", "me/x"],  # inputs must exist
     "qeu_space.inspection_vlm": ["--out", "o"],
     "qeu_space.inspection_od": ["--out", "o"],
     "qeu_space.vision_pretrain": ["--base", "b", "--dataset", "d", "--out", "o"],
-    "qeu_space.soartc": ["ref.png", "test.png"],
+    "qeu_space.soartc": [str(ROOT / "README.md"), str(ROOT / "README.md")],
 }
 HELP = [
     ("dataset_tools", ["build", "--help"]),
@@ -76,7 +76,7 @@ def test_a_wrong_argument_is_one_line_and_exit_2(module, capsys):
 @pytest.mark.parametrize(
     "module, argv, dest, value, new",
     [
-        ("qeu_space.adapters", ["push", "f", "--to", "me/x"], "repo_id", "me/x", "--push-to"),
+        ("qeu_space.adapters", ["push", ".", "--to", "me/x"], "repo_id", "me/x", "--push-to"),
         ("qeu_space.evaluate", ["--task", "qa", "--base", "b", "--dataset", "d", "--report",
                                 "r.json", "--no-progress"], "quiet", True, "--quiet"),
         ("qeu_space.vision_pretrain", ["--base", "b", "--dataset", "d", "--out", "o",
@@ -93,7 +93,7 @@ def test_former_spellings_still_work_and_name_the_new_one(module, argv, dest, va
 @pytest.mark.parametrize(
     "module, argv, dest, default",
     [
-        ("qeu_space.adapters", ["push", "f", "--push-to", "me/x"], "repo_id", "me/x"),
+        ("qeu_space.adapters", ["push", ".", "--push-to", "me/x"], "repo_id", "me/x"),
         ("qeu_space.evaluate", ["--task", "qa", "--base", "b", "--dataset", "d", "--report",
                                 "r.json"], "quiet", False),
         ("qeu_space.vision_pretrain", ["--base", "b", "--dataset", "d", "--out", "o"],
@@ -121,9 +121,9 @@ def _a_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_push_without_a_repo_is_refused(capsys):
+def test_push_without_a_repo_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
-        _main("qeu_space.adapters")(["push", "some-folder"])
+        _main("qeu_space.adapters")(["push", str(tmp_path)])
     assert exited.value.code == 2
     _one_line(capsys, "--push-to")
 
@@ -144,7 +144,7 @@ def test_a_device_that_is_not_there_is_refused_before_loading(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    argv = ["--task", "qa", "--base", str(tmp_path / "never-read"), "--dataset", str(tmp_path),
+    argv = ["--task", "qa", "--base", str(tmp_path), "--dataset", str(tmp_path),
             "--report", str(tmp_path / "r.json"), "--device", "cuda"]  # fmt: skip
     assert _main("qeu_space.evaluate")(argv) == 2
     _one_line(capsys, "--device cuda", "no CUDA device")
@@ -162,8 +162,8 @@ def test_an_unwritable_report_is_refused_before_any_work(tmp_path, capsys, where
         report.mkdir()
     if where == "proc" and not Path("/proc").is_dir():
         pytest.skip("no /proc here")
-    # a base that does not exist: had the work started, the error would name it instead
-    argv = ["--task", "qa", "--base", str(tmp_path / "never-read"), "--dataset", str(tmp_path),
+    # a base that is no model: had the work started, the error would name it instead
+    argv = ["--task", "qa", "--base", str(tmp_path), "--dataset", str(tmp_path),
             "--report", str(report)]  # fmt: skip
     assert _main("qeu_space.evaluate")(argv) == 2
     _one_line(capsys, "--report")
@@ -191,7 +191,7 @@ def test_model_builders_refuse_a_file_and_a_non_empty_folder_unless_overwrite(
 
 @pytest.mark.parametrize("module", ["qeu_space.vision_pretrain", "qeu_space.train"])
 def test_training_outputs_are_checked_before_any_work(module, tmp_path, capsys):
-    argv = ["--base", str(tmp_path / "never-read"), "--dataset", str(tmp_path),
+    argv = ["--base", str(tmp_path), "--dataset", str(tmp_path),
             "--out", str(_a_file(tmp_path))]  # fmt: skip
     if module == "qeu_space.train":
         argv = ["--task", "qa", *argv]
@@ -204,7 +204,7 @@ def test_output_files_of_the_small_tools_are_checked_first(tmp_path, capsys):
     assert _main("qeu_space.adapters")(["inspect", str(tmp_path), "--plot", str(png)]) == 2
     _one_line(capsys, "--plot")
     with pytest.raises(SystemExit) as exited:  # before reading either image
-        _main("qeu_space.soartc")(["never.png", "read.png", "--out", str(png)])
+        _main("qeu_space.soartc")([str(png.parent), str(png.parent), "--out", str(png)])
     assert exited.value.code == 2
     _one_line(capsys, "--out", "cannot write")
 

@@ -72,12 +72,12 @@ def _file_in(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config", "qa", "--num", "0"], "--num must be at least 1"),
+        (["--config", "qa", "--num", "0"], "--num: must be at least 1"),
         (["--config", "seg", "--num", "5"], "invalid choice: 'seg'"),
-        (["--config", "qa", "--num", "five"], "invalid int value"),
-        (["--config", "qa", "--num", "5", "--num-proc", "0"], "--num-proc must be at least 1"),
+        (["--config", "qa", "--num", "five"], "'five' is not a whole number"),
+        (["--config", "qa", "--num", "5", "--num-proc", "0"], "--num-proc: must be at least 1"),
         (["--config", "cls", "--num", "5", "--variant", "nsoart"], "plain variant"),
-        (["--config", "qa", "--num", "5", "--push-to", "not a repo"], "invalid Hub repo id"),
+        (["--config", "qa", "--num", "5", "--push-to", "not a repo"], "is not a Hub repo id"),
         (["--config", "qa", "--num", "5", "--push-to", "me/qeu"], "no Hugging Face token"),
         (["--config", "qa", "--num", "5", "--out-of-nowhere"], "unrecognized arguments"),
     ],

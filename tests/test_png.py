@@ -20,12 +20,14 @@ def _decode(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (4, 5, 3), (448, 448, 3), (204, 423, 3), (7, 3)])
 @pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
-def test_pixels_read_back_exactly_and_bytes_repeat(shape, share):
+@pytest.mark.parametrize("level", [1, 0])
+def test_pixels_read_back_exactly_and_bytes_repeat(shape, share, level):
     image = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
     shared = int(shape[0] * share)
-    data = encode_png(image, shared_rows=shared)
+    data = encode_png(image, shared_rows=shared, level=level)
     assert np.array_equal(_decode(data), image)
-    assert encode_png(image, shared_rows=shared) == data  # a cached top gives the same stream
+    # a cached top gives the same stream, and only for its own level
+    assert encode_png(image, shared_rows=shared, level=level) == data
 
 
 def test_a_shared_top_is_reused_only_for_the_same_bytes(monkeypatch):

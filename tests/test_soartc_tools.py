@@ -140,8 +140,8 @@ def test_cli_prints_score_and_positions_and_writes_png(pair, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra,match",
     [
-        (["--window", "1"], "window must be"),
-        (["--top", "0"], "--top must be"),
+        (["--window", "1"], "--window: must be at least 2"),
+        (["--top", "0"], "--top: must be from 1 to 27"),
         (["--descriptor", "hog"], "invalid choice"),
     ],
 )
@@ -155,7 +155,7 @@ def test_cli_rejects_bad_options(pair, extra, match, capsys):
 def test_cli_reports_missing_and_mismatched_files(pair, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(pair[0]), str(tmp_path / "nope.png")])
-    assert "no such image" in capsys.readouterr().err
+    assert "nope.png does not exist" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.new("RGB", (50, 20)).save(small)
     with pytest.raises(SystemExit):

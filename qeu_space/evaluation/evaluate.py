@@ -87,10 +87,16 @@ class DatasetFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """One generated text and the sample it belongs to."""
+    """One generated text and the sample it belongs to.
+
+    ``boxes`` (``od`` only): the text's boxes in the pixels of the row's image, where the truth
+    boxes are (``{"label", "box": [x1, y1, x2, y2]}``); the text's own bins are the canonical
+    composite's, which only the registration maps back.
+    """
 
     id: str
     text: str
+    boxes: list[dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -378,7 +384,13 @@ def _score_variant(
                     found.append(family.parse(text, image.size) if text else [])
             bar.update(len(images))
     seconds = time.perf_counter() - started
-    predictions = [Prediction(i, t) for i, t in zip(ids, texts, strict=True)]
+    if task == "od":
+        predictions = [
+            Prediction(i, t, [{"label": label, "box": list(box)} for label, box in boxes])
+            for i, t, boxes in zip(ids, texts, predicted, strict=True)
+        ]
+    else:
+        predictions = [Prediction(i, t) for i, t in zip(ids, texts, strict=True)]
     speed = len(dataset) / seconds if seconds > 0 else float("inf")
     if task == "qa":
         rows = dataset.remove_columns("image")

@@ -14,7 +14,6 @@ CLI (the check the embedded cards pass; the tests run it too):
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -228,13 +227,15 @@ def check_files(paths: Sequence[str | Path]) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from qeu_space.cli import OneLineParser, existing_path
+
+    parser = OneLineParser(
         prog="python -m qeu_space.hub.metadata",
         description="Check cards' YAML metadata as the Hub does, plus the project's required keys "
         "(licence, library, pipeline tag, tags, datasets, model-index with 95 %% intervals; "
         "base_model for adapters). Exit 1 when a card fails.",
     )
-    parser.add_argument("cards", nargs="+", type=Path, metavar="README.md")
+    parser.add_argument("cards", nargs="+", type=existing_path("file"), metavar="README.md")
     args = parser.parse_args(argv)
     found = check_files(args.cards)
     for path, problems in found.items():

@@ -262,7 +262,7 @@ def _usage_section(inputs: CardInputs, task: str | None) -> str:
     base = inputs.base_model or "BASE_MODEL"
     data = _first(inputs.datasets) or "DATASET"
     parts = ["## Use"]
-    if inputs.ships_processor and task in ("qa", "cls"):
+    if inputs.ships_processor and task in ("qa", "cls", "od"):
         if inputs.kind == "adapter":
             snippet = plain_usage(task, base, adapter=repo)
         else:
@@ -336,6 +336,31 @@ def inspect(path):
 
 print(inspect("{image}"))  # e.g. Defective. 1 defect: C7 missing pin.
 """
+_OD_SNIPPET = """\
+# pip install {requirements}
+from PIL import Image
+{peft_import}from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+# trust_remote_code: the processor registers the composite and crops the test product's pin grid
+processor = AutoProcessor.from_pretrained("{processor}", trust_remote_code=True)
+model = Florence2ForConditionalGeneration.from_pretrained("{model}")
+{peft_load}
+
+def detect(path):
+    \"\"\"Boxes and categories on a composite: the good reference on top, the product below.\"\"\"
+    image = Image.open(path)
+    inputs = processor(text="<OD>", images=image, return_tensors="pt")
+    grammar = processor.od_grammar(model)  # known kinds, four <loc_N> each, as the Space's
+    out = model.generate(
+        **inputs, max_new_tokens=64, num_beams=1, do_sample=False, logits_processor=grammar
+    )
+    text = processor.batch_decode(out, skip_special_tokens=False)[0]
+    # in the pixels of `image`: the processor maps the boxes back through its registration
+    return processor.post_process_generation(text, task="<OD>", image_size=image.size)["<OD>"]
+
+
+print(detect("{image}"))  # {{'bboxes': [[x1, y1, x2, y2], ...], 'labels': ['missing pin', ...]}}
+"""
 
 
 def plain_usage(
@@ -347,8 +372,9 @@ def plain_usage(
 ) -> str:
     """The card's snippet: this model with ``transformers`` (+ ``peft``) only, no project code.
 
-    ``task`` is ``cls`` (the ViT classifier, one connector image) or ``qa`` (a chat VLM, a
-    composite: reference on top, test below). The processor comes from the adapter when one is
+    ``task`` is ``cls`` (the ViT classifier, one connector image), ``qa`` (a chat VLM, a
+    composite: reference on top, test below) or ``od`` (Florence-2 ``<OD>`` boxes on a
+    composite, in the composite's own pixels). The processor comes from the adapter when one is
     given (an adapter folder made by this project carries its base's processor). A test runs
     exactly this text in an interpreter where ``qeu_space`` cannot be imported.
     """
@@ -358,8 +384,17 @@ def plain_usage(
 
     if task == "cls":
         return _CLS_SNIPPET.format(requirements=PLAIN_REQUIREMENTS, model=model, image=image)
+    if task == "od":
+        return _OD_SNIPPET.format(
+            requirements=PLAIN_REQUIREMENTS + (" peft" if adapter else ""),
+            peft_import="from peft import PeftModel\n" if adapter else "",
+            processor=adapter or model,
+            model=model,
+            peft_load=f'model = PeftModel.from_pretrained(model, "{adapter}")\n' if adapter else "",
+            image=image,
+        )
     if task != "qa":
-        raise ValueError(f"no plain-library snippet for task {task!r} (cls or qa)")
+        raise ValueError(f"no plain-library snippet for task {task!r} (cls, qa or od)")
     lines = textwrap.wrap(INSPECTION_QUESTION, 80, drop_whitespace=False)
     return _QA_SNIPPET.format(
         requirements=PLAIN_REQUIREMENTS + (" peft" if adapter else ""),

@@ -272,21 +272,26 @@ def check_processor(folder: str | Path) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from qeu_space.cli import OneLineParser, existing_path
+
+    folder = existing_path("folder")
+    parser = OneLineParser(
         prog="python -m qeu_space.hub.processor",
         description="Ship a model's view (registration + framing) with it as processing_qeu.py, "
         "loaded by transformers with trust_remote_code=True.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     install = sub.add_parser("install", help="write processing_qeu.py and the auto_map")
-    install.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
-    install.add_argument("--base", type=Path, help="an adapter's base folder (default: its config)")
+    install.add_argument("folders", nargs="+", type=folder, metavar="FOLDER")
+    install.add_argument(
+        "--base", type=folder, help="an adapter's base folder (default: its config)"
+    )
     check = sub.add_parser("check", help="exit 1 when a folder's shipped processor is stale")
-    check.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    check.add_argument("folders", nargs="+", type=folder, metavar="FOLDER")
     usage = sub.add_parser(
         "usage", help="print the card's first lines: the notice and the transformers-only snippet"
     )
-    usage.add_argument("folder", type=Path, metavar="FOLDER")
+    usage.add_argument("folder", type=folder, metavar="FOLDER")
     usage.add_argument("--id", required=True, metavar="OWNER/NAME", help="the model's Hub id")
     usage.add_argument("--base-id", metavar="OWNER/NAME", help="an adapter's base on the Hub")
     return parser
@@ -295,15 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
 def card_usage(folder: str | Path, repo_id: str, base_id: str | None = None) -> str:
     """The markdown a card of ``folder`` opens with: :data:`~qeu_space.hub.model_card.
     VIEW_NOTICE` and :func:`~qeu_space.hub.model_card.plain_usage` for its Hub id."""
+    path = Path(folder)
+    if (path / "adapter_config.json").is_file() and not base_id:  # before the imports
+        raise ProcessorInstallError("an adapter's snippet needs its base's Hub id: --base-id")
     from qeu_space.hub.model_card import VIEW_NOTICE, plain_usage
 
-    path = Path(folder)
     if (path / "adapter_config.json").is_file():
-        if not base_id:
-            raise ProcessorInstallError("an adapter's snippet needs its base's Hub id: --base-id")
-        snippet = plain_usage("qa", base_id, adapter=repo_id)
+        config = path / "processor_config.json"
+        named = shipped_class(_read_json(config)) if config.is_file() else None
+        task = "od" if named == SHIPPED["florence2"].class_name else "qa"
+        snippet = plain_usage(task, base_id, adapter=repo_id)
     else:
-        task = {"vit": "cls", "idefics3": "qa"}.get(_model_config(path).get("model_type"))
+        task = {"vit": "cls", "idefics3": "qa", "florence2": "od"}.get(
+            _model_config(path).get("model_type")
+        )
         if task is None:
             raise ProcessorInstallError(f"{path}: no transformers-only snippet for this family")
         snippet = plain_usage(task, repo_id)
@@ -312,12 +322,12 @@ def card_usage(folder: str | Path, repo_id: str, base_id: str | None = None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prog = f"python -m qeu_space.hub.processor {args.command}"
     if args.command == "usage":
         try:
             print(card_usage(args.folder, args.id, args.base_id), end="")
         except ProcessorInstallError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return _fail(prog, err)
         return 0
     if args.command == "check":
         problems = [p for folder in args.folders for p in check_processor(folder)]
@@ -330,9 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             wrote = ", ".join(done.written)
             print(f"{done.folder}: {done.class_name} ({done.framing}); wrote {wrote}")
     except ProcessorInstallError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(prog, err)
     return 0
+
+
+def _fail(prog: str, err: Exception) -> int:
+    from qeu_space.cli import fail
+
+    return fail(prog, err)
 
 
 if __name__ == "__main__":

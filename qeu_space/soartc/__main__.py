@@ -9,8 +9,14 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from qeu_space.cli import CliError, OneLineParser, check_output_file
-from qeu_space.geometry import ConnectorGeometry
+from qeu_space.cli import (
+    CliError,
+    OneLineParser,
+    check_output_file,
+    existing_path,
+    float_in,
+    int_at_least,
+)
 
 # the kernels' settings, repeated so that --help answers without loading numba, scipy and
 # matplotlib (tests/test_cli.py checks they match qeu_space.soartc.core and .overlay)
@@ -34,11 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
             "is refused. Example: python -m qeu_space.soartc good.png test.png --out heat.png"
         ),
     )
-    parser.add_argument("reference", type=Path, help="image of a good product (PNG, JPEG, ...)")
-    parser.add_argument("test", type=Path, help="image of the product under inspection, same size")
+    parser.add_argument(
+        "reference", type=existing_path("file"), help="image of a good product (PNG, JPEG, ...)"
+    )
+    parser.add_argument(
+        "test", type=existing_path("file"), help="image of the product under inspection, same size"
+    )
     parser.add_argument("--out", type=Path, help="write the heatmap overlay (with colour bar) here")
-    parser.add_argument("--window", type=int, default=8, help="window side in pixels (default 8)")
-    parser.add_argument("--stride", type=int, default=1, help="window step in pixels (default 1)")
+    parser.add_argument(
+        "--window", type=int_at_least(2), default=8, help="window side in pixels (default 8)"
+    )
+    parser.add_argument(
+        "--stride", type=int_at_least(1), default=1, help="window step in pixels (default 1)"
+    )
     parser.add_argument(
         "--descriptor",
         choices=DESCRIPTORS,
@@ -47,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--references",
-        type=Path,
+        type=existing_path("file"),
         nargs="+",
         default=(),
         metavar="GOOD",
@@ -64,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not remove a remaining global shift of up to 4 px either",
     )
-    parser.add_argument("--top", type=int, default=3, help="how many positions to print (1-27)")
+    parser.add_argument(
+        "--top", type=int_at_least(1, 27), default=3, help="how many positions to print (1-27)"
+    )
     parser.add_argument(
         "--vmax",
-        type=float,
+        type=float_in(),
         default=DEFAULT_VMAX,
         help=f"top of the overlay's colour scale (default {DEFAULT_VMAX:g}; 0 = this image's max)",
     )
@@ -77,21 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.top <= 27:
-        parser.error(f"--top must be between 1 and 27, got {args.top}")
     if args.out is not None:
         try:  # before the comparison
             check_output_file(args.out, "--out")
         except CliError as err:
             parser.error(str(err))
+    try:  # read the images before the kernels load: a file that is no image is answered at once
+        reference = _open(args.reference)
+        test = _open(args.test)
+        goods = [_open(p) for p in args.references]
+    except OSError as err:
+        parser.error(str(err))
+    from qeu_space.geometry import ConnectorGeometry
     from qeu_space.soartc.core import soartc
     from qeu_space.soartc.overlay import heatmap_overlay
     from qeu_space.soartc.positions import top_positions
 
     try:
-        reference = _open(args.reference)
-        test = _open(args.test)
-        goods = [_open(p) for p in args.references]
         result = soartc(
             reference,
             test,
@@ -128,7 +146,7 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise OSError(f"no such image: {path}") from None
     except UnidentifiedImageError:
-        raise OSError(f"not an image PIL can read: {path}") from None
+        raise OSError(f"cannot read {path}: not an image PIL can read") from None
 
 
 if __name__ == "__main__":

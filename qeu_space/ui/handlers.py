@@ -181,13 +181,16 @@ class OdView:
     findings: tuple[Finding, ...] = ()
     status: str = "ok"  # "unreadable": not a clean bbox_str, so no findings and no verdict
 
-    def report(self) -> dict:
-        return {
-            "status": self.status,
-            "text": self.text,
-            "findings": [f.to_dict() for f in self.findings],
-            "note": self.note,
-        }
+    def report(self, scale: tuple[float, float] = (1.0, 1.0)) -> dict:
+        """The API's OD result; boxes on the inspected image, times ``scale`` per axis (the
+        submitted image's size over the inspected one's)."""
+        findings = [f.to_dict() for f in self.findings]
+        for finding in findings:
+            if finding["box"] is not None:
+                x1, y1, x2, y2 = finding["box"]
+                sx, sy = scale
+                finding["box"] = [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
+        return {"status": self.status, "text": self.text, "findings": findings, "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,12 @@ class Inspection:
     def id(self) -> str:
         return self.record.id if self.record is not None else ""
 
-    def report(self) -> dict:
-        """The ``/inspect`` API's JSON: every panel as data (boxes in composite pixels)."""
+    def report(self, submitted_size: tuple[int, int] | None = None) -> dict:
+        """The ``/inspect`` API's JSON: every panel as data, boxes in the pixels of the image as
+        submitted (``submitted_size``; default: the composite inspected), where the Space draws
+        them."""
+        width, height = submitted_size or self.image.size
+        scale = (width / self.image.width, height / self.image.height)
         out: dict[str, Any] = {
             "inspection_id": self.id or None,
             "source": self.source,
@@ -241,7 +248,7 @@ class Inspection:
                 vit=self.vit.report() if self.vit else None,
                 base=self.record.base.report(),
                 fine_tuned=self.record.tuned.report(),
-                od=self.od.report() if self.od else None,
+                od=self.od.report(scale) if self.od else None,
             )
         return out
 
@@ -393,15 +400,19 @@ class InspectionApp:
 
     # ----------------------------------------------------------------- inspect
 
-    def read_request(self, composite: Any, truth: str | None) -> tuple[Image.Image, Any]:
-        """The composite and the typed truth of an inspect request (``gr.Error`` if bad)."""
+    def read_request(
+        self, composite: Any, truth: str | None
+    ) -> tuple[Image.Image, Any, tuple[int, int]]:
+        """The composite (at the models' size), the typed truth and the size the composite was
+        submitted at, of an inspect request (``gr.Error`` if bad)."""
         truth = text_field(truth, "truth")
         try:
-            image = normalise_composite(self._read(composite, "composite", MIN_COMPOSITE))
+            submitted = self._read(composite, "composite", MIN_COMPOSITE)
+            image = normalise_composite(submitted)
             known = parse_truth(truth)
         except (UploadError, ReadError) as err:
             raise _error(err) from None
-        return image, known
+        return image, known, submitted.size
 
     def inspect_image(
         self,
@@ -500,10 +511,10 @@ class InspectionApp:
         feedback on it with ``/feedback`` and the id.
         """
         name = self._adapter(text_field(adapter, "adapter"))
-        image, known = self.read_request(composite, truth)
+        image, known, submitted = self.read_request(composite, truth)
         done = self._inspect(image, known, adapter=name or "")
         heatmap = self.outputs.image(done.soartc.overlay, "heatmap") if done.soartc else None
-        return done.id, done.report(), heatmap
+        return done.id, done.report(submitted), heatmap
 
     def _inspect(self, image: Image.Image, known: Any, progress=None, adapter: str = ""):
         try:
@@ -522,7 +533,7 @@ class InspectionApp:
     ) -> tuple:
         """The browser's Inspect button: every panel and the feedback panel, one record."""
         name = self._adapter(text_field(adapter, "adapter"))
-        image, known = self.read_request(composite, truth)
+        image, known, _ = self.read_request(composite, truth)
         done = self._inspect(image, known, progress, adapter=name or "")
         return Panels.of(done, self.corrected_start).values()
 
@@ -679,10 +690,11 @@ class InspectionApp:
             notes.append(f"**{name}** {note}" if name else note)
             panels.append(draw_labelled_boxes(image, boxes))
         assert answer is not None  # the adapter's answer when there is one
+        found = tuple(florence2.findings_on_image(answer.findings, image))  # boxes as drawn
         if len(panels) == 1:
-            return OdView(panels[0], notes[0], answer.text, answer.findings, statuses[-1])
+            return OdView(panels[0], notes[0], answer.text, found, statuses[-1])
         shown = _side_by_side(panels, [name for name, _ in variants])
-        return OdView(shown, "\n\n".join(notes), answer.text, answer.findings, statuses[-1])
+        return OdView(shown, "\n\n".join(notes), answer.text, found, statuses[-1])
 
     # ----------------------------------------------------------------- feedback
 

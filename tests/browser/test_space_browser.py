@@ -29,7 +29,8 @@ from tests.browser.app_server import (
     make_tiny_models,
 )
 
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's chromium; scripts/test.sh installs it there (or names another with QEU_CHROMIUM).
+CHROMIUM = os.environ.get("QEU_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -51,7 +52,9 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> RunningApp:
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does, as root)"
+        )
     tmp = tmp_path_factory.mktemp("browser")
     with launched_app(tmp, app_env(tmp, make_tiny_models(tmp / "models"))) as app:
         yield app

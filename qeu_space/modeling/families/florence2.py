@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image, ImageEnhance
@@ -255,6 +256,14 @@ def boxes_in_image(text: str, image: Image.Image) -> list[tuple[str, Box]]:
     composite = view(image)  # the registration is remembered: no second search
     return [(label, composite.box_to_source(box))
             for label, box in parse_boxes(text, composite.image.size)]  # fmt: skip
+
+
+def findings_on_image(findings: Sequence[Finding], image: Image.Image) -> list[Finding]:
+    """Findings read on the canonical grid (:func:`parse`) with their boxes on ``image``'s pixels,
+    where :func:`boxes_in_image` puts them: what an API report gives, beside what is drawn."""
+    composite = view(image)  # the registration is remembered: no second search
+    return [f if f.box is None else replace(f, box=composite.box_to_source(f.box))
+            for f in findings]  # fmt: skip
 
 
 def parse(text: str, image_size: tuple[int, int]) -> list[Finding]:
