@@ -47,6 +47,15 @@ class SyntheticSamples:
             cases.append(Case(sample.image, sample.findings, f"sample {sample.id}"))
         return cases
 
+    def look_gallery(self, seed: int) -> list[Case]:
+        """One sample of each look family (held-out ones included): what "any look" means."""
+        from dataset_tools.looks import gallery_samples
+
+        return [
+            Case(sample.image, sample.findings, f"look {family}", look=family)
+            for family, sample in gallery_samples(seed, size=LAYOUT.size)
+        ]
+
     def generate(self, request: SampleRequest) -> Case:
         spec = SampleSpec(
             f"generated-{request.seed}",

@@ -1084,3 +1084,19 @@ def test_no_composite_empties_truth_and_case_and_the_limit_reads_as_gradio_says_
     assert toast == "10.0 Mb"
     with pytest.raises(UploadError, match=r"the limit is 10\.0 MB"):
         read_image(b"\x89PNG" + bytes(limit + 1), UploadLimits(limit))
+
+
+def test_gallery_shows_one_sample_of_each_look_family() -> None:
+    """The Space's gallery ends with one composite per look family (held-out ones included),
+    each captioned with its family, carrying the server's truth, and each one registers: a
+    visitor sees what "any look" means and can inspect it."""
+    from app import SyntheticSamples
+    from dataset_tools.looks import LOOK_FAMILIES
+    from qeu_space.views.registration import register_composite
+
+    cases = SyntheticSamples().look_gallery(0)
+    assert [c.look for c in cases] == list(LOOK_FAMILIES)
+    for case in cases:
+        assert case.caption.startswith(f"{case.look}: ") and case.truth
+        assert case.composite.size == (448, 448) and case.source == f"look {case.look}"
+        register_composite(case.composite)  # raises NoConnectorError when refused

@@ -39,11 +39,13 @@ class Case:
         composite: RGB, :data:`COMPOSITE_SIZE` square, reference on top and test below.
         truth: the true findings of a generated sample, ``None`` when unknown.
         source: where it came from (``sample qa-...``, ``upload``, ``pair upload``).
+        look: the look family it was drawn in, when it shows one (the gallery's look samples).
     """
 
     composite: Image.Image
     truth: tuple[Finding, ...] | None
     source: str
+    look: str = ""
 
     @property
     def truth_text(self) -> str:
@@ -51,8 +53,10 @@ class Case:
 
     @property
     def caption(self) -> str:
-        """The gallery caption: the truth in a few characters (:func:`short_truth`)."""
-        return "unknown" if self.truth is None else short_truth(self.truth)
+        """The gallery caption: the truth in a few characters (:func:`short_truth`), after the
+        look family when the case shows one."""
+        truth = "unknown" if self.truth is None else short_truth(self.truth)
+        return f"{self.look}: {truth}" if self.look else truth
 
 
 _ARROWS = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
@@ -105,6 +109,11 @@ class CaseSource(Protocol):
 
     def generate(self, request: SampleRequest) -> Case:
         """One sample showing exactly the requested defects."""
+        ...
+
+    def look_gallery(self, seed: int) -> list[Case]:
+        """One sample of each look family (:data:`dataset_tools.looks.LOOK_FAMILIES`), so a
+        visitor sees what the Space can inspect; a source without looks returns ``[]``."""
         ...
 
     def compose_pair(self, reference: Image.Image, test: Image.Image) -> Image.Image:

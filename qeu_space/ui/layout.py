@@ -148,7 +148,7 @@ def build_demo(
         models=models,
         source=source,
         store=store or open_feedback_store(settings),
-        gallery=samples[: settings.gallery_size],
+        gallery=[*samples[: settings.gallery_size], *source.look_gallery(settings.gallery_seed)],
         samples=samples[: settings.diff_samples],
     )
     names = list(app.adapter_names)
