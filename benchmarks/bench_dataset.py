@@ -52,7 +52,7 @@ def _composites(indices: range, clear_cache: bool = False) -> int:
         if clear_cache:
             render._clean_connector.cache_clear()
             render._bare_housing.cache_clear()
-            compose.reference_image.cache_clear()
+            compose.reference_rendered.cache_clear()
         rng = row_rng(0, "train", i)
         compose.make_sample(draw_spec("qa", "train", i, rng), rng)
     return len(indices)

@@ -19,7 +19,14 @@ from functools import cached_property, lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dataset_tools.render import ConnectorSpec, Nuisances, _work_buffer, render_connector
+from dataset_tools.looks import CLASSIC, Look, draw_look
+from dataset_tools.render import (
+    ConnectorSpec,
+    Nuisances,
+    Rendered,
+    _work_buffer,
+    render_connector,
+)
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.vocabulary import Finding, sort_findings
 
@@ -49,6 +56,11 @@ class Sample:
             dataset builder encodes the composite from the arrays and never needs it).
         findings: the truth in canonical order, boxes in composite pixels (empty = passed).
         reference / test: the two connector images as drawn (uint8 RGB), before composing.
+        look: the look family both panels were drawn in (``classic``: the first renderer).
+        reference_pose / test_pose: each panel's true homography (canonical housing-top
+            coordinates to that panel's pixels, :attr:`~dataset_tools.render.Rendered.pose`).
+        looks: the reference's and the test's :class:`~dataset_tools.looks.Look` (one product,
+            two shots), ``None`` for ``classic``.
     """
 
     id: str
@@ -60,6 +72,10 @@ class Sample:
     reference: np.ndarray
     test: np.ndarray
     variant: str = "plain"
+    look: str = CLASSIC
+    reference_pose: np.ndarray | None = None
+    test_pose: np.ndarray | None = None
+    looks: tuple[Look, Look] | None = None
 
     @cached_property
     def image(self) -> Image.Image:
@@ -117,14 +133,22 @@ def compose(
 
 
 @lru_cache(maxsize=256)
+def reference_rendered(
+    housing: str, pins: str, geometry: ConnectorGeometry, nuisances: Nuisances, k: int
+) -> Rendered:
+    """Good reference number ``k`` of the pool (classic look): deterministic, independent of
+    sample order; its image is read-only."""
+    rng = np.random.default_rng([k, geometry.width, geometry.height, *map(ord, housing + pins)])
+    out = render_connector(ConnectorSpec(housing, pins), geometry, nuisances, rng)
+    out.image.setflags(write=False)
+    return out
+
+
 def reference_image(
     housing: str, pins: str, geometry: ConnectorGeometry, nuisances: Nuisances, k: int
 ) -> np.ndarray:
-    """Good reference number ``k`` of the pool: deterministic, independent of sample order."""
-    rng = np.random.default_rng([k, geometry.width, geometry.height, *map(ord, housing + pins)])
-    arr = render_connector(ConnectorSpec(housing, pins), geometry, nuisances, rng).image
-    arr.setflags(write=False)
-    return arr
+    """The image of :func:`reference_rendered` (read-only)."""
+    return reference_rendered(housing, pins, geometry, nuisances, k).image
 
 
 def make_sample(
@@ -133,27 +157,49 @@ def make_sample(
     *,
     layout: CompositeLayout | None = None,
     nuisances: Nuisances | None = None,
+    look: str | Look = CLASSIC,
 ) -> Sample:
-    """Render the product under inspection, pick a pool reference, move boxes (composed lazily)."""
+    """Render the product under inspection and its reference, move boxes (composed lazily).
+
+    ``look``: a look family name (or a drawn :class:`~dataset_tools.looks.Look`). ``classic``
+    picks a pool reference and draws the test with ``nuisances`` (the first renderer, unchanged);
+    any other family draws one product look from ``rng`` and two shots of it, the reference
+    (good) and the test (``spec.findings``), each with its own placement, exposure, white balance,
+    focus, noise and JPEG (``nuisances`` are not used: the look's camera is the imaging).
+    """
     layout = layout or CompositeLayout()
     nuisances = Nuisances() if nuisances is None else nuisances
     geo = layout.connector
-    reference = reference_image(
-        spec.housing, spec.pins, geo, nuisances, int(rng.integers(REFERENCE_POOL))
-    )
-    rendered = render_connector(
-        ConnectorSpec(spec.housing, spec.pins, spec.findings), geo, nuisances, rng
-    )
+    drawn = draw_look(look, rng, geo)
+    if drawn.classic:
+        ref = reference_rendered(
+            spec.housing, spec.pins, geo, nuisances, int(rng.integers(REFERENCE_POOL))
+        )
+        rendered = render_connector(
+            ConnectorSpec(spec.housing, spec.pins, spec.findings), geo, nuisances, rng
+        )
+        housing, pins, looks = spec.housing, spec.pins, None
+    else:
+        ref = render_connector(ConnectorSpec(), geo, nuisances, rng, look=drawn)
+        rendered = render_connector(
+            ConnectorSpec(findings=spec.findings), geo, nuisances, rng, look=drawn.shot(rng, geo)
+        )
+        housing, pins = drawn.product.housing.colour, drawn.product.pins.shape
+        looks = (ref.look, rendered.look)
     findings = tuple(
         sort_findings(replace(f, box=layout.to_composite(f.box, "test")) for f in rendered.findings)
     )
     return Sample(
         id=spec.id,
         findings=findings,
-        housing=spec.housing,
-        pins=spec.pins,
+        housing=housing,
+        pins=pins,
         labels_drawn=spec.labels_drawn,
         layout=layout,
-        reference=reference,
+        reference=ref.image,
         test=rendered.image,
+        look=drawn.family,
+        reference_pose=ref.pose,
+        test_pose=rendered.pose,
+        looks=looks,
     )

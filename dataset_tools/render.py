@@ -34,6 +34,7 @@ import math
 import threading
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -41,6 +42,9 @@ from PIL import Image
 
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.vocabulary import ALL_POSITIONS, Box, DefectKind, Direction, Finding, Position
+
+if TYPE_CHECKING:
+    from dataset_tools.looks import Look
 
 HOUSINGS: tuple[str, ...] = ("standard", "ribbed", "stepped", "latched")
 """Housing variants. ``latched`` is kept out of training splits (``test_unseen_housing``)."""
@@ -241,13 +245,17 @@ class ConnectorSpec:
 class Rendered:
     """A rendered connector: RGB uint8 pixels and its findings with boxes in these pixels.
 
-    ``pose`` is the 3 x 3 canonical-to-image matrix the product was drawn with (placement and
-    the shift / rotation nuisances): what registration should recover.
+    ``pose`` is the 3 x 3 homography from canonical coordinates of the housing top (where the
+    socket centres ``geo.pin_center(p)`` lie) to image pixels, the one the product was drawn
+    with: what registration should recover (an affine matrix for the classic renderer, a
+    perspective one through a look's camera). ``look`` is the look drawn (with the shot's
+    camera), ``None`` for the classic renderer.
     """
 
     image: np.ndarray
     findings: tuple[Finding, ...] = field(default=())
     pose: np.ndarray = field(default_factory=lambda: np.eye(3))
+    look: Look | None = None
 
 
 # --------------------------------------------------------------------------- shapes
@@ -678,8 +686,14 @@ def render_connector(
     *,
     box_pad: float = 2.0,
     pose: Pose | None = None,
+    look: Look | None = None,
 ) -> Rendered:
     """Render one product under ``nuisances`` drawn from ``rng``.
+
+    With a ``look`` (:mod:`dataset_tools.looks`, not ``classic``) the product is the look's
+    (housing, pins, light, bench; ``spec`` gives only the defects) drawn through its 3-D camera,
+    and ``nuisances`` are not used: the look's camera is the imaging. Without one (or with the
+    ``classic`` family) the image is the first renderer's, byte for byte.
 
     Returns the uint8 RGB image and ``spec.findings`` with boxes in this image's pixels (moved by
     any shift, rotation or placement, and grown by ``box_pad``). ``pose`` places the product
@@ -687,6 +701,10 @@ def render_connector(
     conditions); the draws from ``rng`` are the same either way, so a product keeps its
     lighting and noise under every pose.
     """
+    if look is not None and not look.classic:
+        from dataset_tools.looks.scene import render_look
+
+        return render_look(spec, geo, look, rng, box_pad=box_pad, pose=pose)
     shape = (geo.height, geo.width, 3)
     img = draw_clean_with_defects(spec, geo, _work_buffer("defects", shape, np.float32))
     size = (geo.width, geo.height)
@@ -732,4 +750,4 @@ def render_connector(
             out = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
     findings = tuple(replace(f, box=b) for f, b in zip(spec.findings, boxes, strict=True))
     matrix.setflags(write=False)
-    return Rendered(out, findings, matrix)
+    return Rendered(out, findings, matrix, look)
