@@ -315,6 +315,7 @@ def soartc(
     register: bool = False,
     normalisation: str | None = None,
     region: np.ndarray | None = None,
+    registrations: Sequence[Registration] | None = None,
 ) -> SoartcResult:
     """SOARTC heatmap of ``test`` against the good ``reference`` (see the module docstring).
 
@@ -340,15 +341,22 @@ def soartc(
         region: ``H x W`` booleans, the pixels of the product (without registration; with it,
             the canonical housing both cameras saw): a window reaching outside scores 0 and is
             left out of the unit space, so a textured bench or a cut-off edge is no defect.
+        registrations: with ``register``, the registrations already found for the reference,
+            the test and each of ``references`` (in that order; anything with the
+            :class:`~qeu_space.views.registration.Registration` ``matrix``, ``geometry``,
+            ``warp`` and ``seen``): an inspection that registered its panels once hands them
+            over instead of SOARTC registering again.
     """
     if normalisation is None:
         normalisation = DEFAULT_NORMALISATION if register else "none"
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if registrations is not None and not register:
+        raise ValueError("registrations are used with register=True only")
     if register:
         return _registered(reference, test, references, window=window, stride=stride,
                            descriptor=descriptor, align=align, backend=backend,
-                           normalisation=normalisation)  # fmt: skip
+                           normalisation=normalisation, registrations=registrations)  # fmt: skip
     ops = _backend(backend)
     if descriptor not in DESCRIPTORS:
         raise ValueError(f"descriptor must be one of {DESCRIPTORS}, got {descriptor!r}")
@@ -422,6 +430,7 @@ def _registered(
     test: ImageLike,
     references: Sequence[ImageLike] | None,
     normalisation: str,
+    registrations: Sequence[Registration] | None,
     **kwargs,
 ) -> SoartcResult:
     """:func:`soartc` of the canonical views of connector images, heatmap mapped back."""
@@ -435,13 +444,18 @@ def _registered(
                 f"reference is {size[0]} x {size[1]} but {name} is {other[0]} x {other[1]}: "
                 "compare images of the same size"
             )
+    images = [("reference", reference), ("test", test)]
+    images += [(f"references[{i}]", g) for i, g in enumerate(references or ())]
+    if registrations is not None and len(registrations) != len(images):
+        raise ValueError(
+            f"registrations has {len(registrations)} entries for {len(images)} images: give one "
+            "per image (reference, test, then each of references)"
+        )
     views, seen, regs, names = [], [], [], []
-    for name, image in (("reference", reference), ("test", test), *(
-        (f"references[{i}]", g) for i, g in enumerate(references or ())
-    )):  # fmt: skip
+    for k, (name, image) in enumerate(images):
         names.append(name)
         pil = _as_pil(image, name)
-        reg = find_connector(pil)
+        reg = find_connector(pil) if registrations is None else registrations[k]
         regs.append(reg)
         views.append(np.asarray(reg.warp(pil)).copy())
         seen.append(reg.seen(pil.size))
@@ -462,13 +476,13 @@ def _registered(
     result = soartc(scaled[0], scaled[1], references=scaled[2:] or None,
                     normalisation="none", region=region, **kwargs)  # fmt: skip
     canonical = result.heatmap
-    inverse = np.linalg.inv(regs[1].matrix)
-    a, b, c = inverse[0]
-    d, e, f = inverse[1]
-    height, width = canonical.shape
+    inverse = np.asarray(regs[1].matrix, np.float64)
+    inverse = np.linalg.inv(inverse / inverse[2, 2])  # image pixel -> canonical point
+    inverse = inverse / inverse[2, 2]
     back = Image.fromarray(canonical, mode="F").transform(
-        (width, height), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=0.0
-    )
+        size, Image.PERSPECTIVE, tuple(inverse.ravel()[:8]), resample=Image.BILINEAR,
+        fillcolor=0.0,
+    )  # fmt: skip
     heatmap = np.asarray(back, np.float32).copy()
     return dataclasses.replace(
         result,
