@@ -30,7 +30,12 @@ frame. For connector images, ``register=True`` first finds each product's pin la
 (:mod:`qeu_space.views.registration`: shift, rotation and scale of any size a rig gives) and
 compares both in the canonical frame; the heatmap is mapped back onto the test image and
 ``canonical_heatmap`` keeps it in the canonical frame, where pin cells are where the geometry
-says (:func:`~qeu_space.soartc.positions.top_positions` reads it).
+says (:func:`~qeu_space.soartc.positions.top_positions` reads it). There, three things keep one
+threshold valid whatever camera took the test: the test is put into the reference's photometry
+(:mod:`~qeu_space.soartc.photometric`: gain and offset fields and a tone curve learnt on the
+housing), only the housing both cameras saw is scored (a bench is no defect), and the unit space
+is learnt from the pin cells' windows (how much pins differ between two shots, not how little a
+flat housing does).
 
 Example:
     >>> import numpy as np
@@ -63,6 +68,7 @@ from qeu_space.soartc._kernels import BETA_FLOOR, EPS, LOG_BETA_FLOOR
 from qeu_space.soartc.photometric import DEFAULT_NORMALISATION, NORMALISATIONS, normalise
 from qeu_space.views.registration import Registration
 from qeu_space.views.registration import register as find_connector
+from qeu_space.vocabulary import ALL_POSITIONS
 
 __all__ = [
     "BETA_FLOOR",
@@ -316,6 +322,7 @@ def soartc(
     normalisation: str | None = None,
     region: np.ndarray | None = None,
     registrations: Sequence[Registration] | None = None,
+    unit_region: np.ndarray | None = None,
 ) -> SoartcResult:
     """SOARTC heatmap of ``test`` against the good ``reference`` (see the module docstring).
 
@@ -346,6 +353,8 @@ def soartc(
             :class:`~qeu_space.views.registration.Registration` ``matrix``, ``geometry``,
             ``warp`` and ``seen``): an inspection that registered its panels once hands them
             over instead of SOARTC registering again.
+        unit_region: ``H x W`` booleans: only windows wholly inside it (and ``region``) teach
+            the unit space (``None``: every scored window). With ``register``, the pin cells.
     """
     if normalisation is None:
         normalisation = DEFAULT_NORMALISATION if register else "none"
@@ -392,12 +401,17 @@ def soartc(
 
     metrics, motion = _pair_metrics(ops, ref, tst, w, s, descriptor, align)
     inside = None if region is None else _windows_inside(region, ref.shape, w, s, metrics.shape)
+    teach = inside
+    if unit_region is not None:
+        mine = _windows_inside(unit_region, ref.shape, w, s, metrics.shape)
+        mine = mine if inside is None else mine & inside
+        teach = mine if mine.sum() >= _MIN_UNIT_WINDOWS else inside
     if goods:
         good_metrics = [_pair_metrics(ops, ref, g, w, s, descriptor, align)[0] for g in goods]
-        unit = _unit_from_references(ops, metrics, good_metrics, inside)
+        unit = _unit_from_references(ops, metrics, good_metrics, teach)
         centred = metrics - np.mean(good_metrics, axis=0)
     else:
-        samples = metrics.reshape(3, -1) if inside is None else metrics[:, inside]
+        samples = metrics.reshape(3, -1) if teach is None else metrics[:, teach]
         loc, cov = ops.robust_unit_space(np.ascontiguousarray(samples))
         unit = UnitSpace(loc, cov)
         centred = metrics
@@ -473,8 +487,13 @@ def _registered(
     scaled = [to_gray(v, name) for v, name in zip(views, names, strict=True)]
     for i in range(1, len(views)):
         scaled[i] = normalise(scaled[0], scaled[i], normalisation, region)
-    result = soartc(scaled[0], scaled[1], references=scaled[2:] or None,
-                    normalisation="none", region=region, **kwargs)  # fmt: skip
+    # The normal variation is learnt from the pin cells' windows: a flat (or saturated) housing
+    # varies far less than pins do between two shots (a specular highlight that moves with the
+    # camera), and a spread learnt from it turns every pin into an anomaly; one defective pin
+    # is one cell of 27, which the robust estimate leaves out.
+    unit_region = _pin_mask(regs[0].geometry)
+    result = soartc(scaled[0], scaled[1], references=scaled[2:] or None, normalisation="none",
+                    region=region, unit_region=unit_region, **kwargs)  # fmt: skip
     canonical = result.heatmap
     inverse = np.asarray(regs[1].matrix, np.float64)
     inverse = np.linalg.inv(inverse / inverse[2, 2])  # image pixel -> canonical point
@@ -491,6 +510,21 @@ def _registered(
         canonical_heatmap=canonical,
         registration=(regs[0], regs[1]),
     )
+
+
+_MIN_UNIT_WINDOWS = 64  # fewer than this (a product mostly out of view): the whole region teaches
+
+
+def _pin_mask(geometry: ConnectorGeometry) -> np.ndarray:
+    """Canonical pixels of the pin cells: a square of 0.9 pitch around each pin centre."""
+    mask = np.zeros((geometry.height, geometry.width), bool)
+    half = 0.45 * min(geometry.pitch)
+    for position in ALL_POSITIONS:
+        x, y = geometry.pin_center(position)
+        mask[
+            max(round(y - half), 0) : round(y + half), max(round(x - half), 0) : round(x + half)
+        ] = True
+    return mask
 
 
 def _housing_mask(geometry: ConnectorGeometry) -> np.ndarray:
