@@ -188,6 +188,11 @@ def normalisation_cost(args: argparse.Namespace) -> str:
         name += " (before)" if method == "none" else ""
         added = "-" if method == "none" else f"+{(sec - base) * 1e3:.1f} ms"
         lines.append(f"| {name} | {sec * 1e3:.1f} | {added} | {alone * 1e3:.2f} |")
+    lines.append(
+        "\n`added` is the difference of two best-of times on a shared machine (a few ms of "
+        "noise either way); `normalisation alone` (`normalise` on the two grey panels) is the "
+        "direct cost."
+    )
     lines.append(f"\nRun time {time.perf_counter() - started:.0f} s.")
     return "\n".join(lines)
 
