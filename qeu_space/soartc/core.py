@@ -33,7 +33,8 @@ compares both in the canonical frame; the heatmap is mapped back onto the test i
 says (:func:`~qeu_space.soartc.positions.top_positions` reads it). There, three things keep one
 threshold valid whatever camera took the test: the test is put into the reference's photometry
 (:mod:`~qeu_space.soartc.photometric`: gain and offset fields and a tone curve learnt on the
-housing), only the housing both cameras saw is scored (a bench is no defect), and the unit space
+housing), only the pin cells both cameras saw are scored (a bench, clutter or the housing's
+outline is no defect), and the unit space
 is learnt from the pin cells' windows (how much pins differ between two shots, not how little a
 flat housing does).
 
@@ -346,7 +347,7 @@ def soartc(
             ``"none"`` without (whole images of unknown content: nothing tells product from
             bench, and a field fitted to both bends at the corners).
         region: ``H x W`` booleans, the pixels of the product (without registration; with it,
-            the canonical housing both cameras saw): a window reaching outside scores 0 and is
+            the pin cells both cameras saw): a window reaching outside scores 0 and is
             left out of the unit space, so a textured bench or a cut-off edge is no defect.
         registrations: with ``register``, the registrations already found for the reference,
             the test and each of ``references`` (in that order; anything with the
@@ -481,12 +482,16 @@ def _registered(
         views[0][~seen[0]] = views[i][~seen[0]]
     # The product is the housing both cameras saw: the bench around it and what a camera did not
     # see (lit there only by a lighting step) are no change, and teach the normalisation nothing.
-    region = _housing_mask(regs[0].geometry) & np.logical_and.reduce(seen)
+    both = np.logical_and.reduce(seen)
+    housing = _housing_mask(regs[0].geometry) & both
     # Matched in luma, as compared: per colour channel measured no better (a cast moves gold pins
     # and grey plastic differently, but the fit's tone terms follow it) at three times the cost.
     scaled = [to_gray(v, name) for v, name in zip(views, names, strict=True)]
     for i in range(1, len(views)):
-        scaled[i] = normalise(scaled[0], scaled[i], normalisation, region)
+        scaled[i] = normalise(scaled[0], scaled[i], normalisation, housing)
+    # Scored: the pin cells (the defects are pins); the housing's outline, a latch or a notch
+    # against a vignetted bench is no defect either.
+    region = housing & _box_mask(regs[0].geometry, regs[0].geometry.grid_box())
     # The normal variation is learnt from the pin cells' windows: a flat (or saturated) housing
     # varies far less than pins do between two shots (a specular highlight that moves with the
     # camera), and a spread learnt from it turns every pin into an anomaly; one defective pin
@@ -529,9 +534,15 @@ def _pin_mask(geometry: ConnectorGeometry) -> np.ndarray:
 
 def _housing_mask(geometry: ConnectorGeometry) -> np.ndarray:
     """Canonical pixels inside the housing, one pixel in from its outline."""
-    x1, y1, x2, y2 = geometry.housing_box
+    return _box_mask(geometry, geometry.housing_box, inset=1)
+
+
+def _box_mask(geometry: ConnectorGeometry, box: tuple[float, ...], inset: int = 0) -> np.ndarray:
+    """Canonical pixels inside ``box`` (x1, y1, x2, y2), ``inset`` pixels in from its edges."""
+    x1, y1, x2, y2 = box
     mask = np.zeros((geometry.height, geometry.width), bool)
-    mask[math.ceil(y1) + 1 : math.floor(y2) - 1, math.ceil(x1) + 1 : math.floor(x2) - 1] = True
+    top, left = max(math.floor(y1) + inset, 0), max(math.floor(x1) + inset, 0)
+    mask[top : math.ceil(y2) - inset, left : math.ceil(x2) - inset] = True
     return mask
 
 
