@@ -10,7 +10,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS_soartc.md")
 _HEADER = (
-    "# SOARTC: quality and speed\n\nWritten by the two benchmark scripts; each owns its section.\n"
+    "# SOARTC: quality and speed\n\nWritten by the benchmark scripts; each owns its section.\n"
 )
 
 

@@ -13,10 +13,14 @@ Prints, in one run, and writes to ``benchmarks/RESULTS_soartc.md``:
   extrapolated per window;
 * time per call and per pixel by image size (should be linear in pixels);
 * a batch of 64 pairs (250 x 250): one after another on one and on two numba threads, and
-  ``soartc_many`` with two workers (a pair per core).
+  ``soartc_many`` with two workers (a pair per core);
+* the cost of photometric normalisation: the Space's call, ``soartc(reference, test,
+  register=True)`` on the two panels of a generated composite, with ``normalisation="none"``
+  (before) and each normalisation (after, ``joint`` the default), and the normalisation alone
+  (section ``speed-normalisation``; ``--part normalisation`` runs only it).
 
 Usage:
-    python -m benchmarks.bench_soartc_speed [--repeats 3]
+    python -m benchmarks.bench_soartc_speed [--repeats 3] [--part all|normalisation]
 """
 
 from __future__ import annotations
@@ -144,13 +148,69 @@ def rendered_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return to_gray(ref), to_gray(render_connector(bent, geo, NUISANCES, rng).image)
 
 
+def normalisation_cost(args: argparse.Namespace) -> str:
+    """Before/after table of the photometric normalisation, one run, one thread."""
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.geometry import CompositeLayout
+    from qeu_space.soartc.core import _housing_mask
+    from qeu_space.soartc.photometric import DEFAULT_NORMALISATION, NORMALISATIONS, normalise
+    from qeu_space.ui.cases import COMPOSITE_SIZE, split_composite
+
+    started = time.perf_counter()
+    layout = CompositeLayout(COMPOSITE_SIZE)
+    spec = SampleSpec("speed", "standard", "square", (), True)
+    sample = make_sample(spec, np.random.default_rng(0), layout=layout)
+    ref, test = (np.asarray(p.convert("RGB")) for p in split_composite(sample.image))
+    test = np.clip(255.0 * (test / 255.0) ** 0.6, 0, 255).astype(np.uint8)  # another gamma
+    reps = max(15, args.repeats)
+    lines = [
+        "## Speed of the photometric normalisation",
+        "",
+        f"`python -m benchmarks.bench_soartc_speed --part normalisation` on {machine()}: the "
+        f"Space's call `soartc(reference, test, register=True)` on the two "
+        f"{ref.shape[1]} x {ref.shape[0]} panels of a generated composite (the test under gamma "
+        f"0.6), one thread, CPU time of the calling thread, best of {reps}; before "
+        "(`normalisation='none'`) and after, in one run.",
+        "",
+        "| normalisation | ms per pair | added | normalisation alone (ms) |",
+        "|---|---:|---:|---:|",
+    ]
+    gray_ref = to_gray(ref)
+    gray_test = to_gray(test)
+    mask = _housing_mask(layout.connector)
+    base = None
+    for method in NORMALISATIONS:
+        soartc(ref, test, register=True, normalisation=method)  # compile and warm
+        sec = best_of(lambda m=method: soartc(ref, test, register=True, normalisation=m), reps)
+        alone = best_of(lambda m=method: normalise(gray_ref, gray_test, m, mask), reps)
+        base = sec if method == "none" else base
+        name = f"`{method}`" + (" (default)" if method == DEFAULT_NORMALISATION else "")
+        name += " (before)" if method == "none" else ""
+        added = "-" if method == "none" else f"+{(sec - base) * 1e3:.1f} ms"
+        lines.append(f"| {name} | {sec * 1e3:.1f} | {added} | {alone * 1e3:.2f} |")
+    lines.append(
+        "\n`added` is the difference of two best-of times on a shared machine (a few ms of "
+        "noise either way); `normalisation alone` (`normalise` on the two grey panels) is the "
+        "direct cost."
+    )
+    lines.append(f"\nRun time {time.perf_counter() - started:.0f} s.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of the seeds' way per size")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS_soartc.md")
+    parser.add_argument("--part", choices=("all", "normalisation"), default="all")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     numba.set_num_threads(1)
+    norm_text = normalisation_cost(args)
+    print(norm_text)
+    if not args.no_write:
+        write_section("speed-normalisation", norm_text)
+    if args.part == "normalisation":
+        return 0
     warm_ref, warm_test = rendered_pair(100)
     soartc(warm_ref, warm_test)
     soartc(warm_ref, warm_test, descriptor="selfsim")

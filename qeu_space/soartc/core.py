@@ -30,7 +30,13 @@ frame. For connector images, ``register=True`` first finds each product's pin la
 (:mod:`qeu_space.views.registration`: shift, rotation and scale of any size a rig gives) and
 compares both in the canonical frame; the heatmap is mapped back onto the test image and
 ``canonical_heatmap`` keeps it in the canonical frame, where pin cells are where the geometry
-says (:func:`~qeu_space.soartc.positions.top_positions` reads it).
+says (:func:`~qeu_space.soartc.positions.top_positions` reads it). There, three things keep one
+threshold valid whatever camera took the test: the test is put into the reference's photometry
+(:mod:`~qeu_space.soartc.photometric`: gain and offset fields and a tone curve learnt on the
+housing), only the pin cells both cameras saw are scored (a bench, clutter or the housing's
+outline is no defect), and the unit space
+is learnt from the pin cells' windows (how much pins differ between two shots, not how little a
+flat housing does).
 
 Example:
     >>> import numpy as np
@@ -56,12 +62,14 @@ from typing import Literal, NamedTuple
 import numba
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
+from qeu_space.geometry import ConnectorGeometry
 from qeu_space.soartc import _kernels, _reference
 from qeu_space.soartc._kernels import BETA_FLOOR, EPS, LOG_BETA_FLOOR
+from qeu_space.soartc.photometric import DEFAULT_NORMALISATION, NORMALISATIONS, normalise
 from qeu_space.views.registration import Registration
 from qeu_space.views.registration import register as find_connector
+from qeu_space.vocabulary import ALL_POSITIONS
 
 __all__ = [
     "BETA_FLOOR",
@@ -312,6 +320,10 @@ def soartc(
     align: bool = True,
     backend: Backend = "numba",
     register: bool = False,
+    normalisation: str | None = None,
+    region: np.ndarray | None = None,
+    registrations: Sequence[Registration] | None = None,
+    unit_region: np.ndarray | None = None,
 ) -> SoartcResult:
     """SOARTC heatmap of ``test`` against the good ``reference`` (see the module docstring).
 
@@ -329,10 +341,32 @@ def soartc(
         register: the images are connectors: put each (and each of ``references``) into the
             canonical frame first (any shift, rotation and scale a rig gives; raises
             ``NoConnectorError`` where none is found).
+        normalisation: how the test (and each of ``references``) is put into the reference's
+            photometry first (:mod:`qeu_space.soartc.photometric`). ``None``: ``"joint"``
+            (gain and offset fields and a tone curve, learnt on the housing) with ``register``,
+            ``"none"`` without (whole images of unknown content: nothing tells product from
+            bench, and a field fitted to both bends at the corners).
+        region: ``H x W`` booleans, the pixels of the product (without registration; with it,
+            the pin cells both cameras saw): a window reaching outside scores 0 and is
+            left out of the unit space, so a textured bench or a cut-off edge is no defect.
+        registrations: with ``register``, the registrations already found for the reference,
+            the test and each of ``references`` (in that order; anything with the
+            :class:`~qeu_space.views.registration.Registration` ``matrix``, ``geometry``,
+            ``warp`` and ``seen``): an inspection that registered its panels once hands them
+            over instead of SOARTC registering again.
+        unit_region: ``H x W`` booleans: only windows wholly inside it (and ``region``) teach
+            the unit space (``None``: every scored window). With ``register``, the pin cells.
     """
+    if normalisation is None:
+        normalisation = DEFAULT_NORMALISATION if register else "none"
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if registrations is not None and not register:
+        raise ValueError("registrations are used with register=True only")
     if register:
         return _registered(reference, test, references, window=window, stride=stride,
-                           descriptor=descriptor, align=align, backend=backend)  # fmt: skip
+                           descriptor=descriptor, align=align, backend=backend,
+                           normalisation=normalisation, registrations=registrations)  # fmt: skip
     ops = _backend(backend)
     if descriptor not in DESCRIPTORS:
         raise ValueError(f"descriptor must be one of {DESCRIPTORS}, got {descriptor!r}")
@@ -362,19 +396,31 @@ def soartc(
                 "every good image must have the reference's size"
             )
         goods.append(g)
+    if normalisation != "none":
+        tst = normalise(ref, tst, normalisation)
+        goods = [normalise(ref, g, normalisation) for g in goods]
 
     metrics, motion = _pair_metrics(ops, ref, tst, w, s, descriptor, align)
+    inside = None if region is None else _windows_inside(region, ref.shape, w, s, metrics.shape)
+    teach = inside
+    if unit_region is not None:
+        mine = _windows_inside(unit_region, ref.shape, w, s, metrics.shape)
+        mine = mine if inside is None else mine & inside
+        teach = mine if mine.sum() >= _MIN_UNIT_WINDOWS else inside
     if goods:
         good_metrics = [_pair_metrics(ops, ref, g, w, s, descriptor, align)[0] for g in goods]
-        unit = _unit_from_references(ops, metrics, good_metrics)
+        unit = _unit_from_references(ops, metrics, good_metrics, teach)
         centred = metrics - np.mean(good_metrics, axis=0)
     else:
-        loc, cov = ops.robust_unit_space(metrics.reshape(3, -1))
+        samples = metrics.reshape(3, -1) if teach is None else metrics[:, teach]
+        loc, cov = ops.robust_unit_space(np.ascontiguousarray(samples))
         unit = UnitSpace(loc, cov)
         centred = metrics
     anomaly = ops.mahalanobis_grid(
         np.ascontiguousarray(centred), unit.location, np.linalg.inv(unit.covariance)
     )
+    if inside is not None:
+        anomaly[~inside] = 0.0
     heat = ops.cover_mean(anomaly, h, wd, w, s)
     if motion != (0.0, 0.0, 0.0):  # from the halfway frame back to the test image's frame
         heat = ops.warp_image(heat, motion[0] / 2, motion[1] / 2, motion[2] / 2)
@@ -398,6 +444,8 @@ def _registered(
     reference: ImageLike,
     test: ImageLike,
     references: Sequence[ImageLike] | None,
+    normalisation: str,
+    registrations: Sequence[Registration] | None,
     **kwargs,
 ) -> SoartcResult:
     """:func:`soartc` of the canonical views of connector images, heatmap mapped back."""
@@ -411,12 +459,18 @@ def _registered(
                 f"reference is {size[0]} x {size[1]} but {name} is {other[0]} x {other[1]}: "
                 "compare images of the same size"
             )
-    views, seen, regs = [], [], []
-    for name, image in (("reference", reference), ("test", test), *(
-        (f"references[{i}]", g) for i, g in enumerate(references or ())
-    )):  # fmt: skip
+    images = [("reference", reference), ("test", test)]
+    images += [(f"references[{i}]", g) for i, g in enumerate(references or ())]
+    if registrations is not None and len(registrations) != len(images):
+        raise ValueError(
+            f"registrations has {len(registrations)} entries for {len(images)} images: give one "
+            "per image (reference, test, then each of references)"
+        )
+    views, seen, regs, names = [], [], [], []
+    for k, (name, image) in enumerate(images):
+        names.append(name)
         pil = _as_pil(image, name)
-        reg = find_connector(pil)
+        reg = find_connector(pil) if registrations is None else registrations[k]
         regs.append(reg)
         views.append(np.asarray(reg.warp(pil)).copy())
         seen.append(reg.seen(pil.size))
@@ -426,21 +480,33 @@ def _registered(
         views[i][~seen[i]] = views[0][~seen[i]]
     for i in range(1, len(views)):
         views[0][~seen[0]] = views[i][~seen[0]]
-    result = soartc(views[0], views[1], references=views[2:] or None, **kwargs)
-    # ...and a window that reaches such pixels (lit there only by a lighting step) scores 0
-    unseen = ~np.logical_and.reduce(seen)
-    if unseen.any():
-        reach = ndi.binary_dilation(unseen, iterations=int(kwargs.get("window", 8)))
-        canonical = np.where(reach, np.float32(0.0), result.heatmap)
-    else:
-        canonical = result.heatmap
-    inverse = np.linalg.inv(regs[1].matrix)
-    a, b, c = inverse[0]
-    d, e, f = inverse[1]
-    height, width = canonical.shape
+    # The product is the housing both cameras saw: the bench around it and what a camera did not
+    # see (lit there only by a lighting step) are no change, and teach the normalisation nothing.
+    both = np.logical_and.reduce(seen)
+    housing = _housing_mask(regs[0].geometry) & both
+    # Matched in luma, as compared: per colour channel measured no better (a cast moves gold pins
+    # and grey plastic differently, but the fit's tone terms follow it) at three times the cost.
+    scaled = [to_gray(v, name) for v, name in zip(views, names, strict=True)]
+    for i in range(1, len(views)):
+        scaled[i] = normalise(scaled[0], scaled[i], normalisation, housing)
+    # Scored: the pin cells (the defects are pins); the housing's outline, a latch or a notch
+    # against a vignetted bench is no defect either.
+    region = housing & _box_mask(regs[0].geometry, regs[0].geometry.grid_box())
+    # The normal variation is learnt from the pin cells' windows: a flat (or saturated) housing
+    # varies far less than pins do between two shots (a specular highlight that moves with the
+    # camera), and a spread learnt from it turns every pin into an anomaly; one defective pin
+    # is one cell of 27, which the robust estimate leaves out.
+    unit_region = _pin_mask(regs[0].geometry)
+    result = soartc(scaled[0], scaled[1], references=scaled[2:] or None, normalisation="none",
+                    region=region, unit_region=unit_region, **kwargs)  # fmt: skip
+    canonical = result.heatmap
+    inverse = np.asarray(regs[1].matrix, np.float64)
+    inverse = np.linalg.inv(inverse / inverse[2, 2])  # image pixel -> canonical point
+    inverse = inverse / inverse[2, 2]
     back = Image.fromarray(canonical, mode="F").transform(
-        (width, height), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=0.0
-    )
+        size, Image.PERSPECTIVE, tuple(inverse.ravel()[:8]), resample=Image.BILINEAR,
+        fillcolor=0.0,
+    )  # fmt: skip
     heatmap = np.asarray(back, np.float32).copy()
     return dataclasses.replace(
         result,
@@ -449,6 +515,55 @@ def _registered(
         canonical_heatmap=canonical,
         registration=(regs[0], regs[1]),
     )
+
+
+_MIN_UNIT_WINDOWS = 64  # fewer than this (a product mostly out of view): the whole region teaches
+
+
+def _pin_mask(geometry: ConnectorGeometry) -> np.ndarray:
+    """Canonical pixels of the pin cells: a square of 0.9 pitch around each pin centre."""
+    mask = np.zeros((geometry.height, geometry.width), bool)
+    half = 0.45 * min(geometry.pitch)
+    for position in ALL_POSITIONS:
+        x, y = geometry.pin_center(position)
+        mask[
+            max(round(y - half), 0) : round(y + half), max(round(x - half), 0) : round(x + half)
+        ] = True
+    return mask
+
+
+def _housing_mask(geometry: ConnectorGeometry) -> np.ndarray:
+    """Canonical pixels inside the housing, one pixel in from its outline."""
+    return _box_mask(geometry, geometry.housing_box, inset=1)
+
+
+def _box_mask(geometry: ConnectorGeometry, box: tuple[float, ...], inset: int = 0) -> np.ndarray:
+    """Canonical pixels inside ``box`` (x1, y1, x2, y2), ``inset`` pixels in from its edges."""
+    x1, y1, x2, y2 = box
+    mask = np.zeros((geometry.height, geometry.width), bool)
+    top, left = max(math.floor(y1) + inset, 0), max(math.floor(x1) + inset, 0)
+    mask[top : math.ceil(y2) - inset, left : math.ceil(x2) - inset] = True
+    return mask
+
+
+def _windows_inside(
+    region: np.ndarray, shape: tuple[int, int], w: int, s: int, grid: tuple[int, ...]
+) -> np.ndarray:
+    """``(gh, gw)`` booleans: the windows that lie wholly inside ``region``."""
+    region = np.asarray(region, bool)
+    if region.shape != shape:
+        raise ValueError(f"region is {region.shape}, images are {shape}: give one mask pixel per "
+                         "image pixel")  # fmt: skip
+    outside = np.pad(np.cumsum(np.cumsum(~region, 0), 1), ((1, 0), (1, 0)))
+    gh, gw = grid[-2:]
+    ys = np.arange(gh) * s
+    xs = np.arange(gw) * s
+    count = (outside[ys[:, None] + w, xs + w] - outside[ys[:, None], xs + w]
+             - outside[ys[:, None] + w, xs] + outside[ys[:, None], xs])  # fmt: skip
+    inside = count == 0
+    if not inside.any():
+        raise ValueError(f"no {w} x {w} window fits inside the region: give a larger region")
+    return inside
 
 
 def _as_pil(image: ImageLike, name: str) -> Image.Image:
@@ -556,7 +671,10 @@ def _estimate_motion(ops: ModuleType, ref: np.ndarray, test: np.ndarray) -> tupl
 
 
 def _unit_from_references(
-    ops: ModuleType, metrics: np.ndarray, good_metrics: list[np.ndarray]
+    ops: ModuleType,
+    metrics: np.ndarray,
+    good_metrics: list[np.ndarray],
+    inside: np.ndarray | None = None,
 ) -> UnitSpace:
     """Unit space from good images: centre from the test's deviations, spread from the goods'.
 
@@ -568,11 +686,15 @@ def _unit_from_references(
     """
     k = len(good_metrics)
     pattern = np.mean(good_metrics, axis=0)
-    loc, cov = ops.robust_unit_space(np.ascontiguousarray((metrics - pattern).reshape(3, -1)))
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return a.reshape(3, -1) if inside is None else a[:, inside]
+
+    loc, cov = ops.robust_unit_space(np.ascontiguousarray(flat(metrics - pattern)))
     if k >= 2:
         devs = []
         for g in good_metrics:
-            d = (g - pattern).reshape(3, -1)
+            d = flat(g - pattern)
             devs.append(d - np.median(d, axis=1, keepdims=True))
         _, pooled = ops.robust_unit_space(np.ascontiguousarray(np.concatenate(devs, axis=1)))
         cov = pooled * ((k + 1) / (k - 1))
