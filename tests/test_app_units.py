@@ -1100,3 +1100,24 @@ def test_gallery_shows_one_sample_of_each_look_family() -> None:
         assert case.caption.startswith(f"{case.look}: ") and case.truth
         assert case.composite.size == (448, 448) and case.source == f"look {case.look}"
         register_composite(case.composite)  # raises NoConnectorError when refused
+
+
+def test_soartc_panel_reads_the_frames_the_inspection_found() -> None:
+    """An inspection registers each panel once and hands the frames to SOARTC: the panel scored
+    from those frames is the panel SOARTC would find by itself, and frames of another product
+    change it (so they are really used)."""
+    from app import SyntheticSamples
+    from qeu_space.ui.cases import split_composite
+    from qeu_space.ui.soartc_view import run_soartc
+    from qeu_space.views.registration import register_composite
+
+    looks = SyntheticSamples().look_gallery(0)
+    case, other = looks[6], looks[7]
+    frame = register_composite(case.composite)
+    reference, test = split_composite(case.composite)
+    given = run_soartc(reference, test, registrations=(frame.reference, frame.test))
+    found = run_soartc(reference, test)
+    assert given.score == found.score and given.top == found.top
+    wrong = register_composite(other.composite)
+    moved = run_soartc(reference, test, registrations=(wrong.reference, wrong.test))
+    assert moved.score != given.score

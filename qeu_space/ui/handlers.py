@@ -432,12 +432,12 @@ class InspectionApp:
         truth, truth_source, case = self.truth_of(image, truth)
         source = case.source if case is not None else "upload"
         try:  # every model reads the registered frame: no connector, no answer from anyone
-            register_composite(image)
+            frame = register_composite(image)
         except NoConnectorError as err:
             return Inspection(image, truth, source, refused=str(err), adapter=name)
         reference, test = split_composite(image)
         progress(0.05, desc="SOARTC heatmap")
-        soartc = run_soartc(reference, test)
+        soartc = run_soartc(reference, test, registrations=(frame.reference, frame.test))
         progress(0.2, desc="ViT verdict")
         vit = self._vit(test)
         progress(0.35, desc="base model answering")

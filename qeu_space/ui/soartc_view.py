@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from qeu_space.geometry import ConnectorGeometry
 from qeu_space.soartc import soartc
 from qeu_space.soartc.overlay import DEFAULT_VMAX, blend_heatmap, colorize
 from qeu_space.soartc.positions import top_positions
+from qeu_space.views.registration import Registration
 
 TOP_K = 5
 THRESHOLD_FILE = Path(__file__).with_name("soartc_threshold.json")
@@ -111,16 +113,25 @@ class SoartcView:
 
 
 def run_soartc(
-    reference: Image.Image, test: Image.Image, k: int = TOP_K, *, threshold: float | None = None
+    reference: Image.Image,
+    test: Image.Image,
+    k: int = TOP_K,
+    *,
+    threshold: float | None = None,
+    registrations: Sequence[Registration] | None = None,
 ) -> SoartcView:
     """SOARTC of a reference / test pair of one size (connector images, RGB).
+
+    ``registrations``: the panels' registrations when the caller already found them (an
+    inspection registers each panel once and hands the frames to SOARTC and the models).
 
     Raises:
         NoConnectorError: no connector is found in one of the images (registration).
     """
     ref = np.asarray(reference.convert("RGB"))
     tst = np.asarray(test.convert("RGB"))
-    result = soartc(ref, tst, register=True)  # raises NoConnectorError for a non-connector
+    # raises NoConnectorError for a non-connector
+    result = soartc(ref, tst, register=True, registrations=registrations)
     geometry = ConnectorGeometry(test.width, test.height)
     top = [(str(p), float(s)) for p, s in top_positions(result, geometry, k)]
     limit = load_threshold().value if threshold is None else threshold
