@@ -36,7 +36,13 @@ import torch
 from PIL import Image
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from transformers import Florence2Processor, Idefics3Processor, LogitsProcessor, LogitsProcessorList, ViTImageProcessorPil
+from transformers import (
+    Florence2Processor,
+    Idefics3Processor,
+    LogitsProcessor,
+    LogitsProcessorList,
+    ViTImageProcessorPil,
+)
 from transformers.image_transforms import to_pil_image
 
 # ---------------- qeu_space.vocabulary (generated: edit the library, not this file)

@@ -180,13 +180,22 @@ def _import_block(imports: Sequence[ast.stmt], used: set[str]) -> str:
 
         lines = [line for m in sorted(plain, key=str.lower) if ours(m) for line in sorted(plain[m])]
         lines += [
-            f"from {m} import {', '.join(sorted(names[m], key=_name_key))}"
+            _from_import(m, sorted(names[m], key=_name_key))
             for m in sorted(names, key=str.lower)
             if ours(m)
         ]
         if lines:
             sections.append("\n".join(lines))
     return "\n\n".join(sections)
+
+
+def _from_import(module: str, names: list[str], width: int = 100) -> str:
+    """``from module import a, b``, one name a line in parentheses when longer than ``width``
+    (as ruff formats it, so the shipped file passes the project's lint)."""
+    line = f"from {module} import {', '.join(names)}"
+    if len(line) <= width:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {n},\n" for n in names) + ")"
 
 
 def _name_key(name: str) -> tuple[int, str]:
