@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -487,12 +488,20 @@ def _mapped(path: str) -> pa.RecordBatch:
     return batch
 
 
-def _one_thread() -> None:
-    """A worker's OpenCV uses one thread (the looks renderer's warps): the workers already share
-    the cores, and OpenCV's own pool would oversubscribe them."""
+@contextlib.contextmanager
+def _opencv_on_one_thread() -> Iterator[None]:
+    """The workers' OpenCV (the looks renderer's warps) runs on one thread: the workers already
+    share the cores, and OpenCV's own pool would oversubscribe them. Set in the parent around
+    the fork, never in a forked child: the child has no threads of the parent's OpenCV pool, and
+    ``cv2.setNumThreads`` there waits for them forever (a deadlock seen in the test suite)."""
     import cv2
 
+    previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -515,7 +524,10 @@ def iter_batches(
     tasks = plan_tasks(cfg)
     workers = min(cfg.num_proc, len(tasks))
     folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
-    pool = _pool_context().Pool(workers, initializer=_one_thread) if folder else None
+    stack = contextlib.ExitStack()
+    if folder is not None:
+        stack.enter_context(_opencv_on_one_thread())
+    pool = _pool_context().Pool(workers) if folder else None
     total = sum(cfg.split_sizes.values())
     try:
         if pool is None:
@@ -533,6 +545,7 @@ def iter_batches(
             pool.join()
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        stack.close()
 
 
 def build_dataset(cfg: BuildConfig, *, progress: bool = False) -> datasets.DatasetDict:
