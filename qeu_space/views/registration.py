@@ -82,7 +82,7 @@ least 224 px hold one; smaller ones are refused rather than registered wrong."""
 WORK_PITCH = 46.0
 """Images whose pitch is larger are searched at a size where it is this (px): the same accuracy
 in pitches, a bounded time per connector."""
-_MAX_RESIDUAL = 0.025  # accepted RMS residual of the inliers, in pitches (and at least 1 px)
+_MAX_RESIDUAL = 0.035  # accepted RMS residual of the inliers, in pitches (and at least 1 px)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
