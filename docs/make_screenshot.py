@@ -34,7 +34,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="qeu-shot-") as tmp:
         # No QEU_* model variables: the embedded defaults under models/, as `python app.py`.
-        env = app_env(Path(tmp), {}, QEU_MAX_NEW_TOKENS="48", QEU_GALLERY_SIZE="8")
+        # the embedded models, answering as the Space does: under the answer grammar
+        env = app_env(
+            Path(tmp), {}, QEU_MAX_NEW_TOKENS="64", QEU_GALLERY_SIZE="8", QEU_ANSWER_GRAMMAR="1"
+        )
         with launched_app(Path(tmp), env) as app, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
