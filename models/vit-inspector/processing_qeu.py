@@ -2346,6 +2346,19 @@ def logits_processor(
     return GrammarLogitsProcessor(constraint, eos, pad, max_new_tokens)
 
 
+def logits_processors(
+    constraint: Constraint,
+    generation_config: Any,
+    tokenizer: Any,
+    max_new_tokens: int | None = None,
+) -> LogitsProcessorList:
+    """:func:`logits_processor` as ``generate(..., logits_processor=...)`` takes it (fresh per
+    call: it tracks the rows of one batch)."""
+    return LogitsProcessorList(
+        [logits_processor(constraint, generation_config, tokenizer, max_new_tokens)]
+    )
+
+
 # ---------------- qeu_space.views.processors (generated: edit the library, not this file)
 
 
@@ -2429,8 +2442,7 @@ class QEUIdefics3Processor(Idefics3Processor):
         """``model.generate(..., logits_processor=processor.answer_grammar(model))``: answers in
         the canonical form only, as the Space generates them (a fresh one per ``generate``)."""
         config, tokenizer = model.generation_config, self.tokenizer
-        hook = logits_processor(answer_constraint(tokenizer), config, tokenizer, max_new_tokens)
-        return LogitsProcessorList([hook])
+        return logits_processors(answer_constraint(tokenizer), config, tokenizer, max_new_tokens)
 
 
 class QEUFlorence2Processor(Florence2Processor):
@@ -2511,8 +2523,7 @@ class QEUFlorence2Processor(Florence2Processor):
         """``model.generate(..., logits_processor=processor.od_grammar(model))``: only known
         kinds, each with four ``<loc_N>`` tokens, as the Space generates (fresh per call)."""
         config, tokenizer = model.generation_config, self.tokenizer
-        hook = logits_processor(od_constraint(tokenizer), config, tokenizer, max_new_tokens)
-        return LogitsProcessorList([hook])
+        return logits_processors(od_constraint(tokenizer), config, tokenizer, max_new_tokens)
 
     def post_process_generation(
         self,

@@ -42,7 +42,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from qeu_space.vocabulary import (
     ALL_POSITIONS,
@@ -590,3 +590,16 @@ def logits_processor(
         pad = tokenizer.pad_token_id
     eos = end_token_ids(generation_config, tokenizer)
     return GrammarLogitsProcessor(constraint, eos, pad, max_new_tokens)
+
+
+def logits_processors(
+    constraint: Constraint,
+    generation_config: Any,
+    tokenizer: Any,
+    max_new_tokens: int | None = None,
+) -> LogitsProcessorList:
+    """:func:`logits_processor` as ``generate(..., logits_processor=...)`` takes it (fresh per
+    call: it tracks the rows of one batch)."""
+    return LogitsProcessorList(
+        [logits_processor(constraint, generation_config, tokenizer, max_new_tokens)]
+    )

@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.image_transforms import to_pil_image
 
-from qeu_space.modeling.answer_grammar import answer_constraint, logits_processor, od_constraint
+from qeu_space.modeling.answer_grammar import answer_constraint, logits_processors, od_constraint
 from qeu_space.views.framing import FRAMINGS, View, frame
 
 
@@ -122,8 +122,7 @@ class QEUIdefics3Processor(Idefics3Processor):
         """``model.generate(..., logits_processor=processor.answer_grammar(model))``: answers in
         the canonical form only, as the Space generates them (a fresh one per ``generate``)."""
         config, tokenizer = model.generation_config, self.tokenizer
-        hook = logits_processor(answer_constraint(tokenizer), config, tokenizer, max_new_tokens)
-        return LogitsProcessorList([hook])
+        return logits_processors(answer_constraint(tokenizer), config, tokenizer, max_new_tokens)
 
 
 class QEUFlorence2Processor(Florence2Processor):
@@ -204,8 +203,7 @@ class QEUFlorence2Processor(Florence2Processor):
         """``model.generate(..., logits_processor=processor.od_grammar(model))``: only known
         kinds, each with four ``<loc_N>`` tokens, as the Space generates (fresh per call)."""
         config, tokenizer = model.generation_config, self.tokenizer
-        hook = logits_processor(od_constraint(tokenizer), config, tokenizer, max_new_tokens)
-        return LogitsProcessorList([hook])
+        return logits_processors(od_constraint(tokenizer), config, tokenizer, max_new_tokens)
 
     def post_process_generation(
         self,

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import BatchFeature, LogitsProcessorList
+from transformers import BatchFeature
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from qeu_space.modeling import answer_grammar
@@ -373,11 +373,10 @@ def generate(
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
             extra = {}
-            if constraint is not None:  # one processor per call: it tracks this batch's rows
-                hook = answer_grammar.logits_processor(
+            if constraint is not None:
+                extra["logits_processor"] = answer_grammar.logits_processors(
                     constraint, model.generation_config, tokenizer, max_new_tokens
                 )
-                extra["logits_processor"] = LogitsProcessorList([hook])
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
             new = out[:, inputs["input_ids"].shape[1] :]
             answers += [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]

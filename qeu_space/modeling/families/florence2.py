@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from PIL import Image, ImageEnhance
-from transformers import BatchFeature, LogitsProcessorList
+from transformers import BatchFeature
 
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling import answer_grammar
@@ -225,11 +225,10 @@ def generate(
             ).to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
             extra = {}
-            if constraint is not None:  # one processor per call: it tracks this batch's rows
-                hook = answer_grammar.logits_processor(
+            if constraint is not None:
+                extra["logits_processor"] = answer_grammar.logits_processors(
                     constraint, model.generation_config, tokenizer, max_new_tokens
                 )
-                extra["logits_processor"] = LogitsProcessorList([hook])
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
             decoded = processor.batch_decode(out, skip_special_tokens=False)
             texts += [
