@@ -37,12 +37,15 @@ class Lattice:
         nodes: ``(m, 2)`` integer ``(u, v)`` of each site on the grid.
         points: ``(m, 2)`` image x, y of those sites (as found).
         strength: ``(m,)`` their site energy.
+        likeness: ``(m,)`` how much each node looks like the other sites
+            (:func:`~qeu_space.views.likeness.node_likeness`), ``None`` until measured.
     """
 
     homography: np.ndarray
     nodes: np.ndarray
     points: np.ndarray
     strength: np.ndarray
+    likeness: np.ndarray | None = None
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Image x, y of lattice coordinates ``(..., 2)``."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.views.lattice import Lattice
+from qeu_space.views.likeness import LIKE
 from qeu_space.views.no_connector import NoConnectorError
 from qeu_space.views.sites import SiteCandidates
 from qeu_space.vocabulary import ALL_POSITIONS
@@ -82,18 +83,59 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def _trim(keep: range, like: np.ndarray, size: int) -> range:
+    """``keep`` (lines of a block) without end lines unlike the product's sites, while the block
+    is longer than ``size`` (grain or clutter lined up with the grid past the connector).
+
+    Only when every line left looks like the product's: a pattern whose lines all differ (a
+    checkerboard, whose nodes alternate) is not cut down to a connector."""
+    start, stop = keep.start, keep.stop
+    while stop - start > size:
+        first, last = like[start], like[stop - 1]
+        if min(first, last) >= LIKE:
+            break
+        if first <= last:
+            start += 1
+        else:
+            stop -= 1
+    if (start, stop) != (keep.start, keep.stop) and (like[start:stop] < LIKE).any():
+        return keep
+    return range(start, stop)
+
+
+def _line_likeness(counts: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
+    """Median likeness of the nodes of each line (rows for ``axis`` 1, columns for 0)."""
+    out = np.full(counts.shape[1 - axis], -1.0)
+    for i in range(len(out)):
+        held = counts[i] if axis == 1 else counts[:, i]
+        vals = (like[i] if axis == 1 else like[:, i])[held > 0]
+        if len(vals):
+            out[i] = float(np.median(vals))
+    return out
+
+
 def lattice_extent(lattice: Lattice) -> tuple[range, range]:
-    """``(rows v, columns u)`` of the block of sites seen (largest contiguous block)."""
-    nodes = lattice.nodes[lattice.strength >= 0.5 * np.median(lattice.strength)]
+    """``(rows v, columns u)`` of the block of sites seen (largest contiguous block).
+
+    Where the block is longer than 3 x 9, end rows or columns whose sites do not look like the
+    product's (:mod:`.likeness`) are left out: grain or clutter, not another row of pins.
+    """
+    keep = lattice.strength >= 0.5 * np.median(lattice.strength)
+    nodes = lattice.nodes[keep]
     u0, v0 = nodes.min(0)
     counts = np.zeros(tuple(nodes.max(0) - nodes.min(0) + 1)[::-1], int)  # (v, u)
     counts[nodes[:, 1] - v0, nodes[:, 0] - u0] = 1
+    like = np.ones(counts.shape)
+    if lattice.likeness is not None:
+        like[nodes[:, 1] - v0, nodes[:, 0] - u0] = lattice.likeness[keep]
     per_row = counts.sum(1)
     rows_ok = per_row >= max(3, 0.6 * per_row.max())  # a row of a plate, not bench clutter
     runs = _runs(rows_ok)
     if not runs:
         return range(0), range(0)
     r0, r1 = max(runs, key=lambda r: per_row[r[0] : r[1]].sum())
+    trimmed = _trim(range(r0, r1), _line_likeness(counts, like, 1), ROWS_COLS[0])
+    r0, r1 = trimmed.start, trimmed.stop
     block = counts[r0:r1]
     per_col = block.sum(0)
     cols_ok = per_col >= max(1, math.ceil(0.5 * (r1 - r0)))
@@ -102,6 +144,8 @@ def lattice_extent(lattice: Lattice) -> tuple[range, range]:
     cols_ok[1:-1] |= cols_ok[:-2] & cols_ok[2:]
     runs = _runs(cols_ok)
     c0, c1 = max(runs, key=lambda r: per_col[r[0] : r[1]].sum())
+    trimmed = _trim(range(c0, c1), _line_likeness(block, like[r0:r1], 0), ROWS_COLS[1])
+    c0, c1 = trimmed.start, trimmed.stop
     return range(v0 + r0, v0 + r1), range(u0 + c0, u0 + c1)
 
 
@@ -215,7 +259,9 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
              ("row", [[c, row - 1] for c in range(column, column + cols)]),
              ("row", [[c, row + rows] for c in range(column, column + cols)]))  # fmt: skip
     w, h = size
-    have = {(int(u), int(v)) for u, v in lattice.nodes}
+    like = np.ones(len(lattice.nodes)) if lattice.likeness is None else lattice.likeness
+    # a node holds a site of the product's when it looks like the others (not grain, clutter)
+    have = {(int(u), int(v)) for (u, v), k in zip(lattice.nodes, like) if k >= LIKE}
     edge = 0.3 * lattice.pitch
     for what, nodes in lines:
         xy = lattice.to_image(np.array(nodes, float))
