@@ -261,7 +261,7 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
     w, h = size
     like = np.ones(len(lattice.nodes)) if lattice.likeness is None else lattice.likeness
     # a node holds a site of the product's when it looks like the others (not grain, clutter)
-    have = {(int(u), int(v)) for (u, v), k in zip(lattice.nodes, like) if k >= LIKE}
+    have = {(int(u), int(v)) for (u, v), k in zip(lattice.nodes, like, strict=True) if k >= LIKE}
     edge = 0.3 * lattice.pitch
     for what, nodes in lines:
         xy = lattice.to_image(np.array(nodes, float))
