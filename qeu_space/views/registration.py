@@ -44,6 +44,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from qeu_space.geometry import CompositeLayout, ConnectorGeometry
+from qeu_space.views.align import align_sites
 from qeu_space.views.homography import fit_homography, project
 from qeu_space.views.lattice import complete_lattice, fit_lattice
 from qeu_space.views.likeness import node_likeness
@@ -83,6 +84,8 @@ least 224 px hold one; smaller ones are refused rather than registered wrong."""
 WORK_PITCH = 46.0
 """Images whose pitch is larger are searched at a size where it is this (px): the same accuracy
 in pitches, a bounded time per connector."""
+ALIGN = True
+"""Locate each site against the product's typical site (:mod:`.align`) before the fit."""
 _MAX_RESIDUAL = 0.035  # accepted RMS residual of the inliers, in pitches (and at least 1 px)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -389,6 +392,13 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
     start = window_matrix(lattice, geo, win.column, win.row)
     dst, refined = refine_sites(work, lattice.points[on], min(pitch_xy) * scale)
     refined &= np.linalg.norm(dst - project(start, src), axis=1) <= 0.3 * min(pitch_xy) * scale
+    if ALIGN:
+        aligned, matched = align_sites(work, lattice, lattice.nodes[on], dst, refined)
+        matched &= (
+            np.linalg.norm(aligned - project(start, src), axis=1) <= 0.3 * min(pitch_xy) * scale
+        )
+        dst = np.where(matched[:, None], aligned, dst)
+        refined |= matched
     if int(refined.sum()) >= MIN_INLIERS:  # a site cut by the border is not measured: left out
         src, dst, index = src[refined], dst[refined], index[refined]
     else:

@@ -1,0 +1,115 @@
+"""Registration step 4a, alignment: every site measured against the product's typical site.
+
+The region centroid of :func:`~qeu_space.views.sites.refine_sites` is the site's centre to a
+fraction of a pixel when the site is symmetric; under a lamp that casts long shadows, or a tilt
+that shows each pin's shaft, the region takes in shadow and shaft, and by different amounts along
+the connector, so the centroids scatter by a pixel or two and the fit refuses or bends. Every pin
+of one product is the same part under nearly the same light, so each site is instead located by
+where its patch best matches the median patch of all sites (``cv2.matchTemplate``, normalised
+correlation, sub-pixel by a parabola through the peak), sampled through the lattice so tilt and
+scale are taken out. The relative places are then as precise as the pins are alike; the absolute
+place is the median of the region centroids (what the sites step measures), so the two steps agree
+on where a site's centre is.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from qeu_space.views.lattice import Lattice
+from qeu_space.views.likeness import LIKE
+
+__all__ = ["align_sites"]
+
+_SIDE = 31  # samples across a patch (1 pitch)
+_HALF = 0.5  # patch half side, pitches
+_CORE = 11  # template half side, samples (0.35 pitch); the search reaches 0.15 pitch each way
+_MATCH = 0.5  # least normalised correlation for a site to be measured
+
+
+def _patches(gray: np.ndarray, lattice: Lattice, uv: np.ndarray) -> np.ndarray:
+    t = np.linspace(-_HALF, _HALF, _SIDE)
+    du, dv = np.meshgrid(t, t)
+    grid = np.stack([uv[:, 0, None, None] + du, uv[:, 1, None, None] + dv], -1)
+    src = grid.reshape(1, -1, 2).astype(np.float32)
+    xy = cv2.perspectiveTransform(src, lattice.homography.astype(np.float32))[0] - 0.5
+    maps = xy.reshape(len(uv) * _SIDE, _SIDE, 2)
+    out = cv2.remap(gray, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return out.reshape(len(uv), _SIDE, _SIDE)
+
+
+def _peak(score: np.ndarray) -> tuple[float, float, float]:
+    """``(dx, dy, value)`` of the maximum of ``score``, sub-pixel by a parabola each way."""
+    _, value, _, (x, y) = cv2.minMaxLoc(score)
+    h, w = score.shape
+    dx = dy = 0.0
+    if 0 < x < w - 1:
+        a, b, c = score[y, x - 1], score[y, x], score[y, x + 1]
+        dx = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
+    if 0 < y < h - 1:
+        a, b, c = score[y - 1, x], score[y, x], score[y + 1, x]
+        dy = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
+    return x + float(np.clip(dx, -0.5, 0.5)), y + float(np.clip(dy, -0.5, 0.5)), float(value)
+
+
+def _offsets(patches: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice-unit offsets of each patch's site from the patch centre, and the match score.
+
+    The patches are laid side by side in one strip, so one ``cv2.matchTemplate`` call scores
+    every site (the positions that straddle two patches are not read)."""
+    c = _SIDE // 2
+    core = np.ascontiguousarray(typical[c - _CORE : c + _CORE, c - _CORE : c + _CORE])
+    n = len(patches)
+    strip = np.ascontiguousarray(patches.transpose(1, 0, 2).reshape(_SIDE, n * _SIDE))
+    score = cv2.matchTemplate(strip, core, cv2.TM_CCOEFF_NORMED)
+    span = _SIDE - 2 * _CORE + 1
+    step = 2 * _HALF / (_SIDE - 1)
+    centre = c - _CORE  # the score map's index of no offset
+    out = np.zeros((n, 2))
+    value = np.zeros(n)
+    for i in range(n):
+        x, y, value[i] = _peak(score[:, i * _SIDE : i * _SIDE + span])
+        out[i] = ((x - centre) * step, (y - centre) * step)
+    return out, value
+
+
+def align_sites(
+    gray: np.ndarray,
+    lattice: Lattice,
+    uv: np.ndarray,
+    anchors: np.ndarray,
+    anchored: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image points of the sites at lattice nodes ``uv`` located against their typical patch.
+
+    Args:
+        gray: the image (float32) the lattice was found in.
+        lattice: the lattice (its homography rectifies each patch).
+        uv: ``(n, 2)`` nodes to measure.
+        anchors: ``(n, 2)`` the same sites' region centroids; ``anchored`` which of them were
+            measured. Their median difference from the aligned points fixes the absolute place.
+
+    Returns:
+        ``(points, ok)``: ``(n, 2)`` image points and which sites matched the typical patch.
+    """
+    uv = np.asarray(uv, np.float64)
+    gray = np.asarray(gray, np.float32)
+    at = uv.copy()
+    like = np.ones(len(uv), bool)
+    if lattice.likeness is not None and len(lattice.likeness) == len(lattice.nodes):
+        index = {(int(a), int(b)): k for k, (a, b) in enumerate(lattice.nodes)}
+        rows = [index.get((int(round(a)), int(round(b)))) for a, b in uv]
+        like = np.array([r is None or lattice.likeness[r] >= LIKE for r in rows])
+    patches = _patches(gray, lattice, at)
+    members = like if like.sum() >= 6 else np.ones(len(uv), bool)
+    typical = patches[members].mean(0)  # a few defective pins blur it little
+    offsets, value = _offsets(patches, typical)
+    at = at + offsets
+    ok = value >= _MATCH
+    points = lattice.to_image(at)
+    both = ok & anchored
+    if both.sum() >= 6:
+        points = points + np.median(anchors[both] - points[both], 0)
+    return points, ok
