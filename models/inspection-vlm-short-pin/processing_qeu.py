@@ -25,7 +25,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import total_ordering
 from typing import Any, Literal
@@ -584,12 +584,15 @@ class Lattice:
         nodes: ``(m, 2)`` integer ``(u, v)`` of each site on the grid.
         points: ``(m, 2)`` image x, y of those sites (as found).
         strength: ``(m,)`` their site energy.
+        likeness: ``(m,)`` how much each node looks like the other sites
+            (:func:`~qeu_space.views.likeness.node_likeness`), ``None`` until measured.
     """
 
     homography: np.ndarray
     nodes: np.ndarray
     points: np.ndarray
     strength: np.ndarray
+    likeness: np.ndarray | None = None
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Image x, y of lattice coordinates ``(..., 2)``."""
@@ -812,6 +815,156 @@ def complete_lattice(
     )
 
 
+# ---------------- qeu_space.views.likeness (generated: edit the library, not this file)
+
+
+LIKE = 0.6
+"""Least correlation with the median site patch for a node to count as one of the product's."""
+
+
+_SIDE = 16  # samples across a patch
+
+
+_HALF = 0.45  # patch half side, pitches
+
+
+def node_likeness(gray: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """``(m,)`` normalised correlation of each node's patch with the median patch (-1..1)."""
+    nodes = np.asarray(lattice.nodes, np.float64)
+    if not len(nodes):
+        return np.zeros(0)
+    t = np.linspace(-_HALF, _HALF, _SIDE)
+    du, dv = np.meshgrid(t, t)  # (side, side): x along u, y along v
+    uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
+    xy = lattice.to_image(uv.reshape(-1, 2)).astype(np.float32) - 0.5  # continuous -> index
+    maps = xy.reshape(len(nodes) * _SIDE, _SIDE, 2)
+    patches = cv2.remap(np.asarray(gray, np.float32), maps[..., 0], maps[..., 1],
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    p = patches.reshape(len(nodes), -1).astype(np.float64)
+    p -= p.mean(1, keepdims=True)
+    p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-9
+    typical = np.median(p, 0)
+    typical /= np.linalg.norm(typical) + 1e-9
+    return p @ typical
+
+
+# ---------------- qeu_space.views.align (generated: edit the library, not this file)
+
+
+_PATCH_SIDE = 31  # samples across a patch (1 pitch)
+
+
+_PATCH_HALF = 0.5  # patch half side, pitches
+
+
+_CORE = 11  # template half side, samples (0.35 pitch); the search reaches 0.15 pitch each way
+
+
+_MATCH = 0.5  # least normalised correlation for a site to be measured
+
+
+def _sampling(lattice: Lattice, uv: np.ndarray) -> np.ndarray:
+    """``(n * side, side, 2)`` image index coordinates of a pitch-square patch at each node."""
+    t = np.linspace(-_PATCH_HALF, _PATCH_HALF, _PATCH_SIDE)
+    du, dv = np.meshgrid(t, t)
+    grid = np.stack([uv[:, 0, None, None] + du, uv[:, 1, None, None] + dv], -1)
+    src = grid.reshape(1, -1, 2).astype(np.float32)
+    xy = cv2.perspectiveTransform(src, lattice.homography.astype(np.float32))[0] - 0.5
+    return xy.reshape(len(uv) * _PATCH_SIDE, _PATCH_SIDE, 2)
+
+
+def _patches(gray: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    out = cv2.remap(gray, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return out.reshape(-1, _PATCH_SIDE, _PATCH_SIDE)
+
+
+def _offsets(patches: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice-unit offsets of each patch's site from the patch centre, and the match score.
+
+    The patches are laid side by side in one strip, so one ``cv2.matchTemplate`` call scores
+    every site (the positions that straddle two patches are not read); each peak is refined to
+    a fraction of a sample by a parabola through its neighbours along each axis."""
+    c = _PATCH_SIDE // 2
+    core = np.ascontiguousarray(typical[c - _CORE : c + _CORE, c - _CORE : c + _CORE])
+    n = len(patches)
+    strip = np.ascontiguousarray(patches.transpose(1, 0, 2).reshape(_PATCH_SIDE, n * _PATCH_SIDE))
+    score = cv2.matchTemplate(strip, core, cv2.TM_CCOEFF_NORMED)
+    span = _PATCH_SIDE - 2 * _CORE + 1
+    full = np.full((span, n * _PATCH_SIDE), -np.inf, np.float32)
+    full[:, : score.shape[1]] = score
+    blocks = full.reshape(span, n, _PATCH_SIDE)[:, :, :span].transpose(1, 0, 2)  # (n, span, span)
+    flat = blocks.reshape(n, -1).argmax(1)
+    y, x = np.divmod(flat, span)
+    rows = np.arange(n)
+    value = blocks[rows, y, x].astype(np.float64)
+
+    def vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        curve = a - 2 * b + c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(curve < 0, 0.5 * (a - c) / curve, 0.0)
+        return np.clip(np.nan_to_num(d), -0.5, 0.5)
+
+    inner_x = (x > 0) & (x < span - 1)
+    inner_y = (y > 0) & (y < span - 1)
+    xl, xr = np.clip(x - 1, 0, span - 1), np.clip(x + 1, 0, span - 1)
+    yu, yd = np.clip(y - 1, 0, span - 1), np.clip(y + 1, 0, span - 1)
+    dx = np.where(inner_x, vertex(blocks[rows, y, xl], value, blocks[rows, y, xr]), 0.0)
+    dy = np.where(inner_y, vertex(blocks[rows, yu, x], value, blocks[rows, yd, x]), 0.0)
+    step = 2 * _PATCH_HALF / (_PATCH_SIDE - 1)
+    centre = c - _CORE  # the score map's index of no offset
+    out = np.stack([(x + dx - centre) * step, (y + dy - centre) * step], 1)
+    return out, value
+
+
+def align_sites(
+    gray: np.ndarray,
+    lattice: Lattice,
+    uv: np.ndarray,
+    anchors: np.ndarray,
+    anchored: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image points of the sites at lattice nodes ``uv`` located against their typical patch.
+
+    Args:
+        gray: the image (float32) the lattice was found in.
+        lattice: the lattice (its homography rectifies each patch).
+        uv: ``(n, 2)`` nodes to measure.
+        anchors: ``(n, 2)`` the same sites' region centroids; ``anchored`` which of them were
+            measured. Their mean difference from the aligned points (the quarter farthest from
+            the median left out: a bent pin's centroid) fixes the absolute place.
+
+    Returns:
+        ``(points, ok)``: ``(n, 2)`` image points and which sites matched the typical patch.
+    """
+    uv = np.asarray(uv, np.float64)
+    gray = np.asarray(gray, np.float32)
+    at = uv.copy()
+    like = np.ones(len(uv), bool)
+    if lattice.likeness is not None and len(lattice.likeness) == len(lattice.nodes):
+        index = {(int(a), int(b)): k for k, (a, b) in enumerate(lattice.nodes)}
+        rows = [index.get((int(round(a)), int(round(b)))) for a, b in uv]
+        like = np.array([r is None or lattice.likeness[r] >= LIKE for r in rows])
+    members = like if like.sum() >= 6 else np.ones(len(uv), bool)
+    maps = _sampling(lattice, at)
+    for _ in range(2):  # again from where each site was found: a parabola is unbiased at 0
+        patches = _patches(gray, maps)
+        typical = patches[members].mean(0)  # a few defective pins blur it little
+        offsets, value = _offsets(patches, typical)
+        # the patches move with their sites (a small shift: the local map is a translation)
+        moved = lattice.to_image(at + offsets) - lattice.to_image(at)
+        maps = maps + np.repeat(moved, _PATCH_SIDE, axis=0)[:, None, :].astype(np.float32)
+        at = at + offsets
+    ok = value >= _MATCH
+    points = lattice.to_image(at)
+    both = ok & anchored
+    if both.sum() >= 6:
+        d = anchors[both] - points[both]
+        far = np.linalg.norm(d - np.median(d, 0), axis=1)
+        points = points + d[far <= max(np.percentile(far, 75), 1e-6)].mean(0)  # trimmed mean
+    return points, ok
+
+
 # ---------------- qeu_space.views.window (generated: edit the library, not this file)
 
 
@@ -881,18 +1034,59 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def _trim(keep: range, like: np.ndarray, size: int) -> range:
+    """``keep`` (lines of a block) without end lines unlike the product's sites, while the block
+    is longer than ``size`` (grain or clutter lined up with the grid past the connector).
+
+    Only when every line left looks like the product's: a pattern whose lines all differ (a
+    checkerboard, whose nodes alternate) is not cut down to a connector."""
+    start, stop = keep.start, keep.stop
+    while stop - start > size:
+        first, last = like[start], like[stop - 1]
+        if min(first, last) >= LIKE:
+            break
+        if first <= last:
+            start += 1
+        else:
+            stop -= 1
+    if (start, stop) != (keep.start, keep.stop) and (like[start:stop] < LIKE).any():
+        return keep
+    return range(start, stop)
+
+
+def _line_likeness(counts: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
+    """Median likeness of the nodes of each line (rows for ``axis`` 1, columns for 0)."""
+    out = np.full(counts.shape[1 - axis], -1.0)
+    for i in range(len(out)):
+        held = counts[i] if axis == 1 else counts[:, i]
+        vals = (like[i] if axis == 1 else like[:, i])[held > 0]
+        if len(vals):
+            out[i] = float(np.median(vals))
+    return out
+
+
 def lattice_extent(lattice: Lattice) -> tuple[range, range]:
-    """``(rows v, columns u)`` of the block of sites seen (largest contiguous block)."""
-    nodes = lattice.nodes[lattice.strength >= 0.5 * np.median(lattice.strength)]
+    """``(rows v, columns u)`` of the block of sites seen (largest contiguous block).
+
+    Where the block is longer than 3 x 9, end rows or columns whose sites do not look like the
+    product's (:mod:`.likeness`) are left out: grain or clutter, not another row of pins.
+    """
+    keep = lattice.strength >= 0.5 * np.median(lattice.strength)
+    nodes = lattice.nodes[keep]
     u0, v0 = nodes.min(0)
     counts = np.zeros(tuple(nodes.max(0) - nodes.min(0) + 1)[::-1], int)  # (v, u)
     counts[nodes[:, 1] - v0, nodes[:, 0] - u0] = 1
+    like = np.ones(counts.shape)
+    if lattice.likeness is not None:
+        like[nodes[:, 1] - v0, nodes[:, 0] - u0] = lattice.likeness[keep]
     per_row = counts.sum(1)
     rows_ok = per_row >= max(3, 0.6 * per_row.max())  # a row of a plate, not bench clutter
     runs = _runs(rows_ok)
     if not runs:
         return range(0), range(0)
     r0, r1 = max(runs, key=lambda r: per_row[r[0] : r[1]].sum())
+    trimmed = _trim(range(r0, r1), _line_likeness(counts, like, 1), ROWS_COLS[0])
+    r0, r1 = trimmed.start, trimmed.stop
     block = counts[r0:r1]
     per_col = block.sum(0)
     cols_ok = per_col >= max(1, math.ceil(0.5 * (r1 - r0)))
@@ -901,6 +1095,8 @@ def lattice_extent(lattice: Lattice) -> tuple[range, range]:
     cols_ok[1:-1] |= cols_ok[:-2] & cols_ok[2:]
     runs = _runs(cols_ok)
     c0, c1 = max(runs, key=lambda r: per_col[r[0] : r[1]].sum())
+    trimmed = _trim(range(c0, c1), _line_likeness(block, like[r0:r1], 0), ROWS_COLS[1])
+    c0, c1 = trimmed.start, trimmed.stop
     return range(v0 + r0, v0 + r1), range(u0 + c0, u0 + c1)
 
 
@@ -1014,7 +1210,9 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
              ("row", [[c, row - 1] for c in range(column, column + cols)]),
              ("row", [[c, row + rows] for c in range(column, column + cols)]))  # fmt: skip
     w, h = size
-    have = {(int(u), int(v)) for u, v in lattice.nodes}
+    like = np.ones(len(lattice.nodes)) if lattice.likeness is None else lattice.likeness
+    # a node holds a site of the product's when it looks like the others (not grain, clutter)
+    have = {(int(u), int(v)) for (u, v), k in zip(lattice.nodes, like, strict=True) if k >= LIKE}
     edge = 0.3 * lattice.pitch
     for what, nodes in lines:
         xy = lattice.to_image(np.array(nodes, float))
@@ -1182,6 +1380,10 @@ least 224 px hold one; smaller ones are refused rather than registered wrong."""
 WORK_PITCH = 46.0
 """Images whose pitch is larger are searched at a size where it is this (px): the same accuracy
 in pitches, a bounded time per connector."""
+
+
+ALIGN = True
+"""Locate each site against the product's typical site (:mod:`.align`) before the fit."""
 
 
 _MAX_RESIDUAL = 0.035  # accepted RMS residual of the inliers, in pitches (and at least 1 px)
@@ -1459,6 +1661,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
         sites.energy_at,
         (ww, wh),
     )
+    lattice = replace(lattice, likeness=node_likeness(work, lattice))
     scale = lattice.pitch / pitch_xy[0]
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         raise NoConnectorError(
@@ -1480,6 +1683,13 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
     start = window_matrix(lattice, geo, win.column, win.row)
     dst, refined = refine_sites(work, lattice.points[on], min(pitch_xy) * scale)
     refined &= np.linalg.norm(dst - project(start, src), axis=1) <= 0.3 * min(pitch_xy) * scale
+    if ALIGN:
+        aligned, matched = align_sites(work, lattice, lattice.nodes[on], dst, refined)
+        matched &= (
+            np.linalg.norm(aligned - project(start, src), axis=1) <= 0.3 * min(pitch_xy) * scale
+        )
+        dst = np.where(matched[:, None], aligned, dst)
+        refined |= matched
     if int(refined.sum()) >= MIN_INLIERS:  # a site cut by the border is not measured: left out
         src, dst, index = src[refined], dst[refined], index[refined]
     else:

@@ -38,6 +38,8 @@ PROCESSOR_MODULES: tuple[str, ...] = (
     "qeu_space.views.no_connector",
     "qeu_space.views.sites",
     "qeu_space.views.lattice",
+    "qeu_space.views.likeness",
+    "qeu_space.views.align",
     "qeu_space.views.window",
     "qeu_space.views.homography",
     "qeu_space.views.registration",

@@ -23,26 +23,26 @@ from qeu_space.views.likeness import LIKE
 
 __all__ = ["align_sites"]
 
-_SIDE = 31  # samples across a patch (1 pitch)
-_HALF = 0.5  # patch half side, pitches
+_PATCH_SIDE = 31  # samples across a patch (1 pitch)
+_PATCH_HALF = 0.5  # patch half side, pitches
 _CORE = 11  # template half side, samples (0.35 pitch); the search reaches 0.15 pitch each way
 _MATCH = 0.5  # least normalised correlation for a site to be measured
 
 
 def _sampling(lattice: Lattice, uv: np.ndarray) -> np.ndarray:
     """``(n * side, side, 2)`` image index coordinates of a pitch-square patch at each node."""
-    t = np.linspace(-_HALF, _HALF, _SIDE)
+    t = np.linspace(-_PATCH_HALF, _PATCH_HALF, _PATCH_SIDE)
     du, dv = np.meshgrid(t, t)
     grid = np.stack([uv[:, 0, None, None] + du, uv[:, 1, None, None] + dv], -1)
     src = grid.reshape(1, -1, 2).astype(np.float32)
     xy = cv2.perspectiveTransform(src, lattice.homography.astype(np.float32))[0] - 0.5
-    return xy.reshape(len(uv) * _SIDE, _SIDE, 2)
+    return xy.reshape(len(uv) * _PATCH_SIDE, _PATCH_SIDE, 2)
 
 
 def _patches(gray: np.ndarray, maps: np.ndarray) -> np.ndarray:
     out = cv2.remap(gray, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-    return out.reshape(-1, _SIDE, _SIDE)
+    return out.reshape(-1, _PATCH_SIDE, _PATCH_SIDE)
 
 
 def _offsets(patches: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,15 +51,15 @@ def _offsets(patches: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, np.n
     The patches are laid side by side in one strip, so one ``cv2.matchTemplate`` call scores
     every site (the positions that straddle two patches are not read); each peak is refined to
     a fraction of a sample by a parabola through its neighbours along each axis."""
-    c = _SIDE // 2
+    c = _PATCH_SIDE // 2
     core = np.ascontiguousarray(typical[c - _CORE : c + _CORE, c - _CORE : c + _CORE])
     n = len(patches)
-    strip = np.ascontiguousarray(patches.transpose(1, 0, 2).reshape(_SIDE, n * _SIDE))
+    strip = np.ascontiguousarray(patches.transpose(1, 0, 2).reshape(_PATCH_SIDE, n * _PATCH_SIDE))
     score = cv2.matchTemplate(strip, core, cv2.TM_CCOEFF_NORMED)
-    span = _SIDE - 2 * _CORE + 1
-    full = np.full((span, n * _SIDE), -np.inf, np.float32)
+    span = _PATCH_SIDE - 2 * _CORE + 1
+    full = np.full((span, n * _PATCH_SIDE), -np.inf, np.float32)
     full[:, : score.shape[1]] = score
-    blocks = full.reshape(span, n, _SIDE)[:, :, :span].transpose(1, 0, 2)  # (n, span, span)
+    blocks = full.reshape(span, n, _PATCH_SIDE)[:, :, :span].transpose(1, 0, 2)  # (n, span, span)
     flat = blocks.reshape(n, -1).argmax(1)
     y, x = np.divmod(flat, span)
     rows = np.arange(n)
@@ -77,7 +77,7 @@ def _offsets(patches: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, np.n
     yu, yd = np.clip(y - 1, 0, span - 1), np.clip(y + 1, 0, span - 1)
     dx = np.where(inner_x, vertex(blocks[rows, y, xl], value, blocks[rows, y, xr]), 0.0)
     dy = np.where(inner_y, vertex(blocks[rows, yu, x], value, blocks[rows, yd, x]), 0.0)
-    step = 2 * _HALF / (_SIDE - 1)
+    step = 2 * _PATCH_HALF / (_PATCH_SIDE - 1)
     centre = c - _CORE  # the score map's index of no offset
     out = np.stack([(x + dx - centre) * step, (y + dy - centre) * step], 1)
     return out, value
@@ -119,7 +119,7 @@ def align_sites(
         offsets, value = _offsets(patches, typical)
         # the patches move with their sites (a small shift: the local map is a translation)
         moved = lattice.to_image(at + offsets) - lattice.to_image(at)
-        maps = maps + np.repeat(moved, _SIDE, axis=0)[:, None, :].astype(np.float32)
+        maps = maps + np.repeat(moved, _PATCH_SIDE, axis=0)[:, None, :].astype(np.float32)
         at = at + offsets
     ok = value >= _MATCH
     points = lattice.to_image(at)
