@@ -86,3 +86,16 @@ def test_a_block_whose_lines_all_differ_is_not_cut_down_to_3_x_9():
     """A checkerboard's nodes alternate: no line looks like the product's, nothing is trimmed."""
     lattice = _lattice(range(-2, 4), range(-1, 11), lambda u, v: 0.95 if v in (0, 1) else 0.2)
     assert lattice_extent(lattice) == (range(-2, 4), range(-1, 11))
+
+
+def test_a_pin_the_sites_step_missed_beside_the_housing_end_joins_by_likeness():
+    """A steep-tilt shot whose column-1 pins sit by the housing's end (their maxima merged with
+    the edge's) and whose D1 is missing: without them the block was 3 x 8 and the window
+    locked one column off (every pin 47 px away)."""
+    from benchmarks.bench_look_zoo import Case, draw_findings, make_sample_for, pin_errors
+    from dataset_tools.looks import LOOK_FAMILIES
+
+    family = list(LOOK_FAMILIES).index("steep-tilt")
+    sample = make_sample_for(Case("steep-tilt", 13, draw_findings(family, 13, 9401)), family, 9401)
+    errors, _, refused = pin_errors(sample.test, sample.test_pose)
+    assert not refused and errors.max() < 2.0

@@ -822,17 +822,19 @@ LIKE = 0.6
 """Least correlation with the median site patch for a node to count as one of the product's."""
 
 
+ADD = 0.8
+"""Least correlation for an empty node next to the lattice to join it as a site the sites step
+missed (stricter than :data:`LIKE`: it adds a site rather than keeps one)."""
+
+
 _SIDE = 16  # samples across a patch
 
 
 _HALF = 0.45  # patch half side, pitches
 
 
-def node_likeness(gray: np.ndarray, lattice: Lattice) -> np.ndarray:
-    """``(m,)`` normalised correlation of each node's patch with the median patch (-1..1)."""
-    nodes = np.asarray(lattice.nodes, np.float64)
-    if not len(nodes):
-        return np.zeros(0)
+def _vectors(gray: np.ndarray, lattice: Lattice, nodes: np.ndarray) -> np.ndarray:
+    """``(m, side * side)`` zero-mean, unit-norm patches at lattice ``nodes``."""
     t = np.linspace(-_HALF, _HALF, _SIDE)
     du, dv = np.meshgrid(t, t)  # (side, side): x along u, y along v
     uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
@@ -843,9 +845,71 @@ def node_likeness(gray: np.ndarray, lattice: Lattice) -> np.ndarray:
     p = patches.reshape(len(nodes), -1).astype(np.float64)
     p -= p.mean(1, keepdims=True)
     p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-9
+    return p
+
+
+def node_likeness(
+    gray: np.ndarray, lattice: Lattice, others: np.ndarray | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``(m,)`` normalised correlation of each node's patch with the median patch (-1..1).
+
+    With ``others`` (``(k, 2)`` nodes not on the lattice), also theirs against the same median
+    patch: ``(lattice nodes', others')``.
+    """
+    nodes = np.asarray(lattice.nodes, np.float64)
+    if not len(nodes):
+        return np.zeros(0) if others is None else (np.zeros(0), np.zeros(len(others)))
+    p = _vectors(gray, lattice, nodes)
     typical = np.median(p, 0)
     typical /= np.linalg.norm(typical) + 1e-9
-    return p @ typical
+    if others is None:
+        return p @ typical
+    extra = np.asarray(others, np.float64).reshape(-1, 2)
+    q = _vectors(gray, lattice, extra) if len(extra) else np.zeros((0, p.shape[1]))
+    return p @ typical, q @ typical
+
+
+def complete_by_likeness(
+    gray: np.ndarray,
+    lattice: Lattice,
+    energy_at: Callable[[np.ndarray], np.ndarray],
+    size: tuple[int, int],
+) -> Lattice:
+    """``lattice`` with its likeness measured, and with the empty nodes next to it whose patch
+    looks like the product's sites (:data:`ADD`) added where the grid puts them.
+
+    A pin beside the housing's end can be missed by the sites step (its maximum merges with the
+    edge's, its region with the edge); it still looks like every other pin. Such a node joins,
+    and the alignment step measures it like the rest; an empty socket does not look like a pin
+    and stays out.
+    """
+    nodes = lattice.nodes
+    (u0, v0), (u1, v1) = nodes.min(0) - 1, nodes.max(0) + 1
+    have = {(int(u), int(v)) for u, v in nodes}
+    empty = np.array([(u, v) for u in range(u0, u1 + 1) for v in range(v0, v1 + 1)
+                      if (u, v) not in have], float).reshape(-1, 2)  # fmt: skip
+    if len(empty):
+        corners = empty[:, None] + np.array([[-0.3, -0.3], [0.3, -0.3], [-0.3, 0.3], [0.3, 0.3]])
+        xy = lattice.to_image(corners)
+        w, h = size
+        inside = ((xy[..., 0] >= 0) & (xy[..., 0] <= w) & (xy[..., 1] >= 0)
+                  & (xy[..., 1] <= h)).all(1)  # fmt: skip
+        empty = empty[inside]
+    like, other = node_likeness(gray, lattice, empty)
+    if not len(empty):
+        return replace(lattice, likeness=like)
+    points = lattice.to_image(empty)
+    strength = energy_at(points)
+    add = (other >= ADD) & (strength >= 0.5 * float(np.median(lattice.strength)))
+    if not add.any():
+        return replace(lattice, likeness=like)
+    return Lattice(
+        lattice.homography,
+        np.vstack([nodes, empty[add].astype(int)]),
+        np.vstack([lattice.points, points[add]]),
+        np.concatenate([lattice.strength, strength[add]]),
+        np.concatenate([like, other[add]]),
+    )
 
 
 # ---------------- qeu_space.views.align (generated: edit the library, not this file)
@@ -1661,7 +1725,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
         sites.energy_at,
         (ww, wh),
     )
-    lattice = replace(lattice, likeness=node_likeness(work, lattice))
+    lattice = complete_by_likeness(work, lattice, sites.energy_at, (ww, wh))
     scale = lattice.pitch / pitch_xy[0]
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         raise NoConnectorError(

@@ -36,7 +36,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ from qeu_space.geometry import CompositeLayout, ConnectorGeometry
 from qeu_space.views.align import align_sites
 from qeu_space.views.homography import fit_homography, project
 from qeu_space.views.lattice import complete_lattice, fit_lattice
-from qeu_space.views.likeness import node_likeness
+from qeu_space.views.likeness import complete_by_likeness
 from qeu_space.views.no_connector import NoConnectorError
 from qeu_space.views.sites import find_sites, refine_sites
 from qeu_space.views.window import ROWS_COLS, choose_window, window_matrix
@@ -370,7 +370,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
         sites.energy_at,
         (ww, wh),
     )
-    lattice = replace(lattice, likeness=node_likeness(work, lattice))
+    lattice = complete_by_likeness(work, lattice, sites.energy_at, (ww, wh))
     scale = lattice.pitch / pitch_xy[0]
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         raise NoConnectorError(
