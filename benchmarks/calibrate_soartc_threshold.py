@@ -10,10 +10,11 @@ the held-out conditions: gamma 0.6 / 1.6, vignetting, a textured bench, all comb
 
 Pairs are made as the gallery makes them (``make_sample(spec, rng, look=family)``: one product,
 two shots) and scored as the Space scores them (``soartc(reference, test, register=True)``) in
-the *registered frame*: ``--frame truth`` (default) hands SOARTC each panel's true registration
-(the renderer's homography), so SOARTC is measured apart from registration errors (the projective
-registration is another part of issue 18); ``--frame found`` registers with
-``qeu_space.views.registration`` as the Space does today (refusals are counted and left out).
+the *registered frame*: ``--frame found`` (default) registers each panel with
+``qeu_space.views.registration`` as the Space does (refusals are counted and left out), so the
+threshold holds for the frames the Space really reads, their registration errors included;
+``--frame truth`` hands SOARTC each panel's true registration (the renderer's homography), to
+measure SOARTC apart from registration.
 Each pair is also scored without photometric normalisation (``normalisation="none"``, the old
 way) as a baseline, with its own threshold from the same rule.
 
@@ -29,7 +30,7 @@ table to ``benchmarks/RESULTS_soartc.md`` (section *Threshold across looks*).
 Usage:
     python -m benchmarks.calibrate_soartc_threshold [--good 24] [--eval-good 40]
         [--eval-defective 20] [--seed 11] [--eval-seed 31] [--quantile 99] [--margin 1.1]
-        [--frame truth|found] [--out qeu_space/ui/soartc_threshold.json] [--no-write]
+        [--frame found|truth] [--out qeu_space/ui/soartc_threshold.json] [--no-write]
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-seed", type=int, default=31)
     parser.add_argument("--quantile", type=float, default=99.0)
     parser.add_argument("--margin", type=float, default=1.1)
-    parser.add_argument("--frame", choices=("truth", "found"), default="truth")
+    parser.add_argument("--frame", choices=("found", "truth"), default="found")
     parser.add_argument("--out", type=Path, default=THRESHOLD_FILE)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--dump", type=Path, help="also write every figure as JSON here")
