@@ -13,6 +13,10 @@ Example:
         --kinds bent missing short --out data/qa-short-fresh
     OMP_NUM_THREADS=1 python -m benchmarks.bench_short_pin --dataset data/qa-short-fresh --write
     (several --dataset folders, e.g. two fresh seeds, are scored together)
+
+``--test-gamma 0.6 1.6`` also scores every row with a gamma curve on the test panel only (the
+reference as shot): a model that learned "short = dimmer" loses its short pins there (issue 19:
+short-pin recall >= 0.85 under gamma 0.6 and 1.6).
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from datasets import concatenate_datasets, load_dataset  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from benchmarks.bench_inspection_vlm import latency, paired_bootstrap, truths  # noqa: E402
 from qeu_space.evaluation.metrics import qa_intervals, qa_metrics  # noqa: E402
+from qeu_space.geometry import CompositeLayout  # noqa: E402
 from qeu_space.modeling.families import family_for  # noqa: E402
 from qeu_space.modeling.loading import load_model  # noqa: E402
 from qeu_space.vocabulary import DefectKind, Finding, ParsedAnswer, parse_answer  # noqa: E402
@@ -63,6 +70,32 @@ def f1_with_interval(truth, answers) -> tuple[float | None, list[float] | None]:
     return metrics.f1, qa_intervals(truth, answers).get("f1")
 
 
+def test_gamma(image: Image.Image, gamma: float) -> Image.Image:
+    """``image`` (a composite) with ``gamma`` applied to its test panel only."""
+    arr = np.asarray(image.convert("RGB")).copy()
+    x1, y1, x2, y2 = CompositeLayout(arr.shape[1]).crop_box("test")
+    panel = arr[y1:y2, x1:x2].astype(np.float32) / 255.0
+    arr[y1:y2, x1:x2] = np.clip(255.0 * panel**gamma + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def recall(truth: list[list[Finding]], answers: list[str], kind: DefectKind) -> tuple[int, int]:
+    """``(found, present)``: findings of ``kind`` named at their position with that kind."""
+    found = present = 0
+    for t, a in zip(truth, answers, strict=True):
+        p = parse_answer(a)
+        said = (
+            {(str(f.position), f.kind) for f in p.findings}
+            if isinstance(p, ParsedAnswer)
+            else set()
+        )
+        for f in t:
+            if f.kind is kind:
+                present += 1
+                found += (str(f.position), kind) in said
+    return found, present
+
+
 def shown(path: str) -> str:
     """A model path as the report shows it: relative to the repository when inside it."""
     resolved = Path(path).resolve()
@@ -84,6 +117,14 @@ def main() -> None:
     parser.add_argument("--adapter", default=str(ADAPTER))
     parser.add_argument("--limit", type=int, default=0, help="score only N rows (0: all)")
     parser.add_argument("--latency-samples", type=int, default=20)
+    parser.add_argument(
+        "--test-gamma",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="G",
+        help="also score with gamma G on the test panel (e.g. 0.6 1.6): short-pin recall",
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -115,7 +156,13 @@ def main() -> None:
         "",
         "`OMP_NUM_THREADS=1 python -m benchmarks.bench_short_pin "
         f"--dataset {' '.join(args.dataset)} "
-        f"--splits {' '.join(args.splits)}` on {date.today()}, {platform.machine()}, 2 CPU cores "
+        f"--splits {' '.join(args.splits)}"
+        + (
+            f" --test-gamma {' '.join(f'{g:g}' for g in args.test_gamma)}"
+            if args.test_gamma
+            else ""
+        )
+        + f"` on {date.today()}, {platform.machine()}, 2 CPU cores "
         f"(shared with other work; load average {os.getloadavg()[0]:.1f} at the end), torch "
         "threads 1, CPU only.",
         "",
@@ -151,6 +198,29 @@ def main() -> None:
         f"Seconds per answer (one image at a time, median of {len(sample)}): base "
         f"{statistics.median(base_s):.3f}, adapter {statistics.median(tuned_s):.3f}.",
     ]
+    if args.test_gamma:
+        lines += [
+            "",
+            "Short-pin recall with a gamma curve on the test panel only (the reference as shot):",
+            "",
+            "| test gamma | base | adapter |",
+            "|---:|---:|---:|",
+        ]
+        shots = [(1.0, base, tuned)]
+        for g in args.test_gamma:
+            relit = [test_gamma(im, g) for im in images]
+            t_g = family.generate(loaded, relit, batch_size=16)
+            with loaded.base_only():
+                b_g = family.generate(loaded, relit, batch_size=16)
+            shots.append((g, b_g, t_g))
+        for g, b_g, t_g in shots:
+            (bf, n), (tf, _) = (
+                recall(truth, b_g, DefectKind.SHORT),
+                recall(truth, t_g, DefectKind.SHORT),
+            )
+            lines.append(
+                f"| {g:g} | {bf}/{n} ({bf / max(n, 1):.3f}) | {tf}/{n} ({tf / max(n, 1):.3f}) |"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
