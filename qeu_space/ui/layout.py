@@ -139,12 +139,13 @@ def build_demo(
     """Load the models (unless given), open the feedback store, and lay out the Blocks."""
     configure_pil(settings.max_pixels)
     limit_model_threads(settings.model_threads)
+    worker = None
     if models is None:
         device = detect_device()
         if settings.uses_worker(device.kind):
             from qeu_space.ui.worker import ModelWorker
 
-            models = use_worker(ModelWorker.start(settings, device))
+            worker = ModelWorker.start(settings, device, wait=False)  # loads while we draw
         else:
             models = load_models(settings, device)
     else:
@@ -154,12 +155,16 @@ def build_demo(
         settings.gallery_seed,
         kinds=settings.gallery_kinds,
     )
+    looks = source.look_gallery(settings.gallery_seed)
+    if worker is not None:
+        worker.wait()
+        models = use_worker(worker)
     app = InspectionApp(
         settings=settings,
         models=models,
         source=source,
         store=store or open_feedback_store(settings),
-        gallery=[*samples[: settings.gallery_size], *source.look_gallery(settings.gallery_seed)],
+        gallery=[*samples[: settings.gallery_size], *looks],
         samples=samples[: settings.diff_samples],
     )
     names = list(app.adapter_names)

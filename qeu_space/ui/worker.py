@@ -82,19 +82,29 @@ class ModelWorker:
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._failed = ""  # why no worker can answer (a restart failed), or ""
+        self._starting: tuple[subprocess.Popen, Connection] | None = None
         self._closed = False
 
     @classmethod
-    def start(cls, settings: Any, device: Any) -> ModelWorker:
-        """Start the worker and wait until it has loaded the models; stopped at exit.
+    def start(cls, settings: Any, device: Any, *, wait: bool = True) -> ModelWorker:
+        """Start the worker (stopped at exit); with ``wait``, until it has loaded the models
+        (else call :meth:`wait` after other start-up work: the two overlap).
 
         Raises:
             WorkerDied: the worker stopped before it was ready (its log says why).
         """
         worker = cls(settings, device)
-        worker.models = worker._spawn()
+        worker._starting = worker._launch()
         atexit.register(worker.close)
+        if wait:
+            worker.wait()
         return worker
+
+    def wait(self) -> Any:
+        """Wait until the first worker has loaded the models; returns :attr:`models`."""
+        if self.models is None:
+            self.models = self._await(*self._starting)
+        return self.models
 
     @property
     def pid(self) -> int | None:
@@ -102,8 +112,8 @@ class ModelWorker:
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
 
-    def _spawn(self) -> Any:
-        """Start a worker process, hand it the settings, wait for its models (``Models``)."""
+    def _launch(self) -> tuple[subprocess.Popen, Connection]:
+        """Start a worker process and hand it the settings (it loads the models)."""
         ours, theirs = Pipe(duplex=True)
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
@@ -116,6 +126,13 @@ class ModelWorker:
         theirs.close()
         try:
             ours.send(("start", self.settings, self.device))
+        except OSError:
+            pass  # it died at once: _await says so
+        return process, ours
+
+    def _await(self, process: subprocess.Popen, ours: Connection) -> Any:
+        """Wait for a launched worker's models (``Models``); then it answers calls."""
+        try:
             deadline = time.monotonic() + START_TIMEOUT
             while not ours.poll(1.0):
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -151,7 +168,8 @@ class ModelWorker:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-        conn.close()
+        with self._send_lock:  # never while a call is being written to it
+            conn.close()
         code = process.wait()
         with self._lock:
             if self._closed:
@@ -166,7 +184,7 @@ class ModelWorker:
                 WorkerDied(f"{why} during this call; it is being restarted: try again")
             )
         try:
-            self._spawn()
+            self._await(*self._launch())
             self.restarts += 1
         except WorkerDied as err:
             logger.error("%s", err)
@@ -182,6 +200,7 @@ class ModelWorker:
         """
         if name not in CALLS:
             raise ValueError(f"{name!r} is no model function of the worker ({', '.join(CALLS)})")
+        payload = pickle.dumps((name, args, kwargs))  # what does not pickle fails here, alone
         future: concurrent.futures.Future = concurrent.futures.Future()
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # a worker being restarted is waited for
@@ -199,8 +218,8 @@ class ModelWorker:
                 break
         try:
             with self._send_lock:
-                conn.send(("call", call_id, name, args, kwargs))
-        except OSError:  # died just now: the reader fails the future
+                conn.send(("call", call_id, payload))
+        except Exception:  # noqa: BLE001 - it died just now: the reader fails the future
             pass
         return future.result()
 
@@ -278,7 +297,8 @@ def serve(conn: Connection) -> None:
                 os._exit(0)  # the web process is gone: leave now, running calls included
             if message[0] == "stop":
                 break
-            _, call_id, name, args, kwargs = message
+            _, call_id, payload = message
+            name, args, kwargs = pickle.loads(payload)
             if name in CALLS:
                 pool.submit(run, call_id, name, args, kwargs)
     conn.close()
