@@ -312,7 +312,12 @@ def test_a_worker_whose_web_process_dies_leaves_and_says_what_failed_to_load(tin
     model_fns.use_models(model_fns.Models())
     assert said["status"] == statuses(loaded_here)
     assert said["status"][0] == "chat VLM: model not available: base (see README)"
-    deadline = time.monotonic() + 30
-    while _alive(said["pid"]) and time.monotonic() < deadline:
+    assert wait_gone(said["pid"]), "the worker outlived its web process"
+
+
+def wait_gone(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process ``pid`` has ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(said["pid"]), "the worker outlived its web process"
+    return not _alive(pid)
