@@ -21,7 +21,7 @@ the web server's process (``QEU_MODEL_WORKER=0``, as before the worker), in the 
 
 Usage:
     python -m benchmarks.bench_light_load [--inspectors 20] [--requests 10] [--cycles 2] \\
-        [--ramp 5] [--model-worker 0|1] [--baseline] [--out benchmarks/RESULTS_light_load.md]
+        [--ramp 5] [--model-worker 0|1] [--worker-nice 10] [--baseline] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ def p50_ms(seconds: list[float]) -> float:
     return statistics.median(seconds) * 1000
 
 
-def _launch(tmp: Path, inspectors: int, model_threads: str | None, model_worker: str | None):
+def _launch(tmp: Path, args: argparse.Namespace, model_worker: str | None):
     from tests.browser.app_server import app_env, launched_app
 
     env = app_env(
         tmp,
         {},
-        QEU_QUEUE_SIZE=str(inspectors + 8),
+        QEU_QUEUE_SIZE=str(args.inspectors + 8),
         QEU_FEEDBACK_PER_MINUTE="100000",
         QEU_MAX_UPLOAD_MB="10",
     )
@@ -63,10 +63,12 @@ def _launch(tmp: Path, inspectors: int, model_threads: str | None, model_worker:
         env.pop(name, None)
         if name in os.environ:
             env[name] = os.environ[name]
-    if model_threads is not None:
-        env["QEU_MODEL_THREADS"] = model_threads
+    if args.model_threads is not None:
+        env["QEU_MODEL_THREADS"] = args.model_threads
     if model_worker is not None:
         env["QEU_MODEL_WORKER"] = model_worker
+    if args.worker_nice is not None:
+        env["QEU_MODEL_WORKER_NICE"] = args.worker_nice
     return launched_app(tmp, env)
 
 
@@ -79,7 +81,7 @@ def measure(args: argparse.Namespace, model_worker: str | None) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-light-"))
     started = time.monotonic()
-    with _launch(tmp, args.inspectors, args.model_threads, model_worker) as running:
+    with _launch(tmp, args, model_worker) as running:
         startup = time.monotonic() - started
         client = Client(
             running.url,
@@ -170,6 +172,7 @@ def measure(args: argparse.Namespace, model_worker: str | None) -> dict:
         load_after = os.getloadavg()
         model_threads = running.env.get("QEU_MODEL_THREADS", "default (all cores but one)")
         worker = "model worker" in running.log.read_text()
+        nice = running.env.get("QEU_MODEL_WORKER_NICE", "10 (default)")
     return {
         "idle": idle,
         "loaded": loaded,
@@ -180,11 +183,14 @@ def measure(args: argparse.Namespace, model_worker: str | None) -> dict:
         "loadavg": (load_before, load_after),
         "model_threads": model_threads,
         "worker": worker,
+        "nice": nice,
     }
 
 
 def _where(result: dict) -> str:
-    return "models in a worker process" if result["worker"] else "models in the web process"
+    if result["worker"]:
+        return f"models in a worker process (nice {result['nice']})"
+    return "models in the web process"
 
 
 def report(results: list[dict], args: argparse.Namespace) -> tuple[str, bool]:
@@ -247,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "--model-worker", choices=("0", "1"), default=None,
         help="QEU_MODEL_WORKER for the app (default: its own, on for the CPU)",
     )  # fmt: skip
+    parser.add_argument(
+        "--worker-nice", default=None, help="QEU_MODEL_WORKER_NICE for the app (default: 10)"
+    )
     parser.add_argument(
         "--baseline", action="store_true",
         help="first measure an app with its models in the web process (QEU_MODEL_WORKER=0)",

@@ -270,6 +270,15 @@ def test_a_closed_worker_refuses_calls_and_is_gone(tiny, composites) -> None:
         worker.call("classify_with_vit", composites[0])
 
 
+def test_a_worker_closed_while_it_loads_is_stopped(tiny) -> None:
+    worker = ModelWorker.start(settings_for(tiny), CPU, wait=False)
+    pid = worker._loading.pid
+    worker.close()
+    with pytest.raises(WorkerDied, match="stopped while loading the models"):
+        worker.wait()
+    assert wait_gone(pid) and worker.pid is None
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
     try:

@@ -83,6 +83,7 @@ class ModelWorker:
         self._conn: Connection | None = None
         self._failed = ""  # why no worker can answer (a restart failed), or ""
         self._starting: tuple[subprocess.Popen, Connection] | None = None
+        self._loading: subprocess.Popen | None = None  # a worker launched, not yet ready
         self._closed = False
 
     @classmethod
@@ -124,6 +125,7 @@ class ModelWorker:
             env=env,
         )
         theirs.close()
+        self._loading = process
         try:
             ours.send(("start", self.settings, self.device))
         except OSError:
@@ -147,6 +149,11 @@ class ModelWorker:
             ) from None
         assert kind == "ready", kind
         with self._lock:
+            self._loading = None
+            if self._closed:  # closed while it loaded
+                ours.close()
+                process.terminate()
+                raise WorkerDied("the model worker was stopped (the app is shutting down)")
             self._process, self._conn = process, ours
             self._failed = ""
         self._ready.set()
@@ -231,7 +238,10 @@ class ModelWorker:
             self._closed = True
             process, conn = self._process, self._conn
             waiting, self._pending = self._pending, {}
+            loading = self._loading
         self._ready.set()
+        if loading is not None:  # no use loading the models any more
+            loading.terminate()
         if conn is not None:
             try:
                 with self._send_lock:
