@@ -172,7 +172,7 @@ def measure(args: argparse.Namespace, model_worker: str | None) -> dict:
         load_after = os.getloadavg()
         model_threads = running.env.get("QEU_MODEL_THREADS", "default (all cores but one)")
         worker = "model worker" in running.log.read_text()
-        nice = running.env.get("QEU_MODEL_WORKER_NICE", "10 (default)")
+        nice = running.env.get("QEU_MODEL_WORKER_NICE", "10, the default")
     return {
         "idle": idle,
         "loaded": loaded,
@@ -213,7 +213,8 @@ def report(results: list[dict], args: argparse.Namespace) -> tuple[str, bool]:
         f"{before[0]:.1f} before the first idle phase, {after[0]:.1f} at the end), Python "
         f"{platform.python_version()}; `QEU_MODEL_THREADS`: {results[-1]['model_threads']}; "
         f"`OMP_NUM_THREADS` {os.environ.get('OMP_NUM_THREADS', 'unset')}. "
-        f"{len(results)} `python app.py` (embedded models), one after the other.",
+        f"{len(results)} `python app.py` (embedded models)"
+        + (", one after the other." if len(results) > 1 else "."),
         "",
         f"{args.cycles} idle and {args.cycles} loaded phases taking turns, per app. Idle: "
         f"{args.requests} sequential `/feedback` and `/soartc` calls taking turns "
