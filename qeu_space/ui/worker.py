@@ -168,6 +168,10 @@ class ModelWorker:
                 kind, call_id, ok, value = conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # noqa: BLE001 - an answer that cannot be read: never a hang
+                logger.exception("unreadable message from the model worker: stopping it")
+                process.kill()
+                break
             with self._lock:
                 future = self._pending.pop(call_id, None)
             if future is not None:
@@ -293,7 +297,7 @@ def serve(conn: Connection) -> None:
             logger.exception("%s failed", name)
             reply = (False, err)
             try:
-                pickle.dumps(err)
+                pickle.loads(pickle.dumps(err))
             except Exception:  # noqa: BLE001 - an error that does not pickle goes as its text
                 reply = (False, RuntimeError(str(err).strip() or type(err).__name__))
         with send_lock:
