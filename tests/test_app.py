@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import struct
 import threading
 import time
@@ -65,7 +66,18 @@ def test_space_end_to_end(tmp_path: Path) -> None:
         check_light_endpoints_answer_while_the_model_queue_is_full(client, running, sample)
         check_200_concurrent_feedback_submissions(client, running, sample)
         assert running.process.poll() is None  # still serving after all of it
+    check_the_model_worker_ended_with_the_app(running)
     check_inspections_survive_a_restart(tmp_path, env)
+
+
+def check_the_model_worker_ended_with_the_app(running: RunningApp) -> None:
+    """Issue 21, item 4: on the CPU the models ran in the model worker, and stopping the app
+    (SIGTERM: no atexit runs) stopped it too."""
+    from tests.test_model_worker import wait_gone
+
+    started = re.search(r"model worker (\d+) ready", running.log.read_text())
+    assert started, "the app did not run its models in the model worker"
+    assert wait_gone(int(started.group(1))), "the model worker outlived the app"
 
 
 def generate_sample(client: Client) -> tuple[str, str]:

@@ -138,7 +138,8 @@ def _describe(adapter: str, title: str) -> str:
 
 def device_markdown(models: Models) -> str:
     """The device line at the top of the page."""
-    return f"**Device**: {models.device.description if models.device else 'unknown'}"
+    line = f"**Device**: {models.device.description if models.device else 'unknown'}"
+    return line + (" — models in a worker process" if models.worker else "")
 
 
 def models_markdown(models: Models) -> str:

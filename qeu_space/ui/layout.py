@@ -12,7 +12,9 @@ Each kind of request has a lane of its own in the queue (:mod:`qeu_space.ui.queu
 (``QEU_MODEL_CONCURRENCY`` running, ``QEU_QUEUE_SIZE`` waiting), ``/soartc`` and the samples
 (2 running, ``QEU_LIGHT_QUEUE_SIZE`` waiting each) and feedback (no running limit, 256 waiting):
 a full model queue refuses model calls only. Model calls use at most ``QEU_MODEL_THREADS`` CPU
-threads (all cores but one), so the light endpoints are not starved of CPU either.
+threads (all cores but one), and on the CPU they run in a model worker process
+(:mod:`qeu_space.ui.worker`, ``QEU_MODEL_WORKER``), so the light endpoints are starved neither of
+CPU nor of this process's GIL.
 Gradio's temporary files are deleted after ``QEU_CACHE_MINUTES`` (``delete_cache``).
 
 Example:
@@ -33,7 +35,14 @@ from qeu_space.modeling.devices import detect_device
 from qeu_space.ui.adapter_panel import adapters_markdown, device_markdown, models_markdown
 from qeu_space.ui.cases import CAPTION_LEGEND, CaseSource
 from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
-from qeu_space.ui.models import Models, limit_model_threads, load_models, use_models
+from qeu_space.ui.models import (
+    Models,
+    class_labels,
+    limit_model_threads,
+    load_models,
+    use_models,
+    use_worker,
+)
 from qeu_space.ui.panels import NOT_INSPECTED, NOTHING_TO_JUDGE, TUNED_TITLE, Panels, vit_legend
 from qeu_space.ui.queues import Lane, install_lanes
 from qeu_space.ui.settings import AppSettings
@@ -107,11 +116,7 @@ def lanes(settings: AppSettings) -> dict[str, Lane]:
 
 def vit_labels(models: Models) -> tuple[str, ...] | None:
     """The loaded ViT's class names (``id2label``), or ``None`` when no ViT is loaded."""
-    loaded = models.vit.loaded
-    if loaded is None:
-        return None
-    id2label = loaded.model.config.id2label
-    return tuple(id2label[i] for i in sorted(id2label))
+    return class_labels(models.vit.loaded)
 
 
 def models_panel(app: InspectionApp) -> str:
@@ -134,8 +139,15 @@ def build_demo(
     """Load the models (unless given), open the feedback store, and lay out the Blocks."""
     configure_pil(settings.max_pixels)
     limit_model_threads(settings.model_threads)
+    worker = None
     if models is None:
-        models = load_models(settings, detect_device())
+        device = detect_device()
+        if settings.uses_worker(device.kind):
+            from qeu_space.ui.worker import ModelWorker
+
+            worker = ModelWorker.start(settings, device, wait=False)  # loads while we draw
+        else:
+            models = load_models(settings, device)
     else:
         use_models(models)  # the model functions run what the page shows
     samples = source.gallery(
@@ -143,12 +155,16 @@ def build_demo(
         settings.gallery_seed,
         kinds=settings.gallery_kinds,
     )
+    looks = source.look_gallery(settings.gallery_seed)
+    if worker is not None:
+        worker.wait()
+        models = use_worker(worker)
     app = InspectionApp(
         settings=settings,
         models=models,
         source=source,
         store=store or open_feedback_store(settings),
-        gallery=[*samples[: settings.gallery_size], *source.look_gallery(settings.gallery_seed)],
+        gallery=[*samples[: settings.gallery_size], *looks],
         samples=samples[: settings.diff_samples],
     )
     names = list(app.adapter_names)

@@ -20,7 +20,10 @@ given), never the server's absolute paths: :func:`display_name`, :func:`public_t
 
 The model functions are module-level and take only picklable arguments, because on ZeroGPU
 ``spaces.GPU`` runs them in a forked worker that inherits :data:`MODELS` and receives its
-arguments by pickling.
+arguments by pickling. On the CPU the models live in a model worker process by default
+(:mod:`qeu_space.ui.worker`, ``QEU_MODEL_WORKER``): :func:`use_worker` makes every model function
+send its call there, so that no model call holds the web server's GIL; the worker runs the very
+same functions in-process (one code path).
 
 Example:
     >>> load_models(AppSettings.from_env(), detect_device())
@@ -30,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -38,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import spaces
@@ -47,6 +51,9 @@ from PIL import Image
 from qeu_space.modeling.devices import DeviceInfo
 from qeu_space.ui.settings import REPO_ROOT, AppSettings
 from qeu_space.vocabulary import Finding
+
+if TYPE_CHECKING:
+    from qeu_space.ui.worker import ModelWorker
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +186,40 @@ class ModelSlot:
         return line
 
 
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model loaded in the model worker, as the web process sees it: what it is (for the
+    status lines and the ViT's legend), never its weights."""
+
+    family: str
+    base: str
+    adapter: str | None
+    device: str
+    has_adapter: bool
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, loaded: Any) -> RemoteModel:
+        return cls(
+            loaded.family,
+            str(loaded.base),
+            None if loaded.adapter is None else str(loaded.adapter),
+            loaded.device,
+            loaded.has_adapter,
+            class_labels(loaded) or (),
+        )
+
+
+def class_labels(loaded: Any) -> tuple[str, ...] | None:
+    """A classifier's class names in index order (``id2label``), or ``None`` for no model."""
+    if loaded is None:
+        return None
+    if isinstance(loaded, RemoteModel):
+        return loaded.labels
+    id2label = getattr(loaded.model.config, "id2label", None) or {}
+    return tuple(id2label[i] for i in sorted(id2label))
+
+
 @dataclass
 class Models:
     """The loaded models of this process (see :data:`MODELS`)."""
@@ -188,11 +229,24 @@ class Models:
     od: ModelSlot = field(default_factory=lambda: ModelSlot("Florence-2 OD", None))
     device: DeviceInfo | None = None
     grammar: bool = True  # answers under the answer / <OD> grammar (QEU_ANSWER_GRAMMAR)
+    worker: bool = False  # the models run in the model worker process (QEU_MODEL_WORKER)
+
+    def remote(self) -> Models:
+        """These models as the web process sees them when the worker holds them (picklable)."""
+
+        def slot(s: ModelSlot) -> ModelSlot:
+            loaded = None if s.loaded is None else RemoteModel.of(s.loaded)
+            adapters = [replace(a) for a in s.adapters]
+            return replace(s, loaded=loaded, adapters=adapters)
+
+        return replace(self, vlm=slot(self.vlm), vit=slot(self.vit), od=slot(self.od), worker=True)
 
 
 #: The process's models: set by :func:`load_models`, read by the model functions (and inherited
 #: by ZeroGPU's forked workers).
 MODELS = Models()
+#: The model worker the model functions send their calls to, or ``None``: they run here.
+WORKER: ModelWorker | None = None
 
 
 def not_available(name: str, reason: str = "") -> str:
@@ -273,14 +327,39 @@ def load_models(settings: AppSettings, device: DeviceInfo) -> Models:
 
 
 def use_models(models: Models) -> None:
-    """Make ``models`` the ones the model functions run (:data:`MODELS`)."""
-    MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device, MODELS.grammar = (
+    """Make ``models`` the ones the model functions run (:data:`MODELS`), in this process."""
+    global WORKER
+    WORKER = None
+    MODELS.vlm, MODELS.vit, MODELS.od, MODELS.device, MODELS.grammar, MODELS.worker = (
         models.vlm,
         models.vit,
         models.od,
         models.device,
         models.grammar,
+        models.worker,
     )
+
+
+def use_worker(worker: ModelWorker) -> Models:
+    """Send every model call to ``worker``; returns its models as this process sees them."""
+    global WORKER
+    use_models(worker.models)
+    WORKER = worker
+    return worker.models
+
+
+def _in_worker(fn):
+    """Run the model function in :data:`WORKER` when there is one, else here (the worker itself
+    runs it here: one code path)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        worker = WORKER
+        if worker is None:
+            return fn(*args, **kwargs)
+        return worker.call(fn.__name__, *args, **kwargs)
+
+    return call
 
 
 def _load_slot(
@@ -462,6 +541,7 @@ def _generate(loaded: Any, named: AdapterSlot | None, images: list, max_new_toke
 
 
 @spaces.GPU(duration=60)
+@_in_worker
 def answer_with_vlm(composite: Image.Image, *, adapter: str | None, max_new_tokens: int) -> Answer:
     """The chat VLM's answer to the inspection question: the base's (``adapter=None``) or with
     the named adapter on."""
@@ -471,6 +551,7 @@ def answer_with_vlm(composite: Image.Image, *, adapter: str | None, max_new_toke
 
 
 @spaces.GPU(duration=120)
+@_in_worker
 def answers_with_vlm(
     composites: Sequence[Image.Image], *, adapter: str | None, max_new_tokens: int
 ) -> list[Answer]:
@@ -489,6 +570,7 @@ def answers_with_vlm(
 
 
 @spaces.GPU(duration=60)
+@_in_worker
 def detect_with_florence(
     composite: Image.Image, *, max_new_tokens: int, tuned: bool = True
 ) -> Answer:
@@ -507,6 +589,7 @@ def detect_with_florence(
 
 
 @spaces.GPU(duration=30)
+@_in_worker
 def classify_with_vit(connector: Image.Image) -> VitVerdict:
     """The ViT's verdict on one connector image, and its attention rollout."""
     from qeu_space.modeling.attention import attention_rollout

@@ -212,6 +212,11 @@ class AppSettings:
             each adapter (``QEU_DIFF_SAMPLES``; the gallery's samples come first).
         answer_grammar: generate answers under the answer / ``<OD>`` grammar
             (``QEU_ANSWER_GRAMMAR``, on unless set to 0/false/no/off: the ablation).
+        model_worker: run the models in a worker process of their own (``QEU_MODEL_WORKER``):
+            ``None`` (unset) on the CPU only; never on ZeroGPU, whose ``spaces.GPU`` needs the
+            calls in the main process.
+        model_worker_nice: how much lower the worker's CPU priority is (``QEU_MODEL_WORKER_NICE``,
+            0-19), so the web process gets a busy core first.
     """
 
     base_model: str | None = DEFAULT_BASE
@@ -239,6 +244,8 @@ class AppSettings:
     gallery_kinds: tuple[DefectKind, ...] = DEFAULT_GALLERY_KINDS
     diff_samples: int = 24
     answer_grammar: bool = True
+    model_worker: bool | None = None
+    model_worker_nice: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
@@ -273,7 +280,18 @@ class AppSettings:
             answer_grammar=_flag(env, "QEU_ANSWER_GRAMMAR")
             if (env.get("QEU_ANSWER_GRAMMAR") or "").strip()
             else True,
+            model_worker=_flag(env, "QEU_MODEL_WORKER")
+            if (env.get("QEU_MODEL_WORKER") or "").strip()
+            else None,
+            model_worker_nice=int(_number(env, "QEU_MODEL_WORKER_NICE", 10, 0, 19)),
         )
+
+    def uses_worker(self, device_kind: str) -> bool:
+        """Whether the models run in the model worker on a device of ``device_kind``
+        (``cpu``, ``cuda``, ``zerogpu``): by default on the CPU only, never on ZeroGPU."""
+        if device_kind == "zerogpu":
+            return False
+        return device_kind == "cpu" if self.model_worker is None else self.model_worker
 
     @property
     def adapter(self) -> str | None:
