@@ -200,6 +200,8 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
         ({"config": "qa", "num": 5, "housings": ()}, "housings must be"),
         ({"config": "qa", "num": 5, "housings": ("latched",)}, "must not be among"),
         ({"config": "qa", "num": 5, "train_positions": "some"}, "--train-positions must be"),
+        ({"config": "qa", "num": 5, "png_level": 10}, "--png-level must be a zlib level"),
+        ({"config": "qa", "num": 5, "png_level": -1}, "--png-level must be a zlib level"),
     ],
 )
 def test_build_config_refuses_bad_settings(kwargs, message):
@@ -289,3 +291,20 @@ def test_a_rows_png_is_exactly_its_composite(config):
         sample = make_sample(spec, rng, layout=CompositeLayout(224), nuisances=cfg.nuisances)
         decoded = datasets.Image().decode_example(make_row(cfg, "train", index)["image"])
         assert np.array_equal(np.asarray(decoded), np.asarray(sample.image))
+
+
+@pytest.mark.parametrize("config", ["qa", "od", "cls"])
+def test_a_stored_png_level_changes_the_bytes_and_nothing_else(config):
+    """``--png-level 0`` stores each image's own rows: larger PNGs, the same pixels and columns."""
+    for index in range(3):
+        rows = [
+            make_row(BuildConfig(config, num=4, seed=9, size=224, png_level=level), "train", index)
+            for level in (1, 0)
+        ]
+        compact, stored = (row.pop("image") for row in rows)
+        for row in rows:
+            row.pop("images", None)  # qa: the same image again
+        assert rows[0] == rows[1]
+        assert len(stored["bytes"]) > 1.2 * len(compact["bytes"])
+        decoded = [np.asarray(datasets.Image().decode_example(im)) for im in (compact, stored)]
+        assert np.array_equal(*decoded)

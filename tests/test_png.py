@@ -30,6 +30,31 @@ def test_pixels_read_back_exactly_and_bytes_repeat(shape, share, level):
     assert encode_png(image, shared_rows=shared, level=level) == data
 
 
+@pytest.mark.parametrize("shape", [(448, 448, 3), (9, 5, 3), (6, 4)])
+def test_a_stored_tail_after_a_compressed_top_reads_back(shape):
+    """The builders' ``--png-level 0``: the shared top compressed once, the rest stored."""
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal(30, 2, shape), 0, 255).astype(np.uint8)
+    image[shape[0] // 2 :] = rng.integers(0, 256, (shape[0] - shape[0] // 2, *shape[1:]))
+    shared = shape[0] // 2
+    data = encode_png(image, shared_rows=shared, level=0, top_level=1)
+    assert np.array_equal(_decode(data), image)
+    assert encode_png(image, shared_rows=shared, level=0, top_level=1) == data
+    if shape[0] > 100:
+        assert len(data) < 0.8 * len(encode_png(image, shared_rows=shared, level=0))
+
+
+def test_composing_into_the_scanlines_encodes_what_encode_png_does():
+    """The builders compose a composite straight into :func:`png.scanlines`: same bytes."""
+    image = np.random.default_rng(2).integers(0, 256, (12, 7, 3), dtype=np.uint8)
+    raw, view = png.scanlines(12, 7)
+    view[:] = image
+    assert raw[:, 0].tolist() == [0] * 12  # filter None
+    assert png.encode_scanlines(raw, shared_rows=5) == encode_png(image, shared_rows=5)
+    with pytest.raises(ValueError, match="scanline buffer"):
+        png.encode_scanlines(raw[:, 1:].copy())
+
+
 def test_a_shared_top_is_reused_only_for_the_same_bytes(monkeypatch):
     calls = []
     compressobj = png.zlib.compressobj
