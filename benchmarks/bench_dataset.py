@@ -5,12 +5,13 @@ Prints, in one run (load average at the start and the end):
 * composites per second at 448 x 448 (renderer + composite, nuisances and camera placement on,
   the ``qa`` mix) in one process and one thread, and with 2 worker processes; the same with the
   clean-product caches cleared before every composite (the full-redraw baseline);
-* PNG encoding, ms per composite: PIL at ``compress_level=1`` (what the builder used before)
-  against :func:`dataset_tools.png.encode_png` with the composite's top shared;
+* PNG encoding, ms per composite: PIL at ``compress_level=1`` (what the builder used before
+  issue 12) against :func:`dataset_tools.png.encode_png` with the composite's top shared, and
+  with the rest stored (``--png-level 0``: the top compressed once, the product's rows stored);
 * end to end, what a user waits for: ``python -m dataset_tools build --config qa`` from process
   start to the last parquet file, composites (rows) per second with ``--num-proc 1`` and ``2``,
-  and their ratio; the same for a baseline checkout (``--baseline``, default the commit before
-  the build speed-up, extracted with ``git archive``).
+  and their ratio; the same with ``--png-level 0``, and for a baseline checkout (``--baseline``,
+  default main before the issue-20 speed work, extracted with ``git archive``).
 
 Goals (issues 12 and 20): end to end >= 100 composites per second with one process (one core),
 and ``--num-proc 2`` >= 1.7 x one process. The machine these run on is shared, so the figures to
@@ -46,8 +47,9 @@ from dataset_tools.png import encode_png  # noqa: E402
 from dataset_tools.sampling import draw_spec, row_rng  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "060b9c7"
-"""The last commit before the build speed-up (PIL PNG, datasets' from_generator + to_parquet)."""
+BASELINE = "50c0599"
+"""Main before the issue-20 build speed work (``060b9c7``: before issue 12's, PIL PNG and
+datasets' from_generator + to_parquet)."""
 
 
 def _composites(indices: range, clear_cache: bool = False) -> int:
@@ -76,9 +78,9 @@ def _parallel(n: int, workers: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _png_ms(n: int, level: int = 1) -> tuple[float, float, float, float]:
+def _png_ms(n: int, level: int = 1, top_level: int | None = None) -> tuple[float, ...]:
     """ms per composite and KiB: PIL level 1 vs encode_png at ``level`` with the top shared
-    (CPU time)."""
+    (at ``top_level``, default ``level``) (CPU time)."""
     samples = []
     for i in range(n):
         rng = row_rng(0, "train", i)
@@ -92,18 +94,19 @@ def _png_ms(n: int, level: int = 1) -> tuple[float, float, float, float]:
     pil = (time.thread_time() - start) / n * 1000
     start, size_ours = time.thread_time(), 0
     for s in samples:
-        size_ours += len(encode_png(np.asarray(s.image), shared_rows=top, level=level))
+        image = np.asarray(s.image)
+        size_ours += len(encode_png(image, shared_rows=top, level=level, top_level=top_level))
     ours = (time.thread_time() - start) / n * 1000
     return pil, ours, size_pil / n / 1024, size_ours / n / 1024
 
 
-def _cli(root: Path, rows: int, num_proc: int) -> tuple[float, float, int]:
+def _cli(root: Path, rows: int, num_proc: int, *extra: str) -> tuple[float, float, int]:
     """Wall seconds from the start of ``python -m dataset_tools build`` to its exit, its CPU
     seconds (user + system, its worker processes included), and the rows written."""
     out = Path(tempfile.mkdtemp(prefix="qeu-bench-")) / "qa"
     command = [sys.executable, "-m", "dataset_tools", "build", "--config", "qa", "--num",
                str(rows), "--seed", "0", "--out", str(out), "--num-proc", str(num_proc),
-               "--quiet"]  # fmt: skip
+               "--quiet", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(root)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -150,6 +153,7 @@ def main() -> None:
     two = _parallel(args.composites, 2)
     png = _png_ms(60)
     stored = _png_ms(60, level=0)
+    tail = _png_ms(60, level=0, top_level=1)
 
     builds = {}
     trees = {"this tree": ROOT}
@@ -162,6 +166,11 @@ def main() -> None:
         startup[name] = _cli(root, 1, 1)[1]  # CPU s of a 4-row build: start-up, the serial part
         for num_proc in (1, 2):
             builds[name, num_proc] = _cli(root, args.rows, num_proc)
+        if root == ROOT:
+            stored_name = "--png-level 0"
+            startup[stored_name] = _cli(root, 1, 1, "--png-level", "0")[1]
+            for num_proc in (1, 2):
+                builds[stored_name, num_proc] = _cli(root, args.rows, num_proc, "--png-level", "0")
     if baseline is not None:
         shutil.rmtree(baseline)
     load_end = os.getloadavg()
@@ -179,10 +188,14 @@ def main() -> None:
           f"(x{png[0] / png[1]:.1f} faster)")  # fmt: skip
     print(f"PNG per composite, level 0 stored : {stored[1]:8.2f} ms  {stored[3]:6.0f} KiB  "
           "(not used: the size)")  # fmt: skip
+    print(f"PNG, top level 1, the rest stored : {tail[1]:8.2f} ms  {tail[3]:6.0f} KiB  "
+          "(--png-level 0)")  # fmt: skip
     print(f"end to end: python -m dataset_tools build --config qa --num {args.rows} --quiet")
     print("  (composites per wall second; per CPU second of the build and its workers, which a")
     print("  busy machine inflates less)")
-    for name in trees:
+    names = [*trees]
+    names.insert(1, stored_name)
+    for name in names:
         (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
         serial = startup[name]
         print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
@@ -195,17 +208,19 @@ def main() -> None:
         mine, base = builds["this tree", 1], builds[f"baseline {args.baseline}", 1]
         print(f"  speed-up over the baseline, one process: x{base[0] / mine[0]:.1f} wall, "
               f"x{base[1] / mine[1]:.1f} CPU")  # fmt: skip
-    (w1, c1, n), (w2, c2, _) = builds["this tree", 1], builds["this tree", 2]
-    serial = startup["this tree"]
-    print(
-        f"goals: >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
-        f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f} wall, "
-        f"x{c1 / (serial + (c2 - serial) / 2):.2f} by CPU time"
-    )
-    print(
-        f"end to end against rendering alone (CPU time, this run): {n / c1:.1f} vs "
-        f"{one_cpu:.1f} composites per CPU second = {n / c1 / one_cpu:.2f} of the renderer's rate"
-    )
+    for name in ("this tree", stored_name):
+        (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        serial = startup[name]
+        print(
+            f"goals ({name}): >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
+            f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f} "
+            f"wall, x{c1 / (serial + (c2 - serial) / 2):.2f} by CPU time"
+        )
+        print(
+            f"  end to end against rendering alone (CPU time, this run): {n / c1:.1f} vs "
+            f"{one_cpu:.1f} composites per CPU second = {n / c1 / one_cpu:.2f} of the renderer's "
+            "rate"
+        )
 
 
 if __name__ == "__main__":
