@@ -164,8 +164,8 @@ class BuildConfig:
         num_proc: worker processes.
         png_level: zlib level of each image's own rows (:func:`~dataset_tools.png.encode_png`;
             a composite's top, shared across rows, is compressed at level 1 once): 1 (the
-            default) for compact files, 0 to store them, which makes a build about a fifth
-            cheaper in CPU for PNGs about 1.5 x larger (``benchmarks/RESULTS_dataset.md``). The
+            default) for compact files, 0 to store them, which makes a build 15-20 % cheaper
+            in CPU for PNGs about 1.5 x larger (``benchmarks/RESULTS_dataset.md``). The
             pixels are the same either way.
     """
 
