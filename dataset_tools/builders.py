@@ -162,11 +162,11 @@ class BuildConfig:
             ``train``, ``held-out`` or a comma list (resolved here). A build on looks without a
             held-out family also writes :data:`~dataset_tools.sampling.HELD_OUT_LOOKS_SPLIT`.
         num_proc: worker processes.
-        png_level: zlib level of each image's own rows (:func:`~dataset_tools.png.encode_png`;
-            a composite's top, shared across rows, is compressed at level 1 once): 1 (the
-            default) for compact files, 0 to store them, which makes a build 15-20 % cheaper
-            in CPU for PNGs about 1.5 x larger (``benchmarks/RESULTS_dataset.md``). The
-            pixels are the same either way.
+        png_level: ISA-L deflate level (1 to 3) of each image's own rows
+            (:func:`~dataset_tools.png.encode_png`; a composite's top, shared across rows, is
+            compressed once by zlib), 2 by default, or 0 to store them: PNGs about 1.5 x
+            larger for about 1 ms less CPU a composite (``benchmarks/RESULTS_dataset.md``).
+            The pixels are the same either way.
     """
 
     config: Config
@@ -226,8 +226,10 @@ class BuildConfig:
             )
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
-        if self.png_level not in range(10):
-            raise ValueError(f"--png-level must be a zlib level, 0 to 9, got {self.png_level}")
+        if self.png_level not in range(4):
+            raise ValueError(
+                f"--png-level must be 0 (stored) or a deflate level 1 to 3, got {self.png_level}"
+            )
         CompositeLayout(self.size)  # validates the size
         if self.size < MIN_COMPOSITE:
             raise ValueError(
@@ -256,9 +258,9 @@ def _png(image: Image.Image | np.ndarray, shared_rows: int = 0, level: int = LEV
     """The ``Image()`` feature's storage form, PNG-encoded by :func:`~dataset_tools.png.encode_png`.
 
     ``shared_rows``: the top rows that repeat across rows (a composite's reference half),
-    compressed at :data:`~dataset_tools.png.LEVEL`; ``level``: the zlib level of the others.
+    compressed once at :data:`~dataset_tools.png.TOP_LEVEL`; ``level``: that of the others.
     """
-    data = encode_png(np.asarray(image), shared_rows=shared_rows, level=level, top_level=LEVEL)
+    data = encode_png(np.asarray(image), shared_rows=shared_rows, level=level)
     return {"bytes": data, "path": None}
 
 
@@ -291,7 +293,7 @@ def _composite_png(
     # composed straight into the encoder's scanlines (no composite array, no copy into rows)
     raw, view = scanlines(layout.size, layout.size)
     compose_into(view, sample.reference, sample.test, layout, sample.labels_drawn)
-    data = encode_scanlines(raw, shared_rows=top, level=level, top_level=LEVEL)
+    data = encode_scanlines(raw, shared_rows=top, level=level)
     png = {"bytes": data, "path": None}
     return png, (layout.size, layout.size)
 
