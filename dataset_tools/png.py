@@ -34,7 +34,8 @@ import numpy as np
 from isal import isal_zlib
 
 LEVEL = 2
-"""ISA-L level (0 stores instead): 2 is faster than its 1 and 3 here and as small as 3."""
+"""ISA-L level (0 stores instead): 2 is the fastest whose PNGs are no larger than zlib level 1's
+(its level 1 is 0.3-0.5 ms a composite faster, 1 KiB larger; benchmarks/RESULTS_dataset.md)."""
 TOP_LEVEL = 3
 """zlib level of a shared top (compressed once per content): 6 % smaller than level 1."""
 MEM_LEVEL = 9
