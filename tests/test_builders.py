@@ -294,17 +294,20 @@ def test_a_rows_png_is_exactly_its_composite(config):
 
 
 @pytest.mark.parametrize("config", ["qa", "od", "cls"])
-def test_a_stored_png_level_changes_the_bytes_and_nothing_else(config):
-    """``--png-level 0`` stores each image's own rows: larger PNGs, the same pixels and columns."""
+def test_the_png_level_changes_the_bytes_and_nothing_else(config):
+    """``--png-level`` 1-3 (ISA-L) and 0 (stored): other PNG bytes (stored ones larger), the same
+    pixels through ``datasets.Image`` and the same other columns."""
     for index in range(3):
         rows = [
             make_row(BuildConfig(config, num=4, seed=9, size=224, png_level=level), "train", index)
-            for level in (2, 0)
+            for level in (2, 1, 3, 0)
         ]
-        compact, stored = (row.pop("image") for row in rows)
+        images = [row.pop("image") for row in rows]
         for row in rows:
             row.pop("images", None)  # qa: the same image again
-        assert rows[0] == rows[1]
-        assert len(stored["bytes"]) > 1.2 * len(compact["bytes"])
-        decoded = [np.asarray(datasets.Image().decode_example(im)) for im in (compact, stored)]
-        assert np.array_equal(*decoded)
+            assert row == rows[0]
+        assert len({image["bytes"] for image in images}) == 4
+        assert len(images[3]["bytes"]) > 1.2 * len(images[0]["bytes"])
+        decoded = [np.asarray(datasets.Image().decode_example(im)) for im in images]
+        for pixels in decoded[1:]:
+            assert np.array_equal(pixels, decoded[0])
