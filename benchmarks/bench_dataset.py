@@ -5,12 +5,14 @@ Prints, in one run (load average at the start and the end):
 * composites per second at 448 x 448 (renderer + composite, nuisances and camera placement on,
   the ``qa`` mix) in one process and one thread, and with 2 worker processes; the same with the
   clean-product caches cleared before every composite (the full-redraw baseline);
-* PNG encoding, ms per composite: PIL at ``compress_level=1`` (what the builder used before)
-  against :func:`dataset_tools.png.encode_png` with the composite's top shared;
+* PNG encoding, ms per composite and KiB: PIL at ``compress_level=1`` (what the builder used
+  before issue 12), zlib level 1 with the composite's top shared (this encoder before ISA-L),
+  and :func:`dataset_tools.png.encode_png` at each ``--png-level`` (ISA-L 1-3, 0 stored: the top
+  compressed once by zlib level 3, the rest by ISA-L or stored), and all stored;
 * end to end, what a user waits for: ``python -m dataset_tools build --config qa`` from process
   start to the last parquet file, composites (rows) per second with ``--num-proc 1`` and ``2``,
-  and their ratio; the same for a baseline checkout (``--baseline``, default the commit before
-  the build speed-up, extracted with ``git archive``).
+  and their ratio; the same with ``--png-level 0``, and for a baseline checkout (``--baseline``,
+  default main before the issue-20 speed work, extracted with ``git archive``).
 
 Goals (issues 12 and 20): end to end >= 100 composites per second with one process (one core),
 and ``--num-proc 2`` >= 1.7 x one process. The machine these run on is shared, so the figures to
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -41,13 +44,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from dataset_tools import compose, render  # noqa: E402
+from dataset_tools import compose, png, render  # noqa: E402
 from dataset_tools.png import encode_png  # noqa: E402
 from dataset_tools.sampling import draw_spec, row_rng  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "060b9c7"
-"""The last commit before the build speed-up (PIL PNG, datasets' from_generator + to_parquet)."""
+BASELINE = "50c0599"
+"""Main before the issue-20 build speed work (``060b9c7``: before issue 12's, PIL PNG and
+datasets' from_generator + to_parquet)."""
 
 
 def _composites(indices: range, clear_cache: bool = False) -> int:
@@ -76,34 +80,56 @@ def _parallel(n: int, workers: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _png_ms(n: int, level: int = 1) -> tuple[float, float, float, float]:
-    """ms per composite and KiB: PIL level 1 vs encode_png at ``level`` with the top shared
-    (CPU time)."""
+def _png_ms(n: int, settings: dict[str, dict]) -> dict[str, tuple[float, float, float]]:
+    """ms per composite (CPU time) with every top already compressed, ms per composite with each
+    top compressed on first sight (the ``n`` composites have a few dozen different tops: a
+    build of thousands has at most 96), and KiB, of each PNG encoder setting on the same ``n``
+    composites: ``"PIL"`` (level 1, no shared top), ``"zlib 1"`` (the encoder before ISA-L: the
+    top compressed once at zlib level 1, the rest at zlib level 1 each time), else
+    :func:`encode_png` keywords, the top shared."""
     samples = []
     for i in range(n):
         rng = row_rng(0, "train", i)
         samples.append(compose.make_sample(draw_spec("qa", "train", i, rng), rng))
     top = samples[0].layout.origin("test")[1]
-    start, size_pil = time.thread_time(), 0
-    for s in samples:
-        buf = io.BytesIO()
-        s.image.save(buf, format="PNG", compress_level=1)
-        size_pil += buf.tell()
-    pil = (time.thread_time() - start) / n * 1000
-    start, size_ours = time.thread_time(), 0
-    for s in samples:
-        size_ours += len(encode_png(np.asarray(s.image), shared_rows=top, level=level))
-    ours = (time.thread_time() - start) / n * 1000
-    return pil, ours, size_pil / n / 1024, size_ours / n / 1024
+    images = [np.asarray(s.image) for s in samples]
+    out = {}
+    for name, kwargs in settings.items():
+        tops: dict[bytes, int] = {}
+        png._LOCAL = png.threading.local()  # each setting compresses its own tops once
+        times = []
+        for _ in range(2):  # cold, then warm
+            start, size = time.thread_time(), 0
+            for s, image in zip(samples, images, strict=True):
+                if name == "PIL":
+                    buf = io.BytesIO()
+                    s.image.save(buf, format="PNG", compress_level=1)
+                    size += buf.tell()
+                elif name == "zlib 1":
+                    raw = np.zeros((image.shape[0], image.shape[1] * 3 + 1), np.uint8)
+                    raw[:, 1:] = image.reshape(image.shape[0], -1)
+                    flat = raw.reshape(-1)
+                    cut = top * raw.shape[1]
+                    key = flat[:cut].tobytes()
+                    if key not in tops:
+                        head = zlib.compressobj(1, zlib.DEFLATED, 15, 9)
+                        tops[key] = len(head.compress(key) + head.flush(zlib.Z_FULL_FLUSH))
+                    tail = zlib.compressobj(1, zlib.DEFLATED, -15, 9)
+                    size += tops[key] + len(tail.compress(flat[cut:]) + tail.flush()) + 4 + 57
+                else:
+                    size += len(encode_png(image, shared_rows=top, **kwargs))
+            times.append((time.thread_time() - start) / n * 1000)
+        out[name] = (times[1], times[0], size / n / 1024)
+    return out
 
 
-def _cli(root: Path, rows: int, num_proc: int) -> tuple[float, float, int]:
+def _cli(root: Path, rows: int, num_proc: int, *extra: str) -> tuple[float, float, int]:
     """Wall seconds from the start of ``python -m dataset_tools build`` to its exit, its CPU
     seconds (user + system, its worker processes included), and the rows written."""
     out = Path(tempfile.mkdtemp(prefix="qeu-bench-")) / "qa"
     command = [sys.executable, "-m", "dataset_tools", "build", "--config", "qa", "--num",
                str(rows), "--seed", "0", "--out", str(out), "--num-proc", str(num_proc),
-               "--quiet"]  # fmt: skip
+               "--quiet", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(root)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -148,9 +174,15 @@ def main() -> None:
     one_cpu = args.composites / (time.thread_time() - cpu_start)
     redraw = _rate(_composites, range(args.composites // 6), True)
     two = _parallel(args.composites, 2)
-    png = _png_ms(60)
-    stored = _png_ms(60, level=0)
-
+    pngs = _png_ms(
+        60,
+        {
+            "PIL": {},
+            "zlib 1": {},
+            **{f"--png-level {level}": {"level": level} for level in (1, 2, 3, 0)},
+            "all stored": {"level": 0, "top_level": 0},
+        },
+    )
     builds = {}
     trees = {"this tree": ROOT}
     baseline = None if args.baseline == "none" else _checkout(args.baseline)
@@ -162,6 +194,11 @@ def main() -> None:
         startup[name] = _cli(root, 1, 1)[1]  # CPU s of a 4-row build: start-up, the serial part
         for num_proc in (1, 2):
             builds[name, num_proc] = _cli(root, args.rows, num_proc)
+        if root == ROOT:
+            stored_name = "--png-level 0"
+            startup[stored_name] = _cli(root, 1, 1, "--png-level", "0")[1]
+            for num_proc in (1, 2):
+                builds[stored_name, num_proc] = _cli(root, args.rows, num_proc, "--png-level", "0")
     if baseline is not None:
         shutil.rmtree(baseline)
     load_end = os.getloadavg()
@@ -174,15 +211,20 @@ def main() -> None:
         f"baseline: full redraw each time   : {redraw:8.1f}   (cache speed-up x{one / redraw:.1f})"
     )
     print(f"composites/s, 2 processes         : {two:8.1f}   ({two / one:.2f} x one process)")
-    print(f"PNG per composite, PIL level 1    : {png[0]:8.2f} ms  {png[2]:6.0f} KiB")
-    print(f"PNG per composite, encode_png     : {png[1]:8.2f} ms  {png[3]:6.0f} KiB  "
-          f"(x{png[0] / png[1]:.1f} faster)")  # fmt: skip
-    print(f"PNG per composite, level 0 stored : {stored[1]:8.2f} ms  {stored[3]:6.0f} KiB  "
-          "(not used: the size)")  # fmt: skip
+    print("PNG per composite (CPU; the top shared, compressed once per content; default "
+          "--png-level 2):")  # fmt: skip
+    print("  warm: every top already known; cold: each top compressed on first sight")
+    for name, (warm, cold, kib) in pngs.items():
+        label = {"PIL": "PIL, compress_level=1 (before issue 12)",
+                 "zlib 1": "zlib level 1 (this encoder before isal)"}.get(name, name)  # fmt: skip
+        print(f"  {label:<40}: {warm:6.2f} ms warm (x{pngs['zlib 1'][0] / warm:4.1f} against "
+              f"zlib level 1), {cold:6.2f} ms cold, {kib:4.0f} KiB")  # fmt: skip
     print(f"end to end: python -m dataset_tools build --config qa --num {args.rows} --quiet")
     print("  (composites per wall second; per CPU second of the build and its workers, which a")
     print("  busy machine inflates less)")
-    for name in trees:
+    names = [*trees]
+    names.insert(1, stored_name)
+    for name in names:
         (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
         serial = startup[name]
         print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
@@ -195,17 +237,19 @@ def main() -> None:
         mine, base = builds["this tree", 1], builds[f"baseline {args.baseline}", 1]
         print(f"  speed-up over the baseline, one process: x{base[0] / mine[0]:.1f} wall, "
               f"x{base[1] / mine[1]:.1f} CPU")  # fmt: skip
-    (w1, c1, n), (w2, c2, _) = builds["this tree", 1], builds["this tree", 2]
-    serial = startup["this tree"]
-    print(
-        f"goals: >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
-        f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f} wall, "
-        f"x{c1 / (serial + (c2 - serial) / 2):.2f} by CPU time"
-    )
-    print(
-        f"end to end against rendering alone (CPU time, this run): {n / c1:.1f} vs "
-        f"{one_cpu:.1f} composites per CPU second = {n / c1 / one_cpu:.2f} of the renderer's rate"
-    )
+    for name in ("this tree", stored_name):
+        (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        serial = startup[name]
+        print(
+            f"goals ({name}): >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
+            f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f} "
+            f"wall, x{c1 / (serial + (c2 - serial) / 2):.2f} by CPU time"
+        )
+        print(
+            f"  end to end against rendering alone (CPU time, this run): {n / c1:.1f} vs "
+            f"{one_cpu:.1f} composites per CPU second = {n / c1 / one_cpu:.2f} of the renderer's "
+            "rate"
+        )
 
 
 if __name__ == "__main__":

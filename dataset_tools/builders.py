@@ -29,7 +29,7 @@ from PIL import Image
 
 from dataset_tools.compose import Sample, compose_into, make_sample
 from dataset_tools.looks import CLASSIC, HELD_OUT_FAMILIES, resolve_looks
-from dataset_tools.png import encode_png
+from dataset_tools.png import LEVEL, encode_png, encode_scanlines, scanlines
 from dataset_tools.render import HOUSINGS, SEEN_HOUSINGS, UNSEEN_HOUSING, Nuisances
 from dataset_tools.sampling import (
     CONFIGS,
@@ -162,6 +162,11 @@ class BuildConfig:
             ``train``, ``held-out`` or a comma list (resolved here). A build on looks without a
             held-out family also writes :data:`~dataset_tools.sampling.HELD_OUT_LOOKS_SPLIT`.
         num_proc: worker processes.
+        png_level: ISA-L deflate level (1 to 3) of each image's own rows
+            (:func:`~dataset_tools.png.encode_png`; a composite's top, shared across rows, is
+            compressed once by zlib), 2 by default, or 0 to store them: PNGs about 1.5 x
+            larger for about 1 ms less CPU a composite (``benchmarks/RESULTS_dataset.md``).
+            The pixels are the same either way.
     """
 
     config: Config
@@ -178,6 +183,7 @@ class BuildConfig:
     kinds: tuple[DefectKind, ...] = DEFAULT_KINDS
     looks: tuple[str, ...] | str = (CLASSIC,)
     num_proc: int = 1
+    png_level: int = LEVEL
 
     def __post_init__(self) -> None:
         looks = self.looks if isinstance(self.looks, str) else ",".join(self.looks)
@@ -220,6 +226,10 @@ class BuildConfig:
             )
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be at least 1, got {self.num_proc}")
+        if self.png_level not in range(4):
+            raise ValueError(
+                f"--png-level must be 0 (stored) or a deflate level 1 to 3, got {self.png_level}"
+            )
         CompositeLayout(self.size)  # validates the size
         if self.size < MIN_COMPOSITE:
             raise ValueError(
@@ -244,12 +254,14 @@ class BuildConfig:
         return HELD_OUT_FAMILIES if split == HELD_OUT_LOOKS_SPLIT else self.looks
 
 
-def _png(image: Image.Image | np.ndarray, shared_rows: int = 0) -> dict:
+def _png(image: Image.Image | np.ndarray, shared_rows: int = 0, level: int = LEVEL) -> dict:
     """The ``Image()`` feature's storage form, PNG-encoded by :func:`~dataset_tools.png.encode_png`.
 
-    ``shared_rows``: the top rows that repeat across rows (a composite's reference half).
+    ``shared_rows``: the top rows that repeat across rows (a composite's reference half),
+    compressed once at :data:`~dataset_tools.png.TOP_LEVEL`; ``level``: that of the others.
     """
-    return {"bytes": encode_png(np.asarray(image), shared_rows=shared_rows), "path": None}
+    data = encode_png(np.asarray(image), shared_rows=shared_rows, level=level)
+    return {"bytes": data, "path": None}
 
 
 def _common(sample: Sample, image: dict, variant: str) -> dict:
@@ -264,24 +276,26 @@ def _common(sample: Sample, image: dict, variant: str) -> dict:
     }
 
 
-def _composite_png(sample: Sample, variant: str) -> tuple[dict, tuple[int, int]]:
+def _composite_png(
+    sample: Sample, variant: str, level: int = LEVEL
+) -> tuple[dict, tuple[int, int]]:
     """The composite of ``variant`` as PNG, and its size; rows above the test panel are shared.
 
-    A plain composite is composed again as an array (``sample.image`` is the same pixels; reading
-    them back out of PIL costs more than placing the two products once more).
+    A plain composite is composed again, straight into the PNG encoder's scanline buffer
+    (``sample.image`` is the same pixels; reading them back out of PIL costs more than placing
+    the two products once more).
     """
     layout = sample.layout
-    if variant == "plain":
-        image = compose_into(
-            np.empty((layout.size, layout.size, 3), np.uint8),
-            sample.reference,
-            sample.test,
-            layout,
-            sample.labels_drawn,
-        )
-    else:
+    top = layout.origin("test")[1]
+    if variant != "plain":
         image = np.asarray(VARIANTS[variant](sample))
-    return _png(image, shared_rows=layout.origin("test")[1]), (image.shape[1], image.shape[0])
+        return _png(image, top, level), (image.shape[1], image.shape[0])
+    # composed straight into the encoder's scanlines (no composite array, no copy into rows)
+    raw, view = scanlines(layout.size, layout.size)
+    compose_into(view, sample.reference, sample.test, layout, sample.labels_drawn)
+    data = encode_scanlines(raw, shared_rows=top, level=level)
+    png = {"bytes": data, "path": None}
+    return png, (layout.size, layout.size)
 
 
 def chat_messages(question: str, answer: str) -> list[dict]:
@@ -315,17 +329,20 @@ def qa_columns(image: dict, findings) -> dict:
     }
 
 
-def qa_row(sample: Sample, variant: str = "plain") -> dict:
-    image, _ = _composite_png(sample, variant)
+def qa_row(sample: Sample, variant: str = "plain", png_level: int = LEVEL) -> dict:
+    image, _ = _composite_png(sample, variant, png_level)
     return {**_common(sample, image, variant), **qa_columns(image, sample.findings)}
 
 
 def od_row(
-    sample: Sample, variant: str = "plain", categories: tuple[str, ...] = OD_CATEGORIES
+    sample: Sample,
+    variant: str = "plain",
+    categories: tuple[str, ...] = OD_CATEGORIES,
+    png_level: int = LEVEL,
 ) -> dict:
     """One composite with its ``bbox_str`` and ``objects`` (categories: indices of
     ``categories``, the kinds the build draws)."""
-    image, size = _composite_png(sample, variant)
+    image, size = _composite_png(sample, variant, png_level)
     boxes = [f.box for f in sample.findings]
     return {
         **_common(sample, image, variant),
@@ -338,7 +355,12 @@ def od_row(
     }
 
 
-def cls_row(sample: Sample, variant: str = "plain", labels: tuple[str, ...] = CLASS_LABELS) -> dict:
+def cls_row(
+    sample: Sample,
+    variant: str = "plain",
+    labels: tuple[str, ...] = CLASS_LABELS,
+    png_level: int = LEVEL,
+) -> dict:
     """One connector (the lower product) and its label (an index of ``labels``); findings in that
     image's pixels."""
     ox, oy = sample.layout.origin("test")
@@ -347,7 +369,7 @@ def cls_row(sample: Sample, variant: str = "plain", labels: tuple[str, ...] = CL
         x1, y1, x2, y2 = f["box"]
         f["box"] = [x1 - ox, y1 - oy, x2 - ox, y2 - oy]
     return {
-        **_common(sample, _png(sample.test), variant),
+        **_common(sample, _png(sample.test, level=png_level), variant),
         "label": labels.index(class_label_of(sample.findings)),
         "findings": findings,
     }
@@ -381,10 +403,10 @@ def make_row(cfg: BuildConfig, split: Split, index: int) -> dict:
     layout = CompositeLayout(cfg.size)
     sample = make_sample(spec, rng, layout=layout, nuisances=cfg.nuisances, look=look)
     if cfg.config == "cls":
-        return cls_row(sample, cfg.variant, class_labels(cfg.kinds))
+        return cls_row(sample, cfg.variant, class_labels(cfg.kinds), cfg.png_level)
     if cfg.config == "od":
-        return od_row(sample, cfg.variant, od_categories(cfg.kinds))
-    return ROW_BUILDERS[cfg.config](sample, cfg.variant)
+        return od_row(sample, cfg.variant, od_categories(cfg.kinds), cfg.png_level)
+    return qa_row(sample, cfg.variant, cfg.png_level)
 
 
 # --------------------------------------------------------------------------- building many rows
@@ -504,6 +526,13 @@ def _opencv_on_one_thread() -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
+def _warm_up(cfg: BuildConfig, task: Task) -> None:
+    """Make (and drop) the task's first row before the workers fork, so that they inherit what a
+    first row loads: numba's compiled kernels (its cache load costs about 1.5 CPU seconds,
+    which each worker paid again), the noise bank, the canvas and a reference."""
+    make_row(cfg, task.split, task.start)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """``fork`` where there is one (workers start in milliseconds with the renderer loaded)."""
     methods = multiprocessing.get_all_start_methods()
@@ -527,6 +556,8 @@ def iter_batches(
     stack = contextlib.ExitStack()
     if folder is not None:
         stack.enter_context(_opencv_on_one_thread())
+    if folder is not None:
+        _warm_up(cfg, tasks[0])
     pool = _pool_context().Pool(workers) if folder else None
     total = sum(cfg.split_sizes.values())
     try:

@@ -200,6 +200,8 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
         ({"config": "qa", "num": 5, "housings": ()}, "housings must be"),
         ({"config": "qa", "num": 5, "housings": ("latched",)}, "must not be among"),
         ({"config": "qa", "num": 5, "train_positions": "some"}, "--train-positions must be"),
+        ({"config": "qa", "num": 5, "png_level": 4}, "--png-level must be 0 .stored. or a"),
+        ({"config": "qa", "num": 5, "png_level": -1}, "--png-level must be 0 .stored. or a"),
     ],
 )
 def test_build_config_refuses_bad_settings(kwargs, message):
@@ -289,3 +291,23 @@ def test_a_rows_png_is_exactly_its_composite(config):
         sample = make_sample(spec, rng, layout=CompositeLayout(224), nuisances=cfg.nuisances)
         decoded = datasets.Image().decode_example(make_row(cfg, "train", index)["image"])
         assert np.array_equal(np.asarray(decoded), np.asarray(sample.image))
+
+
+@pytest.mark.parametrize("config", ["qa", "od", "cls"])
+def test_the_png_level_changes_the_bytes_and_nothing_else(config):
+    """``--png-level`` 1-3 (ISA-L) and 0 (stored): other PNG bytes (stored ones larger), the same
+    pixels through ``datasets.Image`` and the same other columns."""
+    for index in range(3):
+        rows = [
+            make_row(BuildConfig(config, num=4, seed=9, size=224, png_level=level), "train", index)
+            for level in (2, 1, 3, 0)
+        ]
+        images = [row.pop("image") for row in rows]
+        for row in rows:
+            row.pop("images", None)  # qa: the same image again
+            assert row == rows[0]
+        assert len({image["bytes"] for image in images}) == 4
+        assert len(images[3]["bytes"]) > 1.2 * len(images[0]["bytes"])
+        decoded = [np.asarray(datasets.Image().decode_example(im)) for im in images]
+        for pixels in decoded[1:]:
+            assert np.array_equal(pixels, decoded[0])

@@ -54,6 +54,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         ([*BUILD[:4], "-5", *BUILD[5:]], "--num: must be at least 1"),
         ([*BUILD[:4], "many", *BUILD[5:]], "'many' is not a whole number"),
         ([*BUILD, "--num-proc", "0"], "--num-proc: must be at least 1"),
+        ([*BUILD, "--png-level", "4"], "--png-level: must be from 0 to 3"),
         ([*BUILD, "--size", "10"], "--size: must be at least"),
         ([*BUILD, "--eval-fraction", "2"], "--eval-fraction: must be in"),
         ([*BUILD, "--eval-fraction", "0"], "--eval-fraction: must be in"),

@@ -184,6 +184,7 @@ def test_module_entry_point_help_explains_every_option():
         "--private",
         "--variant",
         "--no-nuisances",
+        "--png-level",
     ):
         assert option in done.stdout
     assert "test_unseen_housing" in done.stdout and "examples:" in done.stdout
