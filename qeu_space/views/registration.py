@@ -12,10 +12,13 @@ against the truth:
    polarity (dark sockets in light plastic, bright pins in black plastic, dark domed pins).
 2. *Lattice* (:mod:`.lattice`): the periodic grid most sites lie on, as a homography from integer
    lattice coordinates to the image (a tilted camera's keystone included).
+   *Likeness* (:mod:`.likeness`): how much each node looks like the product's typical site; a
+   node next to the grid that looks like a pin joins it, grain lined up with it does not count.
 3. *Window* (:mod:`.window`): which 3 x 9 block of that grid is the connector; another lattice
    (3 x 8, 4 x 9) is refused, and so is a close call between two windows.
-4. *Projective fit* (:mod:`.homography`): RANSAC and least squares from the canonical pin
-   centres to the refined sites; a bent pin's site does not pull it.
+4. *Alignment* (:mod:`.align`) and *projective fit* (:mod:`.homography`): each site located
+   against the typical site, then RANSAC and least squares from the canonical pin centres to
+   those sites; a bent pin's site does not pull it.
 5. *Checks* (here): enough sites fit, the residual is small, scale, rotation and tilt are in the
    range a rig gives.
 
