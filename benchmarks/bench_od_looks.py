@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", action="append", required=True, dest="sets",
                         help="LABEL=FOLDER:SPLIT[+SPLIT...] (repeat)")  # fmt: skip
     parser.add_argument("--model", action="append", required=True, dest="models",
-                        help="NAME=FOLDER (repeat; the first is the baseline)")  # fmt: skip
+                        help="NAME=BASE[+ADAPTER] (repeat; the first is the baseline)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=0, help="rows per split (0: all)")
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for spec in args.models:
         name, sep, folder = spec.partition("=")
         if not (sep and name and folder):
-            parser.error(f"--model {spec!r}: write NAME=FOLDER")
+            parser.error(f"--model {spec!r}: write NAME=BASE[+ADAPTER]")
         models.append((name, folder))
     torch.set_num_threads(1)
     started = time.time()
@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     scored: list[dict[str, Scored]] = [{} for _ in sets]
     seconds: dict[str, list[float]] = {}
     for name, folder in models:
-        loaded = load_model(folder, device="cpu")
+        base, _, adapter = folder.partition("+")
+        loaded = load_model(base, adapter or None, device="cpu")
         probe = sets[-1].images[-(args.latency_samples + 1) :]
         seconds[name] = latency(loaded, probe, base=False)
         for rows, truth, out in zip(sets, truths, scored, strict=True):
