@@ -65,26 +65,29 @@ class RowSet:
 
 
 def parse_set(spec: str, limit: int = 0) -> RowSet:
-    """``LABEL=FOLDER:SPLIT[+SPLIT...]`` -> the rows of those splits (``limit`` per split)."""
+    """``LABEL=FOLDER:SPLIT[+SPLIT...][,FOLDER:SPLIT...]`` -> the rows of those splits (``limit``
+    per split), in order."""
     from datasets import load_dataset
 
     label, sep, rest = spec.partition("=")
-    folder, sep2, splits = rest.rpartition(":")
-    if not (sep and sep2 and label and folder and splits):
-        raise SystemExit(f"--set {spec!r}: write LABEL=FOLDER:SPLIT[+SPLIT...]")
+    parts = [p.rpartition(":") for p in rest.split(",")]
+    if not (sep and label and all(folder and colon and splits for folder, colon, splits in parts)):
+        raise SystemExit(f"--set {spec!r}: write LABEL=FOLDER:SPLIT[+SPLIT...][,FOLDER:SPLIT...]")
     images, truths, looks = [], [], []
-    for split in splits.split("+"):
-        table = load_dataset(folder, split=split)
-        if limit:
-            table = table.select(range(min(limit, len(table))))
-        names = category_names(table)
-        for row in table:
-            images.append(row["image"].convert("RGB"))
-            cats = [c if isinstance(c, str) else names[int(c)] for c in row["objects"]["category"]]
-            boxes = row["objects"]["bbox"]
-            truths.append([(c, xywh_to_xyxy(b)) for c, b in zip(cats, boxes, strict=True)])
-            looks.append(str(row.get("look") or "classic"))
-    return RowSet(label, f"{folder}:{splits}", images, truths, looks)
+    for folder, _, splits in parts:
+        for split in splits.split("+"):
+            table = load_dataset(folder, split=split)
+            if limit:
+                table = table.select(range(min(limit, len(table))))
+            names = category_names(table)
+            for row in table:
+                images.append(row["image"].convert("RGB"))
+                objects = row["objects"]
+                cats = [c if isinstance(c, str) else names[int(c)] for c in objects["category"]]
+                pairs = zip(cats, objects["bbox"], strict=True)
+                truths.append([(c, xywh_to_xyxy(b)) for c, b in pairs])
+                looks.append(str(row.get("look") or "classic"))
+    return RowSet(label, rest, images, truths, looks)
 
 
 # --------------------------------------------------------------------------- counting

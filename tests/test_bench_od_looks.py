@@ -50,7 +50,7 @@ def test_intervals_bracket_the_value_and_a_model_against_itself_differs_by_zero(
     assert f1_of(np.zeros((3, 3))) is None and bootstrap(np.zeros((0, 3))) is None
 
 
-@pytest.mark.parametrize("spec", ["data/od:test", "name=data/od", "=data/od:test"])
+@pytest.mark.parametrize("spec", ["data/od:test", "name=data/od", "=data/od:test", "n=a:test,b"])
 def test_a_set_without_label_folder_and_split_is_refused(spec: str) -> None:
     with pytest.raises(SystemExit, match="LABEL=FOLDER:SPLIT"):
         parse_set(spec)
