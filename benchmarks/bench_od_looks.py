@@ -105,6 +105,17 @@ def row_counts(
     return out
 
 
+def position_counts(
+    truth: Sequence[Sequence[Finding]], found: Sequence[Sequence[Finding]]
+) -> np.ndarray:
+    """Per row ``(tp, fp, fn)`` of defective pins whatever their kind: *where*, not *what*."""
+    out = np.zeros((len(truth), 3))
+    for i, (t, f) in enumerate(zip(truth, found, strict=True)):
+        true, said = {x.position for x in t}, {x.position for x in f}
+        out[i] = (len(true & said), len(said - true), len(true - said))
+    return out
+
+
 def f1_of(counts: np.ndarray) -> float | None:
     """Micro F1 of summed ``(tp, fp, fn)``; ``None`` when nothing is true or said."""
     tp, fp, fn = counts.sum(axis=0)
@@ -174,8 +185,8 @@ def set_section(
         + " | ".join(f"{k} F1 [CI]" for k in kinds)
         + " | "
         + " | ".join(f"{k} recall" for k in kinds)
-        + " | mAP@0.5 | exact match | unreadable |",
-        "|---|" + "---:|" * (2 * len(kinds) + 4),
+        + " | position-only F1 | mAP@0.5 | exact match | unreadable |",
+        "|---|" + "---:|" * (2 * len(kinds) + 5),
     ]
     for name, s in scored.items():
         per_kind = [cell(row_counts(truth, s.found, k)) for k in kinds]
@@ -184,7 +195,8 @@ def set_section(
         lines.append(
             f"| {name} | {cell(row_counts(truth, s.found))} | {' | '.join(per_kind)} | "
             + " | ".join("n/a" if r is None else f"{r:.3f}" for r in recalls)
-            + f" | {_f(m.map_50)} | {_f(m.findings_exact_match)} | {m.n_unreadable} |"
+            + f" | {_f(f1_of(position_counts(truth, s.found)))} | {_f(m.map_50)} | "
+            f"{_f(m.findings_exact_match)} | {m.n_unreadable} |"
         )
     looks = sorted(set(rows.looks))
     lines += [

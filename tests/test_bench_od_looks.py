@@ -10,6 +10,7 @@ from benchmarks.bench_od_looks import (
     f1_of,
     paired_f1_difference,
     parse_set,
+    position_counts,
     recall_of,
     row_counts,
 )
@@ -40,6 +41,10 @@ def test_counts_per_kind(kind, tp_fp_fn, f1, recall) -> None:
     counts = row_counts(TRUTH, FOUND, kind)
     assert tuple(counts.sum(axis=0)) == tp_fp_fn
     assert f1_of(counts) == pytest.approx(f1) and recall_of(counts) == pytest.approx(recall)
+
+
+def test_position_only_counts_ignore_the_kind() -> None:
+    assert tuple(position_counts(TRUTH, FOUND).sum(axis=0)) == (3, 1, 0)
 
 
 def test_intervals_bracket_the_value_and_a_model_against_itself_differs_by_zero() -> None:
