@@ -31,7 +31,7 @@ from qeu_space.modeling.inspection_od import InspectionODConfig, build_inspectio
 from qeu_space.modeling.loading import LoadedModel, load_model
 from qeu_space.training.vision_pretrain import pin_tokens, pretrain_vision, token_grid
 from qeu_space.views.framing import framing_of, grid_box
-from qeu_space.vocabulary import Finding, format_bbox_str, parse_bbox_str
+from qeu_space.vocabulary import Finding, format_bbox_str, od_categories, parse_bbox_str
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "models" / "inspection-od-base"
@@ -100,15 +100,23 @@ def test_cli_writes_the_model(tmp_path: Path, capsys) -> None:
 # --------------------------------------------------------------------------- the framed view
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_targets_are_in_the_view_and_come_back_on_the_pins(seed: int) -> None:
-    """A moved product's truth boxes, said in the test grid's view, map back onto its pins."""
-    framing = "composite_test_grid"
-    defects = (
+#: Each kind of the vocabulary, short pin included (the od rows' third category, issue 19).
+VIEW_CASES = [
+    (
         Finding("U2", "bent pin", "left"),
         Finding("C9", "missing pin"),
         Finding("D1", "bent pin", "down"),
-    )
+    ),
+    (Finding("U5", "short pin"), Finding("C9", "missing pin"), Finding("D1", "bent pin", "down")),
+    (Finding("U2", "bent pin", "right"), Finding("C4", "short pin"), Finding("D1", "short pin")),
+]
+
+
+@pytest.mark.parametrize(("seed", "defects"), [(s, VIEW_CASES[s % 3]) for s in range(4)])
+def test_targets_are_in_the_view_and_come_back_on_the_pins(seed: int, defects) -> None:
+    """A moved product's truth boxes, said in the test grid's view, map back onto its pins, and
+    each label reads back as its finding (a ``short pin`` box is a ``short pin`` finding)."""
+    framing = "composite_test_grid"
     sample = make_sample(
         SampleSpec("s", "ribbed", "round", defects, True), np.random.default_rng(seed)
     )
@@ -135,20 +143,30 @@ def test_targets_are_in_the_view_and_come_back_on_the_pins(seed: int) -> None:
         assert max(abs(a - b) for a, b in zip(box, exact, strict=True)) < 2.0  # quantisation
     back = florence2.boxes_in_image(said, sample.image)  # where the product really is
     for (_, box), truth in zip(back, truths, strict=True):
-        if truth.position.name != "D1":  # clipped at the view's edge (above)
+        if truth.position.name != "D1" or truth.kind.value != "bent pin":  # clipped (above)
             assert max(abs(a - b) for a, b in zip(box, truth.box, strict=True)) < 2.5
 
 
-def test_truth_findings_of_od_rows_match_the_qa_rows_of_the_same_draw() -> None:
-    """An od row stores boxes only; read on the registered grid they are the qa row's findings."""
+@pytest.mark.parametrize(
+    ("kinds", "looks"),
+    [(("bent", "missing"), "classic"), (("bent", "missing", "short"), "train")],
+)
+def test_truth_findings_of_od_rows_match_the_qa_rows_of_the_same_draw(kinds, looks) -> None:
+    """An od row stores boxes only; read on the registered grid they are the qa row's findings,
+    short pins included when the build draws them (the od base's training rows, issue 19)."""
+    named = set()
     for index in range(12):
-        qa = make_row(BuildConfig("qa", num=12, seed=5), "test", index)
-        od = make_row(BuildConfig("od", num=12, seed=5), "test", index)
+        qa = make_row(BuildConfig("qa", num=12, seed=5, kinds=kinds, looks=looks), "test", index)
+        od = make_row(BuildConfig("od", num=12, seed=5, kinds=kinds, looks=looks), "test", index)
         image = Image.open(io.BytesIO(od["image"]["bytes"])).convert("RGB")
-        found = florence2.findings_in_image(_boxes(od), image, directions=True)
+        found = florence2.findings_in_image(
+            _boxes(od, od_categories(kinds)), image, directions=True
+        )
         assert [f.to_dict() | {"box": None} for f in found] == [
             Finding.from_dict(f).to_dict() | {"box": None} for f in qa["findings"]
         ]
+        named |= {f.kind.value for f in found}
+    assert named == set(od_categories(kinds))  # every kind drawn is boxed and read back
 
 
 @pytest.mark.parametrize(
@@ -215,11 +233,14 @@ def test_fixed_set_has_defects_at_held_out_positions(rendered: list[dict]) -> No
     assert sum(len(t) for t in truths) >= 15
 
 
-def _boxes(row: dict) -> list[tuple[str, tuple[float, float, float, float]]]:
-    """An od row's truth boxes, categories named (rows store ClassLabel indices)."""
+def _boxes(
+    row: dict, categories: tuple[str, ...] = OD_CATEGORIES
+) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """An od row's truth boxes, categories named (rows store ClassLabel indices of the build's
+    ``categories``)."""
     objects = row["objects"]
     return [
-        (OD_CATEGORIES[c] if isinstance(c, int) else c, xywh_to_xyxy(b))
+        (categories[c] if isinstance(c, int) else c, xywh_to_xyxy(b))
         for c, b in zip(objects["category"], objects["bbox"], strict=True)
     ]
 

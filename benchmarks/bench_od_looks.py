@@ -1,0 +1,304 @@
+"""``<OD>`` models on every look: findings F1 per look family and per defect kind, intervals.
+
+Issue 19's figures for the Florence-2 ``<OD>`` base: on fresh seeds of the training looks, on
+the held-out look families (``black-on-wood``, ``steep-tilt``: never trained on) and on the
+classic look, per defect kind (short pin included), each with a 95 % bootstrap interval (rows
+resampled). Several models answer the same rows in one run, the first as the baseline (the
+shipped model before a change), and the difference of findings F1 to it is a paired bootstrap.
+
+Every model answers through the project's path, the one the Space's ``/inspect`` calls
+(``load_model`` + the Florence-2 family's ``generate`` under the ``<OD>`` grammar, composites
+registered into the canonical frame); scoring is :mod:`benchmarks.bench_od`'s
+(:func:`~benchmarks.bench_od.od_condition_scores`). A finding is a (pin, kind) pair; a row the
+registration refuses, or an unreadable output, counts its true findings as missed.
+
+Example (datasets of seeds no training or checkpoint choice used):
+    python -m dataset_tools build --config od --num 150 --seed 95 --eval-fraction 1 \\
+        --kinds bent missing short --looks train --out data/od-looks-fresh
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_od_looks \\
+        --set "training looks=data/od-looks-fresh:test+train" \\
+        --set "held-out looks=data/od-looks-fresh:test_held_out_looks" \\
+        --model old=models/inspection-od-base --model new=runs/od-looks --write
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import date  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks.bench_od import Scored, _truth_findings, latency, od_condition_scores  # noqa: E402
+from qeu_space.evaluation.evaluate import category_names  # noqa: E402
+from qeu_space.evaluation.metrics import BOOTSTRAP_DRAWS, LabelledBox, xywh_to_xyxy  # noqa: E402
+from qeu_space.modeling.loading import load_model  # noqa: E402
+from qeu_space.vocabulary import DefectKind, Finding  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS_od_looks.md"
+GOAL_HELD_OUT_F1 = 0.90  # issue 19: held-out looks, fresh seeds
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """Rows of one or more splits of an ``od`` dataset: composites, truth boxes, look names."""
+
+    label: str
+    source: str
+    images: list[Image.Image]
+    truths: list[list[LabelledBox]]
+    looks: list[str]
+
+
+def parse_set(spec: str, limit: int = 0) -> RowSet:
+    """``LABEL=FOLDER:SPLIT[+SPLIT...][,FOLDER:SPLIT...]`` -> the rows of those splits (``limit``
+    per split), in order."""
+    from datasets import load_dataset
+
+    label, sep, rest = spec.partition("=")
+    parts = [p.rpartition(":") for p in rest.split(",")]
+    if not (sep and label and all(folder and colon and splits for folder, colon, splits in parts)):
+        raise SystemExit(f"--set {spec!r}: write LABEL=FOLDER:SPLIT[+SPLIT...][,FOLDER:SPLIT...]")
+    images, truths, looks = [], [], []
+    for folder, _, splits in parts:
+        for split in splits.split("+"):
+            table = load_dataset(folder, split=split)
+            if limit:
+                table = table.select(range(min(limit, len(table))))
+            names = category_names(table)
+            for row in table:
+                images.append(row["image"].convert("RGB"))
+                objects = row["objects"]
+                cats = [c if isinstance(c, str) else names[int(c)] for c in objects["category"]]
+                pairs = zip(cats, objects["bbox"], strict=True)
+                truths.append([(c, xywh_to_xyxy(b)) for c, b in pairs])
+                looks.append(str(row.get("look") or "classic"))
+    return RowSet(label, rest, images, truths, looks)
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def row_counts(
+    truth: Sequence[Sequence[Finding]], found: Sequence[Sequence[Finding]], kind: str | None = None
+) -> np.ndarray:
+    """Per row ``(tp, fp, fn)`` of (pin, kind) findings, only those of ``kind`` when given."""
+    out = np.zeros((len(truth), 3))
+    for i, (t, f) in enumerate(zip(truth, found, strict=True)):
+        true = {(x.position, x.kind.value) for x in t if kind is None or x.kind.value == kind}
+        said = {(x.position, x.kind.value) for x in f if kind is None or x.kind.value == kind}
+        out[i] = (len(true & said), len(said - true), len(true - said))
+    return out
+
+
+def position_counts(
+    truth: Sequence[Sequence[Finding]], found: Sequence[Sequence[Finding]]
+) -> np.ndarray:
+    """Per row ``(tp, fp, fn)`` of defective pins whatever their kind: *where*, not *what*."""
+    out = np.zeros((len(truth), 3))
+    for i, (t, f) in enumerate(zip(truth, found, strict=True)):
+        true, said = {x.position for x in t}, {x.position for x in f}
+        out[i] = (len(true & said), len(said - true), len(true - said))
+    return out
+
+
+def f1_of(counts: np.ndarray) -> float | None:
+    """Micro F1 of summed ``(tp, fp, fn)``; ``None`` when nothing is true or said."""
+    tp, fp, fn = counts.sum(axis=0)
+    return None if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))
+
+
+def recall_of(counts: np.ndarray) -> float | None:
+    tp, _, fn = counts.sum(axis=0)
+    return None if tp + fn == 0 else float(tp / (tp + fn))
+
+
+def bootstrap(
+    counts: np.ndarray, statistic=f1_of, *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % percentile interval of ``statistic`` over rows resampled with replacement."""
+    if not len(counts):
+        return None
+    rng = np.random.default_rng(seed)
+    values = [statistic(counts[rng.integers(0, len(counts), len(counts))]) for _ in range(draws)]
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_f1_difference(
+    new: np.ndarray, old: np.ndarray, *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % interval of F1(new) - F1(old) over the same resampled rows (pairs kept)."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        idx = rng.integers(0, len(new), len(new))
+        a, b = f1_of(new[idx]), f1_of(old[idx])
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    if not diffs:
+        return None
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def cell(counts: np.ndarray, statistic=f1_of) -> str:
+    value = statistic(counts)
+    if value is None:
+        return "n/a"
+    ci = bootstrap(counts, statistic)
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.3f}"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def set_section(
+    rows: RowSet, truth: list[list[Finding]], scored: dict[str, Scored], baseline: str
+) -> list[str]:
+    """One row set's tables: per model overall / per kind, per look family, difference."""
+    kinds = [k.value for k in DefectKind]
+    n_true = {k: sum(f.kind.value == k for t in truth for f in t) for k in kinds}
+    lines = [
+        f"## {rows.label}: `{rows.source}` ({len(rows.images)} rows; true findings: "
+        + ", ".join(f"{k} {n_true[k]}" for k in kinds)
+        + ")",
+        "",
+        "| model | findings F1 [95 % CI] | "
+        + " | ".join(f"{k} F1 [CI]" for k in kinds)
+        + " | "
+        + " | ".join(f"{k} recall" for k in kinds)
+        + " | position-only F1 | mAP@0.5 | exact match | unreadable |",
+        "|---|" + "---:|" * (2 * len(kinds) + 5),
+    ]
+    for name, s in scored.items():
+        per_kind = [cell(row_counts(truth, s.found, k)) for k in kinds]
+        recalls = [recall_of(row_counts(truth, s.found, k)) for k in kinds]
+        m = s.metrics
+        lines.append(
+            f"| {name} | {cell(row_counts(truth, s.found))} | {' | '.join(per_kind)} | "
+            + " | ".join("n/a" if r is None else f"{r:.3f}" for r in recalls)
+            + f" | {_f(f1_of(position_counts(truth, s.found)))} | {_f(m.map_50)} | "
+            f"{_f(m.findings_exact_match)} | {m.n_unreadable} |"
+        )
+    looks = sorted(set(rows.looks))
+    lines += [
+        "",
+        "Findings F1 [95 % CI] per look family (rows):",
+        "",
+        "| model | " + " | ".join(f"{look} ({rows.looks.count(look)})" for look in looks) + " |",
+        "|---|" + "---:|" * len(looks),
+    ]
+    for name, s in scored.items():
+        counts = row_counts(truth, s.found)
+        cells = [cell(counts[[x == look for x in rows.looks]]) for look in looks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    old = row_counts(truth, scored[baseline].found)
+    for name, s in scored.items():
+        if name == baseline:
+            continue
+        diff = paired_f1_difference(row_counts(truth, s.found), old)
+        if diff:
+            lines += [
+                "",
+                f"{name} - {baseline}, findings F1, paired bootstrap over rows "
+                f"({BOOTSTRAP_DRAWS} draws): 95 % interval [{diff[0]:+.3f}, {diff[1]:+.3f}].",
+            ]
+    return [*lines, ""]
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", required=True, dest="sets",
+                        help="LABEL=FOLDER:SPLIT[+SPLIT...] (repeat)")  # fmt: skip
+    parser.add_argument("--model", action="append", required=True, dest="models",
+                        help="NAME=BASE[+ADAPTER] (repeat; the first is the baseline)")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=0, help="rows per split (0: all)")
+    parser.add_argument("--latency-samples", type=int, default=20)
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
+    args = parser.parse_args(argv)
+    models = []
+    for spec in args.models:
+        name, sep, folder = spec.partition("=")
+        if not (sep and name and folder):
+            parser.error(f"--model {spec!r}: write NAME=BASE[+ADAPTER]")
+        models.append((name, folder))
+    torch.set_num_threads(1)
+    started = time.time()
+    sets = [parse_set(spec, args.limit) for spec in args.sets]
+    truths = [
+        [_truth_findings(list(b), i) for b, i in zip(rows.truths, rows.images, strict=True)]
+        for rows in sets
+    ]
+    scored: list[dict[str, Scored]] = [{} for _ in sets]
+    seconds: dict[str, list[float]] = {}
+    for name, folder in models:
+        base, _, adapter = folder.partition("+")
+        loaded = load_model(base, adapter or None, device="cpu")
+        probe = sets[-1].images[-(args.latency_samples + 1) :]
+        seconds[name] = latency(loaded, probe, base=False)
+        for rows, truth, out in zip(sets, truths, scored, strict=True):
+            out[name] = od_condition_scores(loaded, rows.images, rows.truths, truth, draws=200)
+        print(f"scored {name} ({time.time() - started:.0f} s)", file=sys.stderr)
+    baseline = models[0][0]
+    command = "OMP_NUM_THREADS=1 python -m benchmarks.bench_od_looks " + " ".join(
+        [f'--set "{s}"' for s in args.sets] + [f"--model {m}" for m in args.models]
+    )
+    lines = [
+        "# `<OD>` models on every look: per look family and per defect kind",
+        "",
+        f"`{command}` on {date.today()}, {platform.machine()}, 2 CPU cores shared with other "
+        "work, torch threads 1, CPU only. Baseline: "
+        f"`{baseline}` ({models[0][1]}), in the same run on the same rows. Findings are "
+        "(pin, kind) pairs; 95 % bootstrap intervals, rows resampled "
+        f"({BOOTSTRAP_DRAWS} draws). Held-out look families (`black-on-wood`, `steep-tilt`) "
+        "are never trained on.",
+        "",
+        "Seconds per answer (one composite at a time, one core, registration included, median / "
+        "max of "
+        f"{args.latency_samples}): "
+        + "; ".join(f"{n} {statistics.median(s):.3f} / {max(s):.3f} s" for n, s in seconds.items())
+        + ".",
+        "",
+    ]
+    for rows, truth, out in zip(sets, truths, scored, strict=True):
+        lines += set_section(rows, truth, out, baseline)
+    held = [i for i, rows in enumerate(sets) if "held-out" in rows.label]
+    for i in held:
+        for name, s in scored[i].items():
+            f1 = f1_of(row_counts(truths[i], s.found))
+            word = "met" if f1 is not None and f1 >= GOAL_HELD_OUT_F1 else "NOT met"
+            lines.append(
+                f"Goal (issue 19), {name} on {sets[i].label}: findings F1 >= "
+                f"{GOAL_HELD_OUT_F1:.2f} -> {_f(f1)} ({word})."
+            )
+    lines += ["", f"Run time {time.time() - started:.0f} s."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        RESULTS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
