@@ -99,3 +99,14 @@ def test_a_pin_the_sites_step_missed_beside_the_housing_end_joins_by_likeness():
     sample = make_sample_for(Case("steep-tilt", 13, draw_findings(family, 13, 9401)), family, 9401)
     errors, _, refused = pin_errors(sample.test, sample.test_pose)
     assert not refused and errors.max() < 2.0
+
+
+def test_a_flat_stretch_where_a_housing_end_would_be_reads_as_no_end():
+    """Zero gradient along the outline (a flat, saturated image region) once raised
+    ``math domain error`` from the log of the contrast instead of reading as "no end"."""
+    from qeu_space.views.sites import find_sites
+    from qeu_space.views.window import _end
+
+    sites = find_sites(np.full((260, 460), 255.0, np.float32), PITCH)
+    lattice = _lattice(range(3), range(9))
+    assert _end(lattice, sites, (460, 260), 1.0, 0, 0, -1, (-0.4, 2.4)) == 0.0

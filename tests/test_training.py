@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
@@ -377,3 +378,22 @@ def test_new_words_train_their_token_rows_and_reload(tiny, tmp_path):
     assert len(changed) > 0 and set(changed.tolist()) <= set(ids.tolist())
     with tuned.base_only():  # the base's own rows, as the Space's base lane reads them
         assert torch.equal(embed(rows).detach(), before)
+
+
+def test_rows_the_registration_refuses_are_left_out_with_one_line(capsys):
+    import datasets
+    from PIL import Image
+
+    from dataset_tools.compose import SampleSpec, make_sample
+    from qeu_space.modeling.families import chat_vlm
+    from qeu_space.training.data import DatasetError, keep_registered
+
+    sample = make_sample(SampleSpec("t", "standard", "square", (), True), np.random.default_rng(0))
+    flat = Image.new("RGB", sample.image.size, (128, 128, 128))
+    rows = datasets.Dataset.from_dict({"image": [sample.image, flat, sample.image]})
+    rows = rows.cast_column("image", datasets.Image())
+    kept = keep_registered(rows, chat_vlm.view, None, name="train")
+    assert len(kept) == 2
+    assert "left out 1 of 3 train rows" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match="no train row registers"):
+        keep_registered(rows.select([1]), chat_vlm.view, None, name="train")

@@ -1211,7 +1211,7 @@ def _end(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], level: 
     seen = [v for v in seen if v is not None]
     if not seen:
         return None
-    return min(max(math.log(max(seen)), 0.0), 3.0)
+    return min(max(math.log(max(max(seen), 1e-9)), 0.0), 3.0)  # a flat stretch: no end
 
 
 def _ends(column: int, row: int) -> tuple[tuple[int, int, int, tuple[float, float]], ...]:

@@ -125,3 +125,33 @@ def collators(
         return evaluation, None
     training = {**options, **family.train_collate_options(seed)}
     return evaluation, Collator(family, processor, training)
+
+
+def keep_registered(
+    dataset: datasets.Dataset, view: Any, framing: str | None, *, name: str = "train"
+) -> datasets.Dataset:
+    """``dataset`` without the rows whose composite the registration refuses, said in one line.
+
+    Every model reads the registered frame, and a row it cannot read cannot be trained on (the
+    collate would raise in the middle of an epoch); on the looks about 1 % of composites are
+    refused (a pin lost in a strong shadow, a column cut by the border). Their registrations are
+    remembered, so the first epoch does not search again.
+    """
+    from qeu_space.views.no_connector import NoConnectorError
+
+    def readable(row: Mapping[str, Any]) -> bool:
+        try:
+            view(row["image"], framing)
+        except NoConnectorError:
+            return False
+        return True
+
+    kept = dataset.filter(readable, desc=f"registering {name} rows")
+    if len(kept) < len(dataset):
+        print(
+            f"left out {len(dataset) - len(kept)} of {len(dataset)} {name} rows: the registration "
+            "refuses their composite (no connector found)"
+        )
+    if not len(kept):
+        raise DatasetError(f"no {name} row registers: is this a dataset of connector composites?")
+    return kept

@@ -31,7 +31,7 @@ from qeu_space.modeling.families import family_for, scratch_base
 from qeu_space.modeling.loading import load_model, read_config
 from qeu_space.training.callbacks import LossHistoryCallback
 from qeu_space.training.config import TrainConfig
-from qeu_space.training.data import collators, load_splits
+from qeu_space.training.data import collators, keep_registered, load_splits
 from qeu_space.training.history import LossHistory
 from qeu_space.training.trainer import InspectionTrainer
 from qeu_space.views.registration import remember_at_least
@@ -121,6 +121,10 @@ def train(
     eval_collator, train_collator = collators(
         family, loaded.processor, loaded.model.config, config.seed
     )
+    if hasattr(family, "view") and config.task in ("qa", "od"):  # composites: registered first
+        framing = eval_collator.options.get("framing")
+        for name in ("train", "validation"):
+            splits[name] = keep_registered(splits[name], family.view, framing, name=name)
     history_callback = LossHistoryCallback(out, title=f"{config.task}: {config.base}")
     trainer = InspectionTrainer(
         model=model,
