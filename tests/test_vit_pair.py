@@ -186,7 +186,7 @@ def test_prepare_and_train_make_a_loadable_pair_model(tmp_path):
     data = np.load(tmp_path / "pairs.npz")
     assert data["reference"].shape == (8, 3, 96, 288) and data["reference"].dtype == np.uint8
     args = argparse.Namespace(
-        data=tmp_path / "pairs.npz", out=tmp_path / "model", init_from=None, epochs=1,
+        data=[tmp_path / "pairs.npz"], out=tmp_path / "model", init_from=None, epochs=1,
         batch_size=4, learning_rate=1e-3, seed=0, preset="vit-pair-scratch",
     )  # fmt: skip
     history = vit_pair.train(args)
@@ -196,3 +196,24 @@ def test_prepare_and_train_make_a_loadable_pair_model(tmp_path):
     label, probs = vit.predict_composites(loaded, [composite()[0]])[0]
     assert label in vit.PAIR_LABELS and sum(probs.values()) == pytest.approx(1.0)
     assert json.loads((tmp_path / "model" / "training_args.json").read_text())["epochs"] == 1
+
+
+def test_the_space_gives_the_pair_vit_its_reference(tmp_path, pair_model):
+    """The Space's ViT call (``classify_with_vit``) compares the test with the reference it is
+    given; a pair model asked without one fails with the one-line reason."""
+    from qeu_space.modeling.devices import detect_device
+    from qeu_space.ui import models as model_fns
+    from qeu_space.ui.settings import AppSettings
+
+    pair_model.model.save_pretrained(tmp_path / "pair")
+    pair_model.processor.save_pretrained(tmp_path / "pair")
+    env = {"QEU_BASE_MODEL": "", "QEU_OD_MODEL": "", "QEU_VIT_MODEL": str(tmp_path / "pair")}
+    loaded = model_fns.load_models(AppSettings.from_env(env), detect_device({"QEU_DEVICE": "cpu"}))
+    assert loaded.vit.available, loaded.vit.reason
+    ref, test = vit.split_composite(composite()[0])
+    against_ref = model_fns.classify_with_vit(test, ref)
+    against_itself = model_fns.classify_with_vit(test, test)
+    assert against_ref.probabilities != against_itself.probabilities
+    assert against_ref.attention.shape == (test.height, test.width)
+    with pytest.raises(ValueError, match="num_channels=6"):
+        model_fns.classify_with_vit(test)

@@ -66,28 +66,46 @@ def pair_arrays(
     return values[0].astype(np.uint8), values[1].astype(np.uint8)
 
 
-def prepare(dataset: str, out: Path, splits: Sequence[str] = PREPARE_SPLITS) -> dict[str, int]:
-    """Frame every pair of ``splits`` of a ``qa`` dataset folder into ``out`` (``.npz``).
+def _load(dataset: str, splits: Sequence[str]) -> Any:
+    """The ``splits`` of a dataset folder: ``save_to_disk`` output, or parquet shards named
+    ``<split>-*.parquet`` anywhere below it (what ``dataset_tools build`` writes)."""
+    import datasets
+
+    folder = Path(dataset)
+    if (folder / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(dataset)
+    files = {s: sorted(str(f) for f in folder.rglob(f"{s}-*.parquet")) for s in splits}
+    missing = [s for s, found in files.items() if not found]
+    if missing:
+        raise ValueError(f"{dataset} has no parquet shards of split(s) {missing}")
+    return datasets.load_dataset("parquet", data_files=files)
+
+
+def prepare(
+    dataset: str,
+    out: Path,
+    splits: Sequence[str] = PREPARE_SPLITS,
+    shard: int = 0,
+    shards: int = 1,
+) -> dict[str, int]:
+    """Frame every pair of ``splits`` of a ``qa`` dataset folder into ``out`` (``.npz``); with
+    ``shards`` > 1 only rows ``i`` with ``i % shards == shard`` (one process each).
 
     Returns rows kept and refused (no connector found) per split.
     """
-    import datasets
-
     from qeu_space.views.registration import NoConnectorError
 
     config = vit.PRESETS["vit-pair-scratch"]()
     processor = vit.image_processor(config)
-    data = (
-        datasets.load_dataset(dataset)
-        if not Path(dataset, "dataset_dict.json").is_file()
-        else (datasets.load_from_disk(dataset))
-    )
+    data = _load(dataset, splits)
     arrays: dict[str, list] = {k: [] for k in ("reference", "test", "label", "split", "look")}
     counts: dict[str, int] = {}
     for split in splits:
         if split not in data:
             raise ValueError(f"{dataset} has no split {split!r} (it has {', '.join(data)})")
         rows = data[split]
+        if shards > 1:
+            rows = rows.select(range(shard, len(rows), shards))
         missing = {"image", "findings"} - set(rows.column_names)
         if missing:
             raise ValueError(
@@ -270,9 +288,12 @@ def train(args: argparse.Namespace) -> dict:
     """Train, keep the epoch best on validation (verdict, then loss), save a model folder."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    data = np.load(args.data)
-    split = data["split"]
-    tensors = {k: torch.from_numpy(data[k]) for k in ("reference", "test", "label")}
+    parts = [np.load(path) for path in args.data]
+    split = np.concatenate([part["split"] for part in parts])
+    tensors = {
+        k: torch.from_numpy(np.concatenate([part[k] for part in parts]))
+        for k in ("reference", "test", "label")
+    }
     is_train, is_val = split == "train", split == "validation"
     tr = {k: v[torch.from_numpy(is_train)] for k, v in tensors.items()}
     va = {k: v[torch.from_numpy(is_val)] for k, v in tensors.items()}
@@ -332,7 +353,7 @@ def save(model, args: argparse.Namespace, history: dict) -> None:
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     record.pop("func", None)
     record["command"] = ["python", "-m", "qeu_space.training.vit_pair", *sys.argv[1:]]
-    (out / "training_args.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "training_args.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (out / "loss_history.json").write_text(json.dumps(history, indent=2) + "\n")
 
 
@@ -345,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--dataset", required=True, help="a qa dataset folder (dataset_tools build)")
     prep.add_argument("--out", type=Path, required=True, help=".npz to write")
     prep.add_argument("--splits", nargs="+", default=list(PREPARE_SPLITS))
+    prep.add_argument("--shard", type=int, default=0, help="this process's share (0-based)")
+    prep.add_argument("--shards", type=int, default=1, help="processes sharing the rows")
     tr = sub.add_parser("train", help="train the pair ViT on prepared pairs")
-    tr.add_argument("--data", type=Path, required=True, help="the .npz of `prepare`")
+    tr.add_argument("--data", type=Path, nargs="+", required=True, help="the .npz of `prepare`")
     tr.add_argument("--out", type=Path, required=True, help="model folder to write")
     tr.add_argument("--init-from", help="a single-image ViT folder to warm-start from")
     tr.add_argument("--preset", default="vit-pair-scratch", choices=["vit-pair-scratch"])
@@ -358,10 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         if "test_held_out_looks" in args.splits:
             p.error("--splits: the held-out looks are never trained on nor used to choose")
-        print(prepare(args.dataset, args.out, args.splits))
+        if not 0 <= args.shard < args.shards:
+            p.error(f"--shard {args.shard} is not in 0..{args.shards - 1}")
+        print(prepare(args.dataset, args.out, args.splits, args.shard, args.shards))
         return 0
-    if not args.data.is_file():
-        p.error(f"--data {args.data} does not exist: run `prepare` first")
+    for path in args.data:
+        if not path.is_file():
+            p.error(f"--data {path} does not exist: run `prepare` first")
     train(args)
     return 0
 
