@@ -217,3 +217,9 @@ def test_the_space_gives_the_pair_vit_its_reference(tmp_path, pair_model):
     assert against_ref.attention.shape == (test.height, test.width)
     with pytest.raises(ValueError, match="num_channels=6"):
         model_fns.classify_with_vit(test)
+
+
+def test_the_single_image_trainer_refuses_a_pair_preset_in_one_line():
+    with pytest.raises(ValueError, match="qeu_space.training.vit_pair"):
+        vit.collate_options(vit.PRESETS["vit-pair-scratch"]())
+    assert vit.collate_options(vit.PRESETS["vit-pins-scratch"]()) == {"framing": "connector_grid"}

@@ -314,7 +314,16 @@ def collate(
 
 
 def collate_options(config: ViTConfig) -> dict[str, Any]:
-    """Every batch is framed as the model sees it (:func:`frame`)."""
+    """Every batch is framed as the model sees it (:func:`frame`).
+
+    Raises:
+        ValueError: a pair model (its rows are composites: :mod:`qeu_space.training.vit_pair`).
+    """
+    if is_pair(config):
+        raise ValueError(
+            "a pair ViT (num_channels=6) trains on qa composites: run python -m "
+            "qeu_space.training.vit_pair prepare / train, not qeu_space.train --task cls"
+        )
     return {"framing": views.framing_of(config)}
 
 
