@@ -269,6 +269,8 @@ def figures(outcomes: list[Outcome], with_models: bool) -> dict[str, tuple[float
         )
         answered_vit = [o.vit_flag == o.defective for o in outcomes if not o.refused]
         f["vit_answered"] = interval(np.array(answered_vit, float), _mean)
+        good_answered = [bool(o.vit_flag) for o in good_all if not o.refused]
+        f["vit_good_answered"] = interval(np.array(good_answered, float), _mean)
         for kind in KINDS:
             holding = [o for o in outcomes if kind in o.kinds]
             f[f"vit_{kind.split()[0]}"] = interval(
@@ -299,6 +301,7 @@ COLUMNS = [
     ("vit_accuracy", "ViT verdict", "rate"),
     ("vit_false_alarm", "ViT good flagged", "pct"),
     ("vit_answered", "ViT verdict, answered cases", "rate"),
+    ("vit_good_answered", "ViT good flagged, answered", "pct"),
     *((f"vit_{k.split()[0]}", f"ViT {k.split()[0]} flagged", "pct") for k in KINDS),
     ("base_f1", "VLM base F1", "rate"),
     ("adapter_f1", "adapter F1", "rate"),
@@ -331,7 +334,7 @@ def table(rows: list[tuple[str, dict]], with_models: bool, vit_only: bool = Fals
     return lines
 
 
-_VIT_KIND_KEYS = {"vit_answered", *(f"vit_{k.split()[0]}" for k in KINDS)}
+_VIT_KIND_KEYS = {"vit_answered", "vit_good_answered", *(f"vit_{k.split()[0]}" for k in KINDS)}
 _MODEL_KEYS = {"vit_accuracy", "vit_false_alarm", "base_f1", "adapter_f1", "base_unreadable",
                "od_f1", *_VIT_KIND_KEYS}  # fmt: skip
 
