@@ -349,7 +349,12 @@ def test_plain_vlm_snippet_answers_like_the_project(
 @pytest.mark.parametrize(
     ("name", "argv", "expected"),
     [
-        ("vit-inspector", ["--id", "o/vit"], 'pipeline("image-classification", model="o/vit"'),
+        # the shipped ViT compares pairs: two processor calls stacked as channels
+        (
+            "vit-inspector",
+            ["--id", "o/vit"],
+            'AutoModelForImageClassification.from_pretrained("o/vit")',
+        ),
         ("inspection-vlm-base", ["--id", "o/base"], 'from_pretrained("o/base", trust_remote'),
         (
             "inspection-vlm-lora",
