@@ -132,13 +132,20 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="pair models: score the first N rows of each split")
     args = p.parse_args()
     loaded = load_model(args.model, device="cpu")
-    data = load_dataset(args.dataset)
     if vit.is_pair(loaded.model.config):
+        from qeu_space.training.vit_pair import _load
+
+        folder = Path(args.dataset)
+        splits = [s for s in ("test", "test_held_out_looks") if any(folder.rglob(f"{s}-*.parquet"))]
+        if not splits:
+            p.error(f"{args.dataset}: no test parquet shards (a dataset_tools build folder)")
+        data = _load(args.dataset, splits)  # only the splits scored: no cache of the train split
         if "findings" not in data["test"].column_names:
             p.error(f"{args.model} compares pairs: give a qa dataset (composites with findings)")
         print(f"model {args.model} (pair: reference and test as channels)")
         main_pairs(loaded, data, args.limit)
         return
+    data = load_dataset(args.dataset)
     print(f"model {args.model}; order {', '.join(CLASS_LABELS)}")
     for split in ("test", "test_unseen_housing"):
         accuracy, baseline, matrix, speed = evaluate_split(loaded, data[split])
