@@ -86,15 +86,24 @@ def evaluate_pairs(loaded, rows) -> dict:
     labels = vit.PAIR_LABELS
     truth = [labels[label_of(f)] for f in rows["findings"]]
     images = [image.convert("RGB") for image in rows["image"]]
+    from qeu_space.views.registration import NoConnectorError
+
     start = time.perf_counter()
-    predicted = [label for label, _ in vit.predict_composites(loaded, images, batch_size=32)]
+    predicted = []
+    for image in images:  # one at a time: a refused pair (no connector found) counts as wrong
+        try:
+            predicted.append(vit.predict_composites(loaded, [image])[0][0])
+        except NoConnectorError:
+            predicted.append("refused")
     speed = len(images) / (time.perf_counter() - start)
+    refused = predicted.count("refused")
     good = [t == "OK" for t in truth]
     right = sum((p != "OK") == (not g) for p, g in zip(predicted, good, strict=True))
-    flagged = sum(p != "OK" for p, g in zip(predicted, good, strict=True) if g)
+    flagged = sum(p != "OK" for p, g in zip(predicted, good, strict=True) if g)  # refused too
     majority = Counter(truth).most_common(1)[0][0]
     return {
         "rows": len(truth),
+        "refused": refused,
         "accuracy": accuracy_score(truth, predicted),
         "majority": accuracy_score(truth, [majority] * len(truth)),
         "verdict": (right / len(truth), *wilson(right, len(truth))),
@@ -115,7 +124,8 @@ def main_pairs(loaded, data, limit: int | None) -> None:
         )
         r = evaluate_pairs(loaded, rows)
         v, g = r["verdict"], r["good_flagged"]
-        print(f"{split}: {r['rows']} pairs, accuracy {r['accuracy']:.4f} (baseline, majority "
+        print(f"{split}: {r['rows']} pairs ({r['refused']} refused, counted wrong), "
+              f"accuracy {r['accuracy']:.4f} (baseline, majority "
               f"class: {r['majority']:.4f}); verdict {v[0]:.4f} [{v[1]:.4f}, {v[2]:.4f}]; good "
               f"flagged {100 * g[0]:.1f} % [{100 * g[1]:.1f}, {100 * g[2]:.1f}]; "
               f"{r['speed']:.1f} pairs/s")  # fmt: skip
