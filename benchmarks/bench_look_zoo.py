@@ -25,9 +25,15 @@ Per family, with 95 % bootstrap intervals (cases resampled, 1000 draws):
 Seeds: case ``i`` of family ``f`` comes from ``numpy.random.default_rng([9300, f, i])``
 (``--seed``); no dataset, training run, threshold or checkpoint choice used seeds 9300 and up.
 
+``--vit-only`` loads the ViT alone (no chat VLM, no OD) and scores only it, through
+``inspect_image`` (refusals are the Space's), adding its verdict on answered cases and its
+detection per defect kind (a case counts for each kind it holds);
+``--vit-model`` names another ViT folder (e.g. the single-image one, for a baseline).
+
 Usage:
     OMP_NUM_THREADS=1 python -m benchmarks.bench_look_zoo [--cases 48] [--looks all]
-        [--no-models] [--adapter short-pin] [--out benchmarks/RESULTS_look_zoo.md]
+        [--no-models | --vit-only [--vit-model FOLDER]] [--adapter short-pin]
+        [--out benchmarks/RESULTS_look_zoo.md]
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class Outcome:
     """What one case scored; ``None`` where a figure does not apply (e.g. top-1 on a good pair)."""
 
     defective: bool
+    kinds: tuple[str, ...] = ()  # the defect kinds the test carries
     refused: bool = False
     wrong_lattice: bool = False
     sq_errors: list[float] = field(default_factory=list)  # squared pin errors, both panels
@@ -178,10 +185,16 @@ def _counts(truth: Sequence, said: Sequence) -> tuple[int, int, int]:
     return len(t & s), len(s - t), len(t - s)
 
 
-def score_models(app, sample, out: Outcome, adapter: str) -> None:
-    """Run the Space's own inspection on the composite (what ``/inspect`` runs)."""
+def score_models(app, sample, out: Outcome, adapter: str, vit_only: bool = False) -> None:
+    """Run the Space's own inspection on the composite (what ``/inspect`` runs); ``vit_only``:
+    only the ViT was loaded, the other models are not scored."""
     done = app.inspect_image(sample.image, tuple(sample.findings), adapter=adapter)
     truth = sample.findings
+    if vit_only:
+        out.refused = out.refused or bool(done.refused)
+        label = None if done.refused or done.vit is None else done.vit.label
+        out.vit_flag = None if label is None else label != "OK"  # None: no verdict, wrong
+        return
     if done.refused:
         out.refused = True
         for who in ("base", "adapter", "od"):
@@ -229,7 +242,8 @@ def _rms(rows: np.ndarray) -> float:
 
 
 def figures(outcomes: list[Outcome], with_models: bool) -> dict[str, tuple[float, float, float]]:
-    """Every figure of one family (or a pool of families), each ``(value, low, high)``."""
+    """Every figure of one family (or a pool of families), each ``(value, low, high)``; a model
+    that was not loaded gets NaN figures."""
     f: dict[str, tuple[float, float, float]] = {}
     refused = np.array([o.refused for o in outcomes], float)
     f["refused"] = interval(refused, _mean)
@@ -253,7 +267,19 @@ def figures(outcomes: list[Outcome], with_models: bool) -> dict[str, tuple[float
         f["vit_false_alarm"] = interval(
             np.array([o.vit_flag is None or o.vit_flag for o in good_all], float), _mean
         )
+        answered_vit = [o.vit_flag == o.defective for o in outcomes if not o.refused]
+        f["vit_answered"] = interval(np.array(answered_vit, float), _mean)
+        good_answered = [bool(o.vit_flag) for o in good_all if not o.refused]
+        f["vit_good_answered"] = interval(np.array(good_answered, float), _mean)
+        for kind in KINDS:
+            holding = [o for o in outcomes if kind in o.kinds]
+            f[f"vit_{kind.split()[0]}"] = interval(
+                np.array([bool(o.vit_flag) for o in holding], float), _mean
+            )
         for who in ("base", "adapter", "od"):
+            if not any(who in o.counts for o in outcomes):  # not loaded (--vit-only)
+                f[f"{who}_f1"] = f[f"{who}_unreadable"] = (float("nan"),) * 3
+                continue
             rows = np.array([o.counts.get(who, (0, 0, 0)) for o in outcomes], float)
             f[f"{who}_f1"] = interval(rows, _f1)
             unread = np.array([o.unreadable.get(who, False) for o in outcomes], float)
@@ -274,6 +300,9 @@ COLUMNS = [
     ("soartc_top1", "SOARTC top-1", "pct"),
     ("vit_accuracy", "ViT verdict", "rate"),
     ("vit_false_alarm", "ViT good flagged", "pct"),
+    ("vit_answered", "ViT verdict, answered cases", "rate"),
+    ("vit_good_answered", "ViT good flagged, answered", "pct"),
+    *((f"vit_{k.split()[0]}", f"ViT {k.split()[0]} flagged", "pct") for k in KINDS),
     ("base_f1", "VLM base F1", "rate"),
     ("adapter_f1", "adapter F1", "rate"),
     ("base_unreadable", "base unreadable", "pct"),
@@ -292,8 +321,12 @@ def _cell(value: tuple[float, float, float], style: str) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def table(rows: list[tuple[str, dict]], with_models: bool) -> list[str]:
+def table(rows: list[tuple[str, dict]], with_models: bool, vit_only: bool = False) -> list[str]:
     cols = [c for c in COLUMNS if with_models or c[0] not in _MODEL_KEYS]
+    if vit_only:
+        cols = [c for c in cols if c[0] == "refused" or c[0].startswith("vit_")]
+    else:
+        cols = [c for c in cols if c[0] not in _VIT_KIND_KEYS]
     lines = ["| look family | " + " | ".join(c[1] for c in cols) + " |",
              "|---|" + "---:|" * len(cols)]  # fmt: skip
     for name, figs in rows:
@@ -301,16 +334,19 @@ def table(rows: list[tuple[str, dict]], with_models: bool) -> list[str]:
     return lines
 
 
+_VIT_KIND_KEYS = {"vit_answered", "vit_good_answered", *(f"vit_{k.split()[0]}" for k in KINDS)}
 _MODEL_KEYS = {"vit_accuracy", "vit_false_alarm", "base_f1", "adapter_f1", "base_unreadable",
-               "od_f1"}  # fmt: skip
+               "od_f1", *_VIT_KIND_KEYS}  # fmt: skip
 
 
-def goal_lines(held_out: dict) -> list[str]:
+def goal_lines(held_out: dict, vit_only: bool = False) -> list[str]:
     out = []
     for key, (op, goal) in GOALS.items():
-        if key not in held_out:
+        if key not in held_out or (vit_only and key != "refused" and not key.startswith("vit_")):
             continue
         v, lo, hi = held_out[key]
+        if np.isnan(v):  # a model this run did not load
+            continue
         met = v <= goal if op == "<=" else v >= goal
         out.append(f"- {key}: {v:.3f} [{lo:.3f}, {hi:.3f}] (goal {op} {goal}): "
                    f"{'met' if met else '**not met**'}")  # fmt: skip
@@ -332,10 +368,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-models", action="store_true",
                    help="registration and SOARTC only (no ViT / VLM / OD)")  # fmt: skip
     p.add_argument("--adapter", default="", help="the Space adapter beside the base ('' = default)")
+    p.add_argument(
+        "--vit-only",
+        action="store_true",
+        help="the ViT alone through the Space's inspection (no VLM, no OD loaded)",
+    )
+    p.add_argument("--vit-model", help="ViT folder for the Space (default: the embedded one)")
     p.add_argument("--out", type=Path, default=RESULTS, help="Markdown report")
     args = p.parse_args(argv)
     if args.cases < 3:
         p.error("--cases must be at least 3 (a good, a one-defect and a two-defect pair)")
+    if args.vit_only and args.no_models:
+        p.error("--vit-only scores the ViT, --no-models scores no model: choose one")
+    if args.vit_model and not Path(args.vit_model, "config.json").is_file():
+        p.error(f"--vit-model {args.vit_model}: no config.json there (a ViT model folder)")
     from dataset_tools.looks import resolve_looks
 
     try:
@@ -345,15 +391,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_app(tmp: Path):
-    """The Space's inspection app on its default (embedded) models, on the CPU, in process."""
+def load_app(tmp: Path, *, vit_only: bool = False, vit_model: str | None = None):
+    """The Space's inspection app on its default (embedded) models, on the CPU, in process
+    (``vit_only``: the ViT alone; ``vit_model``: another ViT folder)."""
     from qeu_space.feedback import FeedbackStore
     from qeu_space.modeling.devices import detect_device
     from qeu_space.ui.handlers import InspectionApp
     from qeu_space.ui.models import load_models
     from qeu_space.ui.settings import AppSettings
 
-    settings = AppSettings.from_env({"QEU_FEEDBACK_DB": str(tmp / "feedback.sqlite3")})
+    env = {"QEU_FEEDBACK_DB": str(tmp / "feedback.sqlite3")}
+    if vit_only:
+        env.update({"QEU_BASE_MODEL": "", "QEU_OD_MODEL": "", "QEU_ADAPTERS": "none"})
+    if vit_model:
+        env["QEU_VIT_MODEL"] = str(vit_model)
+    settings = AppSettings.from_env(env)
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
     return InspectionApp(settings, models, source=None, store=FeedbackStore(tmp / "f.sqlite3"),
                          gallery=[])  # fmt: skip
@@ -371,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     per_family: dict[str, list[Outcome]] = {}
     with tempfile.TemporaryDirectory(prefix="qeu-zoo-") as tmp:
-        app = None if args.no_models else load_app(Path(tmp))
+        app = (
+            None
+            if args.no_models
+            else load_app(Path(tmp), vit_only=args.vit_only, vit_model=args.vit_model)
+        )
         bar = tqdm(total=len(args.families) * args.cases, desc="look zoo", unit="pair")
         for family in args.families:
             fi = names.index(family)
@@ -379,11 +435,12 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.cases):
                 case = Case(family, i, draw_findings(fi, i, args.seed))
                 sample = make_sample_for(case, fi, args.seed)
-                out = Outcome(defective=bool(case.findings))
-                score_registration(sample, out)
-                score_soartc(sample, out)
+                out = Outcome(bool(case.findings), tuple(f.kind.value for f in case.findings))
+                if not args.vit_only:  # the ViT alone: refusals come from inspect_image
+                    score_registration(sample, out)
+                    score_soartc(sample, out)
                 if app is not None:
-                    score_models(app, sample, out, args.adapter)
+                    score_models(app, sample, out, args.adapter, args.vit_only)
                 outcomes.append(out)
                 bar.update()
             per_family[family] = outcomes
@@ -413,12 +470,12 @@ def main(argv: list[str] | None = None) -> int:
         "model; `wrong lattice` counts answered panels registered more than half a pitch off "
         "(a shifted window); pin RMS is over the panels on the right lattice.",
         "",
-        *table(rows + pooled, with_models),
+        *table(rows + pooled, with_models, args.vit_only),
         "",
     ]
     if held:
         lines += ["Goals (issues 18 / 19) on the held-out look families, pooled:", "",
-                  *goal_lines(figures(held, with_models)), ""]  # fmt: skip
+                  *goal_lines(figures(held, with_models), args.vit_only), ""]  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.out:

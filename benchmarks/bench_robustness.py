@@ -475,9 +475,20 @@ def _run_vit(scenes: list[Scene], models: Models, path: str) -> list[dict]:
     from qeu_space.modeling.families import vit
 
     images = [Image.fromarray(s.test) for s in scenes]
-    refused = [None if path == "off" else _refusal(lambda i=i: register(i)) for i in images]
+    refs = [Image.fromarray(s.reference) for s in scenes]
+    loaded = models.vit()
+    pair = vit.is_pair(loaded.model.config)  # a pair ViT also reads (and registers) the reference
+    refused = [
+        None
+        if path == "off"
+        else _refusal(lambda i=i, f=f: [register(x) for x in (f, i)[not pair :]])
+        for i, f in zip(images, refs, strict=True)
+    ]
     ok = [i for i, r in zip(images, refused, strict=True) if r is None]
-    labels = iter(label for label, _ in vit.predict(models.vit(), ok)) if ok else iter(())
+    ok_refs = [f for f, r in zip(refs, refused, strict=True) if r is None] if pair else None
+    labels = (
+        iter(label for label, _ in vit.predict(loaded, ok, references=ok_refs)) if ok else iter(())
+    )
     return [{"label": None} if r else {"label": next(labels)} for r in refused]
 
 

@@ -36,9 +36,31 @@ def test_wrong_lattice_is_caught_when_a_panel_is_a_column_off():
     assert out.wrong_lattice
 
 
-@pytest.mark.parametrize("argv", [["--cases", "1"], ["--looks", "no-such-look"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--cases", "1"],
+        ["--looks", "no-such-look"],
+        ["--vit-only", "--no-models"],
+        ["--vit-only", "--vit-model", "no/such/folder"],
+    ],
+)
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         zoo.parse_args(argv)
     assert exc.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_vit_only_tables_show_the_vit_and_its_kinds_not_the_unloaded_models():
+    """``--vit-only`` loads no VLM and no OD: their columns and goals are left out, not 0."""
+    good = zoo.Outcome(defective=False, vit_flag=False)
+    short = zoo.Outcome(defective=True, kinds=("short pin",), vit_flag=True)
+    bent = zoo.Outcome(defective=True, kinds=("bent pin",), vit_flag=False)
+    figs = zoo.figures([good, short, bent], with_models=True)
+    assert figs["vit_short"][0] == 1.0 and figs["vit_bent"][0] == 0.0
+    assert np.isnan(figs["base_f1"][0]) and np.isnan(figs["od_f1"][0])
+    header = zoo.table([("classic", figs)], with_models=True, vit_only=True)[0]
+    assert "ViT short flagged" in header and "VLM base F1" not in header
+    goals = "\n".join(zoo.goal_lines(figs, vit_only=True))
+    assert "vit_accuracy" in goals and "base_f1" not in goals and "soartc" not in goals

@@ -63,7 +63,8 @@ def test_shipped_folder_is_complete_and_small():
     total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert total < 15 * 2**20
     config = json.loads((SHIPPED / "config.json").read_text())
-    assert [config["id2label"][str(i)] for i in range(3)] == list(CLASS_LABELS)
+    assert [config["id2label"][str(i)] for i in range(4)] == list(vit.PAIR_LABELS)
+    assert config["num_channels"] == vit.PAIR_CHANNELS  # the pair model (issue 19)
 
 
 def test_shipped_model_loads_through_the_project_path(shipped):
@@ -72,16 +73,37 @@ def test_shipped_model_loads_through_the_project_path(shipped):
     assert type(shipped.model).__name__ == "ViTForImageClassification"
 
 
-@pytest.mark.parametrize("split", ["test", "test_unseen_housing"])
-def test_shipped_model_classifies_rendered_connectors(shipped, split):
-    samples = rendered(split, PER_CLASS)
-    results = vit.predict(shipped, [image for image, _, _ in samples])
-    correct = sum(
-        label == truth for (label, _), (_, truth, _) in zip(results, samples, strict=True)
+@cache
+def rendered_pairs(split: str, count: int) -> tuple[tuple[Image.Image, str, tuple], ...]:
+    """``count`` fresh composites of ``split`` (a third good) with their pair labels."""
+    from qeu_space.training.vit_pair import label_of
+
+    cfg = BuildConfig("qa", num=1, seed=FRESH_SEED, kinds=("bent", "missing", "short"))
+    rows = [make_row(cfg, split, i) for i in range(count)]
+    return tuple(
+        (
+            Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"),
+            vit.PAIR_LABELS[label_of(r["findings"])],
+            tuple(f["position"] for f in r["findings"]),
+        )
+        for r in rows
     )
-    assert correct >= MIN_CORRECT, f"{correct}/{len(samples)} right on {split}"
+
+
+@pytest.mark.parametrize("split", ["test", "test_unseen_housing"])
+def test_shipped_model_tells_defective_pairs_from_good_ones(shipped, split):
+    """Fresh composites of the classic look (seed never trained on): the verdict (defect or
+    not) right on at least 29 of 30 (the look zoo measures 1.000 on fresh classic pairs)."""
+    samples = rendered_pairs(split, 30)
+    results = vit.predict_composites(shipped, [image for image, _, _ in samples])
+    right = sum(
+        (label == "OK") == (truth == "OK")
+        for (label, _), (_, truth, _) in zip(results, samples, strict=True)
+    )
+    assert right >= MIN_CORRECT, f"{right}/{len(samples)} verdicts right on {split}"
+    assert {truth == "OK" for _, truth, _ in samples} == {True, False}
     for _, probs in results:
-        assert set(probs) == set(CLASS_LABELS)
+        assert set(probs) == set(vit.PAIR_LABELS)
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -101,29 +123,27 @@ def _canonical_map(image, heatmap: np.ndarray) -> np.ndarray:
 
 
 def test_rollout_peaks_at_or_next_to_the_defect(shipped):
-    """Criterion: over 10 missing and 10 bent pins, on the clear cases (called right with
-    p >= 0.9; at least 16 of them), the pin cell with the highest rollout is the defect's pin or
-    one of its 8 neighbours for at least 90%. (Measured: 20 clear cases, all 20 exactly on the
-    pin.)"""
-    samples = [s for s in rendered("test", PER_CLASS) if s[1] != "OK"]
+    """Criterion: over fresh defective pairs called defective with p(OK) <= 0.1 (at least 8 of
+    them), the pin cell with the highest rollout on the test is a defect's pin or one of its 8
+    neighbours for at least 75 %."""
+    samples = [s for s in rendered_pairs("test", 30) if s[1] != "OK"]
     clear = near = 0
-    for image, truth, findings in samples:
-        (label, probs) = vit.predict(shipped, [image])[0]
-        heatmap = attention_rollout(shipped, image)
-        assert heatmap.shape == (image.height, image.width)
+    for image, _, positions in samples:
+        ref, test = vit.split_composite(image)
+        (label, probs) = vit.predict(shipped, [test], references=[ref])[0]
+        heatmap = attention_rollout(shipped, test, ref)
+        assert heatmap.shape == (test.height, test.width)
         assert heatmap.dtype == np.float32 and 0 <= heatmap.min() and 0.9 < heatmap.max() <= 1
-        # the product was moved by the rig: the map is read back in its canonical frame, where
-        # outside the pin grid (never seen by the model) it is 0
-        canonical = _canonical_map(image, heatmap)
-        assert canonical[:, :5].max() == 0
-        if label != truth or probs[truth] < 0.9:
+        canonical = _canonical_map(test, heatmap)
+        assert canonical[:, :5].max() == 0  # outside the pin grid the model sees nothing
+        if label == "OK" or probs["OK"] > 0.1:
             continue
-        scores = ConnectorGeometry(image.width, image.height).position_scores(canonical)
+        scores = ConnectorGeometry(test.width, test.height).position_scores(canonical)
         top = max(scores, key=scores.__getitem__)
         clear += 1
-        near += _grid_distance(top, Position.parse(findings[0]["position"])) <= 1
-    assert clear >= 16
-    assert near >= 0.9 * clear
+        near += any(_grid_distance(top, Position.parse(p)) <= 1 for p in positions)
+    assert clear >= 8
+    assert near >= 0.75 * clear, f"{near}/{clear}"
 
 
 def test_rollout_of_uniform_attention_is_uniform():

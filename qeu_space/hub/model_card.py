@@ -309,6 +309,31 @@ from transformers import pipeline
 classify = pipeline("image-classification", model="{model}", trust_remote_code=True)
 print(classify("{image}"))  # [{{'label': 'OK', 'score': ...}}, ...]
 """
+_CLS_PAIR_SNIPPET = """\
+# pip install {requirements}
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+# trust_remote_code: the processor finds each connector's pin grid and crops it
+processor = AutoImageProcessor.from_pretrained("{model}", trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained("{model}")
+
+
+def classify_pair(reference, test):
+    \"\"\"The label of connector image ``test`` compared with ``reference`` (a good product of
+    the same rig): both are registered and cropped, then stacked as channels, reference first.\"\"\"
+    views = [
+        processor(images=Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
+        for path in (reference, test)
+    ]
+    with torch.no_grad():
+        logits = model(pixel_values=torch.cat(views, dim=1)).logits
+    return model.config.id2label[int(logits.argmax())]
+
+
+print(classify_pair("{reference}", "{image}"))  # 'OK', 'BENDNG', 'NUKENG' or 'SHORTNG'
+"""
 _QA_SNIPPET = """\
 # pip install {requirements}
 from PIL import Image
@@ -369,10 +394,12 @@ def plain_usage(
     *,
     adapter: str | None = None,
     image: str = "connector.png",
+    reference: str = "reference.png",
 ) -> str:
     """The card's snippet: this model with ``transformers`` (+ ``peft``) only, no project code.
 
-    ``task`` is ``cls`` (the ViT classifier, one connector image), ``qa`` (a chat VLM, a
+    ``task`` is ``cls`` (the ViT classifier, one connector image), ``cls-pair`` (the pair ViT:
+    a reference and a test connector image, stacked as 6 channels), ``qa`` (a chat VLM, a
     composite: reference on top, test below) or ``od`` (Florence-2 ``<OD>`` boxes on a
     composite, in the composite's own pixels). The processor comes from the adapter when one is
     given (an adapter folder made by this project carries its base's processor). A test runs
@@ -384,6 +411,10 @@ def plain_usage(
 
     if task == "cls":
         return _CLS_SNIPPET.format(requirements=PLAIN_REQUIREMENTS, model=model, image=image)
+    if task == "cls-pair":
+        return _CLS_PAIR_SNIPPET.format(
+            requirements=PLAIN_REQUIREMENTS, model=model, image=image, reference=reference
+        )
     if task == "od":
         return _OD_SNIPPET.format(
             requirements=PLAIN_REQUIREMENTS + (" peft" if adapter else ""),

@@ -316,6 +316,8 @@ def card_usage(folder: str | Path, repo_id: str, base_id: str | None = None) -> 
         )
         if task is None:
             raise ProcessorInstallError(f"{path}: no transformers-only snippet for this family")
+        if task == "cls" and _model_config(path).get("num_channels") == 6:
+            task = "cls-pair"  # the pair ViT: reference and test as channels
         snippet = plain_usage(task, repo_id)
     return f"{VIEW_NOTICE}\n\n```python\n{snippet}```\n"
 

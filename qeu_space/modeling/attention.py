@@ -65,15 +65,21 @@ def _eager(model: Any) -> Iterator[None]:
             model.set_attn_implementation(before)
 
 
-def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
+def attention_rollout(
+    loaded: LoadedModel, image: Image.Image, reference: Image.Image | None = None
+) -> np.ndarray:
     """The rollout heatmap of ``image``: ``(image.height, image.width)`` float32 in [0, 1].
+
+    A pair model (6 channels) also reads ``reference`` (the good product); its patches hold both
+    pins, and the map is drawn on the test image.
 
     The patch grid is upsampled bilinearly onto the part of the image the model sees (all of it, or
     the pin grid for a model that frames it, :func:`qeu_space.modeling.families.vit.frame`); outside
     that part the map is 0. 1 is the most attended patch.
 
     Raises:
-        ValueError: the model is not a ViT (it has no patch grid in its config).
+        ValueError: the model is not a ViT (it has no patch grid in its config), or a pair
+            model got no reference.
     """
     model, processor = loaded.model, loaded.processor
     config = model.config
@@ -87,7 +93,13 @@ def attention_rollout(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
     image = rgb(image)
     view = vit.frame(image, config)
     device, dtype = placement(model)
-    pixels = processor(images=[view.image], return_tensors="pt")["pixel_values"].to(device, dtype)
+    vit.check_references(config, [image], None if reference is None else [reference])
+    if vit.is_pair(config):
+        framed_ref = vit.frame(rgb(reference), config).image
+        pixels = vit.pair_pixels(processor, [framed_ref], [view.image])
+    else:
+        pixels = processor(images=[view.image], return_tensors="pt")["pixel_values"]
+    pixels = pixels.to(device, dtype)
     with inference(model), _eager(model):
         attentions = model(pixel_values=pixels, output_attentions=True).attentions
     relevance = rollout(attentions)[0].reshape(grid).cpu().numpy().astype(np.float32)

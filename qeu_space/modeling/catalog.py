@@ -14,7 +14,13 @@ from pathlib import Path
 #: Parts of a model a LoRA can adapt: the language model, the vision tower + projector, or all.
 SCOPES: tuple[str, ...] = ("language", "vision", "all")
 #: ViT classifiers that start from random weights (``--task cls --base <preset>``).
-VIT_PRESETS: tuple[str, ...] = ("vit-pins-scratch", "vit-tiny-scratch", "vit-test-tiny")
+VIT_PRESETS: tuple[str, ...] = (
+    "vit-pins-scratch",
+    "vit-tiny-scratch",
+    "vit-test-tiny",
+    "vit-pair-scratch",
+    "vit-pair-test-tiny",
+)
 #: Models shipped with the project (folders of the models directory), the Space's defaults.
 EMBEDDED_MODELS: tuple[str, ...] = (
     "inspection-vlm-base",

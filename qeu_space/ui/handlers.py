@@ -439,7 +439,7 @@ class InspectionApp:
         progress(0.05, desc="SOARTC heatmap")
         soartc = run_soartc(reference, test, registrations=(frame.reference, frame.test))
         progress(0.2, desc="ViT verdict")
-        vit = self._vit(test)
+        vit = self._vit(test, reference)
         progress(0.35, desc="base model answering")
         base = self._answer(image, None)
         progress(0.6, desc=f"adapter {name} answering" if name else "no adapter")
@@ -549,12 +549,12 @@ class InspectionApp:
             truth, case = "", ""
         return (*Panels.empty().values(), truth, case)
 
-    def _vit(self, test: Image.Image) -> VitView:
+    def _vit(self, test: Image.Image, reference: Image.Image | None = None) -> VitView:
         slot = self.models.vit
         if not slot.available:
             return VitView(None, None, slot.status())
         try:
-            verdict = model_fns.classify_with_vit(test)
+            verdict = model_fns.classify_with_vit(test, reference)
         except Exception as err:  # noqa: BLE001 - one panel fails, the others still show
             logger.exception("ViT failed")
             return VitView(None, None, f"ViT error: {_short_error(err)}")

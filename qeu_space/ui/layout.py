@@ -119,6 +119,12 @@ def vit_labels(models: Models) -> tuple[str, ...] | None:
     return class_labels(models.vit.loaded)
 
 
+def vit_reads_pair(models: Models) -> bool:
+    """Whether the loaded ViT compares the pair (6 channels) rather than the test alone."""
+    loaded = models.vit.loaded
+    return loaded is not None and getattr(loaded.model.config, "num_channels", 3) == 6
+
+
 def models_panel(app: InspectionApp) -> str:
     """The Models tab's status part: each model, and what its answers were this session."""
     counts = app.answers
@@ -284,7 +290,10 @@ def build_demo(
                             with gr.Column():
                                 vit_label = gr.Label(label="ViT verdict", num_top_classes=3)
                                 vit_note = gr.Markdown(elem_id="vit-note")
-                                gr.Markdown(vit_legend(vit_labels(models)), elem_id="vit-legend")
+                                gr.Markdown(
+                                    vit_legend(vit_labels(models), pair=vit_reads_pair(models)),
+                                    elem_id="vit-legend",
+                                )
                         with gr.Row():
                             with gr.Column(min_width=240):
                                 gr.Markdown("**Base model answer**")

@@ -590,12 +590,14 @@ def detect_with_florence(
 
 @spaces.GPU(duration=30)
 @_in_worker
-def classify_with_vit(connector: Image.Image) -> VitVerdict:
-    """The ViT's verdict on one connector image, and its attention rollout."""
+def classify_with_vit(connector: Image.Image, reference: Image.Image | None = None) -> VitVerdict:
+    """The ViT's verdict on one connector image, and its attention rollout. A pair ViT (6
+    channels) compares it with ``reference``; a single-image ViT reads ``connector`` alone."""
     from qeu_space.modeling.attention import attention_rollout
 
     loaded = MODELS.vit.loaded
     if loaded is None:
         raise RuntimeError(MODELS.vit.reason or "no ViT configured")
-    _, probabilities = _family(loaded).predict(loaded, [connector])[0]
-    return VitVerdict(probabilities, attention_rollout(loaded, connector))
+    refs = None if reference is None else [reference]
+    _, probabilities = _family(loaded).predict(loaded, [connector], references=refs)[0]
+    return VitVerdict(probabilities, attention_rollout(loaded, connector, reference))

@@ -25,13 +25,18 @@ from qeu_space.ui.records import InspectionRecord, ModelAnswer
 from qeu_space.vocabulary import OK_LABEL, DefectKind, format_answer
 
 
-def vit_legend(labels: tuple[str, ...] | None = None) -> str:
+def vit_legend(labels: tuple[str, ...] | None = None, *, pair: bool = False) -> str:
     """The ViT's classes explained; a defect kind the loaded ViT has no class for is named, so a
-    short pin read as ``NUKENG`` by a three-class ViT is not a surprise."""
+    short pin read as ``NUKENG`` by a three-class ViT is not a surprise. ``pair``: the ViT
+    compares the test with the reference (6 channels) rather than reading the test alone."""
     kinds = list(DefectKind)
     shown = [k for k in kinds if labels is None or k.label in labels]
     text = " · ".join([f"**{OK_LABEL}**: no defect"] + [f"**{k.label}**: {k.value}" for k in shown])
-    text += " (the ViT classifies the lower, test product alone)"
+    text += (
+        " (the ViT compares the lower, test product with the reference, pin by pin)"
+        if pair
+        else " (the ViT classifies the lower, test product alone)"
+    )
     missing = [k.value for k in kinds if k not in shown]
     if missing:
         text += f"; it has no class for a {' or '.join(missing)}: it reads one as another class"

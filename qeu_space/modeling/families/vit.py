@@ -1,5 +1,11 @@
 """A ViT classifier (``ViTForImageClassification``) telling ``OK`` / ``BENDNG`` / ``NUKENG``.
 
+Two inputs, told apart by ``config.num_channels``: 3 reads one connector (the first models), 6
+reads a **pair**: the reference and the test, each registered and framed the same way, stacked as
+channels (reference first). With one pin per 32 x 32 patch, each patch then holds the reference
+pin and the test pin together, so "unlike the reference here" is what the patch embedding can
+learn, and no look of the good product has to be memorised (issue 19).
+
 The seeds found no model pre-trained for anomaly detection and concluded "train our own", so
 this family starts from a config, not from Hub weights: ``--base`` names a preset of
 :data:`PRESETS` (or a folder holding only a ``config.json``) and the weights start random. A
@@ -37,10 +43,11 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
-from qeu_space.modeling.families._common import batches, inference, placement, rgb
+from qeu_space.geometry import CompositeLayout
+from qeu_space.modeling.families._common import inference, placement, rgb
 from qeu_space.modeling.loaded import LoadedModel
 from qeu_space.views import framing as views
-from qeu_space.vocabulary import CLASS_LABELS, Finding
+from qeu_space.vocabulary import CLASS_LABELS, DefectKind, Finding, class_labels
 
 NAME = "vit"
 TASKS: tuple[str, ...] = ("cls",)
@@ -48,6 +55,12 @@ TASKS: tuple[str, ...] = ("cls",)
 BEST_METRIC = "accuracy"
 #: transformers auto class that :func:`qeu_space.modeling.loading.load_model` uses for this family.
 AUTO_CLASS = AutoModelForImageClassification
+#: ``num_channels`` of a pair classifier (reference RGB, then test RGB) and of a single-image one.
+PAIR_CHANNELS = 6
+SINGLE_CHANNELS = 3
+#: The pair classifier's labels: every kind of the vocabulary (short pins are a third of the look
+#: zoo's defects), ``OK`` first; ids 0-2 are the three-class model's.
+PAIR_LABELS: tuple[str, ...] = class_labels(tuple(DefectKind))
 
 
 def _config(
@@ -59,20 +72,22 @@ def _config(
     patch: int = 16,
     init: float = 0.02,
     framing: str | None = None,
+    channels: int = SINGLE_CHANNELS,
+    labels: tuple[str, ...] = CLASS_LABELS,
 ) -> ViTConfig:
     return ViTConfig(
         qeu_framing=framing,
         image_size=(height, width),
         patch_size=patch,
-        num_channels=3,
+        num_channels=channels,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        id2label=dict(enumerate(CLASS_LABELS)),
-        label2id={label: i for i, label in enumerate(CLASS_LABELS)},
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
         initializer_range=init,
     )
 
@@ -98,7 +113,31 @@ PRESETS: dict[str, Callable[[], ViTConfig]] = {
     ),
     "vit-tiny-scratch": lambda: _config(96, 192, hidden=96, layers=4, heads=3, init=0.2),
     "vit-test-tiny": lambda: _config(32, 64, hidden=32, layers=2, heads=2),
+    "vit-pair-scratch": lambda: _config(
+        96,
+        288,
+        hidden=96,
+        layers=4,
+        heads=3,
+        patch=32,
+        init=0.2,
+        framing="connector_grid",
+        channels=PAIR_CHANNELS,
+        labels=PAIR_LABELS,
+    ),  # fmt: skip
+    "vit-pair-test-tiny": lambda: _config(
+        32,
+        96,
+        hidden=32,
+        layers=2,
+        heads=2,
+        framing="connector_grid",
+        channels=PAIR_CHANNELS,
+        labels=PAIR_LABELS,
+    ),  # fmt: skip
 }
+"""``vit-pair-scratch`` is ``vit-pins-scratch`` reading the pair (6 channels) and telling the four
+labels of :data:`PAIR_LABELS`; ``vit-pair-test-tiny`` is its tests' size."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +164,51 @@ def scratch_config(base: str | Path) -> ScratchBase | None:
     config = ViTConfig.from_pretrained(folder)
     if config.model_type != "vit":
         return None
-    config.id2label = dict(enumerate(CLASS_LABELS))
-    config.label2id = {label: i for i, label in enumerate(CLASS_LABELS)}
+    labels = PAIR_LABELS if is_pair(config) else CLASS_LABELS
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
     return ScratchBase(config)
+
+
+def is_pair(config: Any) -> bool:
+    """Whether ``config`` reads the (reference, test) pair (6 channels) or one image (3).
+
+    Raises:
+        ValueError: any other channel count (neither input this project makes).
+    """
+    channels = int(getattr(config, "num_channels", SINGLE_CHANNELS))
+    if channels not in (SINGLE_CHANNELS, PAIR_CHANNELS):
+        raise ValueError(
+            f"a ViT with num_channels={channels} reads neither one connector (3) nor a "
+            f"reference/test pair (6): retrain it from a preset ({', '.join(PRESETS)})"
+        )
+    return channels == PAIR_CHANNELS
+
+
+def split_composite(composite: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """The reference and test connector images of a square composite (its layout's panels).
+
+    Raises:
+        ValueError: ``composite`` is not square (no composite layout fits it).
+    """
+    if composite.width != composite.height:
+        raise ValueError(
+            f"a composite is square (reference above test), got {composite.width} x "
+            f"{composite.height}: pass the reference and the test connector images instead"
+        )
+    layout = CompositeLayout(composite.width)
+    image = rgb(composite)
+    return image.crop(layout.crop_box("reference")), image.crop(layout.crop_box("test"))
+
+
+def pair_pixels(processor: Any, references: Sequence[Image.Image], tests: Sequence[Image.Image]):
+    """``(batch, 6, H, W)`` pixel values: each framed reference's three channels, then its
+    test's, through the model's (3-channel) image processor."""
+    if len(references) != len(tests):
+        raise ValueError(f"{len(references)} references for {len(tests)} test images")
+    refs = processor(images=list(references), return_tensors="pt")["pixel_values"]
+    test = processor(images=list(tests), return_tensors="pt")["pixel_values"]
+    return torch.cat([refs, test], dim=1)
 
 
 def image_processor(config: ViTConfig) -> ViTImageProcessorPil:
@@ -233,7 +314,16 @@ def collate(
 
 
 def collate_options(config: ViTConfig) -> dict[str, Any]:
-    """Every batch is framed as the model sees it (:func:`frame`)."""
+    """Every batch is framed as the model sees it (:func:`frame`).
+
+    Raises:
+        ValueError: a pair model (its rows are composites: :mod:`qeu_space.training.vit_pair`).
+    """
+    if is_pair(config):
+        raise ValueError(
+            "a pair ViT (num_channels=6) trains on qa composites: run python -m "
+            "qeu_space.training.vit_pair prepare / train, not qeu_space.train --task cls"
+        )
     return {"framing": views.framing_of(config)}
 
 
@@ -252,23 +342,77 @@ def _label_id(label: int | str) -> int:
     return int(label)
 
 
+def _pixels(loaded: LoadedModel, images: Sequence[Image.Image], references) -> torch.Tensor:
+    """The model's input for ``images`` (and, for a pair model, their ``references``)."""
+    config, processor = loaded.model.config, loaded.processor
+    framed = [frame(image, config).image for image in images]
+    if not is_pair(config):
+        return processor(images=framed, return_tensors="pt")["pixel_values"]
+    refs = [frame(image, config).image for image in references]
+    return pair_pixels(processor, refs, framed)
+
+
+def check_references(config: Any, images: Sequence, references: Sequence | None) -> None:
+    """A pair model needs one reference per image; a single-image model ignores references.
+
+    Raises:
+        ValueError: a pair model without references, or counts that differ.
+    """
+    if is_pair(config) and references is None:
+        raise ValueError(
+            "this ViT compares the test with its reference (num_channels=6): pass "
+            "references=[the good product of each pair], or give it composites"
+        )
+    if references is not None and len(references) != len(images):
+        raise ValueError(f"{len(references)} references for {len(images)} test images")
+
+
 def predict(
-    loaded: LoadedModel, images: Sequence[Image.Image], *, batch_size: int = 32
+    loaded: LoadedModel,
+    images: Sequence[Image.Image],
+    *,
+    references: Sequence[Image.Image] | None = None,
+    batch_size: int = 32,
 ) -> list[tuple[str, dict[str, float]]]:
-    """``(label, {label: probability})`` per image, labels from the model's ``id2label``."""
-    model, processor = loaded.model, loaded.processor
+    """``(label, {label: probability})`` per image, labels from the model's ``id2label``.
+
+    ``images`` are connectors under inspection; a pair model (6 channels) also needs each one's
+    ``references`` (the good product it is compared with); a single-image model ignores them.
+
+    Raises:
+        ValueError: a pair model without references (see :func:`check_references`).
+        NoConnectorError: no connector in an image or a reference.
+    """
+    model = loaded.model
+    check_references(model.config, images, references)
     device, dtype = placement(model)
     id2label = model.config.id2label
+    images = list(images)
+    refs = list(references) if references is not None else [None] * len(images)
     results: list[tuple[str, dict[str, float]]] = []
     with inference(model):
-        for chunk in batches(list(images), batch_size):
-            framed = [frame(image, model.config).image for image in chunk]
-            pixels = processor(images=framed, return_tensors="pt")
-            logits = model(pixel_values=pixels["pixel_values"].to(device, dtype)).logits
+        for start in range(0, len(images), batch_size):
+            chunk, ref_chunk = images[start : start + batch_size], refs[start : start + batch_size]
+            pixels = _pixels(loaded, chunk, ref_chunk)
+            logits = model(pixel_values=pixels.to(device, dtype)).logits
             for row in logits.float().softmax(-1).cpu():
                 probs = {id2label[i]: float(p) for i, p in enumerate(row)}
                 results.append((max(probs, key=probs.__getitem__), probs))
     return results
+
+
+def predict_composites(
+    loaded: LoadedModel, composites: Sequence[Image.Image], *, batch_size: int = 32
+) -> list[tuple[str, dict[str, float]]]:
+    """:func:`predict` on square composites (reference above, test below): a pair model reads
+    both panels, a single-image model the test panel."""
+    pairs = [split_composite(image) for image in composites]
+    return predict(
+        loaded,
+        [test for _, test in pairs],
+        references=[ref for ref, _ in pairs],
+        batch_size=batch_size,
+    )
 
 
 def generate(
@@ -278,7 +422,13 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 32,
 ) -> list[str]:
-    """The predicted class label per image (the classifier's "answer"; no tokens generated)."""
+    """The predicted class label per image (the classifier's "answer"; no tokens generated).
+
+    A pair model reads each image as a composite (:func:`predict_composites`): the ``qa`` rows
+    it is validated on are composites.
+    """
+    if is_pair(loaded.model.config):
+        return [label for label, _ in predict_composites(loaded, images, batch_size=batch_size)]
     return [label for label, _ in predict(loaded, images, batch_size=batch_size)]
 
 
