@@ -223,3 +223,16 @@ def test_the_single_image_trainer_refuses_a_pair_preset_in_one_line():
     with pytest.raises(ValueError, match="qeu_space.training.vit_pair"):
         vit.collate_options(vit.PRESETS["vit-pair-scratch"]())
     assert vit.collate_options(vit.PRESETS["vit-pins-scratch"]()) == {"framing": "connector_grid"}
+
+
+def test_the_web_process_knows_a_worker_s_vit_reads_the_pair(pair_model, single_model):
+    """With the models in the worker, the web process sees a weight-free summary; the legend
+    still says whether the ViT compares with the reference (the app failed to start without)."""
+    from qeu_space.ui.layout import vit_reads_pair
+    from qeu_space.ui.models import Models, ModelSlot, RemoteModel, input_channels
+
+    for loaded, channels in ((pair_model, 6), (single_model, 3)):
+        remote = RemoteModel.of(loaded)
+        assert remote.channels == input_channels(loaded) == channels
+        models = Models(vit=ModelSlot("ViT", None, loaded=remote))
+        assert vit_reads_pair(models) is (channels == 6)

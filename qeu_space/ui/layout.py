@@ -38,6 +38,7 @@ from qeu_space.ui.handlers import DIRECTIONS, JUDGEMENTS, KINDS, InspectionApp
 from qeu_space.ui.models import (
     Models,
     class_labels,
+    input_channels,
     limit_model_threads,
     load_models,
     use_models,
@@ -122,7 +123,7 @@ def vit_labels(models: Models) -> tuple[str, ...] | None:
 def vit_reads_pair(models: Models) -> bool:
     """Whether the loaded ViT compares the pair (6 channels) rather than the test alone."""
     loaded = models.vit.loaded
-    return loaded is not None and getattr(loaded.model.config, "num_channels", 3) == 6
+    return loaded is not None and input_channels(loaded) == 6
 
 
 def models_panel(app: InspectionApp) -> str:

@@ -197,6 +197,7 @@ class RemoteModel:
     device: str
     has_adapter: bool
     labels: tuple[str, ...] = ()
+    channels: int = 3
 
     @classmethod
     def of(cls, loaded: Any) -> RemoteModel:
@@ -207,7 +208,15 @@ class RemoteModel:
             loaded.device,
             loaded.has_adapter,
             class_labels(loaded) or (),
+            input_channels(loaded),
         )
+
+
+def input_channels(loaded: Any) -> int:
+    """Image channels a vision model reads (6: a pair ViT, reference then test; else 3)."""
+    if isinstance(loaded, RemoteModel):
+        return loaded.channels
+    return int(getattr(loaded.model.config, "num_channels", 3) or 3)
 
 
 def class_labels(loaded: Any) -> tuple[str, ...] | None:
