@@ -41,6 +41,8 @@ from qeu_space.evaluation.metrics import qa_intervals, qa_metrics  # noqa: E402
 from qeu_space.geometry import CompositeLayout  # noqa: E402
 from qeu_space.modeling.families import family_for  # noqa: E402
 from qeu_space.modeling.loading import load_model  # noqa: E402
+from qeu_space.training.data import keep_registered  # noqa: E402
+from qeu_space.views.no_connector import NoConnectorError  # noqa: E402
 from qeu_space.vocabulary import DefectKind, Finding, ParsedAnswer, parse_answer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +98,15 @@ def recall(truth: list[list[Finding]], answers: list[str], kind: DefectKind) -> 
     return found, present
 
 
+def registers(family, image: Image.Image, framing: str | None) -> bool:
+    """Whether the model's view of ``image`` can be made (the registration does not refuse it)."""
+    try:
+        family.view(image, framing)
+    except NoConnectorError:
+        return False
+    return True
+
+
 def shown(path: str) -> str:
     """A model path as the report shows it: relative to the repository when inside it."""
     resolved = Path(path).resolve()
@@ -133,9 +144,14 @@ def main() -> None:
     data = concatenate_datasets(
         [load_dataset(d, split=s) for d in args.dataset for s in args.splits]
     )
-    rows = list(data)[: args.limit or None]
     loaded = load_model(args.base, args.adapter, device="cpu")
     family = family_for(loaded)
+    framing = family.collate_options(loaded.model.config).get("framing")
+    if args.limit:
+        data = data.select(range(min(args.limit, len(data))))
+    offered = len(data)
+    data = keep_registered(data, family.view, framing, name="scored")  # refusals: said, left out
+    rows = list(data)
     images = [row["image"] for row in rows]
     tuned = family.generate(loaded, images, batch_size=16)
     with loaded.base_only():
@@ -166,7 +182,9 @@ def main() -> None:
         f"(shared with other work; load average {os.getloadavg()[0]:.1f} at the end), torch "
         "threads 1, CPU only.",
         "",
-        f"{len(rows)} rows of `{'` + `'.join(args.dataset)}` (splits {', '.join(args.splits)}; "
+        f"{len(rows)} rows of `{'` + `'.join(args.dataset)}` ({offered - len(rows)} of {offered} "
+        "left out: the registration refuses their composite, so no model reads them; "
+        f"splits {', '.join(args.splits)}; "
         "seeds never used "
         f"for training or choosing a checkpoint): {counts[DefectKind.SHORT]} short, "
         f"{counts[DefectKind.BENT]} bent and {counts[DefectKind.MISSING]} missing pins. Base: "
@@ -207,12 +225,19 @@ def main() -> None:
             "|---:|---:|---:|",
         ]
         shots = [(1.0, base, tuned)]
+        refusals = []
         for g in args.test_gamma:
             relit = [test_gamma(im, g) for im in images]
-            t_g = family.generate(loaded, relit, batch_size=16)
+            read = [i for i, im in enumerate(relit) if registers(family, im, framing)]
+            t_g, b_g = [""] * len(relit), [""] * len(relit)  # refused: no finding (a miss)
+            kept = [relit[i] for i in read]
+            for i, a in zip(read, family.generate(loaded, kept, batch_size=16), strict=True):
+                t_g[i] = a
             with loaded.base_only():
-                b_g = family.generate(loaded, relit, batch_size=16)
+                for i, a in zip(read, family.generate(loaded, kept, batch_size=16), strict=True):
+                    b_g[i] = a
             shots.append((g, b_g, t_g))
+            refusals.append(f"gamma {g:g}: {len(relit) - len(read)} refused")
         for g, b_g, t_g in shots:
             (bf, n), (tf, _) = (
                 recall(truth, b_g, DefectKind.SHORT),
@@ -221,6 +246,13 @@ def main() -> None:
             lines.append(
                 f"| {g:g} | {bf}/{n} ({bf / max(n, 1):.3f}) | {tf}/{n} ({tf / max(n, 1):.3f}) |"
             )
+    if args.test_gamma:
+        lines += [
+            "",
+            "Rows the registration refuses after the gamma count as misses ("
+            + "; ".join(refusals)
+            + ").",
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
