@@ -8,7 +8,8 @@ blur, noise and JPEG nuisances, and registers each one through ``qeu_space.views
 * error: RMS distance (px) of the 27 fitted pin centres from the true ones
   (:func:`~qeu_space.views.registration.lattice_error` against ``Rendered.pose``, the exact
   canonical-to-image matrix); median, p95 and max, over all poses and per housing;
-* time per connector (ms, one core: ``OMP_NUM_THREADS=1``, ``NUMBA_NUM_THREADS=1``), median and
+* time per connector (ms, one core: ``OMP_NUM_THREADS=1``, ``NUMBA_NUM_THREADS=1``,
+  ``cv2.setNumThreads(1)``), median and
   p95, the image digest cache included (every image is new, so every call searches);
 * baselines in the same run: *no registration* (the identity: what a model reading fixed pixels
   assumes) and SOARTC's old small-motion estimate ``_estimate_motion`` (block shifts; a shift of up
@@ -58,6 +59,8 @@ from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
+
+cv2.setNumThreads(1)  # one core: OpenCV's own thread pool would count its spinning as CPU time
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
@@ -376,7 +379,7 @@ def report(trials: list[Trial], refusals: list[tuple[str, str, bool, str]],
         "",
         f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores shared with a "
         f"training job (load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end); "
-        f"OMP / numba threads 1; {seconds:.0f} s in all.",
+        f"OMP / numba / OpenCV threads 1; {seconds:.0f} s in all.",
         "",
         f"{len(trials)} random poses (seeds `default_rng([{POSE_SEED}, i])`): shift uniform in "
         f"+-{SHIFT:g} px per axis (448 px composite scale: connector image {GEO.width} x "
