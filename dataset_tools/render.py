@@ -156,11 +156,20 @@ class Placement:
         return Pose()
 
 
-def sockets_in_view(geo: ConnectorGeometry, matrix: np.ndarray, margin: float = 1.0) -> bool:
-    """Whether every socket's corners land inside the image under canonical-to-image ``matrix``."""
+@lru_cache(maxsize=8)
+def _socket_corners(geo: ConnectorGeometry) -> np.ndarray:
+    """``(108, 2)`` canonical corners of every socket (read-only; a pose is drawn several times
+    a row, and the corners depend only on the geometry)."""
     h = geo.socket_size / 2
     centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS])
     corners = (centres[:, None, :] + np.array([[-h, -h], [h, -h], [-h, h], [h, h]])).reshape(-1, 2)
+    corners.setflags(write=False)
+    return corners
+
+
+def sockets_in_view(geo: ConnectorGeometry, matrix: np.ndarray, margin: float = 1.0) -> bool:
+    """Whether every socket's corners land inside the image under canonical-to-image ``matrix``."""
+    corners = _socket_corners(geo)
     pts = corners @ matrix[:2, :2].T + matrix[:2, 2]
     return bool(
         (pts[:, 0] >= margin).all()
