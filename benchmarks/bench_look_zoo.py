@@ -30,10 +30,16 @@ Seeds: case ``i`` of family ``f`` comes from ``numpy.random.default_rng([9300, f
 detection per defect kind (a case counts for each kind it holds);
 ``--vit-model`` names another ViT folder (e.g. the single-image one, for a baseline).
 
+``--conditions`` is the robustness bench on the looks (issue 19, item 5): each case's test shot
+is also scored under imaging conditions of :mod:`benchmarks.soartc_conditions` the reference did
+not have (``gamma-0.6``, ``gamma-1.6``, ``defocus``, ``vignetting``, ``textured-bench``,
+``combined``, ...), the same pairs under every condition, one table per condition; tilt and bench
+are the look families' own (``steep-tilt``, ``black-on-wood``, ``textured-bench``).
+
 Usage:
     OMP_NUM_THREADS=1 python -m benchmarks.bench_look_zoo [--cases 48] [--looks all]
         [--no-models | --vit-only [--vit-model FOLDER]] [--adapter short-pin]
-        [--out benchmarks/RESULTS_look_zoo.md]
+        [--conditions plain,gamma-0.6,gamma-1.6,defocus] [--out benchmarks/RESULTS_look_zoo.md]
 """
 
 from __future__ import annotations
@@ -125,6 +131,19 @@ def make_sample_for(case: Case, family_index: int, seed: int):
     rng = np.random.default_rng([seed, family_index, case.index])
     spec = SampleSpec(f"zoo-{case.family}-{case.index}", "standard", "square", case.findings, True)
     return make_sample(spec, rng, layout=CompositeLayout(448), look=case.family)
+
+
+def under_condition(sample, condition: str, family_index: int, case: Case, seed: int):
+    """``sample`` with its test shot as imaging ``condition`` shows it (the reference as drawn;
+    ``plain``: the sample itself). The condition's draws come from the case's own seed."""
+    from dataclasses import replace
+
+    from benchmarks.soartc_conditions import CONDITIONS, apply_condition
+
+    if condition == "plain":
+        return sample
+    rng = np.random.default_rng([seed, family_index, case.index, list(CONDITIONS).index(condition)])
+    return replace(sample, test=apply_condition(condition, sample.test, rng))
 
 
 def pin_errors(image: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray | None, float, bool]:
@@ -374,8 +393,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the ViT alone through the Space's inspection (no VLM, no OD loaded)",
     )
     p.add_argument("--vit-model", help="ViT folder for the Space (default: the embedded one)")
+    p.add_argument(
+        "--conditions",
+        default="plain",
+        help="comma list of imaging conditions of the test shot (benchmarks/soartc_conditions.py: "
+        "plain, gamma-0.6, gamma-1.6, defocus, vignetting, textured-bench, combined, ...); "
+        "default plain",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="Markdown report")
     args = p.parse_args(argv)
+    from benchmarks.soartc_conditions import CONDITIONS
+
+    args.condition_list = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    unknown = [c for c in args.condition_list if c not in CONDITIONS]
+    if unknown or not args.condition_list:
+        p.error(f"--conditions: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(CONDITIONS)}")  # fmt: skip
     if args.cases < 3:
         p.error("--cases must be at least 3 (a good, a one-defect and a two-defect pair)")
     if args.vit_only and args.no_models:
@@ -421,40 +454,49 @@ def main(argv: list[str] | None = None) -> int:
     threshold = load_threshold().value
     names = list(LOOK_FAMILIES)
     start = time.perf_counter()
-    per_family: dict[str, list[Outcome]] = {}
+    conditions = args.condition_list
+    per_family: dict[str, dict[str, list[Outcome]]] = {c: {} for c in conditions}
     with tempfile.TemporaryDirectory(prefix="qeu-zoo-") as tmp:
         app = (
             None
             if args.no_models
             else load_app(Path(tmp), vit_only=args.vit_only, vit_model=args.vit_model)
         )
-        bar = tqdm(total=len(args.families) * args.cases, desc="look zoo", unit="pair")
+        total = len(args.families) * args.cases * len(conditions)
+        bar = tqdm(total=total, desc="look zoo", unit="pair")
         for family in args.families:
             fi = names.index(family)
-            outcomes = []
+            for condition in conditions:
+                per_family[condition][family] = []
             for i in range(args.cases):
                 case = Case(family, i, draw_findings(fi, i, args.seed))
-                sample = make_sample_for(case, fi, args.seed)
-                out = Outcome(bool(case.findings), tuple(f.kind.value for f in case.findings))
-                if not args.vit_only:  # the ViT alone: refusals come from inspect_image
-                    score_registration(sample, out)
-                    score_soartc(sample, out)
-                if app is not None:
-                    score_models(app, sample, out, args.adapter, args.vit_only)
-                outcomes.append(out)
-                bar.update()
-            per_family[family] = outcomes
+                drawn = make_sample_for(case, fi, args.seed)
+                for condition in conditions:
+                    sample = under_condition(drawn, condition, fi, case, args.seed)
+                    out = Outcome(bool(case.findings), tuple(f.kind.value for f in case.findings))
+                    if not args.vit_only:  # the ViT alone: refusals come from inspect_image
+                        score_registration(sample, out)
+                        score_soartc(sample, out)
+                    if app is not None:
+                        score_models(app, sample, out, args.adapter, args.vit_only)
+                    per_family[condition][family].append(out)
+                    bar.update()
         bar.close()
     with_models = not args.no_models
-    rows = [(f + (" (held out)" if f in HELD_OUT_FAMILIES else ""), figures(o, with_models))
-            for f, o in per_family.items()]  # fmt: skip
-    held = [o for f, outs in per_family.items() if f in HELD_OUT_FAMILIES for o in outs]
-    train = [o for f, outs in per_family.items() if f not in HELD_OUT_FAMILIES for o in outs]
-    pooled = []
-    if train:
-        pooled.append(("**training looks, pooled**", figures(train, with_models)))
-    if held:
-        pooled.append(("**held-out looks, pooled**", figures(held, with_models)))
+    sections: list[tuple[str, list[tuple[str, dict]], dict | None]] = []
+    for condition in conditions:
+        outcomes = per_family[condition]
+        rows = [(f + (" (held out)" if f in HELD_OUT_FAMILIES else ""), figures(o, with_models))
+                for f, o in outcomes.items()]  # fmt: skip
+        held = [o for f, outs in outcomes.items() if f in HELD_OUT_FAMILIES for o in outs]
+        train = [o for f, outs in outcomes.items() if f not in HELD_OUT_FAMILIES for o in outs]
+        pooled = []
+        if train:
+            pooled.append(("**training looks, pooled**", figures(train, with_models)))
+        held_figures = figures(held, with_models) if held else None
+        if held_figures is not None:
+            pooled.append(("**held-out looks, pooled**", held_figures))
+        sections.append((condition, rows + pooled, held_figures))
     seconds = time.perf_counter() - start
     command = "OMP_NUM_THREADS=1 python -m benchmarks.bench_look_zoo " + shlex.join(
         argv if argv is not None else sys.argv[1:]
@@ -470,12 +512,15 @@ def main(argv: list[str] | None = None) -> int:
         "model; `wrong lattice` counts answered panels registered more than half a pitch off "
         "(a shifted window); pin RMS is over the panels on the right lattice.",
         "",
-        *table(rows + pooled, with_models, args.vit_only),
-        "",
     ]
-    if held:
-        lines += ["Goals (issues 18 / 19) on the held-out look families, pooled:", "",
-                  *goal_lines(figures(held, with_models), args.vit_only), ""]  # fmt: skip
+    for condition, rows, held_figures in sections:
+        if conditions != ["plain"]:
+            drawn = " (as drawn)" if condition == "plain" else ""
+            lines += [f"## Test shot: {condition}{drawn}", ""]
+        lines += [*table(rows, with_models, args.vit_only), ""]
+        if held_figures is not None:
+            lines += ["Goals (issues 18 / 19) on the held-out look families, pooled:", "",
+                      *goal_lines(held_figures, args.vit_only), ""]  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -2,9 +2,10 @@
 
 Each condition is a named, seeded change of the test panel's photometry, what another camera,
 lamp or bench gives a good product: gain, offset, gamma, a white-balance cast, vignetting, a
-lighting gradient, a textured bench, or several at once. :data:`TRAIN_CONDITIONS` are the ones a
-threshold may be calibrated on; :data:`HELD_OUT_CONDITIONS` (stronger gamma, vignetting, a
-textured bench, everything combined) are only ever measured.
+lighting gradient, a textured bench, a fixed gamma of 0.6 or 1.6, defocus, or several at once.
+:data:`TRAIN_CONDITIONS` are the ones a threshold may be calibrated on; :data:`HELD_OUT_CONDITIONS`
+(stronger gamma, vignetting, a textured bench, everything combined) are only ever measured, as
+are the fixed gammas and defocus (the look zoo's ``--conditions``).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -92,6 +93,17 @@ def _textured_bench(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out * (1 - soft) + bench * soft
 
 
+def _gamma_fixed(g: float) -> Condition:
+    """A fixed gamma (the issue's 0.6 and 1.6: a test shot much brighter or darker in the mids)."""
+    return lambda img, rng: 255.0 * (np.clip(img, 0, None) / 255.0) ** g
+
+
+def _defocus(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The test shot out of focus: a Gaussian blur of 1.2-2 px (depth of field missed)."""
+    sigma = rng.uniform(1.2, 2.0)
+    return ndi.gaussian_filter(img, (sigma, sigma, 0))
+
+
 def _combined(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = img
     for name in ("textured-bench", "vignetting", "white-balance", "gradient", "gamma-strong"):
@@ -111,6 +123,10 @@ CONDITIONS: dict[str, Condition] = {
     "vignetting": _vignetting,
     "textured-bench": _textured_bench,
     "combined": _combined,
+    # measured only (the look zoo's robustness conditions; no calibration uses them)
+    "gamma-0.6": _gamma_fixed(0.6),
+    "gamma-1.6": _gamma_fixed(1.6),
+    "defocus": _defocus,
 }
 TRAIN_CONDITIONS: tuple[str, ...] = (
     "plain", "gain", "offset", "gamma-mild", "white-balance", "gradient",

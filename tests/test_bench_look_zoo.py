@@ -43,6 +43,7 @@ def test_wrong_lattice_is_caught_when_a_panel_is_a_column_off():
         ["--looks", "no-such-look"],
         ["--vit-only", "--no-models"],
         ["--vit-only", "--vit-model", "no/such/folder"],
+        ["--conditions", "plain,no-such-condition"],
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, capsys):
@@ -64,3 +65,31 @@ def test_vit_only_tables_show_the_vit_and_its_kinds_not_the_unloaded_models():
     assert "ViT short flagged" in header and "VLM base F1" not in header
     goals = "\n".join(zoo.goal_lines(figs, vit_only=True))
     assert "vit_accuracy" in goals and "base_f1" not in goals and "soartc" not in goals
+
+
+def test_a_condition_changes_the_test_shot_only_and_reproducibly():
+    case = zoo.Case("grey-gold", 0, ())
+    sample = zoo.make_sample_for(case, 1, zoo.SEED)
+    assert zoo.under_condition(sample, "plain", 1, case, zoo.SEED) is sample
+    dark = zoo.under_condition(sample, "gamma-1.6", 1, case, zoo.SEED)
+    assert np.array_equal(dark.reference, sample.reference)
+    assert dark.test.mean() < sample.test.mean() - 5  # gamma 1.6 darkens the mid-tones
+    blur = zoo.under_condition(sample, "defocus", 1, case, zoo.SEED)
+    again = zoo.under_condition(sample, "defocus", 1, case, zoo.SEED)
+    assert np.array_equal(blur.test, again.test) and not np.array_equal(blur.test, sample.test)
+    assert (
+        np.abs(np.diff(blur.test.astype(float), axis=1)).mean()
+        < np.abs(np.diff(sample.test.astype(float), axis=1)).mean()
+    )  # defocus softens edges
+    assert not np.array_equal(np.asarray(dark.image), np.asarray(sample.image))
+
+
+def test_each_condition_gets_its_own_table_on_the_same_pairs(tmp_path):
+    out = tmp_path / "zoo.md"
+    argv = ["--cases", "3", "--looks", "classic", "--no-models", "--conditions",
+            "plain,gamma-0.6", "--out", str(out)]  # fmt: skip
+    assert zoo.main(argv) == 0
+    text = out.read_text()
+    assert "## Test shot: plain (as drawn)" in text and "## Test shot: gamma-0.6" in text
+    rows = [line for line in text.splitlines() if line.startswith("| classic |")]
+    assert len(rows) == 2  # one row per condition, the same three pairs under each
