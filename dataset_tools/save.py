@@ -28,6 +28,17 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
     check_output_folder(out, "--out", overwrite=overwrite)
 
 
+def _statistics_columns(options: dict) -> list[str]:
+    """Every leaf column but the image bytes and paths (``datasets``' PLAIN-encoded columns).
+
+    Min / max statistics of a 260 kB PNG are never read by anyone (no reader filters on image
+    bytes), yet computing them for each page costs about a third of writing a row (measured:
+    0.72 against 1.08 ms a row, content-defined chunking and the page index kept). The leaf
+    names are ``datasets``' own (its per-column compression lists every leaf)."""
+    plain = set(options.get("column_encoding", {}))
+    return [c for c in options["compression"] if c not in plain]
+
+
 class _ShardWriter:
     """One split's parquet shards, written as rows arrive, as ``datasets``' ``to_parquet`` writes
     them (its schema metadata, per-column compression and content-defined chunking)."""
@@ -47,12 +58,14 @@ class _ShardWriter:
             self.close()
             name = f"{self.prefix}-{shard:05d}-of-{shards:05d}.parquet"
             (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+            options = get_parquet_column_options(self.features, self.schema)
             self._writer = pq.ParquetWriter(
                 self.folder / name,
                 schema=self.schema,
                 use_content_defined_chunking=datasets_config.DEFAULT_CDC_OPTIONS,
                 write_page_index=True,
-                **get_parquet_column_options(self.features, self.schema),
+                write_statistics=_statistics_columns(options),
+                **options,
             )
             self._shard = shard
             self.files.append(name)
