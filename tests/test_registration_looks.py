@@ -117,6 +117,33 @@ def test_hard_looks_register_on_the_right_lattice(name):
     assert len(reg.inliers) >= 20
 
 
+def test_shadow_tips_cut_by_the_border_are_not_a_row_past_the_end():
+    """Look-zoo pair 0 of steep-tilt, seed 9404: a 9.7 degree tilt under a low lamp casts the U
+    row's shadows up to the image's top border, where their blob energy is a pin's; the panel
+    was refused as "4 x 9". The cut nodes' visible parts do not look like the pins."""
+    from benchmarks.bench_look_zoo import Case, draw_findings, make_sample_for
+
+    family = list(LOOK_FAMILIES).index("steep-tilt")
+    case = Case("steep-tilt", 0, draw_findings(family, 0, 9404))
+    sample = make_sample_for(case, family, 9404)
+    reg = register(sample.test)
+    assert reg.found == (3, 9)
+    assert _per_pin(reg, sample.test_pose).max() < 0.25 * min(GEO.pitch)
+
+
+def test_a_longer_connector_cut_by_the_border_is_still_refused():
+    """The same cut-node rule keeps refusing a 3 x 10 plate whose tenth column the border cuts
+    (its centre 0.2 pitch inside, in the border band where sites are told by energy): the part
+    of it in view looks like the other sites."""
+    plate = np.asarray(_plate(3, 10))
+    keep = int(plate.shape[1] / 2 + 4.7 * 0.85 * GEO.pitch[0])  # the border through column 10
+    framed = np.empty_like(plate)
+    framed[:] = (38, 41, 47)
+    framed[:, plate.shape[1] - keep :] = plate[:, :keep]
+    with pytest.raises(NoConnectorError, match="found 3 x 10 or more"):
+        register(Image.fromarray(framed))
+
+
 # --------------------------------------------------------------------------- other lattices
 
 

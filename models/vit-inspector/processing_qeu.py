@@ -848,6 +848,49 @@ def _vectors(gray: np.ndarray, lattice: Lattice, nodes: np.ndarray) -> np.ndarra
     return p
 
 
+def _samples(
+    gray: np.ndarray, lattice: Lattice, nodes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(m, side * side)`` raw patches at ``nodes`` and which samples fall inside the image."""
+    t = np.linspace(-_HALF, _HALF, _SIDE)
+    du, dv = np.meshgrid(t, t)
+    uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
+    xy = lattice.to_image(uv.reshape(-1, 2)).astype(np.float32)
+    h, w = gray.shape[:2]
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    maps = (xy - 0.5).reshape(len(nodes) * _SIDE, _SIDE, 2)
+    patches = cv2.remap(np.asarray(gray, np.float32), maps[..., 0], maps[..., 1],
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return patches.reshape(len(nodes), -1).astype(np.float64), inside.reshape(len(nodes), -1)
+
+
+def visible_likeness(
+    gray: np.ndarray, lattice: Lattice, nodes: np.ndarray, least: float = 0.3
+) -> np.ndarray:
+    """``(k,)`` likeness of nodes the image border cuts: the in-image part of each node's patch
+    against the same part of the lattice's median patch (NaN where less than ``least`` of the
+    patch is in the image).
+
+    A pin of a longer connector cut by the border still looks like the part of a pin it shows;
+    the tip of a pin's shadow, or grain, cut the same way does not, although its blob energy
+    may be a pin's.
+    """
+    nodes = np.asarray(nodes, np.float64).reshape(-1, 2)
+    out = np.full(len(nodes), np.nan)
+    if not len(nodes) or not len(lattice.nodes):
+        return out
+    typical = np.median(_vectors(gray, lattice, np.asarray(lattice.nodes, np.float64)), 0)
+    raw, inside = _samples(gray, lattice, nodes)
+    for i in range(len(nodes)):
+        m = inside[i]
+        if m.mean() < least:
+            continue
+        a = raw[i][m] - raw[i][m].mean()
+        b = typical[m] - typical[m].mean()
+        out[i] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+    return out
+
+
 def node_likeness(
     gray: np.ndarray, lattice: Lattice, others: np.ndarray | None = None
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -1264,10 +1307,15 @@ def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], l
 
 
 def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int],
-                            typical: float, column: int, row: int,
-                            found: tuple[int, int]) -> None:  # fmt: skip
+                            typical: float, column: int, row: int, found: tuple[int, int],
+                            gray: np.ndarray | None = None) -> None:  # fmt: skip
     """Refuse when the row or column just past an end of the window holds sites, even cut by
-    the image's border (another product: a longer connector framed to its middle)."""
+    the image's border (another product: a longer connector framed to its middle).
+
+    With ``gray`` (the image the lattice was found in), a cut node counts only when the part
+    of it in the image also looks like the product's sites (:func:`.visible_likeness`): under a
+    steep tilt and a low lamp, the tips of the end row's shadows reach the border with a pin's
+    blob energy."""
     rows, cols = ROWS_COLS
     lines = (("column", [[column - 1, v] for v in range(row, row + rows)]),
              ("column", [[column + cols, v] for v in range(row, row + rows)]),
@@ -1287,7 +1335,11 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
                         | (xy[:, 1] > h - edge))  # fmt: skip
         like = sites.energy_at(xy) / typical
         found_there = np.array([tuple(n) in have for n in nodes])
-        present = np.where(cut, like >= _PAST, found_there) & inside
+        at_border = like >= _PAST
+        if gray is not None and (cut & at_border).any():
+            seen = visible_likeness(gray, lattice, np.array(nodes, float))
+            at_border &= np.isnan(seen) | (seen >= LIKE)  # NaN: too little in view to tell
+        present = np.where(cut, at_border, found_there) & inside
         if inside.sum() >= 0.6 * len(nodes) and present.sum() >= 0.6 * inside.sum():
             more = (found[0] + (what == "row"), found[1] + (what == "column"))
             raise NoConnectorError(
@@ -1297,8 +1349,9 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
 
 
 def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometry,
-                  size: tuple[int, int]) -> Window:  # fmt: skip
-    """The window of ``lattice`` that is the connector's 3 x 9 pins.
+                  size: tuple[int, int], gray: np.ndarray | None = None) -> Window:  # fmt: skip
+    """The window of ``lattice`` that is the connector's 3 x 9 pins (``gray``: the image the
+    lattice was found in, to tell a cut site past an end from a shadow or grain).
 
     Raises:
         NoConnectorError: another lattice (``not a 3 x 9 connector (found R x C)``), or two
@@ -1329,7 +1382,7 @@ def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometr
         )
     if len(candidates) == 1:
         column, row = candidates[0]
-        _no_sites_past_the_ends(lattice, sites, size, typical, column, row, found)
+        _no_sites_past_the_ends(lattice, sites, size, typical, column, row, found, gray)
         return Window(column, row, found, 1, math.inf)
     w, h = size
     centre = np.array([[w / 2, h / 2]])
@@ -1732,7 +1785,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
             f"pin spacing is {scale:.2f} x the expected one (accepted {SCALE_RANGE[0]}-"
             f"{SCALE_RANGE[1]}): crop or resize the image so the connector fills it"
         )
-    win = choose_window(lattice, sites, geo, (ww, wh))
+    win = choose_window(lattice, sites, geo, (ww, wh), work)
     rows, cols = ROWS_COLS
     col = lattice.nodes[:, 0] - win.column
     row = lattice.nodes[:, 1] - win.row

@@ -21,7 +21,7 @@ import numpy as np
 
 from qeu_space.views.lattice import Lattice
 
-__all__ = ["ADD", "LIKE", "complete_by_likeness", "node_likeness"]
+__all__ = ["ADD", "LIKE", "complete_by_likeness", "node_likeness", "visible_likeness"]
 
 LIKE = 0.6
 """Least correlation with the median site patch for a node to count as one of the product's."""
@@ -45,6 +45,49 @@ def _vectors(gray: np.ndarray, lattice: Lattice, nodes: np.ndarray) -> np.ndarra
     p -= p.mean(1, keepdims=True)
     p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-9
     return p
+
+
+def _samples(
+    gray: np.ndarray, lattice: Lattice, nodes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(m, side * side)`` raw patches at ``nodes`` and which samples fall inside the image."""
+    t = np.linspace(-_HALF, _HALF, _SIDE)
+    du, dv = np.meshgrid(t, t)
+    uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
+    xy = lattice.to_image(uv.reshape(-1, 2)).astype(np.float32)
+    h, w = gray.shape[:2]
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    maps = (xy - 0.5).reshape(len(nodes) * _SIDE, _SIDE, 2)
+    patches = cv2.remap(np.asarray(gray, np.float32), maps[..., 0], maps[..., 1],
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return patches.reshape(len(nodes), -1).astype(np.float64), inside.reshape(len(nodes), -1)
+
+
+def visible_likeness(
+    gray: np.ndarray, lattice: Lattice, nodes: np.ndarray, least: float = 0.3
+) -> np.ndarray:
+    """``(k,)`` likeness of nodes the image border cuts: the in-image part of each node's patch
+    against the same part of the lattice's median patch (NaN where less than ``least`` of the
+    patch is in the image).
+
+    A pin of a longer connector cut by the border still looks like the part of a pin it shows;
+    the tip of a pin's shadow, or grain, cut the same way does not, although its blob energy
+    may be a pin's.
+    """
+    nodes = np.asarray(nodes, np.float64).reshape(-1, 2)
+    out = np.full(len(nodes), np.nan)
+    if not len(nodes) or not len(lattice.nodes):
+        return out
+    typical = np.median(_vectors(gray, lattice, np.asarray(lattice.nodes, np.float64)), 0)
+    raw, inside = _samples(gray, lattice, nodes)
+    for i in range(len(nodes)):
+        m = inside[i]
+        if m.mean() < least:
+            continue
+        a = raw[i][m] - raw[i][m].mean()
+        b = typical[m] - typical[m].mean()
+        out[i] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+    return out
 
 
 def node_likeness(

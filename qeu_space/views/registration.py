@@ -380,7 +380,7 @@ def _register(image: np.ndarray, geometry: ConnectorGeometry | None) -> Registra
             f"pin spacing is {scale:.2f} x the expected one (accepted {SCALE_RANGE[0]}-"
             f"{SCALE_RANGE[1]}): crop or resize the image so the connector fills it"
         )
-    win = choose_window(lattice, sites, geo, (ww, wh))
+    win = choose_window(lattice, sites, geo, (ww, wh), work)
     rows, cols = ROWS_COLS
     col = lattice.nodes[:, 0] - win.column
     row = lattice.nodes[:, 1] - win.row

@@ -24,7 +24,7 @@ import numpy as np
 
 from qeu_space.geometry import ConnectorGeometry
 from qeu_space.views.lattice import Lattice
-from qeu_space.views.likeness import LIKE
+from qeu_space.views.likeness import LIKE, visible_likeness
 from qeu_space.views.no_connector import NoConnectorError
 from qeu_space.views.sites import SiteCandidates
 from qeu_space.vocabulary import ALL_POSITIONS
@@ -249,10 +249,15 @@ def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], l
 
 
 def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int],
-                            typical: float, column: int, row: int,
-                            found: tuple[int, int]) -> None:  # fmt: skip
+                            typical: float, column: int, row: int, found: tuple[int, int],
+                            gray: np.ndarray | None = None) -> None:  # fmt: skip
     """Refuse when the row or column just past an end of the window holds sites, even cut by
-    the image's border (another product: a longer connector framed to its middle)."""
+    the image's border (another product: a longer connector framed to its middle).
+
+    With ``gray`` (the image the lattice was found in), a cut node counts only when the part
+    of it in the image also looks like the product's sites (:func:`.visible_likeness`): under a
+    steep tilt and a low lamp, the tips of the end row's shadows reach the border with a pin's
+    blob energy."""
     rows, cols = ROWS_COLS
     lines = (("column", [[column - 1, v] for v in range(row, row + rows)]),
              ("column", [[column + cols, v] for v in range(row, row + rows)]),
@@ -272,7 +277,11 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
                         | (xy[:, 1] > h - edge))  # fmt: skip
         like = sites.energy_at(xy) / typical
         found_there = np.array([tuple(n) in have for n in nodes])
-        present = np.where(cut, like >= _PAST, found_there) & inside
+        at_border = like >= _PAST
+        if gray is not None and (cut & at_border).any():
+            seen = visible_likeness(gray, lattice, np.array(nodes, float))
+            at_border &= np.isnan(seen) | (seen >= LIKE)  # NaN: too little in view to tell
+        present = np.where(cut, at_border, found_there) & inside
         if inside.sum() >= 0.6 * len(nodes) and present.sum() >= 0.6 * inside.sum():
             more = (found[0] + (what == "row"), found[1] + (what == "column"))
             raise NoConnectorError(
@@ -282,8 +291,9 @@ def _no_sites_past_the_ends(lattice: Lattice, sites: SiteCandidates, size: tuple
 
 
 def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometry,
-                  size: tuple[int, int]) -> Window:  # fmt: skip
-    """The window of ``lattice`` that is the connector's 3 x 9 pins.
+                  size: tuple[int, int], gray: np.ndarray | None = None) -> Window:  # fmt: skip
+    """The window of ``lattice`` that is the connector's 3 x 9 pins (``gray``: the image the
+    lattice was found in, to tell a cut site past an end from a shadow or grain).
 
     Raises:
         NoConnectorError: another lattice (``not a 3 x 9 connector (found R x C)``), or two
@@ -314,7 +324,7 @@ def choose_window(lattice: Lattice, sites: SiteCandidates, geo: ConnectorGeometr
         )
     if len(candidates) == 1:
         column, row = candidates[0]
-        _no_sites_past_the_ends(lattice, sites, size, typical, column, row, found)
+        _no_sites_past_the_ends(lattice, sites, size, typical, column, row, found, gray)
         return Window(column, row, found, 1, math.inf)
     w, h = size
     centre = np.array([[w / 2, h / 2]])
