@@ -13,7 +13,10 @@ Per family, with 95 % bootstrap intervals (cases resampled, 1000 draws):
 * **registration**: refused share of real 3 x 9 connectors (the Space's ``/inspect`` refusal:
   "no connector found (...)"), wrong-lattice share (a panel registered with some pin more than
   half a pitch from its true centre: a shifted window), RMS pin-centre error of both panels
-  against the renderer's true homography (``Rendered.pose``), worst pin, and ms per panel;
+  against the renderer's true homography (``Rendered.pose``), worst pin, ms per panel, and how
+  far apart the two panels' frames put the same pin (RMS, canonical px: what a model comparing
+  reference and test sees; the pins stand above the housing plane the truth is given in, so
+  parallax moves both frames alike);
 * **SOARTC** (the Space's threshold): false alarms (good pairs flagged), detection (defective
   pairs flagged) and top-1 hit (the most anomalous pin cell is a defective one);
 * **models** (unless ``--no-models``), through the Space's own inspection path
@@ -98,6 +101,9 @@ class Outcome:
     refused: bool = False
     wrong_lattice: bool = False
     sq_errors: list[float] = field(default_factory=list)  # squared pin errors, both panels
+    # squared canonical distance between where the reference's and the test's registration put
+    # each true pin centre (empty unless both panels registered on the right lattice)
+    sq_disagreement: list[float] = field(default_factory=list)
     worst: float = float("nan")
     reg_ms: list[float] = field(default_factory=list)
     soartc_flag: bool | None = None
@@ -149,6 +155,13 @@ def under_condition(sample, condition: str, family_index: int, case: Case, seed:
 def pin_errors(image: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray | None, float, bool]:
     """Per-pin errors (px) of registering ``image`` against its true homography ``pose``, the
     milliseconds it took, and whether it was refused."""
+    errors, ms, refused, _ = _pin_errors(image, pose)
+    return errors, ms, refused
+
+
+def _pin_errors(image: np.ndarray, pose: np.ndarray):
+    """:func:`pin_errors` and the ``(27, 2)`` canonical offsets of the true pin centres as the
+    registration maps them back (``None`` when refused)."""
     from qeu_space.views.registration import NoConnectorError, register
     from qeu_space.vocabulary import ALL_POSITIONS
 
@@ -156,19 +169,21 @@ def pin_errors(image: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray | None, 
     try:
         reg = register(image)
     except NoConnectorError:
-        return None, (time.perf_counter() - start) * 1e3, True
+        return None, (time.perf_counter() - start) * 1e3, True, None
     ms = (time.perf_counter() - start) * 1e3
     sites = np.array([reg.geometry.pin_center(p) for p in ALL_POSITIONS], np.float64)
     homogeneous = np.c_[sites, np.ones(len(sites))] @ np.asarray(pose, np.float64).T
     truth = homogeneous[:, :2] / homogeneous[:, 2:]
-    return np.linalg.norm(reg.to_image(sites) - truth, axis=1), ms, False
+    errors = np.linalg.norm(reg.to_image(sites) - truth, axis=1)
+    return errors, ms, False, reg.to_canonical(truth) - sites
 
 
 def score_registration(sample, out: Outcome) -> None:
     geo_pitch = None
+    offsets = []
     for image, pose in ((sample.reference, sample.reference_pose),
                         (sample.test, sample.test_pose)):  # fmt: skip
-        errors, ms, refused = pin_errors(image, pose)
+        errors, ms, refused, canonical = _pin_errors(image, pose)
         out.reg_ms.append(ms)
         if refused:
             out.refused = True
@@ -180,6 +195,9 @@ def score_registration(sample, out: Outcome) -> None:
             continue
         out.sq_errors.extend((errors**2).tolist())
         out.worst = float(np.nanmax([out.worst, errors.max()]))
+        offsets.append(canonical)
+    if len(offsets) == 2:  # what the models compare: the two frames against each other
+        out.sq_disagreement = ((offsets[0] - offsets[1]) ** 2).sum(1).tolist()
 
 
 def score_soartc(sample, out: Outcome) -> None:
@@ -270,6 +288,9 @@ def figures(outcomes: list[Outcome], with_models: bool) -> dict[str, tuple[float
     f["wrong_lattice"] = interval(np.array([o.wrong_lattice for o in answered], float), _mean)
     rms_rows = np.array([(sum(o.sq_errors), len(o.sq_errors)) for o in answered if o.sq_errors])
     f["rms"] = interval(rms_rows, _rms)
+    agree = np.array([(sum(o.sq_disagreement), len(o.sq_disagreement)) for o in answered
+                      if o.sq_disagreement])  # fmt: skip
+    f["frame_disagreement"] = interval(agree, _rms)
     worst = [o.worst for o in answered if not np.isnan(o.worst)]
     f["worst_pin"] = (max(worst) if worst else float("nan"),) * 3
     ms = [m for o in outcomes for m in o.reg_ms]
@@ -313,6 +334,7 @@ COLUMNS = [
     ("wrong_lattice", "wrong lattice", "pct"),
     ("rms", "pin RMS px", "px"),
     ("worst_pin", "worst pin px", "px1"),
+    ("frame_disagreement", "ref-test frames px", "px"),
     ("reg_ms", "reg ms/panel", "ms"),
     ("soartc_false_alarm", "SOARTC good flagged", "pct"),
     ("soartc_detection", "SOARTC defective flagged", "pct"),

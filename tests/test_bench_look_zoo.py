@@ -16,6 +16,23 @@ def test_smoke_run_reports_every_family_asked_for(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].startswith("0.0 %")  # the classic look is never refused
     assert float(cells[3].split()[0]) < 0.5  # and registers to well under half a pixel
+    header = next(line for line in text.splitlines() if line.startswith("| look family |"))
+    column = [c.strip() for c in header.strip("|").split("|")].index("ref-test frames px")
+    assert 0.0 < float(cells[column].split()[0]) < 0.2  # the two frames agree closely
+
+
+def test_frame_disagreement_is_what_differs_between_the_two_frames():
+    """A bias both panels share (parallax) does not count; one the test alone has does."""
+    sample = zoo.make_sample_for(zoo.Case("classic", 0, ()), 0, zoo.SEED)
+    same = zoo.Outcome(defective=False)
+    zoo.score_registration(sample, same)
+    shift = np.eye(3)
+    shift[0, 2] = 3.0  # the test's true pose 3 px off: its frame disagrees by about 3 px
+    moved = type(sample)(**{**sample.__dict__, "test_pose": shift @ sample.test_pose})
+    off = zoo.Outcome(defective=False)
+    zoo.score_registration(moved, off)
+    assert np.sqrt(np.mean(same.sq_disagreement)) < 0.2
+    assert 2.5 < np.sqrt(np.mean(off.sq_disagreement)) < 3.5
 
 
 def test_findings_cycle_kinds_and_a_third_pass():
