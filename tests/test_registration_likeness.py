@@ -82,6 +82,16 @@ def test_a_held_out_look_with_grain_along_its_side_registers():
     assert reg.found == (3, 9)
 
 
+def test_an_end_line_clearly_less_alike_than_every_kept_one_is_dropped():
+    """Lit from one side, the far column of pins scores 0.5 against the median pin; the housing's
+    shaded edge past it scores 0: the edge goes, the pins stay. Were the edge 0.3 (not clearly
+    less alike than the pins), nothing would be cut."""
+    lattice = _lattice(range(3), range(10), lambda u, v: 0.0 if u == 9 else 0.5 if u == 8 else 0.9)
+    assert lattice_extent(lattice) == (range(0, 3), range(0, 9))
+    close = _lattice(range(3), range(10), lambda u, v: 0.3 if u == 9 else 0.5 if u == 8 else 0.9)
+    assert lattice_extent(close) == (range(0, 3), range(0, 10))
+
+
 def test_a_block_whose_lines_all_differ_is_not_cut_down_to_3_x_9():
     """A checkerboard's nodes alternate: no line looks like the product's, nothing is trimmed."""
     lattice = _lattice(range(-2, 4), range(-1, 11), lambda u, v: 0.95 if v in (0, 1) else 0.2)

@@ -131,6 +131,23 @@ def test_shadow_tips_cut_by_the_border_are_not_a_row_past_the_end():
     assert _per_pin(reg, sample.test_pose).max() < 0.25 * min(GEO.pitch)
 
 
+@pytest.mark.parametrize(
+    "family, index, why",
+    [
+        ("classic", 2, "framed so tightly that both housing ends lie past the image's border"),
+        ("textured-bench", 21, "a lamp from one side: the far column of pins is less alike"),
+    ],
+)
+def test_look_zoo_connectors_once_refused_register_on_the_right_lattice(family, index, why):
+    """Two test panels of look-zoo seed 9405 once refused ("found 3 x 8", "found 3 x 10")."""
+    from benchmarks.bench_look_zoo import Case, draw_findings, make_sample_for
+
+    f = list(LOOK_FAMILIES).index(family)
+    sample = make_sample_for(Case(family, index, draw_findings(f, index, 9405)), f, 9405)
+    reg = register(sample.test)  # the tightly framed one's ninth column has no site of its own
+    assert _per_pin(reg, sample.test_pose).max() < 0.25 * min(GEO.pitch), why
+
+
 def test_a_longer_connector_cut_by_the_border_is_still_refused():
     """The same cut-node rule keeps refusing a 3 x 10 plate whose tenth column the border cuts
     (its centre 0.2 pitch inside, in the border band where sites are told by energy): the part

@@ -1102,6 +1102,9 @@ _NO_END = 0.3  # below it, no housing end is seen
 _PAST = 0.6  # site energy (of the found sites' median) that shows sites past the window's end
 
 
+_CLEARLY = 0.3  # likeness by which every kept line must beat every cut one (when not all alike)
+
+
 @dataclass(frozen=True)
 class Window:
     """The 3 x 9 block of the grid taken as the connector's pins.
@@ -1145,8 +1148,10 @@ def _trim(keep: range, like: np.ndarray, size: int) -> range:
     """``keep`` (lines of a block) without end lines unlike the product's sites, while the block
     is longer than ``size`` (grain or clutter lined up with the grid past the connector).
 
-    Only when every line left looks like the product's: a pattern whose lines all differ (a
-    checkerboard, whose nodes alternate) is not cut down to a connector."""
+    Only when every line left looks like the product's, or clearly more than every line cut
+    (by :data:`_CLEARLY`: a lamp from one side makes the far column of pins less like the median
+    pin, 0.4-0.55, while the housing's shaded edge past it scores 0): a pattern whose lines all
+    differ (a checkerboard, whose nodes alternate) is not cut down to a connector."""
     start, stop = keep.start, keep.stop
     while stop - start > size:
         first, last = like[start], like[stop - 1]
@@ -1156,7 +1161,11 @@ def _trim(keep: range, like: np.ndarray, size: int) -> range:
             start += 1
         else:
             stop -= 1
-    if (start, stop) != (keep.start, keep.stop) and (like[start:stop] < LIKE).any():
+    if (start, stop) == (keep.start, keep.stop):
+        return keep
+    kept = like[start:stop]
+    cut = np.concatenate([like[keep.start : start], like[stop : keep.stop]])
+    if (kept < LIKE).any() and kept.min() < cut.max() + _CLEARLY:
         return keep
     return range(start, stop)
 
@@ -1246,15 +1255,23 @@ def _housing_level(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int
 
 
 def _end(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], level: float,
-         axis: int, base: float, sign: int, span: tuple[float, float]) -> float | None:  # fmt: skip
+         axis: int, base: float, sign: int, span: tuple[float, float],
+         whole: bool = False) -> float | None:  # fmt: skip
     """Evidence (log contrast, 0..3) of a housing end past lattice line ``base`` (a column for
-    ``axis`` 0, a row for 1) on side ``sign``; ``None`` when that stretch is out of view."""
-    seen = [_line_contrast(lattice, sites, size, axis, base + sign * d, span, level)
-            for d in _OUTLINE]  # fmt: skip
-    seen = [v for v in seen if v is not None]
+    ``axis`` 0, a row for 1) on side ``sign``; ``None`` when that stretch is out of view.
+
+    ``whole``: "no end" is only said of a stretch seen whole (``None`` otherwise): a connector
+    framed so tightly that the image border runs between its outer pins and its housing's end
+    shows flat housing up to the border, and its end lies beyond it."""
+    lines = [_line_contrast(lattice, sites, size, axis, base + sign * d, span, level)
+             for d in _OUTLINE]  # fmt: skip
+    seen = [v for v in lines if v is not None]
     if not seen:
         return None
-    return min(max(math.log(max(max(seen), 1e-9)), 0.0), 3.0)  # a flat stretch: no end
+    e = min(max(math.log(max(max(seen), 1e-9)), 0.0), 3.0)  # a flat stretch: no end
+    if whole and e < _NO_END and len(seen) < len(lines):
+        return None
+    return e
 
 
 def _ends(column: int, row: int) -> tuple[tuple[int, int, int, tuple[float, float]], ...]:
@@ -1295,7 +1312,7 @@ def _ruled_out(lattice: Lattice, sites: SiteCandidates, size: tuple[int, int], l
             continue  # nothing added along this axis: its ends need not show
         last = block.start if sign < 0 else block.stop - 1
         if base == last:  # this end of the window is the block's: the housing must end there
-            e = _end(lattice, sites, size, level, axis, base, sign, span)
+            e = _end(lattice, sites, size, level, axis, base, sign, span, whole=True)
             if e is not None and e < _NO_END:
                 return True
         else:  # rows or columns added on this side: no housing end before the window's end
