@@ -835,14 +835,7 @@ _HALF = 0.45  # patch half side, pitches
 
 def _vectors(gray: np.ndarray, lattice: Lattice, nodes: np.ndarray) -> np.ndarray:
     """``(m, side * side)`` zero-mean, unit-norm patches at lattice ``nodes``."""
-    t = np.linspace(-_HALF, _HALF, _SIDE)
-    du, dv = np.meshgrid(t, t)  # (side, side): x along u, y along v
-    uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
-    xy = lattice.to_image(uv.reshape(-1, 2)).astype(np.float32) - 0.5  # continuous -> index
-    maps = xy.reshape(len(nodes) * _SIDE, _SIDE, 2)
-    patches = cv2.remap(np.asarray(gray, np.float32), maps[..., 0], maps[..., 1],
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-    p = patches.reshape(len(nodes), -1).astype(np.float64)
+    p, _ = _samples(gray, lattice, nodes)
     p -= p.mean(1, keepdims=True)
     p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-9
     return p
@@ -851,9 +844,10 @@ def _vectors(gray: np.ndarray, lattice: Lattice, nodes: np.ndarray) -> np.ndarra
 def _samples(
     gray: np.ndarray, lattice: Lattice, nodes: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(m, side * side)`` raw patches at ``nodes`` and which samples fall inside the image."""
+    """``(m, side * side)`` raw patches at ``nodes`` (one pitch square, sampled through the
+    lattice) and which samples fall inside the image."""
     t = np.linspace(-_HALF, _HALF, _SIDE)
-    du, dv = np.meshgrid(t, t)
+    du, dv = np.meshgrid(t, t)  # (side, side): x along u, y along v
     uv = np.stack([nodes[:, 0, None, None] + du, nodes[:, 1, None, None] + dv], -1)
     xy = lattice.to_image(uv.reshape(-1, 2)).astype(np.float32)
     h, w = gray.shape[:2]
