@@ -33,6 +33,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import date  # noqa: E402
@@ -114,6 +115,59 @@ def position_counts(
         true, said = {x.position for x in t}, {x.position for x in f}
         out[i] = (len(true & said), len(said - true), len(true - said))
     return out
+
+
+ERROR_SOURCES = ("right", "kind wrong", "neighbour pin", "missed", "unreadable", "false alarm")
+"""Where each true finding went, and the findings said at pins with no defect."""
+
+
+def error_sources(
+    truth: Sequence[Sequence[Finding]],
+    found: Sequence[Sequence[Finding]],
+    unreadable: Sequence[bool],
+) -> tuple[Counter, Counter]:
+    """Where the errors come from: ``(sources, confusions)``.
+
+    Each true finding is ``right`` (its pin and kind said), ``kind wrong`` (its pin said with
+    another kind: the model saw the defect but named it wrong), ``neighbour pin`` (not said, but
+    its kind said at a pin next to it that has no defect: a box on the wrong pin, a sign of
+    registration or a bent tip read as its neighbour), ``missed`` (nothing said there) or
+    ``unreadable`` (its row's output unreadable or its composite refused). A finding said at a pin
+    with no defect that no true finding explains is a ``false alarm``. ``confusions`` counts
+    ``(true kind, said kind)`` of the ``kind wrong`` findings.
+    """
+    sources: Counter = Counter({name: 0 for name in ERROR_SOURCES})
+    confusions: Counter = Counter()
+    for t, f, bad in zip(truth, found, unreadable, strict=True):
+        if bad:
+            sources["unreadable"] += len(t)
+            continue
+        true_at = {x.position: x.kind.value for x in t}
+        said = {(x.position, x.kind.value) for x in f}
+        said_at: dict = {}
+        for position, kind in said:
+            said_at.setdefault(position, set()).add(kind)
+        spare = {(p, k) for p, k in said if p not in true_at}  # said where nothing is wrong
+        for position, kind in true_at.items():
+            if (position, kind) in said:
+                sources["right"] += 1
+            elif position in said_at:
+                sources["kind wrong"] += 1
+                confusions[(kind, sorted(said_at[position])[0])] += 1
+            else:
+                near = sorted((p, k) for p, k in spare if k == kind and _adjacent(p, position))
+                if near:
+                    spare.discard(near[0])
+                    sources["neighbour pin"] += 1
+                else:
+                    sources["missed"] += 1
+        sources["false alarm"] += len(spare)
+    return sources, confusions
+
+
+def _adjacent(a, b) -> bool:
+    """Pins next to each other on the grid (diagonals included)."""
+    return a != b and abs(a.row_index - b.row_index) <= 1 and abs(a.column - b.column) <= 1
 
 
 def f1_of(counts: np.ndarray) -> float | None:
@@ -210,6 +264,23 @@ def set_section(
         counts = row_counts(truth, s.found)
         cells = [cell(counts[[x == look for x in rows.looks]]) for look in looks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Where the true findings went (`error_sources`: kind wrong = pin found, kind misnamed; "
+        "neighbour pin = said one pin off; unreadable = output unreadable or composite refused) "
+        "and findings said at good pins:",
+        "",
+        "| model | " + " | ".join(ERROR_SOURCES) + " | kind confusions (true -> said) |",
+        "|---|" + "---:|" * len(ERROR_SOURCES) + "---|",
+    ]
+    for name, s in scored.items():
+        sources, confusions = error_sources(truth, s.found, s.unreadable)
+        said = "; ".join(
+            f"{a.split()[0]} -> {b.split()[0]} {n}" for (a, b), n in confusions.most_common()
+        )
+        lines.append(
+            f"| {name} | " + " | ".join(str(sources[k]) for k in ERROR_SOURCES) + f" | {said} |"
+        )
     old = row_counts(truth, scored[baseline].found)
     for name, s in scored.items():
         if name == baseline:
@@ -222,6 +293,25 @@ def set_section(
                 f"({BOOTSTRAP_DRAWS} draws): 95 % interval [{diff[0]:+.3f}, {diff[1]:+.3f}].",
             ]
     return [*lines, ""]
+
+
+def wrong_rows(rows: RowSet, truth: list[list[Finding]], s: Scored, n: int, name: str) -> str:
+    """The first ``n`` rows ``name`` got wrong: look family, truth, what was said, the output."""
+
+    def text(findings: Sequence[Finding]) -> str:
+        return ", ".join(f"{x.position} {x.kind.value}" for x in findings) or "-"
+
+    lines = [f"# {name} on {rows.label}: wrong rows"]
+    for i, (t, f) in enumerate(zip(truth, s.found, strict=True)):
+        pairs = {(x.position, x.kind) for x in t}
+        if not s.unreadable[i] and pairs == {(x.position, x.kind) for x in f}:
+            continue
+        flag = " UNREADABLE" if s.unreadable[i] else ""
+        lines.append(f"{i:4d} {rows.looks[i]:15s} truth: {text(t)} | said: {text(f)}{flag}")
+        lines.append(f"     {s.texts[i][:160]}")
+        if len(lines) > 2 * n:
+            break
+    return "\n".join(lines)
 
 
 def _f(value: float | None) -> str:
@@ -237,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="rows per split (0: all)")
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
+    parser.add_argument("--show-errors", type=int, default=0, metavar="N",
+                        help="print N wrong rows of each set and model")  # fmt: skip
     args = parser.parse_args(argv)
     models = []
     for spec in args.models:
@@ -261,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for rows, truth, out in zip(sets, truths, scored, strict=True):
             out[name] = od_condition_scores(loaded, rows.images, rows.truths, truth, draws=200)
         print(f"scored {name} ({time.time() - started:.0f} s)", file=sys.stderr)
+    if args.show_errors:
+        for rows, truth, out in zip(sets, truths, scored, strict=True):
+            for name, s in out.items():
+                print(wrong_rows(rows, truth, s, args.show_errors, name), file=sys.stderr)
     baseline = models[0][0]
     command = "OMP_NUM_THREADS=1 python -m benchmarks.bench_od_looks " + " ".join(
         [f'--set "{s}"' for s in args.sets] + [f"--model {m}" for m in args.models]
