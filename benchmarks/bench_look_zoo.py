@@ -462,6 +462,11 @@ def load_app(tmp: Path, *, vit_only: bool = False, vit_model: str | None = None)
         env["QEU_VIT_MODEL"] = str(vit_model)
     settings = AppSettings.from_env(env)
     models = load_models(settings, detect_device({"QEU_DEVICE": "cpu"}))
+    import torch
+
+    # one thread, as the figures say: torch's own default (a thread per core) spins against
+    # whatever else runs on a shared machine and made each inspection several times slower
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     return InspectionApp(settings, models, source=None, store=FeedbackStore(tmp / "f.sqlite3"),
                          gallery=[])  # fmt: skip
 
