@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Pre-train the inspection VLM's vision tower on per-pin classes (ok, missing, "
-        "bent up/down/left/right) from a qa dataset's findings, then save the whole VLM: the "
-        "starting point of `python -m qeu_space.train --task qa --full-finetune`.",
+        "bent up/down/left/right, short) from a qa dataset's findings, then save the whole VLM: "
+        "the starting point of `python -m qeu_space.train --task qa --full-finetune`.",
     )
     parser.add_argument(
         "--base",

@@ -127,3 +127,28 @@ def test_build_writes_a_loadable_untrained_model(tmp_path: Path) -> None:
 def test_config_rejects_bad_sizes(bad: dict) -> None:
     with pytest.raises(ValueError):
         InspectionVLMConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Defective. 1 defect: C4 short pin.",
+        "Defective. 2 defects: U3 bent pin (left); D9 short pin.",
+        "Passed. No defects found.",
+    ],
+)
+def test_grammar_lets_the_shipped_tokenizer_write_short_pins(answer: str) -> None:
+    # The base's tokenizer writes `short` in pieces (Ġ s h or t): every piece must be a token the
+    # answer grammar allows at that point, or a base retrained with short pins could never say one.
+    from transformers import AutoTokenizer
+
+    from qeu_space.modeling.answer_grammar import answer_constraint
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE)
+    constraint = answer_constraint(tokenizer)
+    state = constraint.grammar.initial
+    for token in tokenizer(answer, add_special_tokens=False).input_ids:
+        allowed = dict(constraint.transitions(state))
+        assert token in allowed, tokenizer.convert_ids_to_tokens([token])
+        state = allowed[token]
+    assert constraint.grammar.complete(state)

@@ -15,7 +15,7 @@ from qeu_space.modeling.inspection_vlm import InspectionVLMConfig, build_inspect
 from qeu_space.modeling.loading import load_model
 from qeu_space.training.vision_pretrain import PIN_CLASSES, pin_labels, pin_tokens, pretrain_vision
 from qeu_space.vision_pretrain import main
-from qeu_space.vocabulary import ALL_POSITIONS
+from qeu_space.vocabulary import ALL_POSITIONS, Position
 
 TINY = InspectionVLMConfig(
     image_size=288, vision_hidden=16, text_hidden=16, vision_intermediate=32,
@@ -31,7 +31,10 @@ def tiny_vlm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def qa_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("qa") / "qa"
-    build_to_folder(BuildConfig("qa", num=48, seed=1, eval_fraction=0.25), out, command="test")
+    config = BuildConfig(
+        "qa", num=48, seed=1, eval_fraction=0.25, kinds=("bent", "missing", "short")
+    )
+    build_to_folder(config, out, command="test")
     return out
 
 
@@ -58,6 +61,26 @@ def test_pin_labels_name_kind_and_direction():
     assert sum(c != 0 for c in labels) == 2
 
 
+@pytest.mark.parametrize(
+    ("finding", "expected"),
+    [
+        ({"position": "C4", "kind": "short pin", "direction": None}, "short"),
+        ({"position": "C4", "kind": "SHORTNG", "direction": None}, "short"),
+        ({"position": "C4", "kind": "missing pin", "direction": None}, "missing"),
+        ({"position": "C4", "kind": "bent pin", "direction": "down"}, "bent down"),
+    ],
+)
+def test_short_pins_are_a_class_of_their_own(finding, expected):
+    labels = pin_labels([finding])
+    assert PIN_CLASSES[labels[ALL_POSITIONS.index(Position.parse("C4"))]] == expected
+
+
+def test_old_class_indices_keep_their_meaning():
+    # A class is only ever appended: index 0..5 mean what they meant before `short` came.
+    old = ("ok", "missing", "bent up", "bent down", "bent left", "bent right")
+    assert PIN_CLASSES[: len(old)] == old and PIN_CLASSES[len(old)] == "short"
+
+
 def test_a_model_that_reads_the_whole_image_is_refused():
     from transformers import Idefics3Config
 
@@ -80,6 +103,8 @@ def test_pretraining_learns_and_writes_a_loadable_vlm(tiny_vlm, qa_data, tmp_pat
     assert any(not torch.equal(before[k], after[k]) for k in before)
     report = json.loads((tmp_path / "out" / "vision_pretrain.json").read_text())
     assert report["steps"] == 30
+    # the validation rows hold short pins: the head was trained and scored on them as their class
+    assert "short" in report["class_recall"] and "ok" in report["class_recall"]
 
 
 def test_cli_refuses_a_non_empty_out_and_a_folder_that_is_no_dataset(tiny_vlm, tmp_path, capsys):

@@ -5,7 +5,7 @@ the image: the same finding for every composite, train rows included, after 250 
 (measured twice; its language model attends evenly over 81 image tokens at the start, so one
 defective pin is a 1/81 signal it never picks up). This stage gives the vision tower that signal
 first: a linear head on each pin's image token is trained to say what that pin is (ok, missing,
-bent up / down / left / right), from the ``findings`` every Q/A row already has. Then
+bent up / down / left / right, short), from the ``findings`` every Q/A row already has. Then
 ``python -m qeu_space.train --task qa --full-finetune`` starts from image tokens that already
 tell defects apart, as the seeds' plan put it: "train our own pre-trained model, then fine-tune".
 
@@ -42,8 +42,10 @@ from qeu_space.evaluation.metrics import xywh_to_xyxy
 from qeu_space.geometry import CompositeLayout
 from qeu_space.modeling.families import chat_vlm, florence2
 from qeu_space.modeling.loading import load_model
+from qeu_space.training.data import keep_registered
 from qeu_space.views.framing import framing_of, grid_box
-from qeu_space.vocabulary import ALL_POSITIONS, Position
+from qeu_space.views.registration import remember_at_least
+from qeu_space.vocabulary import ALL_POSITIONS, DefectKind, Position
 
 PIN_CLASSES: tuple[str, ...] = (
     "ok",
@@ -52,7 +54,9 @@ PIN_CLASSES: tuple[str, ...] = (
     "bent down",
     "bent left",
     "bent right",
+    "short",
 )
+"""Per-pin classes, appended to only (``short`` came last), so an index keeps its meaning."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class VisionPretrainResult:
     """Share of defective pins (validation) whose token is called defective (any defect)."""
     ok_accuracy: float
     """Share of good pins (validation) whose token is called ok."""
+    class_recall: dict[str, float]
+    """Per class present in the validation pins: share whose token is called that class."""
 
 
 def pin_tokens(
@@ -121,10 +127,11 @@ def pin_labels(findings: Sequence[Mapping[str, Any]]) -> list[int]:
     labels = [0] * len(ALL_POSITIONS)
     for finding in findings:
         index = ALL_POSITIONS.index(Position.parse(finding["position"]))
-        if finding["kind"] == "missing pin":
-            labels[index] = 1
-        else:
+        kind = DefectKind.parse(finding["kind"])
+        if kind is DefectKind.BENT:
             labels[index] = PIN_CLASSES.index(f"bent {finding['direction']}")
+        else:
+            labels[index] = PIN_CLASSES.index(kind.keyword)
     return labels
 
 
@@ -199,6 +206,13 @@ def pretrain_vision(
             f"{dataset} is not a qa or od dataset folder (findings or objects; dataset_tools build)"
         )
     train, validation = data["train"], data.get("validation", data["train"])
+    # Every row is read many times: register each once (looks: about 1 % are refused, left out).
+    remember_at_least(2 * (len(train) + min(eval_rows, len(validation))))
+    view = florence2.view if florence else chat_vlm.view
+    train = keep_registered(train, view, name)
+    validation = keep_registered(
+        validation.select(range(min(eval_rows, len(validation)))), view, name, name="validation"
+    )
     if florence:
         vision = model.model.vision_tower
         hidden = model.config.vision_config.embed_dim[-1]
@@ -248,7 +262,7 @@ def pretrain_vision(
 @torch.no_grad()
 def _score(
     vision, head, processor, rows, tokens, name, limit, florence
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, dict[str, float]]:
     rows = rows.select(range(min(limit, len(rows))))
     predicted, truth = [], []
     for begin in range(0, len(rows), 32):
@@ -260,4 +274,9 @@ def _score(
     p, t = torch.cat(predicted), torch.cat(truth)
     defect, good = t > 0, t == 0
     recall = float((p[defect] > 0).float().mean()) if defect.any() else 1.0
-    return float((p == t).float().mean()), recall, float((p[good] == 0).float().mean())
+    per_class = {
+        name: round(float((p[t == c] == c).float().mean()), 4)
+        for c, name in enumerate(PIN_CLASSES)
+        if (t == c).any()
+    }
+    return float((p == t).float().mean()), recall, float((p[good] == 0).float().mean()), per_class
