@@ -22,7 +22,8 @@ Per family, with 95 % bootstrap intervals (cases resampled, 1000 draws):
 * **models** (unless ``--no-models``), through the Space's own inspection path
   (``InspectionApp.inspect_image``: what ``/inspect`` runs, in process): ViT verdict accuracy
   (defect or not) and good products flagged, chat VLM base and adapter findings F1 (position and
-  kind) and unreadable answers, Florence-2 ``<OD>`` findings F1. A refused case counts as wrong
+  kind) and unreadable answers, Florence-2 ``<OD>`` findings F1 (the answer the Space reports:
+  its adapter's when one is loaded). A refused case counts as wrong
   for every model (no answer); an unreadable answer as no findings.
 
 Seeds: case ``i`` of family ``f`` comes from ``numpy.random.default_rng([9300, f, i])``
