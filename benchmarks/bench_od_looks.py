@@ -224,6 +224,40 @@ def cell(counts: np.ndarray, statistic=f1_of) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def look_family_lines(rows: RowSet, truth: list[list[Finding]], scored: dict) -> list[str]:
+    """Findings F1 [95 % CI] of each model per look family of ``rows``."""
+    looks = sorted(set(rows.looks))
+    lines = [
+        "",
+        "Findings F1 [95 % CI] per look family (rows):",
+        "",
+        "| model | " + " | ".join(f"{look} ({rows.looks.count(look)})" for look in looks) + " |",
+        "|---|" + "---:|" * len(looks),
+    ]
+    for name, s in scored.items():
+        counts = row_counts(truth, s.found)
+        cells = [cell(counts[[x == look for x in rows.looks]]) for look in looks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def difference_lines(truth: list[list[Finding]], scored: dict, baseline: str) -> list[str]:
+    """Each model's findings F1 minus ``baseline``'s: paired bootstrap interval over rows."""
+    old = row_counts(truth, scored[baseline].found)
+    lines: list[str] = []
+    for name, s in scored.items():
+        if name == baseline:
+            continue
+        diff = paired_f1_difference(row_counts(truth, s.found), old)
+        if diff:
+            lines += [
+                "",
+                f"{name} - {baseline}, findings F1, paired bootstrap over rows "
+                f"({BOOTSTRAP_DRAWS} draws): 95 % interval [{diff[0]:+.3f}, {diff[1]:+.3f}].",
+            ]
+    return lines
+
+
 def set_section(
     rows: RowSet, truth: list[list[Finding]], scored: dict[str, Scored], baseline: str
 ) -> list[str]:
@@ -252,18 +286,7 @@ def set_section(
             + f" | {_f(f1_of(position_counts(truth, s.found)))} | {_f(m.map_50)} | "
             f"{_f(m.findings_exact_match)} | {m.n_unreadable} |"
         )
-    looks = sorted(set(rows.looks))
-    lines += [
-        "",
-        "Findings F1 [95 % CI] per look family (rows):",
-        "",
-        "| model | " + " | ".join(f"{look} ({rows.looks.count(look)})" for look in looks) + " |",
-        "|---|" + "---:|" * len(looks),
-    ]
-    for name, s in scored.items():
-        counts = row_counts(truth, s.found)
-        cells = [cell(counts[[x == look for x in rows.looks]]) for look in looks]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += look_family_lines(rows, truth, scored)
     lines += [
         "",
         "Where the true findings went (`error_sources`: kind wrong = pin found, kind misnamed; "
@@ -281,18 +304,7 @@ def set_section(
         lines.append(
             f"| {name} | " + " | ".join(str(sources[k]) for k in ERROR_SOURCES) + f" | {said} |"
         )
-    old = row_counts(truth, scored[baseline].found)
-    for name, s in scored.items():
-        if name == baseline:
-            continue
-        diff = paired_f1_difference(row_counts(truth, s.found), old)
-        if diff:
-            lines += [
-                "",
-                f"{name} - {baseline}, findings F1, paired bootstrap over rows "
-                f"({BOOTSTRAP_DRAWS} draws): 95 % interval [{diff[0]:+.3f}, {diff[1]:+.3f}].",
-            ]
-    return [*lines, ""]
+    return [*lines, *difference_lines(truth, scored, baseline), ""]
 
 
 def wrong_rows(rows: RowSet, truth: list[list[Finding]], s: Scored, n: int, name: str) -> str:

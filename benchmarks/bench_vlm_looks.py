@@ -44,8 +44,9 @@ from PIL import Image  # noqa: E402
 
 from benchmarks.bench_od_looks import (  # noqa: E402
     cell,
+    difference_lines,
     f1_of,
-    paired_f1_difference,
+    look_family_lines,
     position_counts,
     recall_of,
     row_counts,
@@ -173,30 +174,8 @@ def set_section(rows: RowSet, scored: dict[str, Answered], baseline: str) -> lis
             + f" | {_f(f1_of(position_counts(truth, s.found)))} | {verdict:.3f} | {exact:.3f} | "
             f"{s.unreadable} | {s.seconds / max(len(truth), 1):.3f} |"
         )
-    looks = sorted(set(rows.looks))
-    lines += [
-        "",
-        "Findings F1 [95 % CI] per look family (rows):",
-        "",
-        "| model | " + " | ".join(f"{look} ({rows.looks.count(look)})" for look in looks) + " |",
-        "|---|" + "---:|" * len(looks),
-    ]
-    for name, s in scored.items():
-        counts = row_counts(truth, s.found)
-        cells = [cell(counts[[x == look for x in rows.looks]]) for look in looks]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    old = row_counts(truth, scored[baseline].found)
-    for name, s in scored.items():
-        if name == baseline:
-            continue
-        diff = paired_f1_difference(row_counts(truth, s.found), old)
-        if diff:
-            lines += [
-                "",
-                f"{name} - {baseline}, findings F1, paired bootstrap over rows "
-                f"({BOOTSTRAP_DRAWS} draws): 95 % interval [{diff[0]:+.3f}, {diff[1]:+.3f}].",
-            ]
-    return [*lines, ""]
+    lines += look_family_lines(rows, truth, scored)
+    return [*lines, *difference_lines(truth, scored, baseline), ""]
 
 
 def _f(value: float | None) -> str:
