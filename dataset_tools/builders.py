@@ -20,11 +20,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import pyarrow as pa
-from datasets import ClassLabel, Features, List, Value
 from PIL import Image
 
 from dataset_tools.compose import Sample, compose_into, make_sample
@@ -57,59 +56,15 @@ from qeu_space.vocabulary import (
     verdict_of,
 )
 
+if TYPE_CHECKING:
+    import datasets
+
 MIN_COMPOSITE = 224
 """Smallest composite side: its connectors (212 px wide) are the smallest registration reads."""
 
-_FINDING = {
-    "position": Value("string"),
-    "kind": Value("string"),
-    "direction": Value("string"),
-    "box": List(Value("float32"), length=4),
-}
 OD_CATEGORIES: tuple[str, ...] = od_categories(DEFAULT_KINDS)
 """The default ``od`` config's ``objects.category`` names (a ``ClassLabel``): the default defect
 kinds' names; ``--kinds ... short`` adds ``short pin`` (:func:`features`)."""
-_MESSAGE = {
-    "role": Value("string"),
-    "content": List({"type": Value("string"), "text": Value("string")}),
-}
-"""A chat turn as TRL's VLM SFT reads it: ``content`` blocks ``{"type": "image"}`` / ``"text"``."""
-_COMMON = {
-    "id": Value("string"),
-    "image": datasets.Image(),
-    "housing": Value("string"),
-    "pins": Value("string"),
-    "labels_drawn": Value("bool"),
-    "variant": Value("string"),
-    "look": Value("string"),
-}
-FEATURES: dict[Config, Features] = {
-    "qa": Features(
-        {
-            **_COMMON,
-            "question": Value("string"),
-            "answer": Value("string"),
-            "findings": List(_FINDING),
-            "verdict": Value("string"),
-            "images": List(datasets.Image()),
-            "messages": List(_MESSAGE),
-        }
-    ),
-    "od": Features(
-        {
-            **_COMMON,
-            "prompt": Value("string"),
-            "bbox_str": Value("string"),
-            "objects": {
-                "bbox": List(List(Value("float32"), length=4)),
-                "category": List(ClassLabel(names=list(OD_CATEGORIES))),
-            },
-        }
-    ),
-    "cls": Features(
-        {**_COMMON, "label": ClassLabel(names=list(CLASS_LABELS)), "findings": List(_FINDING)}
-    ),
-}
 
 
 def _nsoart(sample: Sample) -> Image.Image:
@@ -123,19 +78,6 @@ VARIANTS: dict[str, Callable[[Sample], Image.Image]] = {
     "nsoart": _nsoart,
 }
 """Image variants of a composite: ``plain``, or ``nsoart`` (SOARTC map blended over the test)."""
-
-
-def features(config: Config, kinds: tuple[DefectKind, ...] = DEFAULT_KINDS) -> Features:
-    """The features of ``config`` rows showing ``kinds``: :data:`FEATURES` unless an opt-in kind
-    adds a class (``cls`` with ``short pin`` has ``OK``, ``BENDNG``, ``NUKENG``, ``SHORTNG``;
-    ``od`` categories gain ``short pin``)."""
-    if config == "cls" and class_labels(kinds) != CLASS_LABELS:
-        return Features({**FEATURES["cls"], "label": ClassLabel(names=list(class_labels(kinds)))})
-    if config == "od" and od_categories(kinds) != OD_CATEGORIES:
-        objects = {**FEATURES["od"]["objects"]}
-        objects["category"] = List(ClassLabel(names=list(od_categories(kinds))))
-        return Features({**FEATURES["od"], "objects": objects})
-    return FEATURES[config]
 
 
 @dataclass(frozen=True)
@@ -449,9 +391,9 @@ def plan_tasks(cfg: BuildConfig) -> list[Task]:
     return tasks
 
 
-def _run_task(cfg: BuildConfig, task: Task) -> pa.RecordBatch:
-    """The task's rows as Arrow; a ``qa`` batch comes without ``images`` (see :func:`_complete`)."""
-    schema = features(cfg.config, cfg.kinds).arrow_schema
+def _run_task(cfg: BuildConfig, task: Task, schema: pa.Schema) -> pa.RecordBatch:
+    """The task's rows as Arrow in ``schema`` (the config's features' schema); a ``qa`` batch
+    comes without ``images`` (see :func:`_complete`)."""
     rows = [make_row(cfg, task.split, i) for i in range(task.start, task.stop)]
     if "images" in schema.names:
         schema = schema.remove(schema.get_field_index("images"))
@@ -478,10 +420,9 @@ def _image_column(images: list[dict], storage: pa.DataType) -> pa.StructArray:
     return pa.StructArray.from_arrays([binary, paths], fields=list(storage))
 
 
-def _complete(feats: Features, batch: pa.RecordBatch) -> pa.RecordBatch:
+def _complete(schema: pa.Schema, batch: pa.RecordBatch) -> pa.RecordBatch:
     """Add ``qa``'s ``images`` (``[image]``) as a list view of the ``image`` column: no copy is
     made or sent between processes (parquet still stores both columns)."""
-    schema = feats.arrow_schema
     if "images" not in schema.names or "images" in batch.schema.names:
         return batch
     image = batch.column("image")
@@ -491,11 +432,11 @@ def _complete(feats: Features, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
-def _worker_task(job: tuple[BuildConfig, Task, str]) -> str:
+def _worker_task(job: tuple[BuildConfig, Task, str, pa.Schema]) -> str:
     """Run a task in a worker; the batch goes to an Arrow file in ``folder`` that the parent
     maps: no pickling, and no copy through a pipe (which cost the parent ~1 ms a row)."""
-    cfg, task, folder = job
-    batch = _run_task(cfg, task)
+    cfg, task, folder, schema = job
+    batch = _run_task(cfg, task, schema)
     path = os.path.join(folder, f"{task.split}-{task.start:08d}.arrow")
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
@@ -526,10 +467,10 @@ def _opencv_on_one_thread() -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
-def _warm_up(cfg: BuildConfig, task: Task) -> None:
-    """Make (and drop) the task's first row before the workers fork, so that they inherit what a
-    first row loads: numba's compiled kernels (its cache load costs about 1.5 CPU seconds,
-    which each worker paid again), the noise bank, the canvas and a reference."""
+def _worker_start(cfg: BuildConfig, task: Task) -> None:
+    """A worker's first act: make (and drop) the build's first row, so that what a first row loads
+    (numba's compiled kernels, about 1.3 CPU seconds from its cache; the noise bank, the canvas,
+    a reference) is loaded while the parent still imports ``datasets``, not after."""
     make_row(cfg, task.split, task.start)
 
 
@@ -546,30 +487,37 @@ def iter_batches(
 
     With ``cfg.num_proc > 1`` the tasks run in that many worker processes (one pool for all
     splits, so workers start once and keep their caches); each row still depends only on
-    ``(seed, split, index)``. ``progress`` shows a bar with the total and an ETA.
+    ``(seed, split, index)``. The workers are forked before the parent imports ``datasets``
+    (for the features' schema, which it then sends them with each task), so that import and the
+    workers' start-up overlap instead of adding up. ``progress`` shows a bar with the total and
+    an ETA.
     """
     from tqdm.auto import tqdm
 
     tasks = plan_tasks(cfg)
     workers = min(cfg.num_proc, len(tasks))
     folder = tempfile.mkdtemp(prefix="qeu-batches-") if workers > 1 else None
+    pool = None
     stack = contextlib.ExitStack()
-    if folder is not None:
-        stack.enter_context(_opencv_on_one_thread())
-    if folder is not None:
-        _warm_up(cfg, tasks[0])
-    pool = _pool_context().Pool(workers) if folder else None
-    total = sum(cfg.split_sizes.values())
     try:
+        if folder is not None:
+            stack.enter_context(_opencv_on_one_thread())
+            pool = _pool_context().Pool(
+                workers, initializer=_worker_start, initargs=(cfg, tasks[0])
+            )
+        from dataset_tools.features import features  # datasets: while the workers start
+
+        schema = features(cfg.config, cfg.kinds).arrow_schema
         if pool is None:
-            results = (_run_task(cfg, task) for task in tasks)
+            results = (_run_task(cfg, task, schema) for task in tasks)
         else:
-            jobs = [(cfg, task, folder) for task in tasks]
+            jobs = [(cfg, task, folder, schema) for task in tasks]
             results = (_mapped(path) for path in pool.imap(_worker_task, jobs, chunksize=1))
+        total = sum(cfg.split_sizes.values())
         with tqdm(total=total, unit="row", desc=f"{cfg.config} rows", disable=not progress) as bar:
             for task, batch in zip(tasks, results, strict=True):
                 bar.update(batch.num_rows)
-                yield task, _complete(features(cfg.config, cfg.kinds), batch)
+                yield task, _complete(schema, batch)
     finally:
         if pool is not None:
             pool.terminate()
@@ -581,6 +529,10 @@ def iter_batches(
 
 def build_dataset(cfg: BuildConfig, *, progress: bool = False) -> datasets.DatasetDict:
     """All four splits in memory (the rows of :func:`iter_batches`, ``cfg.num_proc`` workers)."""
+    import datasets
+
+    from dataset_tools.features import features
+
     batches: dict[str, list[pa.RecordBatch]] = {split: [] for split in cfg.split_sizes}
     for task, batch in iter_batches(cfg, progress=progress):
         batches[task.split].append(batch)

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_tools.builders import BuildConfig, features
+from dataset_tools.builders import BuildConfig
 from dataset_tools.compose import REFERENCE_POOL
+from dataset_tools.features import features
 from dataset_tools.looks import CLASSIC, HELD_OUT_FAMILIES, LOOK_FAMILIES
 from dataset_tools.render import REFERENCE_WIDTH, Nuisances
 from dataset_tools.sampling import KIND_SHARES, SPLIT_POSITIONS

@@ -29,7 +29,8 @@ from pathlib import Path
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_tools.builders import FEATURES, qa_columns
+from dataset_tools.builders import qa_columns
+from dataset_tools.features import FEATURES
 from dataset_tools.save import check_output_dir
 from qeu_space.cli import staged_folder
 from qeu_space.feedback import FeedbackStore, StoredFeedback, open_store, png_bytes

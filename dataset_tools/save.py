@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import config as datasets_config
-from datasets.arrow_writer import get_parquet_column_options
 
-from dataset_tools.builders import FEATURES, ROWS_PER_GROUP, BuildConfig, iter_batches
-from dataset_tools.card import dataset_card
+from dataset_tools.builders import ROWS_PER_GROUP, BuildConfig, iter_batches
 from qeu_space.cli import CliError, check_output_folder, staged_folder
 
 OutputDirError = CliError
@@ -41,11 +38,13 @@ def _statistics_columns(options: dict) -> list[str]:
 
 class _ShardWriter:
     """One split's parquet shards, written as rows arrive, as ``datasets``' ``to_parquet`` writes
-    them (its schema metadata, per-column compression and content-defined chunking)."""
+    them (its schema metadata, per-column compression and content-defined chunking).
+
+    ``datasets`` is imported by the first batch's arrival (:func:`iter_batches` has imported it
+    by then), so a build's workers start before that import (:mod:`dataset_tools.features`)."""
 
     def __init__(self, cfg: BuildConfig, folder: Path, split: str) -> None:
-        self.features = FEATURES[cfg.config]
-        self.schema = self.features.arrow_schema
+        self.cfg = cfg
         self.folder, self.prefix = folder, f"{cfg.config}/{split}"
         self.files: list[str] = []
         self.rows = self.nbytes = 0
@@ -55,10 +54,17 @@ class _ShardWriter:
 
     def write(self, shard: int, shards: int, batch: pa.RecordBatch) -> None:
         if shard != self._shard:
+            from datasets import config as datasets_config
+            from datasets.arrow_writer import get_parquet_column_options
+
+            from dataset_tools.features import features
+
             self.close()
             name = f"{self.prefix}-{shard:05d}-of-{shards:05d}.parquet"
             (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
-            options = get_parquet_column_options(self.features, self.schema)
+            feats = features(self.cfg.config, self.cfg.kinds)  # with the build's kinds' labels
+            self.schema = feats.arrow_schema
+            options = get_parquet_column_options(feats, self.schema)
             self._writer = pq.ParquetWriter(
                 self.folder / name,
                 schema=self.schema,
@@ -84,6 +90,8 @@ class _ShardWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._flush()
+            from datasets import config as datasets_config
+
             self._writer.add_key_value_metadata(
                 {"content_defined_chunking": json.dumps(datasets_config.DEFAULT_CDC_OPTIONS)}
             )
@@ -107,6 +115,8 @@ def write_parquet(
     finally:
         for writer in writers.values():
             writer.close()
+    from dataset_tools.card import dataset_card  # huggingface_hub: after the rows
+
     rows = {split: w.rows for split, w in writers.items()}
     card = dataset_card(
         cfg,

@@ -9,7 +9,6 @@ from transformers import Florence2Processor
 from transformers.models.clip import CLIPImageProcessorPil
 
 from dataset_tools.builders import (
-    FEATURES,
     OD_CATEGORIES,
     BuildConfig,
     build_dataset,
@@ -17,6 +16,7 @@ from dataset_tools.builders import (
     plan_tasks,
     shard_bounds,
 )
+from dataset_tools.features import FEATURES
 from dataset_tools.render import SEEN_HOUSINGS, UNSEEN_HOUSING
 from dataset_tools.sampling import SPLIT_POSITIONS, SPLITS
 from qeu_space.geometry import CompositeLayout

@@ -210,3 +210,37 @@ def test_the_parquet_files_are_the_same_bytes_whatever_num_proc(tmp_path):
         )
         files[num_proc] = {p.name: p.read_bytes() for p in sorted((out / "od").iterdir())}
     assert len(files["1"]) == 4 and files["1"] == files["2"]
+
+
+@pytest.mark.parametrize(
+    ("config", "column", "names"),
+    [
+        ("od", ("objects", "category"), ["bent pin", "missing pin", "short pin"]),
+        ("cls", ("label",), ["OK", "BENDNG", "NUKENG", "SHORTNG"]),
+    ],
+)
+def test_a_shards_own_schema_names_the_builds_kinds(tmp_path, config, column, names):
+    """A reader of one parquet file alone (``Dataset.from_parquet``, pandas with the HF
+    metadata) reads the labels from the file's schema: a ``short pin`` build's file must list it
+    (it listed only the default kinds, so label 2 was out of range)."""
+    out = tmp_path / config
+    argv = ["build", "--config", config, "--out", str(out), "--kinds", "bent", "missing", "short"]
+    assert main([*argv, *SMALL]) == 0
+    shard = next((out / config).glob("train-*.parquet"))
+    feature = datasets.Features.from_arrow_schema(pq.read_schema(shard))
+    for key in column:
+        feature = feature[key]
+    feature = getattr(feature, "feature", feature)  # the list's element
+    assert feature.names == names
+
+
+def test_building_rows_does_not_import_datasets():
+    """The rows and the shard writer import ``datasets`` only when the schema is needed, so a
+    ``--num-proc`` build forks its workers before that import (about 1.5 CPU seconds) and the two
+    overlap (benchmarks/RESULTS_dataset.md)."""
+    code = (
+        "import sys, dataset_tools.__main__, dataset_tools.save, dataset_tools.builders; "
+        "print(sorted(m for m in ('datasets', 'huggingface_hub', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -304,7 +304,7 @@ def test_from_feedback_writes_a_qa_split_that_loads(feedback_db: Path, tmp_path:
     import datasets
 
     from dataset_tools.__main__ import main
-    from dataset_tools.builders import FEATURES
+    from dataset_tools.features import FEATURES
     from qeu_space.geometry import CompositeLayout
 
     out = tmp_path / "ds"

@@ -12,8 +12,9 @@ import pytest
 from datasets import ClassLabel, List
 
 from dataset_tools.__main__ import main
-from dataset_tools.builders import FEATURES, BuildConfig, build_dataset, features, make_row
+from dataset_tools.builders import BuildConfig, build_dataset, make_row
 from dataset_tools.card import dataset_card
+from dataset_tools.features import FEATURES, features
 from dataset_tools.sampling import KIND_SHARES, SPLIT_POSITIONS, SPLITS, _kind
 from qeu_space.vocabulary import (
     CLASS_LABELS,
