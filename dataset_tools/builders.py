@@ -467,10 +467,12 @@ def _opencv_on_one_thread() -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
-def _worker_start(cfg: BuildConfig, task: Task) -> None:
-    """A worker's first act: make (and drop) the build's first row, so that what a first row loads
-    (numba's compiled kernels, about 1.3 CPU seconds from its cache; the noise bank, the canvas,
-    a reference) is loaded while the parent still imports ``datasets``, not after."""
+def _warm_up(cfg: BuildConfig, task: Task) -> None:
+    """Make (and drop) the task's first row before the workers fork, so that they inherit what a
+    first row loads: numba's compiled kernels (its cache load costs about 1.5 CPU seconds,
+    which each worker paid again), the noise bank, the canvas and a reference. (Forking first,
+    so that the workers load them while the parent imports ``datasets``, measured no faster:
+    benchmarks/RESULTS_dataset.md.)"""
     make_row(cfg, task.split, task.start)
 
 
@@ -487,10 +489,8 @@ def iter_batches(
 
     With ``cfg.num_proc > 1`` the tasks run in that many worker processes (one pool for all
     splits, so workers start once and keep their caches); each row still depends only on
-    ``(seed, split, index)``. The workers are forked before the parent imports ``datasets``
-    (for the features' schema, which it then sends them with each task), so that import and the
-    workers' start-up overlap instead of adding up. ``progress`` shows a bar with the total and
-    an ETA.
+    ``(seed, split, index)``; they get the features' Arrow schema with each task.
+    ``progress`` shows a bar with the total and an ETA.
     """
     from tqdm.auto import tqdm
 
@@ -500,14 +500,13 @@ def iter_batches(
     pool = None
     stack = contextlib.ExitStack()
     try:
-        if folder is not None:
-            stack.enter_context(_opencv_on_one_thread())
-            pool = _pool_context().Pool(
-                workers, initializer=_worker_start, initargs=(cfg, tasks[0])
-            )
-        from dataset_tools.features import features  # datasets: while the workers start
+        from dataset_tools.features import features
 
         schema = features(cfg.config, cfg.kinds).arrow_schema
+        if folder is not None:
+            stack.enter_context(_opencv_on_one_thread())
+            _warm_up(cfg, tasks[0])
+            pool = _pool_context().Pool(workers)
         if pool is None:
             results = (_run_task(cfg, task, schema) for task in tasks)
         else:

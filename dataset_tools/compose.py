@@ -60,6 +60,8 @@ class Sample:
         look: the look family both panels were drawn in (``classic``: the first renderer).
         reference_pose / test_pose: each panel's true homography (canonical housing-top
             coordinates to that panel's pixels, :attr:`~dataset_tools.render.Rendered.pose`).
+        reference_top_pose / test_top_pose: the same for the plane of the good pins' tops
+            (:attr:`~dataset_tools.render.Rendered.top_pose`; the pose where the product is flat).
         looks: the reference's and the test's :class:`~dataset_tools.looks.Look` (one product,
             two shots), ``None`` for ``classic``.
     """
@@ -77,6 +79,8 @@ class Sample:
     reference_pose: np.ndarray | None = None
     test_pose: np.ndarray | None = None
     looks: tuple[Look, Look] | None = None
+    reference_top_pose: np.ndarray | None = None
+    test_top_pose: np.ndarray | None = None
 
     @cached_property
     def image(self) -> Image.Image:
@@ -237,4 +241,6 @@ def make_sample(
         reference_pose=ref.pose,
         test_pose=rendered.pose,
         looks=looks,
+        reference_top_pose=ref.pose if ref.top_pose is None else ref.top_pose,
+        test_top_pose=rendered.pose if rendered.top_pose is None else rendered.top_pose,
     )

@@ -1,9 +1,9 @@
 """The ``datasets`` features of the three configs (``qa``, ``od``, ``cls``): the schema every shard,
 card and in-memory ``Dataset`` of a build shares.
 
-Apart from the row makers (:mod:`dataset_tools.builders`) because importing ``datasets`` costs a
-build's parent process about 1.5 CPU seconds: with ``--num-proc`` it does so while its workers
-already render (they need only the Arrow schema, which the parent sends them).
+Apart from the row makers (:mod:`dataset_tools.builders`), which need none of ``datasets``: a
+worker process gets the Arrow schema with each task, and the command line answers ``--help`` and
+wrong arguments before ``datasets`` (about 1.5 CPU seconds) loads.
 """
 
 from __future__ import annotations

@@ -258,13 +258,17 @@ class Rendered:
     socket centres ``geo.pin_center(p)`` lie) to image pixels, the one the product was drawn
     with: what registration should recover (an affine matrix for the classic renderer, a
     perspective one through a look's camera). ``look`` is the look drawn (with the shot's
-    camera), ``None`` for the classic renderer.
+    camera), ``None`` for the classic renderer. ``top_pose`` is the homography of the good pins'
+    top faces (the plane the pins stand up to, what a camera sees of a pin): it differs from
+    ``pose`` by the pins' parallax under a tilted camera; ``None`` where they coincide (the
+    classic renderer draws a flat product).
     """
 
     image: np.ndarray
     findings: tuple[Finding, ...] = field(default=())
     pose: np.ndarray = field(default_factory=lambda: np.eye(3))
     look: Look | None = None
+    top_pose: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- shapes

@@ -39,9 +39,7 @@ def _statistics_columns(options: dict) -> list[str]:
 class _ShardWriter:
     """One split's parquet shards, written as rows arrive, as ``datasets``' ``to_parquet`` writes
     them (its schema metadata, per-column compression and content-defined chunking).
-
-    ``datasets`` is imported by the first batch's arrival (:func:`iter_batches` has imported it
-    by then), so a build's workers start before that import (:mod:`dataset_tools.features`)."""
+    """
 
     def __init__(self, cfg: BuildConfig, folder: Path, split: str) -> None:
         self.cfg = cfg

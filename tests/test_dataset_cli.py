@@ -232,15 +232,3 @@ def test_a_shards_own_schema_names_the_builds_kinds(tmp_path, config, column, na
         feature = feature[key]
     feature = getattr(feature, "feature", feature)  # the list's element
     assert feature.names == names
-
-
-def test_building_rows_does_not_import_datasets():
-    """The rows and the shard writer import ``datasets`` only when the schema is needed, so a
-    ``--num-proc`` build forks its workers before that import (about 1.5 CPU seconds) and the two
-    overlap (benchmarks/RESULTS_dataset.md)."""
-    code = (
-        "import sys, dataset_tools.__main__, dataset_tools.save, dataset_tools.builders; "
-        "print(sorted(m for m in ('datasets', 'huggingface_hub', 'pandas') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
