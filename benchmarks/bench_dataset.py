@@ -21,7 +21,8 @@ line gives end to end against rendering alone (the in-process loop above), which
 of a build's CPU the renderer is and what the rest (start-up, PNG, parquet) costs.
 
 Usage (from the repository root):
-    python -m benchmarks.bench_dataset [--rows 2000] [--composites 600] [--baseline REF | none]
+    python -m benchmarks.bench_dataset [--rows 2000 8000] [--repeats 3] [--composites 600]
+        [--baseline REF | none]
 """
 
 from __future__ import annotations
@@ -145,6 +146,36 @@ def _cli(root: Path, rows: int, num_proc: int, *extra: str) -> tuple[float, floa
     return seconds, cpu, total
 
 
+Builds = list[tuple[tuple[float, float, int], tuple[float, float, int]]]
+"""Each turn's ``(--num-proc 1, --num-proc 2)`` builds, each ``(wall s, CPU s, rows)``."""
+
+
+def _builds(root: Path, rows: int, repeats: int, *extra: str) -> Builds:
+    """``repeats`` turns of a 1-process and a 2-process build of ``rows`` train rows."""
+    return [(_cli(root, rows, 1, *extra), _cli(root, rows, 2, *extra)) for _ in range(repeats)]
+
+
+def _medians(runs: Builds) -> tuple[tuple[float, float, int], tuple[float, float, int]]:
+    """Median wall and CPU seconds of the 1- and 2-process builds (rows as built)."""
+    return tuple(  # type: ignore[return-value]
+        (
+            float(np.median([r[k][0] for r in runs])),
+            float(np.median([r[k][1] for r in runs])),
+            runs[0][k][2],
+        )
+        for k in (0, 1)
+    )
+
+
+def _print_builds(name: str, runs: Builds) -> None:
+    (w1, c1, n), (w2, c2, _) = _medians(runs)
+    ratios = [one[0] / two[0] for one, two in runs]
+    print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
+          f"{n / c1:6.1f} per CPU-s); --num-proc 2: {n / w2:6.1f} /s ({w2:5.1f} s wall, "
+          f"CPU {c2 / c1:.2f} x), x{w1 / w2:.2f} "
+          f"(x{min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+
+
 def _checkout(ref: str) -> Path | None:
     """``ref``'s tracked files in a temporary folder (``git archive``), or None without git."""
     folder = Path(tempfile.mkdtemp(prefix="qeu-baseline-"))
@@ -163,7 +194,22 @@ def _checkout(ref: str) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--composites", type=int, default=600, help="composites per measurement")
-    parser.add_argument("--rows", type=int, default=2000, help="train rows of each CLI build")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[2000, 8000],
+        help="train rows of each CLI build (default 2000 8000): the first size is compared with "
+        "--png-level 0 and the baseline, the others (this tree only) show how --num-proc 2 "
+        "scales once the serial start-up is a smaller share",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="builds of each kind, 1 and 2 processes taking turns (default 3): a shared machine's "
+        "wall clock moves by a fifth from one build to the next, so medians are reported",
+    )
     parser.add_argument("--baseline", default=BASELINE, help="git ref to compare with, or none")
     args = parser.parse_args()
     load_start = os.getloadavg()
@@ -189,16 +235,16 @@ def main() -> None:
     if baseline is not None:
         trees[f"baseline {args.baseline}"] = baseline
     startup = {}
+    rows, *larger = args.rows
+    stored_name = "--png-level 0"
     for name, root in trees.items():
         _cli(root, 1, 1)  # a fresh checkout compiles its numba kernels once (cached on disk)
         startup[name] = _cli(root, 1, 1)[1]  # CPU s of a 4-row build: start-up, the serial part
-        for num_proc in (1, 2):
-            builds[name, num_proc] = _cli(root, args.rows, num_proc)
+        builds[name] = _builds(root, rows, args.repeats)
         if root == ROOT:
-            stored_name = "--png-level 0"
             startup[stored_name] = _cli(root, 1, 1, "--png-level", "0")[1]
-            for num_proc in (1, 2):
-                builds[stored_name, num_proc] = _cli(root, args.rows, num_proc, "--png-level", "0")
+            builds[stored_name] = _builds(root, rows, 1, "--png-level", "0")
+    scaling = {n: _builds(ROOT, n, args.repeats) for n in larger}
     if baseline is not None:
         shutil.rmtree(baseline)
     load_end = os.getloadavg()
@@ -219,29 +265,32 @@ def main() -> None:
                  "zlib 1": "zlib level 1 (this encoder before isal)"}.get(name, name)  # fmt: skip
         print(f"  {label:<40}: {warm:6.2f} ms warm (x{pngs['zlib 1'][0] / warm:4.1f} against "
               f"zlib level 1), {cold:6.2f} ms cold, {kib:4.0f} KiB")  # fmt: skip
-    print(f"end to end: python -m dataset_tools build --config qa --num {args.rows} --quiet")
+    print(f"end to end: python -m dataset_tools build --config qa --num {rows} --quiet")
     print("  (composites per wall second; per CPU second of the build and its workers, which a")
-    print("  busy machine inflates less)")
+    print(f"  busy machine inflates less; medians of {args.repeats} builds, 1 and 2 processes")
+    print("  taking turns, the x range over the pairs of one turn)")
     names = [*trees]
     names.insert(1, stored_name)
     for name in names:
-        (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        _print_builds(name, builds[name])
+        (w1, c1, n), (w2, c2, _) = _medians(builds[name])
         serial = startup[name]
-        print(f"  {name:<18} --num-proc 1: {n / w1:6.1f} /s ({n} rows, {w1:5.1f} s wall, "
-              f"{n / c1:6.1f} per CPU-s); --num-proc 2: {n / w2:6.1f} /s ({w2:5.1f} s wall, "
-              f"CPU {c2 / c1:.2f} x), x{w1 / w2:.2f}")  # fmt: skip
         model = c1 / (serial + (c2 - serial) / 2)
         print(f"  {'':<18} start-up {serial:.2f} CPU-s; on 2 idle cores (CPU-time model: start-up "
               f"serial, the rest shared) --num-proc 2 would be x{model:.2f}")  # fmt: skip
+    for n, runs in scaling.items():
+        _print_builds(f"--num {n}", runs)
     if baseline is not None:
-        mine, base = builds["this tree", 1], builds[f"baseline {args.baseline}", 1]
+        mine = _medians(builds["this tree"])[0]
+        base = _medians(builds[f"baseline {args.baseline}"])[0]
         print(f"  speed-up over the baseline, one process: x{base[0] / mine[0]:.1f} wall, "
               f"x{base[1] / mine[1]:.1f} CPU")  # fmt: skip
     for name in ("this tree", stored_name):
-        (w1, c1, n), (w2, c2, _) = builds[name, 1], builds[name, 2]
+        (w1, c1, n), (w2, c2, _) = _medians(builds[name])
         serial = startup[name]
         print(
-            f"goals ({name}): >= 100 composites/s with one process: {n / w1:.1f} per wall second, "
+            f"goals ({name}, --num {rows}): >= 100 composites/s with one process: "
+            f"{n / w1:.1f} per wall second, "
             f"{n / c1:.1f} per CPU second; --num-proc 2 >= 1.7 x one process: x{w1 / w2:.2f} "
             f"wall, x{c1 / (serial + (c2 - serial) / 2):.2f} by CPU time"
         )
