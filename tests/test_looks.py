@@ -61,6 +61,7 @@ def test_classic_look_is_the_first_renderer_byte_for_byte():
     )
     assert plain.image.tobytes() == classic.image.tobytes()
     assert np.array_equal(plain.pose, classic.pose)
+    assert classic.top_pose is None  # a flat drawing: the tops' plane is the pose's
 
 
 def _still(look: Look, **camera) -> Look:
@@ -144,6 +145,10 @@ def test_a_tilted_camera_gives_a_perspective_pose_and_pin_parallax():
     centres = np.array([GEO.pin_center(p) for p in ALL_POSITIONS])
     parallax = proj.project(centres, pin_height(GEO, look.product.pins)) - proj.project(centres, 0)
     assert np.linalg.norm(parallax, axis=1).max() > 1.0  # pin tops stand above the housing
+    # top_pose is the pin tops' plane: the tops' true centres, not the sockets'
+    tops = proj.project(centres, pin_height(GEO, look.product.pins))
+    mapped = np.c_[centres, np.ones(len(centres))] @ out.top_pose.T
+    assert np.allclose(mapped[:, :2] / mapped[:, 2:], tops, atol=1e-6)
     # and a pose given explicitly replaces the look's placement (like the classic renderer's)
     still = _still(look, tilt=0.0)
     placed = render_connector(
@@ -237,9 +242,11 @@ def test_a_sample_is_one_product_in_two_shots():
     assert ref.camera.focal == pytest.approx(test.camera.focal, rel=0.02)
     assert sample.housing == ref.product.housing.colour
     assert not np.array_equal(sample.reference_pose, sample.test_pose)
+    assert not np.array_equal(sample.test_top_pose, sample.test_pose)  # the pins stand up
     assert len(sample.findings) == 3
     classic = make_sample(spec, np.random.default_rng(9))
     assert classic.look == CLASSIC and classic.looks is None and classic.test_pose is not None
+    assert np.array_equal(classic.test_top_pose, classic.test_pose)  # drawn flat
 
 
 def test_builds_record_each_rows_look_and_add_the_held_out_looks_split():

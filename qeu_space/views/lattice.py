@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -51,9 +52,10 @@ class Lattice:
         """Image x, y of lattice coordinates ``(..., 2)``."""
         return _project(self.homography, uv)
 
-    @property
+    @cached_property
     def pitch(self) -> float:
-        """Mean pitch (px) along a row at the grid's centre."""
+        """Mean pitch (px) along a row at the grid's centre (computed once: asked 4 times a
+        panel)."""
         c = np.median(self.nodes, 0)
         a, b = self.to_image(np.array([c, c + (1.0, 0.0)]))
         return float(np.linalg.norm(b - a))
@@ -164,17 +166,11 @@ def _assign(h: np.ndarray, points: np.ndarray, strength: np.ndarray, tol: float
     nodes = np.rint(uv)
     err = np.linalg.norm(_project(h, nodes) - points, axis=1)
     keep = np.nonzero(err <= tol)[0]
-    # one point per node: the strongest wins
+    # one point per node: the strongest wins (np.unique keeps each node's first, strongest)
     order = keep[np.argsort(-strength[keep], kind="stable")]
-    seen: set[tuple[int, int]] = set()
-    chosen = []
-    for i in order:
-        key = (int(nodes[i, 0]), int(nodes[i, 1]))
-        if key not in seen:
-            seen.add(key)
-            chosen.append(i)
-    chosen_arr = np.array(sorted(chosen), int)
-    return chosen_arr, nodes[chosen_arr].astype(int)
+    _, first = np.unique(nodes[order], axis=0, return_index=True)
+    chosen = np.sort(order[first]).astype(int)
+    return chosen, nodes[chosen].astype(int)
 
 
 def fit_lattice(

@@ -95,13 +95,13 @@ def node_likeness(
     nodes = np.asarray(lattice.nodes, np.float64)
     if not len(nodes):
         return np.zeros(0) if others is None else (np.zeros(0), np.zeros(len(others)))
-    p = _vectors(gray, lattice, nodes)
+    extra = np.zeros((0, 2)) if others is None else np.asarray(others, np.float64).reshape(-1, 2)
+    both = _vectors(gray, lattice, np.vstack([nodes, extra]))  # one remap for both
+    p, q = both[: len(nodes)], both[len(nodes) :]
     typical = np.median(p, 0)
     typical /= np.linalg.norm(typical) + 1e-9
     if others is None:
         return p @ typical
-    extra = np.asarray(others, np.float64).reshape(-1, 2)
-    q = _vectors(gray, lattice, extra) if len(extra) else np.zeros((0, p.shape[1]))
     return p @ typical, q @ typical
 
 

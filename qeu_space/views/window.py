@@ -111,14 +111,16 @@ def _trim(keep: range, like: np.ndarray, size: int) -> range:
 
 
 def _line_likeness(counts: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
-    """Median likeness of the nodes of each line (rows for ``axis`` 1, columns for 0)."""
-    out = np.full(counts.shape[1 - axis], -1.0)
-    for i in range(len(out)):
-        held = counts[i] if axis == 1 else counts[:, i]
-        vals = (like[i] if axis == 1 else like[:, i])[held > 0]
-        if len(vals):
-            out[i] = float(np.median(vals))
-    return out
+    """Median likeness of the nodes of each line (rows for ``axis`` 1, columns for 0); -1 for a
+    line with none. One sort for every line (``np.median`` per line cost 12 calls a panel)."""
+    held = counts > 0
+    values = np.sort(np.where(held, like, np.inf), axis=axis)  # the held ones first
+    n = held.sum(axis)
+    lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
+    pick = (lambda k: values[k, np.arange(len(k))]) if axis == 0 else (
+        lambda k: values[np.arange(len(k)), k])  # fmt: skip
+    middle = 0.5 * (pick(lo) + pick(hi))
+    return np.where(n > 0, middle, -1.0)
 
 
 def lattice_extent(lattice: Lattice) -> tuple[range, range]:
