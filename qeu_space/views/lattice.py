@@ -166,9 +166,11 @@ def _assign(h: np.ndarray, points: np.ndarray, strength: np.ndarray, tol: float
     nodes = np.rint(uv)
     err = np.linalg.norm(_project(h, nodes) - points, axis=1)
     keep = np.nonzero(err <= tol)[0]
-    # one point per node: the strongest wins (np.unique keeps each node's first, strongest)
+    # one point per node: the strongest wins (np.unique keeps each node's first, strongest;
+    # a node as one int64 key: kept nodes lie within tol of a point, so far inside 2**31)
     order = keep[np.argsort(-strength[keep], kind="stable")]
-    _, first = np.unique(nodes[order], axis=0, return_index=True)
+    uv = nodes[order].astype(np.int64)
+    _, first = np.unique((uv[:, 0] << 32) ^ (uv[:, 1] & 0xFFFFFFFF), return_index=True)
     chosen = np.sort(order[first]).astype(int)
     return chosen, nodes[chosen].astype(int)
 
