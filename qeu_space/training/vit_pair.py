@@ -9,8 +9,9 @@ missing short``): each composite already holds a reference and a test of one rig
 ``findings`` give the label, so no new dataset config is needed. ``prepare`` registers and frames
 both panels once (the slow part: about 80 ms a pair) and keeps the model-sized crops; ``train``
 then runs many cheap epochs over them with augmentation drawn **apart** for the reference and
-the test (gain, gamma, white balance, blur, and a shift of up to 2 pixels standing for
-registration error), so no brightness cue survives and a kind is learned from the pin's shape.
+the test (gain, gamma, white balance, an uneven light field across the panel, blur, and a shift
+of up to 2 pixels standing for registration error), so no brightness cue survives, not even a
+darker corner, and a kind is learned from the pin's shape.
 
 CLI:
     OMP_NUM_THREADS=1 python -m qeu_space.training.vit_pair prepare --dataset data/qa-pairs \\
