@@ -264,6 +264,19 @@ def interval(values: np.ndarray, stat: Callable[[np.ndarray], float], seed: int 
     return stat(values), float(low), float(high)
 
 
+def exact_interval(flags: Sequence[bool]) -> tuple[float, float, float, int, int]:
+    """The share of ``flags`` that are true, its exact (Clopper-Pearson) 95 % interval, and
+    ``k`` / ``n``: a bootstrap of 0 of n is [0, 0] and says nothing about how rare it is,
+    while 0 of 100 still allows up to 3.6 %."""
+    from scipy.stats import binomtest
+
+    n, k = len(flags), int(np.sum(flags))
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0, 0
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return k / n, float(ci.low), float(ci.high), k, n
+
+
 def _mean(v: np.ndarray) -> float:
     return float(np.mean(v)) if len(v) else float("nan")
 
@@ -305,9 +318,9 @@ def figures(outcomes: list[Outcome], with_models: bool) -> dict[str, tuple[float
         vit_right = [(o.vit_flag is not None and o.vit_flag == o.defective) for o in outcomes]
         f["vit_accuracy"] = interval(np.array(vit_right, float), _mean)
         good_all = [o for o in outcomes if not o.defective]
-        f["vit_false_alarm"] = interval(
-            np.array([o.vit_flag is None or o.vit_flag for o in good_all], float), _mean
-        )
+        good_flags = [bool(o.vit_flag is None or o.vit_flag) for o in good_all]
+        f["vit_false_alarm"] = interval(np.array(good_flags, float), _mean)
+        f["vit_false_alarm_exact"] = exact_interval(good_flags)
         answered_vit = [o.vit_flag == o.defective for o in outcomes if not o.refused]
         f["vit_answered"] = interval(np.array(answered_vit, float), _mean)
         good_answered = [bool(o.vit_flag) for o in good_all if not o.refused]
@@ -342,6 +355,7 @@ COLUMNS = [
     ("soartc_top1", "SOARTC top-1", "pct"),
     ("vit_accuracy", "ViT verdict", "rate"),
     ("vit_false_alarm", "ViT good flagged", "pct"),
+    ("vit_false_alarm_exact", "ViT good flagged, k/n [exact 95 %]", "exact"),
     ("vit_answered", "ViT verdict, answered cases", "rate"),
     ("vit_good_answered", "ViT good flagged, answered", "pct"),
     *((f"vit_{k.split()[0]}", f"ViT {k.split()[0]} flagged", "pct") for k in KINDS),
@@ -352,10 +366,12 @@ COLUMNS = [
 ]
 
 
-def _cell(value: tuple[float, float, float], style: str) -> str:
-    v, lo, hi = value
+def _cell(value: tuple, style: str) -> str:
+    v, lo, hi = value[:3]
     if np.isnan(v):
         return "-"
+    if style == "exact":
+        return f"{value[3]}/{value[4]} [{100 * lo:.1f}, {100 * hi:.1f}] %"
     if style in ("px1", "ms"):
         return f"{v:.2f}" if style == "px1" else f"{v:.1f}"
     if style == "pct":
@@ -377,8 +393,8 @@ def table(rows: list[tuple[str, dict]], with_models: bool, vit_only: bool = Fals
 
 
 _VIT_KIND_KEYS = {"vit_answered", "vit_good_answered", *(f"vit_{k.split()[0]}" for k in KINDS)}
-_MODEL_KEYS = {"vit_accuracy", "vit_false_alarm", "base_f1", "adapter_f1", "base_unreadable",
-               "od_f1", *_VIT_KIND_KEYS}  # fmt: skip
+_MODEL_KEYS = {"vit_accuracy", "vit_false_alarm", "vit_false_alarm_exact", "base_f1",
+               "adapter_f1", "base_unreadable", "od_f1", *_VIT_KIND_KEYS}  # fmt: skip
 
 
 def goal_lines(held_out: dict, vit_only: bool = False) -> list[str]:
@@ -392,6 +408,12 @@ def goal_lines(held_out: dict, vit_only: bool = False) -> list[str]:
         met = v <= goal if op == "<=" else v >= goal
         out.append(f"- {key}: {v:.3f} [{lo:.3f}, {hi:.3f}] (goal {op} {goal}): "
                    f"{'met' if met else '**not met**'}")  # fmt: skip
+        exact = held_out.get(f"{key}_exact")
+        if exact is not None and not np.isnan(exact[0]):
+            shown = exact[2] <= goal if op == "<=" else exact[1] >= goal
+            verdict = "shown" if shown else "**not shown** (too few cases or too many flagged)"
+            out.append(f"  - exact 95 % interval: {exact[3]}/{exact[4]} = {exact[0]:.3f} "
+                       f"[{exact[1]:.3f}, {exact[2]:.3f}]: {op} {goal} {verdict}")  # fmt: skip
     return out
 
 

@@ -110,3 +110,28 @@ def test_each_condition_gets_its_own_table_on_the_same_pairs(tmp_path):
     assert "## Test shot: plain (as drawn)" in text and "## Test shot: gamma-0.6" in text
     rows = [line for line in text.splitlines() if line.startswith("| classic |")]
     assert len(rows) == 2  # one row per condition, the same three pairs under each
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [(0, 100, 0.0, 0.0362), (1, 36, 0.0007, 0.1453), (3, 120, 0.0052, 0.0713)],
+)
+def test_good_flagged_gets_an_exact_interval_even_at_zero(k, n, low, high):
+    """0 of n has a bootstrap interval of [0, 0]; the Clopper-Pearson one says how rare."""
+    rate, lo, hi, kk, nn = zoo.exact_interval([True] * k + [False] * (n - k))
+    assert (kk, nn) == (k, n) and rate == k / n
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_the_exact_interval_is_a_column_and_decides_shown_or_not():
+    goods = [zoo.Outcome(defective=False, vit_flag=False) for _ in range(150)]
+    few = zoo.figures(goods[:40], with_models=True)
+    many = zoo.figures(goods, with_models=True)
+    assert many["vit_false_alarm"][1:] == (0.0, 0.0)  # the bootstrap says nothing at 0 of n
+    header, _, row = zoo.table([("held", many)], with_models=True, vit_only=True)
+    column = [c.strip() for c in header.strip("|").split("|")].index(
+        "ViT good flagged, k/n [exact 95 %]"
+    )
+    assert [c.strip() for c in row.strip("|").split("|")][column] == "0/150 [0.0, 2.4] %"
+    assert "<= 0.03 shown" in "\n".join(zoo.goal_lines(many, vit_only=True))
+    assert "**not shown**" in "\n".join(zoo.goal_lines(few, vit_only=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 from functools import cache
 
 import numpy as np
@@ -148,6 +149,57 @@ def test_augmentation_mirrors_pairs_together_and_draws_imaging_apart():
     gain = ref.mean((1, 2, 3)) / test.mean((1, 2, 3)).clamp_min(1e-6)
     assert float(gain.std()) > 0.1  # brightness drawn apart: no cue in their ratio
     assert ref.min() >= 0 and ref.max() <= 1
+
+
+#: Augment with every draw off but the light field: what the field alone does to a panel
+FIELD_ONLY = vit_pair.Augment(
+    gain=(1.0, 1.0), gamma=(1.0, 1.0), white_balance=0.0, blur_p=0.0, shift_px=0, field_p=1.0
+)
+
+
+def test_the_light_field_changes_a_panel_smoothly_and_strongly_enough():
+    g = torch.Generator().manual_seed(1)
+    grey = torch.full((64, 3, 96, 288), 128, dtype=torch.uint8)
+    out = vit_pair.augment_panel(grey, g, FIELD_ONLY)
+    flat = 128 / 255
+    spread = out.flatten(1).amax(1) - out.flatten(1).amin(1)
+    assert float(spread.median()) > 0.05  # the field changes the panel
+    assert float((out.flatten(1).amin(1) / flat).min()) < 0.6  # strong falloff is drawn
+    assert float(out.max()) <= 1.0 and float(out.min()) > 0.0  # no panel blacked out
+    steps = torch.cat([out.diff(dim=2).abs().flatten(1), out.diff(dim=3).abs().flatten(1)], 1)
+    assert float(steps.max()) < 0.02  # smooth: no edge a pin could be mistaken for
+    assert torch.allclose(out[:, 0], out[:, 2])  # light, not colour: one gain for all channels
+
+
+def test_the_light_field_is_drawn_apart_for_reference_and_test():
+    g = torch.Generator().manual_seed(2)
+    grey = torch.full((32, 3, 96, 288), 128, dtype=torch.uint8)
+    labels = torch.ones(32, dtype=torch.long)  # defective pairs: never swapped
+    ref, test = vit_pair.augment_pairs(grey.clone(), grey.clone(), labels, g, FIELD_ONLY)
+    ratio = (ref / test).flatten(1)
+    uneven = ratio.amax(1) - ratio.amin(1) > 0.05  # the two fields differ across the panel
+    assert int(uneven.sum()) > 24
+
+
+@pytest.mark.parametrize("field_p", [0.0, 0.5])
+def test_the_share_of_evenly_lit_panels_follows_augment(field_p):
+    g = torch.Generator().manual_seed(3)
+    grey = torch.full((200, 3, 24, 72), 128, dtype=torch.uint8)
+    aug = vit_pair.Augment(**{**FIELD_ONLY.__dict__, "field_p": field_p})
+    out = vit_pair.augment_panel(grey, g, aug)
+    even = (out.flatten(1) - 128 / 255).abs().amax(1) < 1e-6
+    assert abs(float(even.float().mean()) - (1 - field_p)) < 0.1
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 2.2])
+def test_the_blur_softens_a_step_by_its_own_sigma(sigma):
+    step = torch.zeros(2, 3, 16, 40)
+    step[..., 20:] = 1.0
+    out = vit_pair.gaussian_blur(step, torch.tensor([sigma, 0.3]))
+    assert torch.allclose(out.mean(), step.mean(), atol=0.02)  # light is kept
+    rise = float(out[0, 0, 8, 20] - out[0, 0, 8, 19])  # the step left between two pixels
+    assert rise == pytest.approx(math.erf(0.5 / (sigma * math.sqrt(2))), abs=0.1)
+    assert float(out[1, 0, 8, 20] - out[1, 0, 8, 19]) > 0.9  # the other image: its own sigma
 
 
 @pytest.mark.parametrize(
