@@ -377,8 +377,8 @@ def report(trials: list[Trial], refusals: list[tuple[str, str, bool, str]],
         "",
         f"`python -m benchmarks.bench_registration {' '.join(argv)}`".replace(" `", "`"),
         "",
-        f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores shared with a "
-        f"training job (load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end); "
+        f"{date.today().isoformat()}, {platform.machine()}, {_cores()} CPU cores (load average "
+        f"{loads[0]:.2f} at the start, {loads[1]:.2f} at the end: what else ran); "
         f"OMP / numba / OpenCV threads 1; {seconds:.0f} s in all.",
         "",
         f"{len(trials)} random poses (seeds `default_rng([{POSE_SEED}, i])`): shift uniform in "
@@ -650,10 +650,10 @@ def looks_report(trials: list[LookTrial]) -> list[str]:
             )
     lines += [
         "",
-        "The pins stand above the housing plane the truth is given in, so under tilt and a short "
-        "lens their sites move off it (parallax); that is most of the error above 0.5 px. The "
-        "socket-outline ablation fits the housing plane's sockets instead: compare its rows to "
-        "the registration's (the registration keeps the sites' region centroids).",
+        "Most of the error above 0.5 px is one shift that all pins of a shot share, not the "
+        "pins' parallax (`python -m benchmarks.bench_pin_error`: the pin tops' plane is as far "
+        "off). The socket-outline ablation fits the housing plane's sockets instead: compare its "
+        "rows to the registration's (the registration keeps the sites' region centroids).",
     ]
     refusals: dict[str, int] = {}
     for t in trials:
