@@ -18,8 +18,14 @@ kind of fresh pairs, into what could cause it:
 
 Cases come from the look zoo's draw (``--seed``, default 9500: not used by any other figure).
 
+``--symmetry`` adds an experiment (registration is not changed): the shift estimated as the
+centre of point symmetry of the typical pin patch in the registered frame (the median of the 27
+pitch-size patches correlated with its own 180-degree rotation), of the intensity and of the
+gradient magnitude, and the pin RMS once that estimate is removed.
+
 Usage:
     OMP_NUM_THREADS=1 python -m benchmarks.bench_pin_error [--cases 12] [--looks all] [--seed 9500]
+        [--symmetry]
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import time  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from benchmarks.bench_look_zoo import (  # noqa: E402
     Case,
@@ -44,6 +51,10 @@ from benchmarks.bench_look_zoo import (  # noqa: E402
 )
 from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES, resolve_looks  # noqa: E402
 
+SYMMETRY_COLUMNS = (
+    ("sym", "RMS after the symmetry shift px (intensity; experiment)"),
+    ("symg", "RMS after the symmetry shift px (gradient; experiment)"),
+)
 COLUMNS = (
     ("housing", "pin RMS px, housing plane (the zoo's)"),
     ("tops", "pin RMS px, pin tops' plane"),
@@ -53,11 +64,45 @@ COLUMNS = (
 )
 
 
-def family_rows(family: str, cases: int, seed: int) -> dict[str, list]:
+def _vertex(a: float, b: float, c: float) -> float:
+    curve = a - 2 * b + c
+    return 0.0 if curve >= 0 else 0.5 * (a - c) / curve
+
+
+def symmetry_centre(patch: np.ndarray, gradient: bool) -> np.ndarray:
+    """``(dx, dy)`` of the centre of point symmetry of ``patch`` from its centre (px): the peak of
+    its correlation with its 180-degree rotation lies at twice that offset."""
+    a = np.asarray(patch, np.float32)
+    if gradient:
+        a = np.hypot(cv2.Sobel(a, cv2.CV_32F, 1, 0), cv2.Sobel(a, cv2.CV_32F, 0, 1))
+    a = a - a.mean()
+    m = a.shape[0] // 4
+    score = cv2.matchTemplate(np.pad(a, m, mode="edge"), a[::-1, ::-1].copy(), cv2.TM_CCORR_NORMED)
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    dx = _vertex(*score[y, x - 1 : x + 2]) if 0 < x < score.shape[1] - 1 else 0.0
+    dy = _vertex(*score[y - 1 : y + 2, x]) if 0 < y < score.shape[0] - 1 else 0.0
+    return np.array([(x + dx - m) / 2, (y + dy - m) / 2])
+
+
+def typical_patch(image: np.ndarray) -> np.ndarray:
+    """The median pitch-size patch around the 27 canonical pin centres of the registered frame."""
+    from qeu_space.views.registration import register
+    from qeu_space.vocabulary import ALL_POSITIONS
+
+    reg = register(image)  # cached: the registration just measured
+    frame = np.asarray(reg.warp(Image.fromarray(image)).convert("L"), np.float32)
+    side = 2 * (int(round(min(reg.geometry.pitch))) // 2) + 1
+    centres = [reg.geometry.pin_center(p) for p in ALL_POSITIONS]
+    patches = [cv2.getRectSubPix(frame, (side, side), (x - 0.5, y - 0.5)) for x, y in centres]
+    return np.median(np.stack(patches), 0)
+
+
+def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> dict[str, list]:
     """Per answered panel: ``(squared errors, pins)`` against each plane, the common shift and
-    the squared residuals after it; per pair, the squared frame disagreement."""
+    the squared residuals after it (and after the symmetry estimate of it); per pair, the
+    squared frame disagreement."""
     fi = list(LOOK_FAMILIES).index(family)
-    rows: dict[str, list] = {key: [] for key, _ in COLUMNS}
+    rows: dict[str, list] = {key: [] for key, _ in (*COLUMNS, *SYMMETRY_COLUMNS)}
     rows["refused"] = []
     for i in range(cases):
         sample = make_sample_for(Case(family, i, draw_findings(fi, i, seed)), fi, seed)
@@ -77,6 +122,11 @@ def family_rows(family: str, cases: int, seed: int) -> dict[str, list]:
             rows["tops"].append(((tops**2).sum(), len(tops)))
             rows["shift"].append(float(np.linalg.norm(shift)))
             rows["after"].append((after.sum(), len(after)))
+            if symmetry:
+                patch = typical_patch(image)
+                for key, gradient in (("sym", False), ("symg", True)):
+                    left = ((canonical - symmetry_centre(patch, gradient)) ** 2).sum(1)
+                    rows[key].append((left.sum(), len(left)))
             offsets.append(canonical)
         if len(offsets) == 2:
             d = ((offsets[0] - offsets[1]) ** 2).sum(1)
@@ -95,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=12, help="pairs per look family (default 12)")
     p.add_argument("--looks", default="all", help="all, train, held-out or a comma list")
     p.add_argument("--seed", type=int, default=9500, help="case seed (default 9500)")
+    p.add_argument(
+        "--symmetry",
+        action="store_true",
+        help="also the experiment: the shift estimated by the typical pin patch's symmetry",
+    )
     args = p.parse_args(argv)
     if args.cases < 1:
         p.error("--cases must be at least 1")
@@ -104,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--looks: {e}")
     cv2.setNumThreads(1)
     start = time.perf_counter()
-    header = ["look family", "panels refused", *(label for _, label in COLUMNS)]
+    columns = (*COLUMNS, *SYMMETRY_COLUMNS) if args.symmetry else COLUMNS
+    header = ["look family", "panels refused", *(label for _, label in columns)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for family in families:
-        rows = family_rows(family, args.cases, args.seed)
+        rows = family_rows(family, args.cases, args.seed, args.symmetry)
         name = f"{family} (held out)" if family in HELD_OUT_FAMILIES else family
         cells = [f"{sum(rows['refused'])}/{len(rows['refused'])}"]
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             value, low, high = _figure(key, rows[key])
             cells.append(f"{value:.2f} [{low:.2f}, {high:.2f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
