@@ -258,24 +258,29 @@ def difference_lines(truth: list[list[Finding]], scored: dict, baseline: str) ->
     return lines
 
 
+def section_head(rows: RowSet, truth: list[list[Finding]], tail: list[str]) -> list[str]:
+    """A row set's title (rows, true findings per kind) and the head of its per-model table:
+    findings F1, F1 and recall per kind, then ``tail``'s columns."""
+    kinds = [k.value for k in DefectKind]
+    n_true = {k: sum(f.kind.value == k for t in truth for f in t) for k in kinds}
+    columns = ["findings F1 [95 % CI]", *(f"{k} F1 [CI]" for k in kinds),
+               *(f"{k} recall" for k in kinds), *tail]  # fmt: skip
+    return [
+        f"## {rows.label}: `{rows.source}` ({len(rows.images)} rows; true findings: "
+        + ", ".join(f"{k} {n_true[k]}" for k in kinds)
+        + ")",
+        "",
+        "| model | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+
+
 def set_section(
     rows: RowSet, truth: list[list[Finding]], scored: dict[str, Scored], baseline: str
 ) -> list[str]:
     """One row set's tables: per model overall / per kind, per look family, difference."""
     kinds = [k.value for k in DefectKind]
-    n_true = {k: sum(f.kind.value == k for t in truth for f in t) for k in kinds}
-    lines = [
-        f"## {rows.label}: `{rows.source}` ({len(rows.images)} rows; true findings: "
-        + ", ".join(f"{k} {n_true[k]}" for k in kinds)
-        + ")",
-        "",
-        "| model | findings F1 [95 % CI] | "
-        + " | ".join(f"{k} F1 [CI]" for k in kinds)
-        + " | "
-        + " | ".join(f"{k} recall" for k in kinds)
-        + " | position-only F1 | mAP@0.5 | exact match | unreadable |",
-        "|---|" + "---:|" * (2 * len(kinds) + 5),
-    ]
+    lines = section_head(rows, truth, ["position-only F1", "mAP@0.5", "exact match", "unreadable"])
     for name, s in scored.items():
         per_kind = [cell(row_counts(truth, s.found, k)) for k in kinds]
         recalls = [recall_of(row_counts(truth, s.found, k)) for k in kinds]

@@ -50,6 +50,7 @@ from benchmarks.bench_od_looks import (  # noqa: E402
     position_counts,
     recall_of,
     row_counts,
+    section_head,
 )
 from qeu_space.evaluation.metrics import BOOTSTRAP_DRAWS  # noqa: E402
 from qeu_space.modeling.answer_grammar import AnswerGrammar  # noqa: E402
@@ -144,19 +145,8 @@ def set_section(rows: RowSet, scored: dict[str, Answered], baseline: str) -> lis
     """One row set's tables: per model overall / per kind, per look family, difference."""
     truth = rows.truths
     kinds = [k.value for k in DefectKind]
-    n_true = {k: sum(f.kind.value == k for t in truth for f in t) for k in kinds}
-    lines = [
-        f"## {rows.label}: `{rows.source}` ({len(rows.images)} rows; true findings: "
-        + ", ".join(f"{k} {n_true[k]}" for k in kinds)
-        + ")",
-        "",
-        "| model | findings F1 [95 % CI] | "
-        + " | ".join(f"{k} F1 [CI]" for k in kinds)
-        + " | "
-        + " | ".join(f"{k} recall" for k in kinds)
-        + " | position-only F1 | verdict accuracy | exact match | unreadable | s/answer |",
-        "|---|" + "---:|" * (2 * len(kinds) + 6),
-    ]
+    tail = ["position-only F1", "verdict accuracy", "exact match", "unreadable", "s/answer"]
+    lines = section_head(rows, truth, tail)
     for name, s in scored.items():
         per_kind = [cell(row_counts(truth, s.found, k)) for k in kinds]
         recalls = [recall_of(row_counts(truth, s.found, k)) for k in kinds]
