@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--dataloader-workers", type=int_at_least(0), default=0, metavar="N",
                    help="processes making training batches (registration and framing run "
                    "there, beside the model step; default 0: in the training process)")  # fmt: skip
+    o.add_argument("--photometric", action="store_true",
+                   help="qa: relight every training view with its own seeded gamma (0.5-1.8), "
+                   "gain and white balance, so no brightness cue survives "
+                   "(qeu_space.training.photometric)")  # fmt: skip
     o.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     o.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
     o.add_argument("--resume-from-checkpoint", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -191,6 +195,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base_model_id=args.base_model,
         dataset_id=args.dataset_id,
         progress=not args.quiet,
+        photometric=args.photometric,
     )
 
 

@@ -126,6 +126,8 @@ class TrainConfig:
         dataset_id: Hub id of ``dataset`` for the pushed card, when ``dataset`` is a folder.
         dataset_config: config name of a Hub dataset with several (default: ``task``).
         progress: show the progress bar (steps with total and ETA); ``--quiet`` turns it off.
+        photometric: relight each training view with its own seeded gamma / gain / white
+            balance draw (chat VLMs, ``qa``: :mod:`qeu_space.training.photometric`).
     """
 
     task: str
@@ -158,6 +160,7 @@ class TrainConfig:
     base_model_id: str | None = None
     dataset_id: str | None = None
     progress: bool = True
+    photometric: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -220,6 +223,7 @@ class TrainConfig:
             "seed": self.seed,
             "bf16": self.bf16,
             "gradient_checkpointing": self.gradient_checkpointing,
+            "photometric": self.photometric,
         }
         if command is not None:
             record["command"] = list(command)

@@ -7,6 +7,7 @@ their PIL images until the collator: the family's processor does all image work,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,20 +111,41 @@ class Collator:
 
 
 def collators(
-    family: ModuleType, processor: Any, model_config: Any, seed: int
+    family: ModuleType,
+    processor: Any,
+    model_config: Any,
+    seed: int,
+    *,
+    photometric: bool = False,
 ) -> tuple[Collator, Collator | None]:
     """The evaluation collator and, for families that augment their training rows, the training one.
 
     A family opts in with ``collate_options(model_config)`` (for every batch) and
-    ``train_collate_options(seed)`` (training batches only).
+    ``train_collate_options(seed)`` (training batches only). ``photometric`` (``--photometric``,
+    chat VLMs) relights every training view with its own seeded draw
+    (:class:`qeu_space.training.photometric.Photometric`); evaluation batches never are.
+
+    Raises:
+        ValueError: ``photometric`` for a family whose ``collate`` cannot relight its views.
     """
     options = (
         dict(family.collate_options(model_config)) if hasattr(family, "collate_options") else {}
     )
     evaluation = Collator(family, processor, options)
-    if not hasattr(family, "train_collate_options"):
+    extra: dict[str, Any] = {}
+    if photometric:
+        if "relight" not in inspect.signature(family.collate).parameters:
+            raise ValueError(
+                f"--photometric relights chat-VLM (qa) training views; the {family.NAME} family "
+                "has its own augmentation: drop --photometric"
+            )
+        from qeu_space.training.photometric import Photometric
+
+        extra["relight"] = Photometric(seed)
+    if not hasattr(family, "train_collate_options") and not extra:
         return evaluation, None
-    training = {**options, **family.train_collate_options(seed)}
+    own = family.train_collate_options(seed) if hasattr(family, "train_collate_options") else {}
+    training = {**options, **own, **extra}
     return evaluation, Collator(family, processor, training)
 
 

@@ -119,7 +119,7 @@ def train(
         )
     model = _trainable(loaded.model, config, family, loaded.processor)
     eval_collator, train_collator = collators(
-        family, loaded.processor, loaded.model.config, config.seed
+        family, loaded.processor, loaded.model.config, config.seed, photometric=config.photometric
     )
     if hasattr(family, "view") and config.task in ("qa", "od"):  # composites: registered first
         framing = eval_collator.options.get("framing")

@@ -237,21 +237,39 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.view(n, c, h, w)
 
 
+def relight(
+    x: torch.Tensor,
+    g: torch.Generator,
+    *,
+    gamma: tuple[float, float],
+    gain: tuple[float, float],
+    white_balance: float,
+) -> torch.Tensor:
+    """``x`` (``(n, 3, H, W)`` uint8) under its own light per image, as float in [0, 1]: a gamma
+    and a gain (each log-uniform in its range) and a white balance (each channel's gain
+    ``1 +- white_balance``), one lookup table per image and channel on the uint8 values.
+
+    The draw shared by the pair ViT's panels (:func:`augment_panel`) and the chat VLM's training
+    views (:mod:`qeu_space.training.photometric`)."""
+    n = x.shape[0]
+    gammas = _log_uniform(g, n, *gamma)[:, None, None]
+    gains = _log_uniform(g, n, *gain)[:, None, None]
+    balance = 1 + (torch.rand(n, 3, 1, generator=g) * 2 - 1) * white_balance
+    levels = torch.linspace(0, 1, 256).view(1, 1, 256)
+    lut = (levels**gammas * gains * balance).clamp(0, 1)  # (n, 3, 256)
+    return torch.gather(lut, 2, x.reshape(n, 3, -1).long()).view(x.shape)
+
+
 def augment_panel(x: torch.Tensor, g: torch.Generator, aug: Augment) -> torch.Tensor:
     """One panel batch (``(n, 3, H, W)`` uint8) under its own random imaging, as float in [0, 1].
 
-    Light (gamma, gain, white balance) is one lookup table per image and channel on the uint8
-    values (cheap on a shared CPU); then an uneven light field (:func:`light_field`) multiplies
-    it, and a Gaussian blur of random width softens a share of the panels (out of focus).
+    Light (gamma, gain, white balance: :func:`relight`) is one lookup table per image and channel
+    on the uint8 values (cheap on a shared CPU); then an uneven light field (:func:`light_field`)
+    multiplies it, and a Gaussian blur of random width softens a share of the panels (out of focus).
     """
     n, _, h, w = x.shape
     x = _shift(x, g, aug.shift_px) if aug.shift_px else x
-    gamma = _log_uniform(g, n, *aug.gamma)[:, None, None]
-    gain = _log_uniform(g, n, *aug.gain)[:, None, None]
-    balance = 1 + (torch.rand(n, 3, 1, generator=g) * 2 - 1) * aug.white_balance
-    levels = torch.linspace(0, 1, 256).view(1, 1, 256)
-    lut = (levels**gamma * gain * balance).clamp(0, 1)  # (n, 3, 256)
-    out = torch.gather(lut, 2, x.reshape(n, 3, -1).long()).view(x.shape)
+    out = relight(x, g, gamma=aug.gamma, gain=aug.gain, white_balance=aug.white_balance)
     if aug.field_p > 0:
         out = (out * light_field(n, h, w, g, aug)).clamp(0, 1)
     blurred = torch.rand(n, generator=g) < aug.blur_p

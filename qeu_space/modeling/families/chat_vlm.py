@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -248,21 +248,27 @@ def view(image: Image.Image, framing: str | None) -> Image.Image:
 
 
 def collate(
-    processor: Any, rows: Sequence[Mapping[str, Any]], *, framing: str | None = None
+    processor: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    framing: str | None = None,
+    relight: Callable[[Image.Image], Image.Image] | None = None,
 ) -> BatchFeature:
     """Prompt (with image tokens) + answer, right-padded; labels -100 except on answer tokens.
 
     Rows need ``image``, ``question`` and ``answer``. Per-token extras a processor may return
     (``token_type_ids``, ``mm_token_type_ids``) are extended with zeros over the answer.
-    ``framing`` is the model's view of the image (:mod:`qeu_space.views.framing`).
+    ``framing`` is the model's view of the image (:mod:`qeu_space.views.framing`); ``relight``
+    (training batches with ``--photometric``: :mod:`qeu_space.training.photometric`) redraws
+    each view's light after registration.
     """
     if uses_suffix(processor):
-        return _collate_suffix(processor, rows, framing)
+        return _collate_suffix(processor, rows, framing, relight)
     pairs = [prompt_and_target(processor, row["question"], row["answer"]) for row in rows]
     tokenizer = processor.tokenizer
     enc = processor(
         text=[prompt for prompt, _ in pairs],
-        images=[[view(row["image"], framing)] for row in rows],
+        images=[[_viewed(row["image"], framing, relight)] for row in rows],
         return_tensors="pt",
         padding=True,
         padding_side="right",
@@ -317,15 +323,25 @@ def ended(tokenizer: Any, target: list[int]) -> list[int]:
     return [*target, tokenizer.eos_token_id]
 
 
+def _viewed(
+    image: Image.Image, framing: str | None, relight: Callable[[Image.Image], Image.Image] | None
+) -> Image.Image:
+    seen = view(image, framing)
+    return seen if relight is None else relight(seen)
+
+
 def _collate_suffix(
-    processor: Any, rows: Sequence[Mapping[str, Any]], framing: str | None
+    processor: Any,
+    rows: Sequence[Mapping[str, Any]],
+    framing: str | None,
+    relight: Callable[[Image.Image], Image.Image] | None = None,
 ) -> BatchFeature:
     """PaliGemma's own training batch: ``processor(text=prompt, suffix=answer)`` gives
     ``token_type_ids`` (0 prefix, 1 suffix) and labels (-100 on the prefix); padding is masked
     too. The processor ends each suffix with ``<eos>``."""
     enc = processor(
         text=[generation_prompt(processor, row["question"]) for row in rows],
-        images=[[view(row["image"], framing)] for row in rows],
+        images=[[_viewed(row["image"], framing, relight)] for row in rows],
         suffix=[row["answer"] for row in rows],
         return_tensors="pt",
         padding=True,
