@@ -52,6 +52,7 @@ from benchmarks.bench_od_looks import (  # noqa: E402
     row_counts,
     section_head,
 )
+from benchmarks.bench_short_pin import test_gamma  # noqa: E402
 from qeu_space.evaluation.metrics import BOOTSTRAP_DRAWS  # noqa: E402
 from qeu_space.modeling.answer_grammar import AnswerGrammar  # noqa: E402
 from qeu_space.modeling.families import chat_vlm  # noqa: E402
@@ -168,6 +169,37 @@ def set_section(rows: RowSet, scored: dict[str, Answered], baseline: str) -> lis
     return [*lines, *difference_lines(truth, scored, baseline), ""]
 
 
+def gamma_lines(
+    rows: RowSet, as_shot: dict[str, Answered], relit: dict[float, dict[str, Answered]]
+) -> list[str]:
+    """Short-pin recall and findings F1 of each model with a gamma curve on the test panel only
+    (the reference as shot), beside its figures as shot: a model that learned "short = dimmer"
+    loses its short pins there. A row the registration refuses after the gamma is a miss."""
+    gammas = sorted(relit)
+    truth = rows.truths
+    short = DefectKind.SHORT.value
+    present = int(row_counts(truth, [[] for _ in truth], short)[:, 2].sum())
+    head = ["as shot", *(f"gamma {g:g}" for g in gammas)]
+    lines = [
+        f"Short-pin recall [95 % CI] ({present} short pins) and findings F1 with a gamma curve on "
+        "the test panel only (the reference as shot; `--test-gamma`):",
+        "",
+        "| model | "
+        + " | ".join(f"short recall, {h}" for h in head)
+        + " | "
+        + " | ".join(f"findings F1, {h}" for h in head)
+        + " | unreadable under gamma |",
+        "|---|" + "---:|" * (2 * len(head) + 1),
+    ]
+    for name, shot in as_shot.items():
+        answered = [shot, *(relit[g][name] for g in gammas)]
+        recalls = [cell(row_counts(truth, a.found, short), recall_of) for a in answered]
+        f1s = [_f(f1_of(row_counts(truth, a.found))) for a in answered]
+        unreadable = " / ".join(str(relit[g][name].unreadable) for g in gammas)
+        lines.append(f"| {name} | {' | '.join(recalls)} | {' | '.join(f1s)} | {unreadable} |")
+    return [*lines, ""]
+
+
 def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -180,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="NAME=BASE[+ADAPTER] (repeat; the first is the baseline)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=0, help="rows per split (0: all)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--test-gamma", type=float, nargs="*", default=[], metavar="G",
+                        help="also answer each set with gamma G on the test panel (e.g. 0.6 "
+                        "1.6): short-pin recall under it (sets with short pins)")  # fmt: skip
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="report to write with --write")
     args = parser.parse_args(argv)
@@ -193,8 +228,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.time()
     sets = [parse_set(spec, args.limit) for spec in args.sets]
     # every model reads the same composites: register each once (two panels a composite)
-    remember_at_least(2 * sum(len(rows.images) for rows in sets))
+    shorts = [any(f.kind is DefectKind.SHORT for t in rows.truths for f in t) for rows in sets]
+    relit_images = {
+        (i, g): [test_gamma(image, g) for image in rows.images]
+        for i, rows in enumerate(sets)
+        if shorts[i]
+        for g in args.test_gamma
+    }
+    remember_at_least(
+        2 * (sum(len(rows.images) for rows in sets) + sum(map(len, relit_images.values())))
+    )
     scored: list[dict[str, Answered]] = [{} for _ in sets]
+    relit: list[dict[float, dict[str, Answered]]] = [
+        {g: {} for g in args.test_gamma} if shorts[i] else {} for i in range(len(sets))
+    ]
     for name, folder in models:
         base, _, adapter = folder.partition("+")
         loaded = load_model(base, adapter or None, device="cpu", dtype=torch.float32)
@@ -203,9 +250,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             f1 = f1_of(row_counts(rows.truths, out[name].found))
             print(f"{name} on {rows.label}: F1 {_f(f1)} ({time.time() - started:.0f} s)",
                   file=sys.stderr)  # fmt: skip
+        for (i, g), images in relit_images.items():
+            relit[i][g][name] = answer(loaded, images, args.batch_size)
     baseline = models[0][0]
     command = "OMP_NUM_THREADS=1 python -m benchmarks.bench_vlm_looks " + " ".join(
-        [f'--set "{s}"' for s in args.sets] + [f"--model {m}" for m in args.models]
+        [f'--set "{s}"' for s in args.sets]
+        + [f"--model {m}" for m in args.models]
+        + (
+            [f"--test-gamma {' '.join(f'{g:g}' for g in args.test_gamma)}"]
+            if args.test_gamma
+            else []
+        )
     )
     lines = [
         "# Chat VLMs on every look: per look family and per defect kind",
@@ -219,8 +274,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"of {args.batch_size}, registration included.",
         "",
     ]
-    for rows, out in zip(sets, scored, strict=True):
+    for rows, out, lit in zip(sets, scored, relit, strict=True):
         lines += set_section(rows, out, baseline)
+        if lit:
+            lines += gamma_lines(rows, out, lit)
     for i, rows in enumerate(sets):
         if "held-out" not in rows.label:
             continue
