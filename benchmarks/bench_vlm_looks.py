@@ -14,6 +14,10 @@ registered into the canonical frame). A finding is a (pin, kind) pair; a row the
 refuses, or an answer the grammar does not accept (cut short), counts its true findings as missed
 and is counted as unreadable.
 
+``--test-gamma 0.6 1.6`` also answers every set with short pins under a gamma curve on the test
+panel only (the reference as shot) and reports each model's short-pin recall there beside its
+recall as shot: a model that learned "short = dimmer" loses its short pins (issue 19: >= 0.85).
+
 Example (datasets of seeds no training or checkpoint choice used):
     python -m dataset_tools build --config qa --num 200 --seed 9610 --eval-fraction 0.01 \\
         --kinds bent missing short --looks train --train-positions all --out data/qa-looks-fresh
