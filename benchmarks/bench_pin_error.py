@@ -13,6 +13,11 @@ kind of fresh pairs, into what could cause it:
   (a translation of the whole frame: the site's centre taken a little off the socket's, the
   same for every pin of the shot: shading, shadows, a shaft in view), and the RMS **after the
   shift** (what a perfect centre definition would leave: the fit's scatter and its keystone);
+* **similarity**: the RMS once the best similarity (shift, rotation and one scale) from the
+  registered to the true pin centres is removed, and that similarity's scale against the housing
+  plane and against the pin tops' plane (0 % when the frame lies in that plane): what is left
+  after a similarity is the fit's own scatter; a scale below 0 against the housing and above 0
+  against the tops says the sites lie between the two planes;
 * **ref-test frames**: the reference's and the test's frames against each other (what the models
   compare; the shift is shared by the two shots of one rig and cancels here).
 
@@ -60,6 +65,9 @@ COLUMNS = (
     ("tops", "pin RMS px, pin tops' plane"),
     ("shift", "common shift px (mean)"),
     ("after", "RMS after the shift px"),
+    ("similar", "RMS after a similarity px"),
+    ("scale", "scale against the housing plane % (mean)"),
+    ("scale_tops", "scale against the pin tops' plane % (mean)"),
     ("pair", "ref-test frames px"),
 )
 
@@ -97,6 +105,21 @@ def typical_patch(image: np.ndarray) -> np.ndarray:
     return np.median(np.stack(patches), 0)
 
 
+def _after_similarity(image: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-pin distances left once the best similarity from the registered canonical pin centres
+    of ``image`` (its own size's frame, as registration takes it) to the true ones (``centres +
+    offsets``) is removed, and that similarity's scale - 1."""
+    from qeu_space.geometry import ConnectorGeometry
+    from qeu_space.vocabulary import ALL_POSITIONS
+
+    geo = ConnectorGeometry(image.shape[1], image.shape[0])
+    centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS], np.float64)
+    truth = centres + offsets
+    matrix, _ = cv2.estimateAffinePartial2D(centres, truth, method=cv2.LMEDS)
+    moved = centres @ matrix[:, :2].T + matrix[:, 2]
+    return np.linalg.norm(moved - truth, axis=1), float(np.hypot(*matrix[:, 0]) - 1)
+
+
 def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> dict[str, list]:
     """Per answered panel: ``(squared errors, pins)`` against each plane, the common shift and
     the squared residuals after it (and after the symmetry estimate of it); per pair, the
@@ -115,9 +138,13 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
             rows["refused"].append(refused)
             if refused:
                 continue
-            tops = _pin_errors(image, top)[0]
+            tops, _, _, canonical_tops = _pin_errors(image, top)
             shift = canonical.mean(0)
             after = ((canonical - shift) ** 2).sum(1)
+            left, scale = _after_similarity(image, canonical)
+            rows["similar"].append(((left**2).sum(), len(left)))
+            rows["scale"].append(100 * scale)
+            rows["scale_tops"].append(100 * _after_similarity(image, canonical_tops)[1])
             rows["housing"].append(((housing**2).sum(), len(housing)))
             rows["tops"].append(((tops**2).sum(), len(tops)))
             rows["shift"].append(float(np.linalg.norm(shift)))
@@ -135,7 +162,7 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
 
 
 def _figure(key: str, values: list) -> tuple[float, float, float]:
-    if key == "shift":
+    if key in ("shift", "scale", "scale_tops"):
         return interval(np.array(values), lambda v: float(np.mean(v)) if len(v) else np.nan)
     return interval(np.array(values).reshape(-1, 2), _rms)
 
