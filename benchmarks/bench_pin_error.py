@@ -23,6 +23,10 @@ kind of fresh pairs, into what could cause it:
 
 Cases come from the look zoo's draw (``--seed``, default 9500: not used by any other figure).
 
+``--socket-ring`` adds another experiment (registration is not changed): the frame moved onto the
+lattice of the socket openings, measured on a ring outside the pin face
+(:mod:`benchmarks.socket_ring`), and the pin RMS on that frame, and after its shift.
+
 ``--symmetry`` adds an experiment (registration is not changed): the shift estimated as the
 centre of point symmetry of the typical pin patch in the registered frame (the median of the 27
 pitch-size patches correlated with its own 180-degree rotation), of the intensity and of the
@@ -30,7 +34,7 @@ gradient magnitude, and the pin RMS once that estimate is removed.
 
 Usage:
     OMP_NUM_THREADS=1 python -m benchmarks.bench_pin_error [--cases 12] [--looks all] [--seed 9500]
-        [--symmetry]
+        [--symmetry] [--socket-ring]
 """
 
 from __future__ import annotations
@@ -54,8 +58,14 @@ from benchmarks.bench_look_zoo import (  # noqa: E402
     interval,
     make_sample_for,
 )
+from benchmarks.socket_ring import housing_frame  # noqa: E402
 from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES, resolve_looks  # noqa: E402
+from qeu_space.vocabulary import ALL_POSITIONS  # noqa: E402
 
+RING_COLUMNS = (
+    ("ring", "pin RMS px on the socket ring's frame (experiment)"),
+    ("ring_after", "its RMS after the shift px"),
+)
 SYMMETRY_COLUMNS = (
     ("sym", "RMS after the symmetry shift px (intensity; experiment)"),
     ("symg", "RMS after the symmetry shift px (gradient; experiment)"),
@@ -95,7 +105,6 @@ def symmetry_centre(patch: np.ndarray, gradient: bool) -> np.ndarray:
 def typical_patch(image: np.ndarray) -> np.ndarray:
     """The median pitch-size patch around the 27 canonical pin centres of the registered frame."""
     from qeu_space.views.registration import register
-    from qeu_space.vocabulary import ALL_POSITIONS
 
     reg = register(image)  # cached: the registration just measured
     frame = np.asarray(reg.warp(Image.fromarray(image)).convert("L"), np.float32)
@@ -110,7 +119,6 @@ def _after_similarity(image: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     of ``image`` (its own size's frame, as registration takes it) to the true ones (``centres +
     offsets``) is removed, and that similarity's scale - 1."""
     from qeu_space.geometry import ConnectorGeometry
-    from qeu_space.vocabulary import ALL_POSITIONS
 
     geo = ConnectorGeometry(image.shape[1], image.shape[0])
     centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS], np.float64)
@@ -120,12 +128,14 @@ def _after_similarity(image: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     return np.linalg.norm(moved - truth, axis=1), float(np.hypot(*matrix[:, 0]) - 1)
 
 
-def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> dict[str, list]:
+def family_rows(
+    family: str, cases: int, seed: int, symmetry: bool = False, socket_ring: bool = False
+) -> dict[str, list]:
     """Per answered panel: ``(squared errors, pins)`` against each plane, the common shift and
     the squared residuals after it (and after the symmetry estimate of it); per pair, the
     squared frame disagreement."""
     fi = list(LOOK_FAMILIES).index(family)
-    rows: dict[str, list] = {key: [] for key, _ in (*COLUMNS, *SYMMETRY_COLUMNS)}
+    rows: dict[str, list] = {key: [] for key, _ in (*COLUMNS, *SYMMETRY_COLUMNS, *RING_COLUMNS)}
     rows["refused"] = []
     for i in range(cases):
         sample = make_sample_for(Case(family, i, draw_findings(fi, i, seed)), fi, seed)
@@ -154,6 +164,15 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
                 for key, gradient in (("sym", False), ("symg", True)):
                     left = ((canonical - symmetry_centre(patch, gradient)) ** 2).sum(1)
                     rows[key].append((left.sum(), len(left)))
+            if socket_ring:
+                from qeu_space.views.registration import register
+
+                reg = register(image)  # cached: the registration just measured
+                centres = np.array([reg.geometry.pin_center(p) for p in ALL_POSITIONS])
+                left = canonical + centres - housing_frame(image, reg)
+                rows["ring"].append(((left**2).sum(), len(left)))
+                after_ring = ((left - left.mean(0)) ** 2).sum(1)
+                rows["ring_after"].append((after_ring.sum(), len(after_ring)))
             offsets.append(canonical)
         if len(offsets) == 2:
             d = ((offsets[0] - offsets[1]) ** 2).sum(1)
@@ -173,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--looks", default="all", help="all, train, held-out or a comma list")
     p.add_argument("--seed", type=int, default=9500, help="case seed (default 9500)")
     p.add_argument(
+        "--socket-ring",
+        action="store_true",
+        help="also the experiment: the frame moved onto the socket openings' lattice "
+        "(benchmarks/socket_ring.py)",
+    )
+    p.add_argument(
         "--symmetry",
         action="store_true",
         help="also the experiment: the shift estimated by the typical pin patch's symmetry",
@@ -186,11 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--looks: {e}")
     cv2.setNumThreads(1)
     start = time.perf_counter()
-    columns = (*COLUMNS, *SYMMETRY_COLUMNS) if args.symmetry else COLUMNS
+    columns = (
+        *COLUMNS,
+        *(SYMMETRY_COLUMNS if args.symmetry else ()),
+        *(RING_COLUMNS if args.socket_ring else ()),
+    )
     header = ["look family", "panels refused", *(label for _, label in columns)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for family in families:
-        rows = family_rows(family, args.cases, args.seed, args.symmetry)
+        rows = family_rows(family, args.cases, args.seed, args.symmetry, args.socket_ring)
         name = f"{family} (held out)" if family in HELD_OUT_FAMILIES else family
         cells = [f"{sum(rows['refused'])}/{len(rows['refused'])}"]
         for key, _ in columns:
