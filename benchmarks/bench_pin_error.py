@@ -13,10 +13,19 @@ kind of fresh pairs, into what could cause it:
   (a translation of the whole frame: the site's centre taken a little off the socket's, the
   same for every pin of the shot: shading, shadows, a shaft in view), and the RMS **after the
   shift** (what a perfect centre definition would leave: the fit's scatter and its keystone);
+* **similarity**: the RMS once the best similarity (shift, rotation and one scale) from the
+  registered to the true pin centres is removed, and that similarity's scale against the housing
+  plane and against the pin tops' plane (0 % when the frame lies in that plane): what is left
+  after a similarity is the fit's own scatter; a scale below 0 against the housing and above 0
+  against the tops says the sites lie between the two planes;
 * **ref-test frames**: the reference's and the test's frames against each other (what the models
   compare; the shift is shared by the two shots of one rig and cancels here).
 
 Cases come from the look zoo's draw (``--seed``, default 9500: not used by any other figure).
+
+``--socket-ring`` adds another experiment (registration is not changed): the frame moved onto the
+lattice of the socket openings, measured on a ring outside the pin face
+(:mod:`benchmarks.socket_ring`), and the pin RMS on that frame, and after its shift.
 
 ``--symmetry`` adds an experiment (registration is not changed): the shift estimated as the
 centre of point symmetry of the typical pin patch in the registered frame (the median of the 27
@@ -25,7 +34,7 @@ gradient magnitude, and the pin RMS once that estimate is removed.
 
 Usage:
     OMP_NUM_THREADS=1 python -m benchmarks.bench_pin_error [--cases 12] [--looks all] [--seed 9500]
-        [--symmetry]
+        [--symmetry] [--socket-ring]
 """
 
 from __future__ import annotations
@@ -49,8 +58,14 @@ from benchmarks.bench_look_zoo import (  # noqa: E402
     interval,
     make_sample_for,
 )
+from benchmarks.socket_ring import housing_frame  # noqa: E402
 from dataset_tools.looks import HELD_OUT_FAMILIES, LOOK_FAMILIES, resolve_looks  # noqa: E402
+from qeu_space.vocabulary import ALL_POSITIONS  # noqa: E402
 
+RING_COLUMNS = (
+    ("ring", "pin RMS px on the socket ring's frame (experiment)"),
+    ("ring_after", "its RMS after the shift px"),
+)
 SYMMETRY_COLUMNS = (
     ("sym", "RMS after the symmetry shift px (intensity; experiment)"),
     ("symg", "RMS after the symmetry shift px (gradient; experiment)"),
@@ -60,6 +75,9 @@ COLUMNS = (
     ("tops", "pin RMS px, pin tops' plane"),
     ("shift", "common shift px (mean)"),
     ("after", "RMS after the shift px"),
+    ("similar", "RMS after a similarity px"),
+    ("scale", "scale against the housing plane % (mean)"),
+    ("scale_tops", "scale against the pin tops' plane % (mean)"),
     ("pair", "ref-test frames px"),
 )
 
@@ -87,7 +105,6 @@ def symmetry_centre(patch: np.ndarray, gradient: bool) -> np.ndarray:
 def typical_patch(image: np.ndarray) -> np.ndarray:
     """The median pitch-size patch around the 27 canonical pin centres of the registered frame."""
     from qeu_space.views.registration import register
-    from qeu_space.vocabulary import ALL_POSITIONS
 
     reg = register(image)  # cached: the registration just measured
     frame = np.asarray(reg.warp(Image.fromarray(image)).convert("L"), np.float32)
@@ -97,12 +114,28 @@ def typical_patch(image: np.ndarray) -> np.ndarray:
     return np.median(np.stack(patches), 0)
 
 
-def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> dict[str, list]:
+def _after_similarity(image: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-pin distances left once the best similarity from the registered canonical pin centres
+    of ``image`` (its own size's frame, as registration takes it) to the true ones (``centres +
+    offsets``) is removed, and that similarity's scale - 1."""
+    from qeu_space.geometry import ConnectorGeometry
+
+    geo = ConnectorGeometry(image.shape[1], image.shape[0])
+    centres = np.array([geo.pin_center(p) for p in ALL_POSITIONS], np.float64)
+    truth = centres + offsets
+    matrix, _ = cv2.estimateAffinePartial2D(centres, truth, method=cv2.LMEDS)
+    moved = centres @ matrix[:, :2].T + matrix[:, 2]
+    return np.linalg.norm(moved - truth, axis=1), float(np.hypot(*matrix[:, 0]) - 1)
+
+
+def family_rows(
+    family: str, cases: int, seed: int, symmetry: bool = False, socket_ring: bool = False
+) -> dict[str, list]:
     """Per answered panel: ``(squared errors, pins)`` against each plane, the common shift and
     the squared residuals after it (and after the symmetry estimate of it); per pair, the
     squared frame disagreement."""
     fi = list(LOOK_FAMILIES).index(family)
-    rows: dict[str, list] = {key: [] for key, _ in (*COLUMNS, *SYMMETRY_COLUMNS)}
+    rows: dict[str, list] = {key: [] for key, _ in (*COLUMNS, *SYMMETRY_COLUMNS, *RING_COLUMNS)}
     rows["refused"] = []
     for i in range(cases):
         sample = make_sample_for(Case(family, i, draw_findings(fi, i, seed)), fi, seed)
@@ -115,9 +148,13 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
             rows["refused"].append(refused)
             if refused:
                 continue
-            tops = _pin_errors(image, top)[0]
+            tops, _, _, canonical_tops = _pin_errors(image, top)
             shift = canonical.mean(0)
             after = ((canonical - shift) ** 2).sum(1)
+            left, scale = _after_similarity(image, canonical)
+            rows["similar"].append(((left**2).sum(), len(left)))
+            rows["scale"].append(100 * scale)
+            rows["scale_tops"].append(100 * _after_similarity(image, canonical_tops)[1])
             rows["housing"].append(((housing**2).sum(), len(housing)))
             rows["tops"].append(((tops**2).sum(), len(tops)))
             rows["shift"].append(float(np.linalg.norm(shift)))
@@ -127,6 +164,15 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
                 for key, gradient in (("sym", False), ("symg", True)):
                     left = ((canonical - symmetry_centre(patch, gradient)) ** 2).sum(1)
                     rows[key].append((left.sum(), len(left)))
+            if socket_ring:
+                from qeu_space.views.registration import register
+
+                reg = register(image)  # cached: the registration just measured
+                centres = np.array([reg.geometry.pin_center(p) for p in ALL_POSITIONS])
+                left = canonical + centres - housing_frame(image, reg)
+                rows["ring"].append(((left**2).sum(), len(left)))
+                after_ring = ((left - left.mean(0)) ** 2).sum(1)
+                rows["ring_after"].append((after_ring.sum(), len(after_ring)))
             offsets.append(canonical)
         if len(offsets) == 2:
             d = ((offsets[0] - offsets[1]) ** 2).sum(1)
@@ -135,7 +181,7 @@ def family_rows(family: str, cases: int, seed: int, symmetry: bool = False) -> d
 
 
 def _figure(key: str, values: list) -> tuple[float, float, float]:
-    if key == "shift":
+    if key in ("shift", "scale", "scale_tops"):
         return interval(np.array(values), lambda v: float(np.mean(v)) if len(v) else np.nan)
     return interval(np.array(values).reshape(-1, 2), _rms)
 
@@ -145,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=12, help="pairs per look family (default 12)")
     p.add_argument("--looks", default="all", help="all, train, held-out or a comma list")
     p.add_argument("--seed", type=int, default=9500, help="case seed (default 9500)")
+    p.add_argument(
+        "--socket-ring",
+        action="store_true",
+        help="also the experiment: the frame moved onto the socket openings' lattice "
+        "(benchmarks/socket_ring.py)",
+    )
     p.add_argument(
         "--symmetry",
         action="store_true",
@@ -159,11 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--looks: {e}")
     cv2.setNumThreads(1)
     start = time.perf_counter()
-    columns = (*COLUMNS, *SYMMETRY_COLUMNS) if args.symmetry else COLUMNS
+    columns = (
+        *COLUMNS,
+        *(SYMMETRY_COLUMNS if args.symmetry else ()),
+        *(RING_COLUMNS if args.socket_ring else ()),
+    )
     header = ["look family", "panels refused", *(label for _, label in columns)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for family in families:
-        rows = family_rows(family, args.cases, args.seed, args.symmetry)
+        rows = family_rows(family, args.cases, args.seed, args.symmetry, args.socket_ring)
         name = f"{family} (held out)" if family in HELD_OUT_FAMILIES else family
         cells = [f"{sum(rows['refused'])}/{len(rows['refused'])}"]
         for key, _ in columns:

@@ -650,9 +650,10 @@ def looks_report(trials: list[LookTrial]) -> list[str]:
             )
     lines += [
         "",
-        "Most of the error above 0.5 px is one shift that all pins of a shot share, not the "
-        "pins' parallax (`python -m benchmarks.bench_pin_error`: the pin tops' plane is as far "
-        "off). The socket-outline ablation fits the housing plane's sockets instead: compare its "
+        "The error above 0.5 px is a similarity of the whole frame (a shift and a scale): the "
+        "frame lies between the housing plane and the pin tops' plane (`python -m "
+        "benchmarks.bench_pin_error`: 0.06-0.14 px after a similarity). The socket-outline "
+        "ablation fits the housing plane's sockets instead: compare its "
         "rows to the registration's (the registration keeps the sites' region centroids).",
     ]
     refusals: dict[str, int] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import shutil
 import tempfile
@@ -392,9 +393,13 @@ def plan_tasks(cfg: BuildConfig) -> list[Task]:
 
 
 def _run_task(cfg: BuildConfig, task: Task, schema: pa.Schema) -> pa.RecordBatch:
-    """The task's rows as Arrow in ``schema`` (the config's features' schema); a ``qa`` batch
-    comes without ``images`` (see :func:`_complete`)."""
-    rows = [make_row(cfg, task.split, i) for i in range(task.start, task.stop)]
+    """The task's rows as Arrow in ``schema`` (see :func:`_to_batch`)."""
+    return _to_batch([make_row(cfg, task.split, i) for i in range(task.start, task.stop)], schema)
+
+
+def _to_batch(rows: list[dict], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows as Arrow in ``schema`` (the config's features' schema); a ``qa`` batch comes without
+    ``images`` (see :func:`_complete`)."""
     if "images" in schema.names:
         schema = schema.remove(schema.get_field_index("images"))
         for row in rows:
@@ -432,15 +437,50 @@ def _complete(schema: pa.Schema, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
-def _worker_task(job: tuple[BuildConfig, Task, str, pa.Schema]) -> str:
+def _worker_task(job: tuple[BuildConfig, Task, str]) -> str:
     """Run a task in a worker; the batch goes to an Arrow file in ``folder`` that the parent
     maps: no pickling, and no copy through a pipe (which cost the parent ~1 ms a row)."""
-    cfg, task, folder, schema = job
-    batch = _run_task(cfg, task, schema)
+    cfg, task, folder = job
+    rows = [make_row(cfg, task.split, i) for i in range(task.start, task.stop)]
+    batch = _to_batch(rows, _shared_schema(folder))
     path = os.path.join(folder, f"{task.split}-{task.start:08d}.arrow")
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return path
+
+
+_SCHEMA_FILE = "schema.arrow"
+_READY: multiprocessing.synchronize.Event | None = None
+"""Set in a worker by the pool's initializer: the parent sets it once the schema file is written."""
+_schemas: dict[str, pa.Schema] = {}
+
+
+def _init_worker(ready: multiprocessing.synchronize.Event) -> None:
+    global _READY
+    _READY = ready
+
+
+def _publish_schema(
+    folder: str, schema: pa.Schema, ready: multiprocessing.synchronize.Event
+) -> None:
+    """Write the features' schema where the workers read it, then wake them: the workers start
+    rendering before the parent has it (its ``datasets`` import, ~1.2 CPU s, overlaps their
+    first rows instead of delaying them)."""
+    staging = os.path.join(folder, _SCHEMA_FILE + ".tmp")
+    with open(staging, "wb") as sink:
+        sink.write(schema.serialize().to_pybytes())
+    os.replace(staging, os.path.join(folder, _SCHEMA_FILE))
+    ready.set()
+
+
+def _shared_schema(folder: str) -> pa.Schema:
+    """The schema the parent published (waiting for it the first time in this worker)."""
+    if folder not in _schemas:
+        if _READY is not None:
+            _READY.wait()
+        with open(os.path.join(folder, _SCHEMA_FILE), "rb") as source:
+            _schemas[folder] = pa.ipc.read_schema(pa.py_buffer(source.read()))
+    return _schemas[folder]
 
 
 def _mapped(path: str) -> pa.RecordBatch:
@@ -470,9 +510,9 @@ def _opencv_on_one_thread() -> Iterator[None]:
 def _warm_up(cfg: BuildConfig, task: Task) -> None:
     """Make (and drop) the task's first row before the workers fork, so that they inherit what a
     first row loads: numba's compiled kernels (its cache load costs about 1.5 CPU seconds,
-    which each worker paid again), the noise bank, the canvas and a reference. (Forking first,
-    so that the workers load them while the parent imports ``datasets``, measured no faster:
-    benchmarks/RESULTS_dataset.md.)"""
+    which each worker paid again), the noise bank, the canvas and a reference. (Forking before
+    this, so that each worker loads them itself, measured no faster:
+    benchmarks/RESULTS_dataset.md; the parent's ``datasets`` import comes after the fork.)"""
     make_row(cfg, task.split, task.start)
 
 
@@ -489,7 +529,8 @@ def iter_batches(
 
     With ``cfg.num_proc > 1`` the tasks run in that many worker processes (one pool for all
     splits, so workers start once and keep their caches); each row still depends only on
-    ``(seed, split, index)``; they get the features' Arrow schema with each task.
+    ``(seed, split, index)``. They start on the rows as soon as they fork and read the
+    features' Arrow schema once the parent, importing ``datasets`` meanwhile, publishes it.
     ``progress`` shows a bar with the total and an ETA.
     """
     from tqdm.auto import tqdm
@@ -500,18 +541,21 @@ def iter_batches(
     pool = None
     stack = contextlib.ExitStack()
     try:
-        from dataset_tools.features import features
-
-        schema = features(cfg.config, cfg.kinds).arrow_schema
         if folder is not None:
             stack.enter_context(_opencv_on_one_thread())
             _warm_up(cfg, tasks[0])
-            pool = _pool_context().Pool(workers)
+            context = _pool_context()
+            ready = context.Event()
+            pool = context.Pool(workers, initializer=_init_worker, initargs=(ready,))
+            jobs = [(cfg, task, folder) for task in tasks]
+            results = (_mapped(path) for path in pool.imap(_worker_task, jobs, chunksize=1))
+        from dataset_tools.features import features  # datasets: while the workers render
+
+        schema = features(cfg.config, cfg.kinds).arrow_schema
         if pool is None:
             results = (_run_task(cfg, task, schema) for task in tasks)
         else:
-            jobs = [(cfg, task, folder, schema) for task in tasks]
-            results = (_mapped(path) for path in pool.imap(_worker_task, jobs, chunksize=1))
+            _publish_schema(folder, schema, ready)
         total = sum(cfg.split_sizes.values())
         with tqdm(total=total, unit="row", desc=f"{cfg.config} rows", disable=not progress) as bar:
             for task, batch in zip(tasks, results, strict=True):

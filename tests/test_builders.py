@@ -186,6 +186,28 @@ def test_rows_are_deterministic_whatever_the_number_of_processes(built):
     )
 
 
+def test_a_worker_waits_for_the_schema_the_parent_publishes(tmp_path, monkeypatch):
+    """Workers start on rows before the parent has imported ``datasets``: the first batch of a
+    worker must wait for the published schema, then read exactly that schema."""
+    import threading
+
+    from dataset_tools import builders
+
+    ready = threading.Event()
+    monkeypatch.setattr(builders, "_READY", ready)
+    monkeypatch.setattr(builders, "_schemas", {})
+    schema = FEATURES["qa"].arrow_schema
+    got = []
+    reader = threading.Thread(target=lambda: got.append(builders._shared_schema(str(tmp_path))))
+    reader.start()
+    reader.join(timeout=0.3)
+    assert reader.is_alive() and not got  # nothing published yet: it waits
+    builders._publish_schema(str(tmp_path), schema, ready)
+    reader.join(timeout=5)
+    assert got == [schema] and got[0].metadata == schema.metadata
+    assert not (tmp_path / "schema.arrow.tmp").exists()
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
